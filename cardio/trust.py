@@ -1,0 +1,65 @@
+"""Trust anchors: J-LIS's keys that make the card's data worth believing.
+
+A directory of PEM files: X.509 certificates are JPKI roots, bare public keys named
+``cv-*.pem`` are the keys that certify the 券面 APs' CV certificates. Users point this at
+J-LIS's published roots; tests point it at the emulated hierarchy's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from cardio.apdu.errors import CardioError
+from cardio.crypto import CvCertificate, SignatureError
+
+
+class TrustError(CardioError):
+    """A trust directory that cannot be read."""
+
+
+class DataStatus(Enum):
+    """How far a record's signature could be checked."""
+
+    VALID = "valid"
+    """Signed by the AP key, whose CV certificate chains to a configured anchor."""
+    UNTRUSTED = "untrusted"
+    """Signed consistently by the card's AP key, but no anchor vouches for that key."""
+    INVALID = "invalid"
+    """The signature or digests do not match: the data was altered."""
+
+
+@dataclass
+class TrustStore:
+    cv_roots: list[rsa.RSAPublicKey] = field(default_factory=list)
+    x509_roots: list[x509.Certificate] = field(default_factory=list)
+
+    @classmethod
+    def from_dir(cls, path: Path) -> TrustStore:
+        store = cls()
+        if not path.is_dir():
+            raise TrustError(f"trust directory {path} does not exist")
+        for pem in sorted(path.glob("*.pem")):
+            data = pem.read_bytes()
+            if b"BEGIN CERTIFICATE" in data:
+                store.x509_roots.extend(x509.load_pem_x509_certificates(data))
+            elif b"BEGIN PUBLIC KEY" in data:
+                key = serialization.load_pem_public_key(data)
+                if isinstance(key, rsa.RSAPublicKey):
+                    store.cv_roots.append(key)
+        return store
+
+    def check_cv_certificate(self, cert: CvCertificate) -> bool:
+        """True when one of the CV roots signed ``cert``."""
+        for root in self.cv_roots:
+            try:
+                cert.verify(root)
+                return True
+            except SignatureError:
+                continue
+        return False

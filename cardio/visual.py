@@ -1,0 +1,48 @@
+"""券面事項確認AP (card-face AP) client: the face photo and the card face images with
+J-LIS's signature checked (reference §5.3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cardio import constants as c
+from cardio.card import MyNumberCard
+from cardio.identity import validate_birth_key, validate_code_a, validate_code_b
+from cardio.records import CardFace, VisualBasicInfo
+from cardio.text import check_signature
+from cardio.trust import DataStatus, TrustStore
+
+
+@dataclass
+class VisualData:
+    face: CardFace = field(repr=False)
+    status: DataStatus
+    reason: str
+
+
+class VisualApplication:
+    def __init__(self, card: MyNumberCard) -> None:
+        self.card = card
+
+    def verify_code_a(self, my_number: str) -> None:
+        self.card.verify(c.Credential.VISUAL_A, validate_code_a(my_number))
+
+    def verify_code_b(self, code: str) -> None:
+        self.card.verify(c.Credential.VISUAL_B, validate_code_b(code))
+
+    def verify_birth(self, yymmdd: str) -> None:
+        self.card.verify(c.Credential.VISUAL_BIRTH, validate_birth_key(yymmdd))
+
+    def card_face(self) -> CardFace:
+        return CardFace.parse(self.card.read_tlv_ef(c.AID_VISUAL, c.VISUAL_FACE, "the card face"))
+
+    def basic_info(self) -> VisualBasicInfo:
+        return VisualBasicInfo.parse(
+            self.card.read_tlv_ef(c.AID_VISUAL, c.VISUAL_BASIC_INFO, "the AP basic info"))
+
+    def read_verified(self, trust: TrustStore | None = None) -> VisualData:
+        """Read the card face (照合番号A or B verified first) and check its signature."""
+        face = self.card_face()
+        cv_raw = self.card.read_tlv_ef(c.AID_VISUAL, c.VISUAL_CV_CERT, "the CV certificate")
+        status, reason = check_signature(cv_raw, trust, face.verify)
+        return VisualData(face, status, reason)

@@ -1,0 +1,144 @@
+"""The holder and card a software card is personalised from.
+
+The default is a fictional holder with random credentials; a profile file (JSON or TOML)
+can describe another. Nothing here is real personal data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import string
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cardio.identity import (
+    InvalidValue,
+    code_b,
+    is_valid_my_number,
+    my_number_check_digit,
+    validate_four_digit_pin,
+    validate_sign_password,
+)
+
+
+def random_my_number() -> str:
+    first = str(secrets.randbelow(9) + 1) + "".join(
+        secrets.choice(string.digits) for _ in range(10))
+    return first + str(my_number_check_digit(first))
+
+
+def random_pin() -> str:
+    return f"{secrets.randbelow(10_000):04d}"
+
+
+def random_sign_password() -> str:
+    alphabet = string.ascii_uppercase + string.digits
+    while True:
+        pw = "".join(secrets.choice(alphabet) for _ in range(10))
+        if any(c.isdigit() for c in pw) and any(c.isalpha() for c in pw):
+            return pw
+
+
+def nth_birthday_after(birth: dt.date, after: dt.date, n: int) -> dt.date:
+    """The n-th birthday strictly after ``after`` (29 February falls on 28 February)."""
+    year = after.year
+    count = 0
+    while True:
+        try:
+            day = birth.replace(year=year)
+        except ValueError:
+            day = dt.date(year, 2, 28)
+        if day > after:
+            count += 1
+            if count == n:
+                return day
+        year += 1
+
+
+@dataclass
+class Profile:
+    """A card holder and the card's printed and secret values."""
+
+    name: str = "番号　花子"
+    address: str = "東京都千代田区見本町一丁目２番３号　カーディオ荘１０１"
+    birth: dt.date = dt.date(1990, 4, 1)
+    sex: str = "2"
+    my_number: str = field(default_factory=random_my_number)
+    issued: dt.date = field(default_factory=dt.date.today)
+    expiry: dt.date | None = None
+    security_code: str = field(default_factory=random_pin)
+    municipality: str = "13101"
+    auth_pin: str = field(default_factory=random_pin)
+    sign_password: str = field(default_factory=random_sign_password)
+    text_pin: str = field(default_factory=random_pin)
+    common_pin: str | None = None
+    juki_pin: str | None = None
+    code_tries: int = 10
+    with_sign_certificate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.expiry is None:
+            # Adults' cards expire on the 10th birthday after issue.
+            self.expiry = nth_birthday_after(self.birth, self.issued, 10)
+        # The 共通/住基 PINs are set to the same 4 digits as the auth PIN at issue, as
+        # municipalities usually do.
+        if self.common_pin is None:
+            self.common_pin = self.auth_pin
+        if self.juki_pin is None:
+            self.juki_pin = self.auth_pin
+        self.validate()
+
+    @property
+    def card_expiry(self) -> dt.date:
+        assert self.expiry is not None
+        return self.expiry
+
+    @property
+    def code_b(self) -> str:
+        return code_b(self.birth, self.card_expiry.year, self.security_code)
+
+    def validate(self) -> None:
+        if not is_valid_my_number(self.my_number):
+            raise InvalidValue("my_number must be 12 digits with a valid check digit")
+        if self.sex not in {"0", "1", "2", "9"}:
+            raise InvalidValue("sex is 1 (male), 2 (female), 9 (n/a) or 0 (unknown)")
+        for pin in (self.auth_pin, self.text_pin, self.common_pin or "", self.juki_pin or ""):
+            validate_four_digit_pin(pin)
+        if validate_sign_password(self.sign_password).decode() != self.sign_password:
+            raise InvalidValue("the signature password is stored in upper case")
+        if not (len(self.municipality) == 5 and self.municipality.isdigit()):
+            raise InvalidValue("municipality is a 5-digit 全国地方公共団体コード")
+        if not self.name or not self.address:
+            raise InvalidValue("name and address must not be empty")
+        if not 1 <= self.code_tries <= 15:
+            raise InvalidValue("code_tries is 1..15")
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> Profile:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise InvalidValue(f"unknown profile keys: {', '.join(sorted(unknown))}")
+        values = dict(data)
+        for key in ("birth", "issued", "expiry"):
+            if isinstance(values.get(key), str):
+                values[key] = dt.date.fromisoformat(values[key])
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: Path) -> Profile:
+        raw = path.read_bytes()
+        data = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
+        if not isinstance(data, dict):
+            raise InvalidValue("a profile file holds one object")
+        return cls.from_mapping(data)
+
+    def to_mapping(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("birth", "issued", "expiry"):
+            out[key] = out[key].isoformat()
+        return out

@@ -1,0 +1,1 @@
+"""Face-verified PIN reset. Not built yet."""

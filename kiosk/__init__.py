@@ -1,0 +1,1 @@
+"""Kiosk controller (コンビニ交付). Not built yet."""
