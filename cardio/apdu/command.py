@@ -56,6 +56,8 @@ class CommandApdu:
     @property
     def is_extended(self) -> bool:
         """True when this APDU is (or must be) coded with extended lengths."""
+        if not self.data and self.le is None:
+            return False  # case 1 has no length fields to extend
         return (
             self.extended
             or len(self.data) > SHORT_MAX_LC

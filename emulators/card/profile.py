@@ -63,20 +63,20 @@ def nth_birthday_after(birth: dt.date, after: dt.date, n: int) -> dt.date:
 class Profile:
     """A card holder and the card's printed and secret values."""
 
-    name: str = "番号　花子"
-    address: str = "東京都千代田区見本町一丁目２番３号　カーディオ荘１０１"
-    birth: dt.date = dt.date(1990, 4, 1)
+    name: str = field(default="番号　花子", repr=False)
+    address: str = field(default="東京都千代田区見本町一丁目２番３号　カーディオ荘１０１", repr=False)
+    birth: dt.date = field(default=dt.date(1990, 4, 1), repr=False)
     sex: str = "2"
-    my_number: str = field(default_factory=random_my_number)
+    my_number: str = field(default_factory=random_my_number, repr=False)
     issued: dt.date = field(default_factory=dt.date.today)
     expiry: dt.date | None = None
-    security_code: str = field(default_factory=random_pin)
+    security_code: str = field(default_factory=random_pin, repr=False)
     municipality: str = "13101"
-    auth_pin: str = field(default_factory=random_pin)
-    sign_password: str = field(default_factory=random_sign_password)
-    text_pin: str = field(default_factory=random_pin)
-    common_pin: str | None = None
-    juki_pin: str | None = None
+    auth_pin: str = field(default_factory=random_pin, repr=False)
+    sign_password: str = field(default_factory=random_sign_password, repr=False)
+    text_pin: str = field(default_factory=random_pin, repr=False)
+    common_pin: str | None = field(default=None, repr=False)
+    juki_pin: str | None = field(default=None, repr=False)
     code_tries: int = 10
     with_sign_certificate: bool = True
 
