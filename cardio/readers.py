@@ -39,10 +39,9 @@ def open_reader(spec: str | None, trust_dir: Path | None = None) -> OpenReader:
                           " set CARDIO_READER")
     trust = TrustStore.from_dir(trust_dir) if trust_dir is not None else None
     if spec.startswith(EMU_PREFIX):
+        from cardio.transport import InProcessTransport
         from emulators.card.card import SoftwareCard
         from emulators.card.store import CardStoreError
-
-        from cardio.transport import InProcessTransport
 
         path = Path(spec[len(EMU_PREFIX):])
         try:

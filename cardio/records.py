@@ -111,7 +111,8 @@ class Attributes:
             raise RecordError(f"基本4情報 record lacks tag {exc.args[0]:X}") from exc
         except UnicodeDecodeError as exc:
             raise RecordError("基本4情報 birth date or sex is not ASCII") from exc
-        offsets = tuple(int.from_bytes(off_raw[i : i + 2], "big") for i in range(0, len(off_raw), 2))
+        offsets = tuple(int.from_bytes(off_raw[i : i + 2], "big")
+                        for i in range(0, len(off_raw), 2))
         start = by_tag[0xDF22].offset
         end = obj.offset + obj.size
         return cls(name, address, birth, sex, offsets, bytes(data[start:end]))

@@ -3,7 +3,10 @@ signature checked (reference §5.2)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cardio import constants as c
 from cardio.apdu import commands
@@ -26,8 +29,8 @@ class TextData:
     reason: str
 
 
-def check_signature(cv_raw: bytes, trust: TrustStore | None, check: callable  # type: ignore[valid-type]
-                    ) -> tuple[DataStatus, str]:
+def check_signature(cv_raw: bytes, trust: TrustStore | None,
+                    check: Callable[[rsa.RSAPublicKey], None]) -> tuple[DataStatus, str]:
     """Shared by the 券面 APs: verify a record with the AP key from the CV certificate,
     then the CV certificate against the trust anchors."""
     try:
@@ -88,7 +91,8 @@ class TextApplication:
 
     def presence_signature(self, challenge: bytes) -> tuple[bytes, SignedPublicKey]:
         """Card-presence check: the AP's own key (EF 0013, no PIN) signs a SHA-256
-        DigestInfo of ``challenge``; the signed public key (EF 0007) verifies it."""
+        DigestInfo of ``challenge``; the signed public key (EF 0007, readable after the PIN
+        or either 照合番号) verifies it."""
         self.card.select(c.AID_TEXT)
         payload = digest_info_of("sha256", challenge)
         sig = self.card.call(commands.compute_signature(payload, 0x00, current_key=False),

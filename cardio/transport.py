@@ -34,7 +34,8 @@ class NoCardError(TransportError):
 class Transport(Protocol):
     """Moves APDUs. ``supports_extended`` says whether extended-length APDUs pass."""
 
-    supports_extended: bool
+    @property
+    def supports_extended(self) -> bool: ...
 
     def transmit(self, apdu: bytes) -> bytes: ...
 

@@ -154,7 +154,8 @@ class SoftwareCard:
             if self.faults.remove_after <= 0:
                 self.faults.remove_after = None
                 self.remove()
-                raise CardRemoved("the card was removed during the command; insert it again and retry")
+                raise CardRemoved("the card was removed during the command;"
+                                  " insert it again and retry")
             self.faults.remove_after -= 1
         self.apdu_count += 1
         try:

@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from cardio.apdu import tlv
 from cardio.crypto import encode_rsa_public_key
@@ -202,7 +202,7 @@ class JlisHierarchy:
                 [x509.UniformResourceIdentifier(f"{self.ca_url}/crl/{kind}.crl")],
                 None, None, None)]), critical=False)
             .add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
-                x509.AuthorityInformationAccessOID.OCSP,
+                AuthorityInformationAccessOID.OCSP,
                 x509.UniformResourceIdentifier(f"{self.ca_url}/ocsp/{kind}"))]),
                 critical=False)
         )

@@ -24,6 +24,9 @@ from cardio.identity import (
     validate_sign_password,
 )
 
+DEFAULT_ADDRESS = "東京都千代田区見本町一丁目２番３号　カーディオ荘１０１"
+"""A fictional address (見本町 = "sample town")."""
+
 
 def random_my_number() -> str:
     first = str(secrets.randbelow(9) + 1) + "".join(
@@ -64,7 +67,7 @@ class Profile:
     """A card holder and the card's printed and secret values."""
 
     name: str = field(default="番号　花子", repr=False)
-    address: str = field(default="東京都千代田区見本町一丁目２番３号　カーディオ荘１０１", repr=False)
+    address: str = field(default=DEFAULT_ADDRESS, repr=False)
     birth: dt.date = field(default=dt.date(1990, 4, 1), repr=False)
     sex: str = "2"
     my_number: str = field(default_factory=random_my_number, repr=False)
