@@ -48,8 +48,11 @@ def key_to_pem(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def key_from_pem(data: bytes) -> rsa.RSAPrivateKey:
-    key = serialization.load_pem_private_key(data, password=None)
+def key_from_pem(data: bytes, *, trusted: bool = False) -> rsa.RSAPrivateKey:
+    """Load a PEM key. ``trusted`` skips OpenSSL's RSA consistency check (tens of ms per
+    key), for keys the card itself wrote into its own directory."""
+    key = serialization.load_pem_private_key(data, password=None,
+                                             unsafe_skip_rsa_key_validation=trusted)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError("not an RSA private key")
     return key

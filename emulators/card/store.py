@@ -100,6 +100,41 @@ class CardImage:
     data_objects: dict[int, bytes] = field(default_factory=dict)
 
 
+class LazyKeys(dict[KeyName, rsa.RSAPrivateKey]):
+    """Private keys parsed on first use: opening a card (a new process, a new CLI
+    command) should not pay for eight RSA key loads when it signs with one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pem: dict[KeyName, bytes] = {}
+
+    def add_pem(self, name: KeyName, pem: bytes) -> None:
+        self._pem[name] = pem
+
+    def __missing__(self, name: KeyName) -> rsa.RSAPrivateKey:
+        pem = self._pem.get(name)
+        if pem is None:
+            raise KeyError(name)
+        key = key_from_pem(pem, trusted=True)
+        self[name] = key
+        return key
+
+    def get(self, name: KeyName, default: Any = None) -> Any:  # type: ignore[override]
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._pem or super().__contains__(name)
+
+    def keys(self) -> Any:
+        return (set(self._pem) | set(super().keys()))
+
+    def __iter__(self) -> Any:
+        return iter(self.keys())
+
+
 class CardStore:
     """A card directory."""
 
@@ -155,10 +190,11 @@ class CardStore:
                     recs.append(blob[pos + 2 : pos + 2 + n])
                     pos += 2 + n
                 image.records[(aid, fid)] = recs
+        lazy = LazyKeys()
         for pem in sorted((self.path / "keys").glob("*.pem")):
             aid_hex, fid_hex = pem.stem.split("-")
-            image.private_keys[(bytes.fromhex(aid_hex), int(fid_hex, 16))] = key_from_pem(
-                pem.read_bytes())
+            lazy.add_pem((bytes.fromhex(aid_hex), int(fid_hex, 16)), pem.read_bytes())
+        image.private_keys = lazy
         for do in sorted((self.path / "do").glob("*.bin")):
             image.data_objects[int(do.stem, 16)] = do.read_bytes()
         for name, st in self.read_state().items():
