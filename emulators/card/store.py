@@ -119,7 +119,7 @@ class LazyKeys(dict[KeyName, rsa.RSAPrivateKey]):
         self[name] = key
         return key
 
-    def get(self, name: KeyName, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: KeyName, default: Any = None) -> Any:
         try:
             return self[name]
         except KeyError:
