@@ -89,8 +89,8 @@ def emit(args: argparse.Namespace, obj: dict[str, Any], lines: Sequence[str]) ->
             print(line)
 
 
-def _card(args: argparse.Namespace) -> tuple[MyNumberCard, Any]:
-    reader = open_reader(args.reader, args.trust)
+def _card(args: argparse.Namespace, *, pin: bool = False) -> tuple[MyNumberCard, Any]:
+    reader = open_reader(args.reader, args.trust, exclusive=pin)
     return MyNumberCard(reader.transport), reader.trust
 
 
@@ -125,7 +125,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_jpki_cert(args: argparse.Namespace) -> int:
-    card, _trust = _card(args)
+    card, _trust = _card(args, pin=args.which == "sign")
     jpki = JpkiApplication(card)
     if args.which == "sign":
         jpki.verify_pin("sign", SecretSource(args).get("JPKI signature password"))
@@ -147,7 +147,7 @@ def cmd_jpki_cert(args: argparse.Namespace) -> int:
 
 def cmd_jpki_sign(args: argparse.Namespace) -> int:
     data = args.input.read_bytes()
-    card, _trust = _card(args)
+    card, _trust = _card(args, pin=True)
     jpki = JpkiApplication(card)
     prompt = "JPKI auth PIN" if args.key == "auth" else "JPKI signature password"
     jpki.verify_pin(args.key, SecretSource(args).get(prompt))
@@ -161,7 +161,7 @@ def cmd_jpki_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_text_read(args: argparse.Namespace) -> int:
-    card, trust = _card(args)
+    card, trust = _card(args, pin=True)
     text = TextApplication(card)
     secrets = SecretSource(args)
     if args.with_ == "pin":
@@ -190,7 +190,7 @@ def cmd_text_read(args: argparse.Namespace) -> int:
 
 
 def cmd_visual_read(args: argparse.Namespace) -> int:
-    card, trust = _card(args)
+    card, trust = _card(args, pin=True)
     visual = VisualApplication(card)
     secrets = SecretSource(args)
     if args.with_ == "pin":
@@ -236,7 +236,7 @@ def cmd_pin_change(args: argparse.Namespace) -> int:
         again = check(getpass.getpass(f"new {cred.label} again: "))
         if again != new:
             raise UsageError("the two new values differ; nothing was changed")
-    card, _trust = _card(args)
+    card, _trust = _card(args, pin=True)
     card.change_reference_data(cred, old, new)
     emit(args, {"changed": args.kind}, [f"Changed the {cred.label}."])
     return 0
@@ -265,6 +265,44 @@ def cmd_emu_init(args: argparse.Namespace) -> int:
              "Credentials (shown once; the card keeps only salted digests):"]
     lines += [f"  {k:<14} {v}" for k, v in creds.items()]
     emit(args, obj, lines)
+    return 0
+
+
+def cmd_readers(args: argparse.Namespace) -> int:
+    from cardio.pcsc import list_readers
+
+    readers = list_readers()
+    obj = {"readers": [{"index": r.index, "name": r.name, "card_present": r.card_present,
+                        "atr": r.atr.hex().upper() if r.atr else None} for r in readers]}
+    lines = [f"{r.index}: {r.name}  [{'card ' + r.atr.hex(' ').upper() if r.atr else 'empty'}]"
+             for r in readers] or ["no PC/SC readers"]
+    emit(args, obj, lines)
+    return 0
+
+
+def cmd_emu_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from emulators.card import SoftwareCard
+    from emulators.vpcd import VpcdBridge, serve_forever
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    def reporter(directory: Path, port: int) -> Callable[[str], None]:
+        def report(event: str) -> None:
+            print(f"{directory} on port {port}: {event}", flush=True)
+        return report
+
+    bridges = [VpcdBridge(SoftwareCard.open(d), args.port + i, args.host,
+                          on_event=reporter(d, args.port + i))
+               for i, d in enumerate(args.dirs)]
+    print(f"serving {len(bridges)} card(s) to vpcd at {args.host}:{args.port}"
+          f"{'..' + str(args.port + len(bridges) - 1) if len(bridges) > 1 else ''};"
+          " Ctrl-C to stop", flush=True)
+    serve_forever(bridges, stop)
+    print("stopped", flush=True)
     return 0
 
 
@@ -357,6 +395,18 @@ def build_parser() -> argparse.ArgumentParser:
                    " ~/.local/share/cardio/emu-jlis)")
     _common(p)
     p.set_defaults(func=cmd_emu_init)
+
+    p = esub.add_parser("serve", help="plug software cards into pcscd through vpcd")
+    p.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
+    p.add_argument("--port", type=int, default=35963,
+                   help="vpcd port of the first card (the next card takes the next port)")
+    p.add_argument("--host", default="127.0.0.1")
+    _common(p)
+    p.set_defaults(func=cmd_emu_serve)
+
+    p = sub.add_parser("readers", help="list PC/SC readers and card presence")
+    _common(p)
+    p.set_defaults(func=cmd_readers)
 
     p = sub.add_parser("demo", help="create a software card and run a full cycle against it")
     p.add_argument("--dir", type=Path, default=None, help="keep the card here")

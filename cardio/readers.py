@@ -30,9 +30,12 @@ def default_reader() -> str | None:
     return os.environ.get("CARDIO_READER")
 
 
-def open_reader(spec: str | None, trust_dir: Path | None = None) -> OpenReader:
+def open_reader(spec: str | None, trust_dir: Path | None = None, *,
+                exclusive: bool = False) -> OpenReader:
     """Open ``spec``; trust anchors come from ``trust_dir`` or, for a software card, from
-    the emulated J-LIS hierarchy that personalised it."""
+    the emulated J-LIS hierarchy that personalised it. ``exclusive`` connects a PC/SC
+    reader with SCARD_SHARE_EXCLUSIVE (used whenever a PIN will be verified, so no other
+    process can use the key it unlocks)."""
     spec = spec or default_reader()
     if not spec:
         raise ReaderError("no reader given: use --reader emu:DIR (a software card) or"
@@ -53,5 +56,7 @@ def open_reader(spec: str | None, trust_dir: Path | None = None) -> OpenReader:
             if jlis and Path(jlis).is_dir():
                 trust = TrustStore.from_dir(Path(jlis))
         return OpenReader(spec, InProcessTransport(card), trust)
-    raise ReaderError(f"reader {spec!r}: PC/SC readers are not supported by this build yet;"
-                      " use emu:DIR")
+    from cardio.pcsc import PcscTransport
+
+    transport = PcscTransport.open(spec, exclusive=exclusive)
+    return OpenReader(transport.reader, transport, trust)

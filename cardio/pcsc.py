@@ -1,0 +1,274 @@
+"""PC/SC readers through pyscard: list readers with card presence, connect shared or
+exclusive, transmit, reconnect, wait for insertion and removal.
+
+Errors become typed: :class:`PcscUnavailable` when ``pcscd`` is not running,
+:class:`ReaderGone` when the reader disappeared, :class:`CardRemovedError` when the card
+left. PC/SC return codes are named in the message (0x80100069 and friends) so an
+integrator can look them up.
+
+pyscard is imported lazily so the rest of ``cardio`` works without it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from cardio.transport import CardRemovedError, NoCardError, TransportError
+
+SCARD_E_NO_SERVICE = 0x8010001D
+SCARD_E_SERVICE_STOPPED = 0x8010001E
+SCARD_E_NO_READERS_AVAILABLE = 0x8010002E
+SCARD_E_UNKNOWN_READER = 0x80100009
+SCARD_E_READER_UNAVAILABLE = 0x80100017
+SCARD_E_NO_SMARTCARD = 0x8010000C
+SCARD_W_REMOVED_CARD = 0x80100069
+SCARD_W_RESET_CARD = 0x80100068
+SCARD_E_NOT_TRANSACTED = 0x80100016
+SCARD_E_SHARING_VIOLATION = 0x8010000B
+SCARD_E_TIMEOUT = 0x8010000A
+SCARD_W_UNPOWERED_CARD = 0x80100067
+
+# SCardGetStatusChange reader states
+STATE_UNAWARE = 0x0000
+STATE_CHANGED = 0x0002
+STATE_UNKNOWN = 0x0004
+STATE_UNAVAILABLE = 0x0008
+STATE_EMPTY = 0x0010
+STATE_PRESENT = 0x0020
+STATE_INUSE = 0x0100
+STATE_EXCLUSIVE = 0x0080
+
+
+class PcscUnavailable(TransportError):
+    """pcscd is not running (or not reachable)."""
+
+
+class ReaderGone(TransportError):
+    """The reader is unknown or was unplugged."""
+
+
+class ReaderBusy(TransportError):
+    """Another process holds the card exclusively."""
+
+
+def _hresult(exc: BaseException) -> int:
+    value = getattr(exc, "hresult", -1)
+    return int(value) & 0xFFFFFFFF if isinstance(value, int) and value != -1 else -1
+
+
+def translate(exc: BaseException, reader: str = "") -> TransportError:
+    """A pyscard exception as one of ours."""
+    code = _hresult(exc)
+    where = f"reader {reader!r}: " if reader else ""
+    tag = f" (0x{code:08X})" if code != -1 else ""
+    if code in (SCARD_E_NO_SERVICE, SCARD_E_SERVICE_STOPPED):
+        return PcscUnavailable(f"pcscd is not running{tag}; start it (pcscd or "
+                               "systemctl start pcscd.socket) and retry")
+    if code in (SCARD_E_UNKNOWN_READER, SCARD_E_READER_UNAVAILABLE):
+        return ReaderGone(f"{where}the reader is not available{tag}; check the cable or"
+                          " pick another with 'cardio readers'")
+    if code in (SCARD_W_REMOVED_CARD, SCARD_E_NOT_TRANSACTED, SCARD_W_UNPOWERED_CARD):
+        return CardRemovedError(f"{where}the card was removed{tag}; insert it again and"
+                                " retry (the PIN must be verified again)")
+    if code == SCARD_E_NO_SMARTCARD or type(exc).__name__ == "NoCardException":
+        return NoCardError(f"{where}there is no card in the reader{tag}; insert the card")
+    if code == SCARD_E_SHARING_VIOLATION:
+        return ReaderBusy(f"{where}another program holds the card exclusively{tag};"
+                          " close it and retry")
+    return TransportError(f"{where}{exc}{tag}")
+
+
+@dataclass(frozen=True)
+class ReaderInfo:
+    index: int
+    name: str
+    card_present: bool
+    atr: bytes | None = None
+
+
+def _scard() -> Any:
+    try:
+        from smartcard import scard
+    except ImportError as exc:
+        raise TransportError("PC/SC support needs pyscard: pip install pyscard") from exc
+    return scard
+
+
+class _Context:
+    """An SCard context, released on exit."""
+
+    def __init__(self) -> None:
+        self.scard = _scard()
+        hresult, self.handle = self.scard.SCardEstablishContext(self.scard.SCARD_SCOPE_USER)
+        if hresult != self.scard.SCARD_S_SUCCESS:
+            raise translate(_Err(hresult))
+
+    def __enter__(self) -> _Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.scard.SCardReleaseContext(self.handle)
+
+    def readers(self) -> list[str]:
+        hresult, names = self.scard.SCardListReaders(self.handle, [])
+        if hresult & 0xFFFFFFFF == SCARD_E_NO_READERS_AVAILABLE:
+            return []
+        if hresult != self.scard.SCARD_S_SUCCESS:
+            raise translate(_Err(hresult))
+        return list(names)
+
+    def states(self, names: list[str], timeout_ms: int = 0,
+               known: dict[str, int] | None = None) -> dict[str, tuple[int, bytes]]:
+        query = [(n, (known or {}).get(n, STATE_UNAWARE)) for n in names]
+        hresult, result = self.scard.SCardGetStatusChange(self.handle, timeout_ms, query)
+        if hresult != self.scard.SCARD_S_SUCCESS:
+            raise translate(_Err(hresult))
+        return {name: (state, bytes(atr)) for name, state, atr in result}
+
+
+class _Err(Exception):
+    def __init__(self, hresult: int) -> None:
+        super().__init__(f"PC/SC error 0x{hresult & 0xFFFFFFFF:08X}")
+        self.hresult = hresult
+
+
+def list_readers() -> list[ReaderInfo]:
+    """Every PC/SC reader, with whether a card is present (and its ATR)."""
+    with _Context() as ctx:
+        names = ctx.readers()
+        if not names:
+            return []
+        states = ctx.states(names)
+    out = []
+    for i, name in enumerate(names):
+        state, atr = states[name]
+        present = bool(state & STATE_PRESENT)
+        out.append(ReaderInfo(i, name, present, atr if present else None))
+    return out
+
+
+def resolve_reader(spec: str) -> str:
+    """A reader by exact name, by index, or by a unique substring."""
+    with _Context() as ctx:
+        names = ctx.readers()
+    if spec in names:
+        return spec
+    if spec.isdigit() and int(spec) < len(names):
+        return names[int(spec)]
+    matches = [n for n in names if spec.lower() in n.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if not names:
+        raise ReaderGone("no PC/SC readers are connected")
+    raise ReaderGone(f"no single reader matches {spec!r}; readers: {', '.join(names)}")
+
+
+def wait_for(reader: str, present: bool = True, timeout: float = 10.0) -> bytes | None:
+    """Block until a card is (or is no longer) in ``reader``, without sleeping: the ATR
+    when one arrived. :class:`TimeoutError` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    with _Context() as ctx:
+        known = STATE_UNAWARE
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"reader {reader!r}: no card "
+                                   f"{'insertion' if present else 'removal'} within {timeout} s")
+            hresult, result = ctx.scard.SCardGetStatusChange(
+                ctx.handle, int(remaining * 1000), [(reader, known)])
+            if hresult == ctx.scard.SCARD_E_TIMEOUT:
+                continue
+            if hresult != ctx.scard.SCARD_S_SUCCESS:
+                raise translate(_Err(hresult), reader)
+            _name, state, atr = result[0]
+            if bool(state & STATE_PRESENT) == present and not state & STATE_UNAVAILABLE:
+                return bytes(atr) if present else None
+            known = state & ~STATE_CHANGED
+
+
+def watch(reader: str, timeout: float) -> Iterator[str]:
+    """Yield ``"inserted"`` and ``"removed"`` events for ``reader`` until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    with _Context() as ctx:
+        known = ctx.states([reader])[reader][0] & ~STATE_CHANGED
+        while (remaining := deadline - time.monotonic()) > 0:
+            hresult, result = ctx.scard.SCardGetStatusChange(
+                ctx.handle, int(remaining * 1000), [(reader, known)])
+            if hresult == ctx.scard.SCARD_E_TIMEOUT:
+                return
+            if hresult != ctx.scard.SCARD_S_SUCCESS:
+                raise translate(_Err(hresult), reader)
+            state = result[0][1]
+            was, now = bool(known & STATE_PRESENT), bool(state & STATE_PRESENT)
+            if now != was:
+                yield "inserted" if now else "removed"
+            known = state & ~STATE_CHANGED
+
+
+class PcscTransport:
+    """A :class:`~cardio.transport.Transport` over a pyscard ``CardConnection``.
+
+    ``connection`` may be a real reader's or an in-process emulated one (pyscard's
+    ``Reader``/``CardConnection`` API). ``exclusive=True`` connects with
+    ``SCARD_SHARE_EXCLUSIVE`` so no other process can use a key this process unlocked.
+    """
+
+    supports_extended = False
+
+    def __init__(self, connection: Any, *, exclusive: bool = False, reader: str = "") -> None:
+        self.connection = connection
+        self.reader = reader or str(getattr(connection, "reader", ""))
+        self.exclusive = exclusive
+
+    @classmethod
+    def open(cls, reader: str, *, exclusive: bool = False) -> PcscTransport:
+        """Connect to the card in the named reader (name, index or unique substring)."""
+        scard = _scard()
+        from smartcard.pcsc.PCSCReader import PCSCReader
+
+        name = resolve_reader(reader)
+        conn = PCSCReader(name).createConnection()
+        mode = scard.SCARD_SHARE_EXCLUSIVE if exclusive else scard.SCARD_SHARE_SHARED
+        try:
+            conn.connect(mode=mode, disposition=scard.SCARD_RESET_CARD)
+        except Exception as exc:
+            raise translate(exc, name) from exc
+        return cls(conn, exclusive=exclusive, reader=name)
+
+    @property
+    def atr(self) -> bytes:
+        try:
+            return bytes(self.connection.getATR())
+        except Exception as exc:
+            raise translate(exc, self.reader) from exc
+
+    def transmit(self, apdu: bytes) -> bytes:
+        try:
+            data, sw1, sw2 = self.connection.transmit(list(apdu))
+        except Exception as exc:
+            raise translate(exc, self.reader) from exc
+        return bytes(data) + bytes((sw1, sw2))
+
+    def reconnect(self, *, exclusive: bool | None = None, reset: bool = True) -> None:
+        """Reconnect (after a reset by another process, or to change the sharing mode).
+        ``reset=False`` keeps the card powered, and with it the security state."""
+        scard = _scard()
+        if exclusive is not None:
+            self.exclusive = exclusive
+        mode = scard.SCARD_SHARE_EXCLUSIVE if self.exclusive else scard.SCARD_SHARE_SHARED
+        disposition = scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD
+        try:
+            self.connection.reconnect(mode=mode, disposition=disposition)
+        except Exception as exc:
+            raise translate(exc, self.reader) from exc
+
+    def close(self) -> None:
+        try:
+            self.connection.disconnect()
+        except Exception as exc:
+            err = translate(exc, self.reader)
+            if not isinstance(err, CardRemovedError | NoCardError):
+                raise err from exc

@@ -1,0 +1,182 @@
+"""The vpcd bridge: plugs a software card into the real ``pcscd`` exactly as hardware
+would, through vsmartcard's vpcd driver (``shared/reference/pcsc-vpcd.md`` §3, §11.1).
+
+vpcd listens on TCP (35963 for ``Virtual PCD 00 00``, 35964 for ``00 01``); a card is a
+client that connects — that is insertion — and closes — that is removal. Every message is
+a 2-byte big-endian length and the payload. A 1-byte payload is a control code (0 off,
+1 on, 2 reset, 4 "send the ATR", the only one answered); anything longer is an APDU.
+
+Debian 12's vpcd 3.3 writes the length and the APDU as two TCP segments, so with the
+card's delayed ACK every APDU would wait ~40 ms: ``TCP_QUICKACK`` is re-armed before every
+``recv()`` (Linux clears it after use), which brings the round trip to ~80 µs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cardio.transport import CardRemovedError
+from emulators.card.card import SoftwareCard
+
+log = logging.getLogger(__name__)
+
+VPCD_PORT = 35963
+CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR = 0, 1, 2, 4
+TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
+
+
+class _Closed(Exception):
+    pass
+
+
+@dataclass
+class BridgeStats:
+    apdus: int = 0
+    controls: dict[int, int] = field(default_factory=dict)
+
+
+class VpcdBridge:
+    """One software card in one vpcd slot, served from a background thread.
+
+    ``insert()`` connects (retrying until vpcd listens), ``remove()`` closes the socket.
+    The card's own fault hooks work through the bridge: when the card reports removal
+    mid-command, the bridge closes the connection without answering, as a pulled card
+    would.
+    """
+
+    def __init__(self, card: SoftwareCard, port: int = VPCD_PORT, host: str = "127.0.0.1",
+                 *, on_event: Callable[[str], None] | None = None) -> None:
+        self.card = card
+        self.port = port
+        self.host = host
+        self.stats = BridgeStats()
+        self.on_event = on_event
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._want_inserted = threading.Event()
+        self._lock = threading.Lock()
+        self.connected = threading.Event()
+        self.reader_name = ""
+        """The PC/SC name pcscd gives this slot, once known."""
+
+    # -- public control ----------------------------------------------------------------------
+    def start(self, inserted: bool = True) -> VpcdBridge:
+        if inserted:
+            self._want_inserted.set()
+        self._thread = threading.Thread(target=self._run, name=f"vpcd-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def insert(self, timeout: float = 10.0) -> None:
+        self.card.insert()
+        self._want_inserted.set()
+        if not self.connected.wait(timeout):
+            raise TimeoutError(f"vpcd on port {self.port} did not accept the card")
+
+    def remove(self) -> None:
+        self._want_inserted.clear()
+        self._close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._want_inserted.set()  # wake the loop
+        self._close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _close(self) -> None:
+        with self._lock:
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.connected.clear()
+
+    def _emit(self, event: str) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._want_inserted.wait()
+            if self._stop.is_set():
+                return
+            try:
+                sock = socket.create_connection((self.host, self.port), timeout=2.0)
+            except OSError:
+                time.sleep(0.05)  # vpcd not listening yet
+                continue
+            sock.settimeout(None)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._sock = sock
+            self.card.insert()
+            self.connected.set()
+            self._emit("inserted")
+            pulled = False
+            try:
+                self._serve(sock)
+            except CardRemovedError:
+                pulled = True
+            except (_Closed, OSError):
+                pass
+            if pulled:
+                # A fault pulled the card: it stays out until insert() is called.
+                self._want_inserted.clear()
+            self._close()
+            self.card.remove()
+            self._emit("removed")
+
+    def _recv_exact(self, sock: socket.socket, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise _Closed
+            buf += chunk
+        return bytes(buf)
+
+    @staticmethod
+    def _send(sock: socket.socket, payload: bytes) -> None:
+        sock.sendall(struct.pack(">H", len(payload)) + payload)
+
+    def _serve(self, sock: socket.socket) -> None:
+        while not self._stop.is_set():
+            (length,) = struct.unpack(">H", self._recv_exact(sock, 2))
+            payload = self._recv_exact(sock, length) if length else b""
+            if length == 1:
+                code = payload[0]
+                self.stats.controls[code] = self.stats.controls.get(code, 0) + 1
+                if code == CTRL_ATR:
+                    self._send(sock, self.card.atr)
+                elif code in (CTRL_OFF, CTRL_RESET, CTRL_ON):
+                    self.card.power_off() if code == CTRL_OFF else self.card.reset()
+                continue
+            if length == 0:
+                continue
+            response = self.card.transmit(payload)  # CardRemovedError: pulled mid-command
+            self.stats.apdus += 1
+            self._send(sock, response)
+
+
+def serve_forever(bridges: list[VpcdBridge], stop: threading.Event) -> None:
+    """Run bridges until ``stop`` is set (the CLI sets it on SIGINT/SIGTERM)."""
+    for b in bridges:
+        b.start()
+    try:
+        stop.wait()
+    finally:
+        for b in bridges:
+            b.stop()
