@@ -73,6 +73,10 @@ def translate(exc: BaseException, reader: str = "") -> TransportError:
     if code in (SCARD_W_REMOVED_CARD, SCARD_E_NOT_TRANSACTED, SCARD_W_UNPOWERED_CARD):
         return CardRemovedError(f"{where}the card was removed{tag}; insert it again and"
                                 " retry (the PIN must be verified again)")
+    if "no valid response" in str(exc):
+        # The reader got no status word at all: the card stopped answering mid-command.
+        return CardRemovedError(f"{where}the card did not answer (removed or lost contact);"
+                                " insert it again and retry (the PIN must be verified again)")
     if code == SCARD_E_NO_SMARTCARD or type(exc).__name__ == "NoCardException":
         return NoCardError(f"{where}there is no card in the reader{tag}; insert the card")
     if code == SCARD_E_SHARING_VIOLATION:

@@ -129,8 +129,10 @@ class PcscStack:
         for card in self.cards:
             cmd += ["--card", str(card)]
         log = open(self.workdir / "stack.log", "ab")  # noqa: SIM115 - owned by the child
+        # Inside, clients must reach this pcscd, not one a parent process points at.
+        env = {**os.environ, "PCSCLITE_CSOCK_NAME": "/run/pcscd/pcscd.comm"}
         self.proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -170,6 +172,13 @@ class PcscStack:
 
     def remove(self, slot: int = 0) -> None:
         self.control(op="remove", slot=slot)
+
+    def load(self, card: Path, slot: int = 0) -> None:
+        """Swap the card in a slot for another card directory (remove, then insert)."""
+        self.control(op="load", slot=slot, card=str(Path(card).resolve()))
+
+    def stats(self) -> dict[str, Any]:
+        return self.control(op="stats")
 
     def remove_after(self, n: int, slot: int = 0) -> None:
         """Pull the card out after ``n`` more APDUs (the next one is never answered)."""
@@ -235,7 +244,14 @@ def _inside(args: argparse.Namespace) -> int:
     server.settimeout(0.2)
     from cardio.pcsc import list_readers, wait_for
 
+    deadline = time.monotonic() + 10
     names = [r.name for r in list_readers()]
+    while len(names) < len(bridges) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        names = [r.name for r in list_readers()]
+    if len(names) < len(bridges):
+        print(f"pcscd shows {len(names)} readers for {len(bridges)} cards: {names}", flush=True)
+        return 1
     for i, b in enumerate(bridges):
         b.connected.wait(10)
         b.reader_name = names[i]
@@ -271,6 +287,8 @@ def _inside(args: argparse.Namespace) -> int:
 
 
 def _handle(cmd: dict[str, Any], bridges: list[Any], stop: threading.Event) -> dict[str, Any]:
+    from emulators.card.card import SoftwareCard
+
     try:
         op = cmd.get("op")
         if op == "stop":
@@ -288,6 +306,12 @@ def _handle(cmd: dict[str, Any], bridges: list[Any], stop: threading.Event) -> d
         elif op == "remove":
             bridge.remove()
             wait_for(bridge.reader_name, present=False, timeout=10)
+        elif op == "load":
+            bridge.remove()
+            wait_for(bridge.reader_name, present=False, timeout=10)
+            bridge.card = SoftwareCard.open(cmd["card"])
+            bridge.insert()
+            wait_for(bridge.reader_name, present=True, timeout=10)
         elif op == "remove_after":
             bridge.card.faults.remove_after = int(cmd["n"])
         else:

@@ -28,6 +28,10 @@ from emulators.card.card import SoftwareCard
 log = logging.getLogger(__name__)
 
 VPCD_PORT = 35963
+MIN_OUT_SECONDS = 0.6
+"""How long a removed card stays out before it may connect again: longer than pcscd's
+~400 ms presence poll, or vpcd may never notice the removal and never accept the new
+connection (seen with Debian's vpcd 3.3)."""
 CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR = 0, 1, 2, 4
 TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
 
@@ -65,6 +69,7 @@ class VpcdBridge:
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self.reader_name = ""
+        self._removed_at = 0.0
         """The PC/SC name pcscd gives this slot, once known."""
 
     # -- public control ----------------------------------------------------------------------
@@ -111,6 +116,9 @@ class VpcdBridge:
             self._want_inserted.wait()
             if self._stop.is_set():
                 return
+            wait = self._removed_at + MIN_OUT_SECONDS - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
             try:
                 sock = socket.create_connection((self.host, self.port), timeout=2.0)
             except OSError:
@@ -135,6 +143,7 @@ class VpcdBridge:
                 self._want_inserted.clear()
             self._close()
             self.card.remove()
+            self._removed_at = time.monotonic()
             self._emit("removed")
 
     def _recv_exact(self, sock: socket.socket, n: int) -> bytes:
