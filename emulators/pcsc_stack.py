@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,9 @@ def unavailable_reason() -> str | None:
 
 
 def _unshare_prefix() -> list[str]:
-    cmd = ["unshare", "--mount", "--net", "--fork", "--kill-child=SIGTERM"]
+    # A PID namespace too: when the process inside exits, the kernel kills everything
+    # left in it (pcscd included), so nothing outlives the stack, whatever went wrong.
+    cmd = ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child=SIGTERM"]
     if os.geteuid() != 0:
         cmd[1:1] = ["--user", "--map-root-user"]
     return cmd
@@ -93,8 +96,10 @@ def reader_conf(workdir: Path, slots: int) -> Path:
 class PcscStack:
     """pcscd + vpcd + software cards in a private namespace, controlled from the host."""
 
-    def __init__(self, cards: list[Path], workdir: Path, *, apdu_log: bool = False) -> None:
-        self.cards = [Path(c).resolve() for c in cards]
+    def __init__(self, cards: Sequence[Path | str], workdir: Path, *,
+                 apdu_log: bool = False) -> None:
+        """``cards``: card directories, or ``"trivial"`` for a card answering 9000."""
+        self.cards = [c if str(c) == "trivial" else Path(c).resolve() for c in cards]
         self.workdir = Path(workdir).resolve()
         self.apdu_log = apdu_log
         self.proc: subprocess.Popen[bytes] | None = None
@@ -224,8 +229,11 @@ def _inside(args: argparse.Namespace) -> int:
             return 1
         time.sleep(0.01)
 
+    from emulators.vpcd import TrivialCard
+
     bridges = [
-        VpcdBridge(SoftwareCard.open(card), BASE_PORT + i).start()
+        VpcdBridge(TrivialCard() if card == "trivial" else SoftwareCard.open(card),
+                   BASE_PORT + i).start()
         for i, card in enumerate(args.card)
     ]
     stop = threading.Event()

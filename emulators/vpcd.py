@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cardio.transport import CardRemovedError
-from emulators.card.card import SoftwareCard
+from emulators.card.card import Faults, SoftwareCard
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,34 @@ MIN_OUT_SECONDS = 0.6
 connection (seen with Debian's vpcd 3.3)."""
 CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR = 0, 1, 2, 4
 TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
+
+
+class TrivialCard:
+    """A card that answers ``9000`` to everything: the floor for round-trip benchmarks
+    (the cost of pcscd + vpcd + TCP with no card logic at all)."""
+
+    atr = bytes.fromhex("3BE000FF8131FE4514")
+
+    def __init__(self) -> None:
+        self.present = True
+        self.faults = Faults()
+
+    def transmit(self, raw: bytes) -> bytes:
+        return b"\x90\x00"
+
+    def reset(self) -> bytes:
+        return self.atr
+
+    power_on = reset
+
+    def power_off(self) -> None:
+        pass
+
+    def insert(self) -> None:
+        self.present = True
+
+    def remove(self) -> None:
+        self.present = False
 
 
 class _Closed(Exception):
@@ -55,8 +83,8 @@ class VpcdBridge:
     would.
     """
 
-    def __init__(self, card: SoftwareCard, port: int = VPCD_PORT, host: str = "127.0.0.1",
-                 *, on_event: Callable[[str], None] | None = None) -> None:
+    def __init__(self, card: SoftwareCard | TrivialCard, port: int = VPCD_PORT,
+                 host: str = "127.0.0.1", *, on_event: Callable[[str], None] | None = None) -> None:
         self.card = card
         self.port = port
         self.host = host

@@ -1,0 +1,114 @@
+"""APDU round trips through the real pcscd + vpcd, beside the in-process figure and a
+trivial card that answers 9000 to everything (the floor); and the APDUs our client
+spends reading the four JPKI certificates beside OpenSC's tools on the same card.
+
+Runs the stack in a private namespace (root, or unprivileged user namespaces). Prints
+figures; never fails for being slow.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from cardio.apdu import commands
+from cardio.constants import AID_JPKI, JPKI_AUTH_CERT
+from emulators.card import JlisHierarchy, Profile, SoftwareCard, create_card
+from emulators.pcsc_stack import PcscStack
+
+N = 2000
+
+
+def timings(transmit: object, apdu: bytes, n: int = N) -> tuple[float, float]:
+    send = transmit  # type: ignore[assignment]
+    for _ in range(50):
+        send(apdu)  # type: ignore[operator]
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        send(apdu)  # type: ignore[operator]
+        samples.append(time.perf_counter_ns() - t0)
+    samples.sort()
+    return statistics.median(samples) / 1000, samples[int(len(samples) * 0.99)] / 1000
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        jlis = JlisHierarchy.load_or_create(base / "jlis")
+        profile = Profile()
+        create_card(base / "card", profile, jlis)
+        stack = PcscStack([base / "card", "trivial"], base / "stack").start()
+        os.environ.update(stack.env)
+        try:
+            from cardio.pcsc import PcscTransport
+
+            readers = stack.stats()["readers"]
+            card_t = PcscTransport.open(readers[0])
+            floor_t = PcscTransport.open(readers[1])
+            select = commands.select_aid(AID_JPKI).encode()
+            card_t.transmit(select)
+            card_t.transmit(commands.select_ef(JPKI_AUTH_CERT).encode())
+            read = commands.read_binary(0, 256).encode()
+            inproc = SoftwareCard.open(base / "card")
+            inproc.transmit(select)
+            inproc.transmit(commands.select_ef(JPKI_AUTH_CERT).encode())
+
+            rows = [
+                ("trivial 9000 card via pcscd+vpcd (floor)", timings(floor_t.transmit, select)),
+                ("software card SELECT via pcscd+vpcd", timings(card_t.transmit, select)),
+                ("software card READ BINARY 256 via pcscd+vpcd", timings(card_t.transmit, read)),
+                ("software card READ BINARY 256 in-process", timings(inproc.transmit, read)),
+            ]
+            floor = rows[0][1][0]
+            print(f"APDU round trip, {N} APDUs after 50 warm-up (µs)")
+            for label, (med, p99) in rows:
+                print(f"  {label:<48} median {med:8.1f}  p99 {p99:8.1f}  x{med / floor:.2f} floor")
+            card_t.close()
+            floor_t.close()
+
+            # APDUs for the four certificates: ours vs OpenSC on the same card.
+            from cardio.card import MyNumberCard
+            from cardio.jpki import JpkiApplication
+
+            before = stack.stats()["apdus"][0]
+            t = PcscTransport.open(readers[0])
+            j = JpkiApplication(MyNumberCard(t))
+            for which in ("auth", "auth-ca", "sign-ca"):
+                j.certificate_der(which)
+            j.verify_pin("sign", profile.sign_password)
+            j.certificate_der("sign")
+            t.close()
+            ours = stack.stats()["apdus"][0] - before
+
+            def opensc(args: list[str], extra_env: dict[str, str] | None = None) -> int:
+                b = stack.stats()["apdus"][0]
+                subprocess.run(args, capture_output=True, timeout=60,
+                               env={**os.environ, **(extra_env or {})})
+                return int(stack.stats()["apdus"][0] - b)
+
+            reads = [["pkcs15-tool", "-r", "0", "--read-certificate", i] for i in ("1", "3", "4")]
+            reads.append(["pkcs15-tool", "-r", "0", "--verify-pin", "--auth-id", "02", "--pin",
+                          profile.sign_password, "--read-certificate", "2"])
+            generic = sum(opensc(a) for a in reads)
+            jpki_only = sum(opensc(a, {"OPENSC_DRIVER": "jpki"}) for a in reads)
+            listing = opensc(["pkcs15-tool", "-r", "0", "--list-certificates"],
+                             {"OPENSC_DRIVER": "jpki"})
+            print("\nAPDUs to read the four JPKI certificates (auth, auth CA, sign CA, sign)")
+            print(f"  cardio client, one session                      {ours:>4}")
+            print(f"  OpenSC pkcs15-tool --read-certificate x4        {generic:>4}"
+                  f"  ({generic / ours:.1f}x; includes driver probing per process)")
+            print(f"  same with OPENSC_DRIVER=jpki                    {jpki_only:>4}"
+                  f"  ({jpki_only / ours:.1f}x)")
+            print(f"  OpenSC --list-certificates (3 certs readable)   {listing:>4}"
+                  f"  (OPENSC_DRIVER=jpki)")
+        finally:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()
