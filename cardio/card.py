@@ -17,7 +17,6 @@ from cardio import constants as c
 from cardio.apdu import commands, tlv
 from cardio.apdu.command import EXTENDED_MAX_LE, SHORT_MAX_LE, CommandApdu, ResponseApdu
 from cardio.apdu.errors import (
-    CardError,
     MalformedApdu,
     PinBlocked,
     TlvError,
@@ -155,10 +154,7 @@ class MyNumberCard:
             cmd = commands.change_key(new)
         else:
             cmd = commands.change_reference_data(new)
-        try:
-            self.call(cmd, f"changing {credential.label}")
-        except CardError:
-            raise
+        self.call(cmd, f"changing {credential.label}")
 
     def get_challenge(self, length: int = 8) -> bytes:
         return self.call(commands.get_challenge(length), "GET CHALLENGE")

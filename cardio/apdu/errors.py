@@ -48,10 +48,13 @@ class VerificationFailed(CardError):
     """A wrong PIN or 照合番号 (63Cx)."""
 
     def __init__(self, sw: int, context: str = "", advice: str | None = None) -> None:
-        self.tries_left = sw & 0x0F
+        # 6300: a key without a retry limit, so no count to report.
+        self.tries_left: int | None = sw & 0x0F if sw & 0xFFF0 == 0x63C0 else None
         super().__init__(sw, context, advice)
 
     def _describe(self) -> str:
+        if self.tries_left is None:
+            return "wrong value"
         if self.tries_left == 0:
             return "wrong value; no tries are left and the credential is now blocked"
         plural = "try" if self.tries_left == 1 else "tries"
