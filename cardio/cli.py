@@ -12,6 +12,7 @@ names the status word and what to do, with a non-zero exit code:
 3     wrong PIN / 照合番号 (tries remain)
 4     blocked credential
 5     card removed or reader failure
+6     a certificate or signature checked but not valid (revoked, expired, unknown, ...)
 ====  ==========================================
 """
 
@@ -42,6 +43,7 @@ from cardio.transport import TransportError
 from cardio.visual import VisualApplication
 
 EXIT_ERROR, EXIT_USAGE, EXIT_WRONG_PIN, EXIT_BLOCKED, EXIT_TRANSPORT = 1, 2, 3, 4, 5
+EXIT_NOT_VALID = 6
 
 SEX = {"1": "男 (male)", "2": "女 (female)", "9": "適用不能 (n/a)", "0": "不明 (unknown)"}
 
@@ -306,6 +308,151 @@ def cmd_emu_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trust_for(args: argparse.Namespace, reader_trust: Any = None) -> Any:
+    from cardio.trust import TrustStore
+
+    if args.trust is not None:
+        return TrustStore.from_dir(args.trust)
+    if reader_trust is not None:
+        return reader_trust
+    env = os.environ.get("CARDIO_TRUST_DIR")
+    if env:
+        return TrustStore.from_dir(Path(env))
+    raise UsageError("no trust anchors: give --trust DIR (J-LIS's roots, or"
+                     " 'cardio emu ca roots' for the emulated ones) or set CARDIO_TRUST_DIR")
+
+
+def _at(args: argparse.Namespace) -> Any:
+    import datetime as dt
+
+    if not args.at:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(args.at)
+    except ValueError as exc:
+        raise UsageError("--at takes an ISO 8601 time, e.g. 2030-01-01T00:00:00+09:00"
+                         ) from exc
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _validation_lines(v: Any) -> list[str]:
+    return [f"Status: {v.status.value}", f"Reason: {v.reason}",
+            f"Checks: {', '.join(v.checks) or 'none'}"]
+
+
+def cmd_jpki_verify_cert(args: argparse.Namespace) -> int:
+    from cardio.pki import CertificateValidator, load_certificate
+
+    reader_trust = None
+    if args.card:
+        card, reader_trust = _card(args, pin=args.card == "sign")
+        jpki = JpkiApplication(card)
+        if args.card == "sign":
+            jpki.verify_pin("sign", SecretSource(args).get("JPKI signature password"))
+        cert = jpki.certificate(args.card)
+    elif args.file is not None:
+        cert = load_certificate(args.file.read_bytes())
+    else:
+        raise UsageError("give a certificate FILE or --card auth|sign")
+    validator = CertificateValidator(_trust_for(args, reader_trust))
+    v = validator.validate(cert, at=_at(args), purpose=args.purpose)
+    obj = {**v.to_json(), "subject": cert.subject.rfc4514_string(),
+           "serial": format(cert.serial_number, "x")}
+    emit(args, obj, [f"Certificate: {obj['subject']} (serial {obj['serial']})",
+                     *_validation_lines(v)])
+    return 0 if v.status.value == "valid" else EXIT_NOT_VALID
+
+
+def cmd_jpki_cms_sign(args: argparse.Namespace) -> int:
+    from cardio.cms import sign_detached
+
+    content = args.input.read_bytes()
+    card, _trust = _card(args, pin=True)
+    jpki = JpkiApplication(card)
+    key = args.key
+    jpki.verify_pin(key, SecretSource(args).get(
+        "JPKI signature password" if key == "sign" else "JPKI auth PIN"))
+    cert_der = jpki.certificate_der(key)
+    ca_der = jpki.certificate_der(f"{key}-ca")
+    p7s = sign_detached(content, cert_der, lambda di: jpki.sign_digest_info(key, di),
+                        extra_certs=(ca_der,) if args.include_ca else ())
+    args.out.write_bytes(p7s)
+    emit(args, {"out": str(args.out), "key": key, "bytes": len(p7s), "detached": True},
+         [f"Wrote a detached CMS signature ({len(p7s)} bytes, {key} key) to {args.out}"])
+    return 0
+
+
+def cmd_jpki_cms_verify(args: argparse.Namespace) -> int:
+    from cardio.cms import verify_detached
+    from cardio.pki import CertificateValidator
+
+    sig = verify_detached(args.sig.read_bytes(), args.input.read_bytes())
+    validator = CertificateValidator(_trust_for(args))
+    v = validator.validate(sig.signer, at=sig.signing_time if args.at_signing_time else
+                           _at(args), purpose="any")
+    obj = {"signature": "valid", "signer": sig.signer.subject.rfc4514_string(),
+           "signing_time": sig.signing_time.isoformat() if sig.signing_time else None,
+           "certificate": v.to_json()}
+    emit(args, obj, ["Signature: valid (content matches, RSA verified)",
+                     f"Signer: {obj['signer']}", f"Signing time: {obj['signing_time']}",
+                     *_validation_lines(v)])
+    return 0 if v.status.value == "valid" else EXIT_NOT_VALID
+
+
+def _jlis(args: argparse.Namespace) -> Any:
+    from emulators.card import JlisHierarchy
+
+    return JlisHierarchy.load_or_create(args.jlis)
+
+
+def cmd_emu_ca_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from emulators.jpki_ca import CaServer, JpkiAuthority
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server = CaServer(JpkiAuthority(_jlis(args)), args.host, args.port).start()
+    print(f"JPKI CA (OCSP, CRL) at {server.url}; Ctrl-C to stop", flush=True)
+    stop.wait()
+    server.stop()
+    print("stopped", flush=True)
+    return 0
+
+
+def cmd_emu_ca_roots(args: argparse.Namespace) -> int:
+    from emulators.jpki_ca import export_roots
+
+    written = export_roots(_jlis(args), args.out)
+    emit(args, {k: str(v) for k, v in written.items()},
+         [f"{k}: {v}" for k, v in written.items()])
+    return 0
+
+
+def cmd_emu_ca_revoke(args: argparse.Namespace) -> int:
+    import json as _json
+
+    from emulators.card import JlisHierarchy
+    from emulators.jpki_ca import JpkiAuthority
+
+    meta = _json.loads((args.card_dir / "card.json").read_text())
+    jlis = JlisHierarchy.load_or_create(args.jlis or Path(meta["jlis_dir"]))
+    ca = JpkiAuthority(jlis)
+    if args.event:
+        revs = ca.card_event(args.card_dir, args.event)
+    elif args.cert:
+        revs = [ca.revoke_card(args.card_dir, args.cert, args.reason)]
+    else:
+        raise UsageError("give --cert auth|sign (with --reason) or --event")
+    obj = {"revoked": [{"cert": r.kind, "serial": format(r.serial, "x"), "reason": r.reason,
+                        "time": r.time.isoformat()} for r in revs]}
+    emit(args, obj, [f"Revoked the {r.kind} certificate {r.serial:x} ({r.reason}) at"
+                     f" {r.time.isoformat()}" for r in revs])
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from cardio.demo import run_demo
 
@@ -360,6 +507,32 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, secrets=True)
     p.set_defaults(func=cmd_jpki_sign)
 
+    p = jsub.add_parser("verify-cert", help="validate a certificate: chain, validity,"
+                        " key usage, revocation (OCSP, CRL fallback)")
+    p.add_argument("file", type=Path, nargs="?", help="certificate (DER or PEM)")
+    p.add_argument("--card", choices=["auth", "sign"], help="read the certificate from the card")
+    p.add_argument("--at", help="check validity at this ISO 8601 time (default now)")
+    p.add_argument("--purpose", choices=["any", "auth", "sign"], default="any")
+    _common(p, secrets=True)
+    p.set_defaults(func=cmd_jpki_verify_cert)
+    cms = jsub.add_parser("cms", help="detached CMS signatures with the card")
+    csub = cms.add_subparsers(dest="cms_command", required=True)
+    p = csub.add_parser("sign", help="detached CMS SignedData (.p7s)")
+    p.add_argument("--in", dest="input", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--key", choices=["sign", "auth"], default="sign")
+    p.add_argument("--include-ca", action="store_true", help="also embed the CA certificate")
+    _common(p, secrets=True)
+    p.set_defaults(func=cmd_jpki_cms_sign)
+    p = csub.add_parser("verify", help="verify a detached CMS signature and its certificate")
+    p.add_argument("--in", dest="input", type=Path, required=True)
+    p.add_argument("--sig", type=Path, required=True)
+    p.add_argument("--at", help="validate the certificate at this time (default now)")
+    p.add_argument("--at-signing-time", action="store_true",
+                   help="validate the certificate at the signed signing time")
+    _common(p)
+    p.set_defaults(func=cmd_jpki_cms_verify)
+
     text = sub.add_parser("text", help="券面事項入力補助AP: 個人番号 and 基本4情報")
     tsub = text.add_subparsers(dest="text_command", required=True)
     p = tsub.add_parser("read", help="read and check J-LIS's signature")
@@ -404,6 +577,32 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_emu_serve)
 
+    ca = esub.add_parser("ca", help="the emulated JPKI CAs (OCSP, CRL, revocation)")
+    casub = ca.add_subparsers(dest="ca_command", required=True)
+    p = casub.add_parser("serve", help="run the OCSP responder and CRL server on loopback")
+    p.add_argument("--jlis", type=Path, default=None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=35980)
+    _common(p)
+    p.set_defaults(func=cmd_emu_ca_serve)
+    p = casub.add_parser("roots", help="write the emulated trust anchors as PEM")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--jlis", type=Path, default=None)
+    _common(p)
+    p.set_defaults(func=cmd_emu_ca_roots)
+    p = casub.add_parser("revoke", help="revoke a software card's certificate")
+    p.add_argument("card_dir", type=Path)
+    p.add_argument("--cert", choices=["auth", "sign"])
+    p.add_argument("--reason", default="unspecified",
+                   choices=["unspecified", "key_compromise", "affiliation_changed",
+                            "superseded", "cessation_of_operation", "certificate_hold",
+                            "privilege_withdrawn"])
+    p.add_argument("--event", choices=["attributes_changed", "lost"],
+                   help="attributes_changed revokes the sign cert; lost revokes both")
+    p.add_argument("--jlis", type=Path, default=None)
+    _common(p)
+    p.set_defaults(func=cmd_emu_ca_revoke)
+
     p = sub.add_parser("readers", help="list PC/SC readers and card presence")
     _common(p)
     p.set_defaults(func=cmd_readers)
@@ -416,6 +615,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _exit_code(exc: BaseException) -> int:
+    from cardio.cms import CmsError
+
+    if isinstance(exc, CmsError):
+        return EXIT_NOT_VALID
     if isinstance(exc, PinBlocked):
         return EXIT_BLOCKED
     if isinstance(exc, VerificationFailed):
