@@ -158,7 +158,20 @@ def _children(obj: tlv.Tlv, what: str) -> list[tlv.Tlv]:
 
 
 def parse(data: bytes) -> CmsSignature:
-    """Parse a DER SignedData with one signer."""
+    """Parse a DER SignedData with one signer; anything malformed is a :class:`CmsError`."""
+    from cardio.pki import PARSE_ERRORS
+
+    try:
+        return _parse(data)
+    except CmsError:
+        raise
+    except (TlvError, IndexError, KeyError, UnicodeDecodeError, *PARSE_ERRORS) as exc:
+        raise CmsError(f"malformed CMS: {exc}") from exc
+
+
+def _parse(data: bytes) -> CmsSignature:
+    from cardio.pki import check_parsable
+
     if len(data) > MAX_CMS:
         raise CmsError(f"CMS of {len(data)} bytes exceeds {MAX_CMS}")
     try:
@@ -174,10 +187,9 @@ def parse(data: bytes) -> CmsSignature:
         certs = []
         if cert_set is not None:
             for ct in _children(cert_set, "certificates"):
-                try:
-                    certs.append(x509.load_der_x509_certificate(ct.encode()))
-                except ValueError as exc:
-                    raise CmsError("a certificate in the CMS is not valid DER") from exc
+                cert = x509.load_der_x509_certificate(ct.encode())
+                check_parsable(cert)
+                certs.append(cert)
         infos = _children(signer_infos, "SignerInfos")
         if len(infos) != 1:
             raise CmsError(f"expected one signer, found {len(infos)}")
@@ -228,7 +240,7 @@ def verify_detached(data: bytes, content: bytes) -> CmsSignature:
         raise CmsError("the signer's key is not RSA")
     try:
         key.verify(sig.signature, sig.signed_attrs, padding.PKCS1v15(), hashes.SHA256())
-    except InvalidSignature as exc:
+    except (InvalidSignature, ValueError) as exc:
         raise CmsError("the CMS signature does not verify") from exc
     return sig
 

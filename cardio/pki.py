@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
@@ -35,6 +35,9 @@ MAX_CERT = 64 * 1024
 MAX_OCSP = 64 * 1024
 MAX_CRL = 8 * 1024 * 1024
 HTTP_TIMEOUT = 3.0
+PARSE_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion,
+                x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
+"""What cryptography raises for damaged DER, some of it lazily on first access."""
 
 
 class CertificateError(CardioError):
@@ -72,10 +75,22 @@ def load_certificate(data: bytes) -> x509.Certificate:
         raise CertificateError(f"certificate of {len(data)} bytes exceeds {MAX_CERT}")
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+            cert = x509.load_pem_x509_certificate(data)
+        else:
+            cert = x509.load_der_x509_certificate(data)
+        check_parsable(cert)
+    except PARSE_ERRORS as exc:
         raise CertificateError(f"not a valid X.509 certificate: {exc}") from exc
+    return cert
+
+
+def check_parsable(cert: x509.Certificate) -> None:
+    """cryptography parses fields lazily; touch every one validation uses so a damaged
+    certificate fails here, as a typed error, and not halfway through a check."""
+    _ = (cert.issuer, cert.subject, cert.serial_number, cert.not_valid_before_utc,
+         cert.not_valid_after_utc, cert.public_key(), cert.signature_hash_algorithm)
+    for _ext in cert.extensions:
+        pass
 
 
 Fetcher = Callable[[str, bytes | None, str, int], bytes]
@@ -123,6 +138,10 @@ class CertificateValidator:
         """Chain, validity at ``at`` (default now), key usage for ``purpose`` (``auth``,
         ``sign`` or ``any``), then revocation."""
         when = at or self.clock()
+        try:
+            check_parsable(cert)
+        except PARSE_ERRORS as exc:
+            raise CertificateError(f"not a valid X.509 certificate: {exc}") from exc
         checks: list[str] = []
         issuer = self._issuer(cert)
         if issuer is None:
@@ -149,7 +168,7 @@ class CertificateValidator:
                 continue
             try:
                 cert.verify_directly_issued_by(root)
-            except (ValueError, TypeError, InvalidSignature):
+            except (*PARSE_ERRORS, InvalidSignature):
                 continue
             return root
         return None
@@ -296,7 +315,7 @@ def parse_ocsp_response(raw: bytes) -> ocsp.OCSPResponse:
         raise RevocationSourceError("OCSP response too large")
     try:
         resp = ocsp.load_der_ocsp_response(raw)
-    except ValueError as exc:
+    except PARSE_ERRORS as exc:
         raise RevocationSourceError(f"malformed OCSP response: {exc}") from exc
     if resp.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
         raise RevocationSourceError(f"OCSP responder answered {resp.response_status.name}")
@@ -331,7 +350,7 @@ def check_ocsp_response(resp: ocsp.OCSPResponse, cert: x509.Certificate,
                 got = None
             if got is not None and got != nonce:
                 raise RevocationSourceError("OCSP nonce mismatch (replayed response?)")
-    except (ValueError, TypeError) as exc:  # accessors on a malformed single response
+    except PARSE_ERRORS as exc:  # a malformed response
         raise RevocationSourceError(f"unusable OCSP response: {exc}") from exc
 
 
@@ -344,7 +363,7 @@ def _ocsp_signer(resp: ocsp.OCSPResponse, issuer: x509.Certificate) -> x509.Cert
         try:
             cand.verify_directly_issued_by(issuer)
             eku = cand.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
+        except (*PARSE_ERRORS, InvalidSignature, x509.ExtensionNotFound):
             continue
         if ExtendedKeyUsageOID.OCSP_SIGNING in eku:
             return cand

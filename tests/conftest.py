@@ -95,3 +95,4 @@ class Apdu:
 @pytest.fixture
 def apdu(soft_card: SoftwareCard) -> Apdu:
     return Apdu(soft_card)
+from tests.pki_env import pki  # noqa: E402, F401  (module-scoped fixture for PKI tests)

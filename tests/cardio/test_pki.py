@@ -1,0 +1,336 @@
+"""Certificate validation against the emulated J-LIS CAs, through their real HTTP
+OCSP responder and CRL server on loopback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cardio import constants as c
+from cardio.pki import (
+    CertificateError,
+    CertificateValidator,
+    RevocationSourceError,
+    Status,
+    http_fetch,
+    load_certificate,
+    parse_ocsp_response,
+)
+from cardio.trust import TrustStore
+from emulators.card import SoftwareCard
+from emulators.jpki_ca import card_certificate
+from tests.pki_env import PkiEnv
+
+
+def cert_of(path: Path, which: str = "auth") -> x509.Certificate:
+    return card_certificate(path, which)
+
+
+def failing(kind: str):  # type: ignore[no-untyped-def]
+    """A fetcher whose OCSP (or CRL) requests fail as if that server were down."""
+    def fetch(url: str, body: bytes | None, ctype: str, limit: int) -> bytes:
+        if (kind == "ocsp" and "/ocsp/" in url) or (kind == "crl" and "/crl/" in url) \
+                or kind == "both":
+            raise RevocationSourceError(f"{url}: connection refused")
+        return http_fetch(url, body, ctype, limit)
+    return fetch
+
+
+def test_valid_by_ocsp(pki: PkiEnv) -> None:
+    path, _ = pki.new_card()
+    for which, purpose in (("auth", "auth"), ("sign", "sign")):
+        v = CertificateValidator(pki.trust).validate(cert_of(path, which), purpose=purpose)
+        assert v.status is Status.VALID, v.reason
+        assert v.revocation_source == "ocsp" and v.checks == ["chain", "validity", "key_usage",
+                                                              "ocsp"]
+
+
+def test_expired_and_not_yet_valid(pki: PkiEnv) -> None:
+    path, _ = pki.new_card()
+    cert = cert_of(path)
+    later = cert.not_valid_after_utc + dt.timedelta(seconds=1)
+    v = CertificateValidator(pki.trust).validate(cert, at=later)
+    assert v.status is Status.EXPIRED and "expired at" in v.reason
+    earlier = cert.not_valid_before_utc - dt.timedelta(days=1)
+    assert CertificateValidator(pki.trust).validate(cert, at=earlier).status is \
+        Status.NOT_YET_VALID
+    # A certificate whose validity already ended, checked now.
+    old = pki.jlis.issue_jpki_certificate(
+        "auth", pki.pool.new_key().public_key(),
+        not_before=dt.datetime(2015, 1, 1, tzinfo=dt.UTC),
+        not_after=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    assert CertificateValidator(pki.trust).validate(old).status is Status.EXPIRED
+
+
+def test_revoked_by_ocsp_on_the_next_request(pki: PkiEnv) -> None:
+    path, _ = pki.new_card()
+    cert = cert_of(path)
+    assert CertificateValidator(pki.trust).validate(cert).status is Status.VALID
+    pki.authority.revoke_card(path, "auth", "key_compromise")
+    v = CertificateValidator(pki.trust).validate(cert)
+    assert v.status is Status.REVOKED and "OCSP" in v.reason and "keyCompromise" in v.reason
+
+
+def test_revoked_by_crl_when_ocsp_is_down(pki: PkiEnv) -> None:
+    path, _ = pki.new_card()
+    cert = cert_of(path, "sign")
+    pki.authority.revoke_card(path, "sign", "affiliation_changed")
+    v = CertificateValidator(pki.trust, fetch=failing("ocsp")).validate(cert)
+    assert v.status is Status.REVOKED and v.revocation_source == "crl"
+    assert "affiliationChanged" in v.reason
+
+
+def test_crl_fallback_valid_and_both_down_is_unknown(pki: PkiEnv) -> None:
+    path, _ = pki.new_card()
+    cert = cert_of(path)
+    v = CertificateValidator(pki.trust, fetch=failing("ocsp")).validate(cert)
+    assert (v.status, v.revocation_source) == (Status.VALID, "crl")
+    v = CertificateValidator(pki.trust, fetch=failing("both")).validate(cert)
+    assert v.status is Status.UNKNOWN
+    assert v.reason.startswith("revocation unknown") and "OCSP" in v.reason and "CRL" in v.reason
+
+
+def test_real_server_down(pki: PkiEnv) -> None:
+    """Certificates pointing at a port where nothing listens: unknown, never valid."""
+    from emulators.card import JlisHierarchy
+    from tests.pki_env import free_port
+
+    jlis = JlisHierarchy._load(pki.jlis.path, f"http://127.0.0.1:{free_port()}")
+    cert = jlis.issue_jpki_certificate(
+        "auth", pki.pool.new_key().public_key(),
+        not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=1),
+        not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
+    v = CertificateValidator(pki.trust).validate(cert)
+    assert v.status is Status.UNKNOWN and "revocation unknown" in v.reason
+
+
+def test_unknown_issuer(pki: PkiEnv, tmp_path: Path) -> None:
+    path, _ = pki.new_card()
+    assert CertificateValidator(TrustStore()).validate(cert_of(path)).status is Status.UNTRUSTED
+    # Trusting only the sign CA does not make an auth certificate trusted.
+    only_sign = tmp_path / "t"
+    only_sign.mkdir()
+    shutil.copy(pki.roots / "sign-ca.pem", only_sign / "sign-ca.pem")
+    v = CertificateValidator(TrustStore.from_dir(only_sign)).validate(cert_of(path))
+    assert v.status is Status.UNTRUSTED and "trust anchor" in v.reason
+
+
+def test_wrong_key_usage(pki: PkiEnv) -> None:
+    path, _ = pki.new_card()
+    v = CertificateValidator(pki.trust).validate(cert_of(path, "auth"), purpose="sign")
+    assert v.status is Status.UNTRUSTED and "wrong key usage" in v.reason
+    ca = pki.jlis.auth_ca.cert
+    v = CertificateValidator(pki.trust).validate(ca)
+    assert v.status is Status.UNTRUSTED and "wrong key usage" in v.reason
+
+
+def test_cache_honours_next_update(pki: PkiEnv) -> None:
+    path, _ = pki.new_card()
+    cert = cert_of(path)
+    now = [dt.datetime.now(dt.UTC)]
+    calls: list[str] = []
+
+    def counting(url: str, body: bytes | None, ctype: str, limit: int) -> bytes:
+        calls.append(url)
+        return http_fetch(url, body, ctype, limit)
+
+    v = CertificateValidator(pki.trust, fetch=counting, clock=lambda: now[0])
+    assert v.validate(cert).status is Status.VALID
+    pki.authority.revoke_card(path, "auth", "key_compromise")
+    assert v.validate(cert).status is Status.VALID  # cached response, still current
+    assert len(calls) == 1
+    now[0] += dt.timedelta(minutes=62)  # past nextUpdate (1 h), within the 5 min skew
+    assert v.validate(cert).status is Status.REVOKED
+    assert len(calls) == 2
+
+
+def test_card_events(pki: PkiEnv) -> None:
+    path, _ = pki.new_card()
+    revs = pki.authority.card_event(path, "attributes_changed")
+    assert [r.kind for r in revs] == ["sign"]
+    val = CertificateValidator(pki.trust)
+    assert val.validate(cert_of(path, "sign")).status is Status.REVOKED
+    assert val.validate(cert_of(path, "auth")).status is Status.VALID
+    path2, _ = pki.new_card()
+    assert sorted(r.kind for r in pki.authority.card_event(path2, "lost")) == ["auth", "sign"]
+
+
+def test_certificate_shape(pki: PkiEnv) -> None:
+    path, profile = pki.new_card()
+    sign, auth = cert_of(path, "sign"), cert_of(path, "auth")
+    san = sign.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    values = {o.type_id.dotted_string: o.value for o in san if isinstance(o, x509.OtherName)}
+    assert values["1.2.392.200149.8.5.5.1"][2:].decode() == profile.name
+    assert values["1.2.392.200149.8.5.5.4"][2:].decode() == profile.birth.strftime("%Y%m%d")
+    assert values["1.2.392.200149.8.5.5.5"][0] == 0x0C  # UTF8String
+    with pytest.raises(x509.ExtensionNotFound):
+        auth.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    for cert in (sign, auth):
+        assert cert.public_key().key_size == 2048  # type: ignore[union-attr]
+        assert "JPKI" in cert.issuer.rfc4514_string()
+    ku = sign.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.content_commitment and ku.digital_signature
+    # Validity ends at the 5th birthday after issue (or the card's expiry if earlier).
+    end = auth.not_valid_after_utc.date()
+    assert (end.month, end.day) == (profile.birth.month, profile.birth.day)
+    assert profile.issued.year + 4 <= end.year <= profile.issued.year + 5
+
+
+def test_validity_capped_by_card_expiry(pki: PkiEnv) -> None:
+    issued = dt.date.today()
+    path, profile = pki.new_card(birth=dt.date(1990, 1, 1),
+                                 expiry=issued + dt.timedelta(days=400))
+    end = cert_of(path).not_valid_after_utc.date()
+    assert end == profile.card_expiry
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl missing")
+def test_openssl_ocsp_accepts_our_responses(pki: PkiEnv, tmp_path: Path) -> None:
+    path, _ = pki.new_card()
+    cert = tmp_path / "c.pem"
+    cert.write_bytes(cert_of(path).public_bytes(serialization.Encoding.PEM))
+    cmd = ["openssl", "ocsp", "-issuer", str(pki.roots / "auth-ca.pem"), "-cert", str(cert),
+           "-url", f"{pki.server.url}/ocsp/auth", "-CAfile", str(pki.roots / "auth-ca.pem")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert "Response verify OK" in res.stderr + res.stdout, res.stderr
+    assert f"{cert}: good" in res.stdout
+    pki.authority.revoke_card(path, "auth", "superseded")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert "Response verify OK" in res.stderr + res.stdout
+    assert f"{cert}: revoked" in res.stdout and "superseded" in res.stdout
+
+
+def test_ocsp_get_and_malformed_requests(pki: PkiEnv) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509 import ocsp
+
+    path, _ = pki.new_card()
+    req = ocsp.OCSPRequestBuilder().add_certificate(
+        cert_of(path), pki.jlis.auth_ca.cert, hashes.SHA1()).build()
+    b64 = base64.b64encode(req.public_bytes(serialization.Encoding.DER)).decode()
+    raw = http_fetch(f"{pki.server.url}/ocsp/auth/{b64.replace('/', '%2F')}", None, "", 65536)
+    assert parse_ocsp_response(raw).certificate_status == ocsp.OCSPCertStatus.GOOD
+    bad = http_fetch(f"{pki.server.url}/ocsp/auth", b"garbage", "application/ocsp-request",
+                     65536)
+    with pytest.raises(RevocationSourceError, match="MALFORMED_REQUEST"):
+        parse_ocsp_response(bad)
+    wrong_ca = ocsp.OCSPRequestBuilder().add_certificate(
+        cert_of(path), pki.jlis.auth_ca.cert, hashes.SHA256()).build()
+    raw = http_fetch(f"{pki.server.url}/ocsp/sign", wrong_ca.public_bytes(
+        serialization.Encoding.DER), "application/ocsp-request", 65536)
+    with pytest.raises(RevocationSourceError, match="UNAUTHORIZED"):
+        parse_ocsp_response(raw)
+
+
+def test_crl_is_signed_and_lists_revocations(pki: PkiEnv) -> None:
+    path, _ = pki.new_card()
+    pki.authority.revoke_card(path, "sign", "cessation_of_operation")
+    crl = x509.load_der_x509_crl(http_fetch(f"{pki.server.url}/crl/sign.crl", None, "",
+                                            1 << 20))
+    assert crl.is_signature_valid(pki.jlis.sign_ca.cert.public_key())  # type: ignore[arg-type]
+    entry = crl.get_revoked_certificate_by_serial_number(cert_of(path, "sign").serial_number)
+    assert entry is not None
+    assert crl.next_update_utc is not None and crl.next_update_utc > dt.datetime.now(dt.UTC)
+
+
+def test_bad_inputs_are_typed(pki: PkiEnv) -> None:
+    path, _ = pki.new_card()
+    der = cert_of(path).public_bytes(serialization.Encoding.DER)
+    for bad in (der[:-10], der[:5], b"", b"\x00" * 100, b"-----BEGIN CERTIFICATE-----\nxx",
+                b"\x30" * (70 * 1024)):
+        with pytest.raises(CertificateError):
+            load_certificate(bad)
+    for bad in (b"", b"\x30\x03\x0a\x01\x00", b"garbage", b"\x30" * 70000):
+        with pytest.raises(RevocationSourceError):
+            parse_ocsp_response(bad)
+
+    def garbage(url: str, body: bytes | None, ctype: str, limit: int) -> bytes:
+        return os.urandom(200)
+
+    v = CertificateValidator(pki.trust, fetch=garbage).validate(cert_of(path))
+    assert v.status is Status.UNKNOWN
+
+    def huge(url: str, body: bytes | None, ctype: str, limit: int) -> bytes:
+        return http_fetch(url, body, ctype, 10)  # a limit the real answer exceeds
+
+    assert CertificateValidator(pki.trust, fetch=huge).validate(cert_of(path)).status is \
+        Status.UNKNOWN
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32), flips=st.integers(1, 8))
+def test_fuzz_mutated_certificates_and_responses(pki: PkiEnv, seed: int, flips: int) -> None:
+    cards = sorted(pki.base.glob("card*"))
+    path = cards[0] if cards else pki.new_card()[0]
+    der = bytearray(cert_of(path).public_bytes(serialization.Encoding.DER))
+    rng = random.Random(seed)
+    for _ in range(flips):
+        der[rng.randrange(len(der))] = rng.randrange(256)
+    try:
+        cert = load_certificate(bytes(der))
+    except CertificateError:
+        cert = None
+    if cert is not None:
+        v = CertificateValidator(pki.trust, use_ocsp=False, use_crl=False).validate(cert)
+        assert v.status in set(Status) - {Status.VALID}
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509 import ocsp as ocsp_mod
+
+    req = ocsp_mod.OCSPRequestBuilder().add_certificate(
+        cert_of(path), pki.jlis.auth_ca.cert, hashes.SHA256()).build()
+    resp = bytearray(pki.authority.ocsp_response("auth", req.public_bytes(
+        serialization.Encoding.DER)))
+    for _ in range(flips):
+        resp[rng.randrange(len(resp))] = rng.randrange(256)
+    from cardio.pki import check_ocsp_response
+
+    try:
+        parsed = parse_ocsp_response(bytes(resp))
+        check_ocsp_response(parsed, cert_of(path), pki.jlis.auth_ca.cert,
+                            dt.datetime.now(dt.UTC), None)
+    except RevocationSourceError:
+        pass
+
+
+def test_cli_verify_cert_and_revoke(pki: PkiEnv, tmp_path: Path) -> None:
+    path, _ = pki.new_card()
+    der = tmp_path / "auth.der"
+    der.write_bytes(SoftwareCard.open(path).image.files[(c.AID_JPKI, c.JPKI_AUTH_CERT)])
+    env = {**os.environ, "CARDIO_JLIS_DIR": str(pki.jlis.path)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cardio.cli", *args], capture_output=True,
+                              text=True, timeout=60, env=env)
+
+    res = cli("jpki", "verify-cert", str(der), "--trust", str(pki.roots), "--json")
+    assert res.returncode == 0, res.stderr
+    import json
+    assert json.loads(res.stdout)["status"] == "valid"
+    res = cli("emu", "ca", "revoke", str(path), "--cert", "auth", "--reason", "key_compromise")
+    assert res.returncode == 0, res.stderr
+    res = cli("jpki", "verify-cert", str(der), "--trust", str(pki.roots), "--json")
+    assert res.returncode == 6 and json.loads(res.stdout)["status"] == "revoked"
+    res = cli("jpki", "verify-cert", str(der), "--trust", str(pki.roots), "--json", "--at",
+              "2001-01-01T00:00:00+09:00")
+    assert json.loads(res.stdout)["status"] == "not_yet_valid"
+    res = cli("--reader", f"emu:{path}", "jpki", "verify-cert", "--card", "auth", "--json")
+    assert json.loads(res.stdout)["status"] == "revoked"
+    (tmp_path / "trunc.der").write_bytes(der.read_bytes()[:100])
+    res = cli("jpki", "verify-cert", str(tmp_path / "trunc.der"), "--trust", str(pki.roots))
+    assert res.returncode == 1 and "not a valid X.509 certificate" in res.stderr
+    res = cli("emu", "ca", "roots", "--out", str(tmp_path / "r"), "--json")
+    assert sorted(json.loads(res.stdout)) == ["auth-ca", "cv-root", "sign-ca"]
