@@ -453,6 +453,39 @@ def cmd_emu_ca_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_facepin_verify(args: argparse.Namespace) -> int:
+    from facepin.capture import frames, is_video
+    from facepin.face import THRESHOLD, FaceEngine, MatchResult, Outcome, load_image, verify
+
+    if args.reference == "card":
+        card, _trust = _card(args, pin=True)
+        text = TextApplication(card)
+        visual = VisualApplication(card)
+        text.verify_pin(SecretSource(args).get("券面事項入力補助用 PIN (4 digits)"))
+        visual.verify_code_a(text.my_number())
+        reference = load_image(visual.card_face().photo)
+    else:
+        reference = load_image(Path(args.reference))
+    threshold = args.threshold if args.threshold is not None else THRESHOLD
+    engine = FaceEngine.shared()
+    if is_video(args.probe):
+        result: MatchResult | None = None
+        for frame in frames(args.probe):
+            result = verify(reference, frame, threshold=threshold, engine=engine)
+            if result.outcome in (Outcome.MATCH, Outcome.NO_MATCH):
+                break
+        if result is None:
+            result = MatchResult(Outcome.NO_FACE, None, threshold, "probe: no frames")
+    else:
+        result = verify(reference, load_image(Path(args.probe)), threshold=threshold,
+                        engine=engine)
+    obj = result.to_json()
+    dist = "-" if result.distance is None else f"{result.distance:.3f}"
+    emit(args, obj, [f"Result: {result.outcome.value}", f"Distance: {dist} (threshold"
+                     f" {threshold})"] + ([f"Detail: {result.detail}"] if result.detail else []))
+    return 0 if result.match else EXIT_NOT_VALID
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from cardio.demo import run_demo
 
@@ -602,6 +635,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jlis", type=Path, default=None)
     _common(p)
     p.set_defaults(func=cmd_emu_ca_revoke)
+
+    fp = sub.add_parser("facepin", help="face verification and the PIN-reset service")
+    fsub = fp.add_subparsers(dest="facepin_command", required=True)
+    p = fsub.add_parser("verify", help="1:1 match of a reference photo and a live probe")
+    p.add_argument("--reference", required=True,
+                   help="'card' (the chip photo, read with the text PIN) or an image file")
+    p.add_argument("--probe", required=True,
+                   help="an image file, a video file, or camera[:N]")
+    p.add_argument("--threshold", type=float, default=None)
+    _common(p, secrets=True)
+    p.set_defaults(func=cmd_facepin_verify)
 
     p = sub.add_parser("readers", help="list PC/SC readers and card presence")
     _common(p)
