@@ -486,6 +486,21 @@ def cmd_facepin_verify(args: argparse.Namespace) -> int:
     return 0 if result.match else EXIT_NOT_VALID
 
 
+def cmd_facepin_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from facepin.service import ServiceConfig, create_app
+
+    if args.master_key is not None:
+        master = args.master_key.read_bytes()
+    else:
+        master = _jlis(args).pin_reset_master()  # the emulated issuer's key
+    config = ServiceConfig(database=args.db, trust=_trust_for(args), master_key=master)
+    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="info",
+                access_log=False)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from cardio.demo import run_demo
 
@@ -646,6 +661,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None)
     _common(p, secrets=True)
     p.set_defaults(func=cmd_facepin_verify)
+
+    p = fsub.add_parser("serve", help="run the PIN-reset reservation service (ASGI)")
+    p.add_argument("--db", default="sqlite:///facepin.db", help="sqlite:///PATH")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=35990)
+    p.add_argument("--master-key", type=Path, default=None,
+                   help="issuer master key file (default: the emulated J-LIS one)")
+    p.add_argument("--jlis", type=Path, default=None)
+    _common(p)
+    p.set_defaults(func=cmd_facepin_serve)
 
     p = sub.add_parser("readers", help="list PC/SC readers and card presence")
     _common(p)

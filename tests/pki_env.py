@@ -31,10 +31,10 @@ class PkiEnv:
     base: Path
     pool: KeyPool
 
-    def new_card(self, **profile: object) -> tuple[Path, Profile]:
+    def new_card(self, photo: bytes | None = None, **profile: object) -> tuple[Path, Profile]:
         prof = Profile(**profile)  # type: ignore[arg-type]
         path = self.base / f"card{len(list(self.base.glob('card*')))}"
-        create_card(path, prof, self.jlis, keys=self.pool)
+        create_card(path, prof, self.jlis, keys=self.pool, photo=photo)
         return path, prof
 
 

@@ -15,6 +15,7 @@ pyscard, vpcd) only move bytes. Behaviour follows ``shared/reference/mynumber-ca
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from cardio import constants as c
+from cardio import pinreset
 from cardio.apdu.command import SHORT_MAX_LE, CommandApdu, ResponseApdu
 from cardio.apdu.errors import MalformedApdu
 from cardio.crypto import digest_info
@@ -102,6 +104,7 @@ class _Session:
     df: bytes | None = None
     ef: int | None = None
     verified: set[int] = field(default_factory=set)
+    challenge: bytes | None = None
 
 
 class SoftwareCard:
@@ -174,6 +177,8 @@ class SoftwareCard:
         cla = cmd.cla
         if cla & 0x03:
             raise _Reply(0x6881)  # only logical channel 0
+        if cla == 0x0C and cmd.ins == 0x2C:
+            return self._reset_retry_counter(cmd)
         if cla & 0x0C:
             raise _Reply(0x6882)  # secure messaging is not offered on this path
         if cla not in (0x00, 0x80):
@@ -466,7 +471,51 @@ class SoftwareCard:
             raise _Reply(0x6700)
         if cmd.is_extended:
             raise _Reply(0x6985)
-        return secrets.token_bytes(cmd.le)
+        challenge = secrets.token_bytes(cmd.le)
+        self._session.challenge = challenge
+        return challenge
+
+    # -- issuer-authenticated reset (our design: cardio.pinreset) ---------------------------
+    def _reset_retry_counter(self, cmd: CommandApdu) -> bytes:
+        """``0C 2C 02 (80|SFI)``: set a new JPKI PIN and restore its counter, authorised
+        by the issuer's MAC over the challenge this card just issued. The holder must have
+        verified the *other* JPKI credential in this session."""
+        challenge, self._session.challenge = self._session.challenge, None  # single use
+        df = self._require_df()
+        if df != J or cmd.p1 != pinreset.P1_NEW_REFERENCE:
+            raise _Reply(0x6A86)
+        target = {0x80 | sfi: name for name, sfi in pinreset.TARGET_SFI.items()}.get(cmd.p2)
+        if target is None:
+            raise _Reply(0x6A86)
+        key_hex = self.image.meta.get("reset_key")
+        if not key_hex:
+            raise _Reply(0x6982)
+        other = c.JPKI_AUTH_PIN if target == "sign" else c.JPKI_SIGN_PIN
+        if other not in self._session.verified:
+            raise _Reply(0x6982)
+        try:
+            value, mac = pinreset.parse_reset_data(cmd.data)
+        except pinreset.ResetError:
+            raise _Reply(0x6987) from None
+        if challenge is None:
+            raise _Reply(0x6985)  # no fresh challenge: nothing to bind the MAC to
+        header = bytes((cmd.cla, cmd.ins, cmd.p1, cmd.p2))
+        expected = pinreset.mac(bytes.fromhex(key_hex), header, challenge,
+                                pinreset.value_hash(value))
+        if not hmac.compare_digest(mac, expected):
+            raise _Reply(0x6988)
+        fid = cmd.p2 & 0x1F
+        st = self._secret(df, fid)
+        if not _NEW_VALUE_RULES[st.value_rule].fullmatch(value):
+            raise _Reply(0x6A80)
+        if self.store is None:
+            st.set_secret(value)
+            return b""
+        with self.store.transaction() as state:
+            stored = state[key_name(df, fid)]
+            stored.set_secret(value)
+            self.image.secrets[(df, fid)] = stored
+        return b""
 
     def _get_data(self, cmd: CommandApdu) -> bytes:
         if cmd.le is None or cmd.data:

@@ -147,6 +147,16 @@ class JlisHierarchy:
                    key_from_pem((path / "cv-root.key").read_bytes()),
                    (path / "cv-root.id").read_bytes(), ca_url)
 
+    def pin_reset_master(self) -> bytes:
+        """The issuer master key of the PIN-reset design (``cardio.pinreset``): held by
+        the reservation backend only; cards get keys derived from it."""
+        path = self.path / "pin-reset-master.key"
+        with open(self.path / ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.exists():
+                _write(path, secrets.token_bytes(32), private=True)
+        return path.read_bytes()
+
     def cv_certificate(self, subject_id: bytes, subject_key: rsa.RSAPublicKey) -> bytes:
         return build_cv_certificate(self.cv_root_key, self.cv_root_id, subject_id, subject_key)
 

@@ -27,6 +27,7 @@ from cardio.identity import (
     validate_sign_password,
     wareki_yymmdd,
 )
+from cardio.pinreset import card_key
 from cardio.records import CardFace
 from emulators.card import images
 from emulators.card.jlis import JlisHierarchy, build_cv_certificate, cv_key_id
@@ -263,6 +264,9 @@ def personalise(p: Profile, jlis: JlisHierarchy, keys: KeySource | None = None,
     assert p.common_pin is not None and p.juki_pin is not None
     s[(C, c.COMMON_PIN)] = SecretState.new(validate_four_digit_pin(p.common_pin), 3, "pin4k")
     s[(K, c.JUKI_PIN)] = SecretState.new(validate_four_digit_pin(p.juki_pin), 3, "pin4k")
+
+    # Issuer-authenticated PIN reset (our design, cardio.pinreset): the per-card key.
+    image.meta["reset_key"] = card_key(jlis.pin_reset_master(), serial).hex()
 
     # MF-level data objects
     d = image.data_objects

@@ -1,0 +1,129 @@
+"""The two clients of the reservation service: the phone app (card + auth PIN + face →
+reservation) and the kiosk (reservation + card + auth PIN → new signature password on the
+card). Both speak to the card through ``cardio`` and to the service over HTTP.
+
+The new password goes to the card and nowhere else: the service sees only its SHA-256.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from cardio import constants as c
+from cardio import pinreset
+from cardio.apdu import commands
+from cardio.card import MyNumberCard
+from cardio.common import CommonApplication
+from cardio.crypto import digest_info_of
+from cardio.identity import validate_four_digit_pin, validate_sign_password
+from cardio.jpki import JpkiApplication
+from cardio.text import TextApplication
+from cardio.visual import VisualApplication
+
+
+class ServiceRefused(Exception):
+    """The service said no; ``code`` is its machine-readable reason."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{message} ({code}, HTTP {status})")
+        self.status, self.code = status, code
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+def _post(http: httpx.Client, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    resp = http.post(url, json=body or {})
+    data: dict[str, Any] = resp.json() if resp.content else {}
+    if resp.status_code >= 400:
+        raise ServiceRefused(resp.status_code, str(data.get("error", "error")),
+                             str(data.get("message", resp.reason_phrase)))
+    return data
+
+
+@dataclass
+class CardEvidence:
+    """What the app reads from the card for one reservation request."""
+
+    serial: str
+    auth_certificate: bytes
+    auth_signature: bytes
+    card_face: bytes
+    card_face_cv: bytes
+    card_face_signature: bytes
+
+
+def gather_evidence(card: MyNumberCard, nonce: bytes, auth_pin: str, text_pin: str
+                    ) -> CardEvidence:
+    """Read and sign everything the service checks. The JPKI part comes first: selecting
+    another application clears the verified auth PIN."""
+    serial = CommonApplication(card).card_info().serial
+    jpki = JpkiApplication(card)
+    jpki.verify_pin("auth", auth_pin)
+    cert = jpki.certificate_der("auth")
+    sig = jpki.sign("auth", nonce)
+    text = TextApplication(card)
+    text.verify_pin(text_pin)
+    my_number = text.my_number()
+    visual = VisualApplication(card)
+    visual.verify_code_a(my_number)
+    del my_number
+    face = card.read_tlv_ef(c.AID_VISUAL, c.VISUAL_FACE, "the card face")
+    cv = card.read_tlv_ef(c.AID_VISUAL, c.VISUAL_CV_CERT, "the CV certificate")
+    presence = card.call(commands.compute_signature(digest_info_of("sha256", nonce), 0x00,
+                                                    current_key=False),
+                         "card-face presence signature")
+    return CardEvidence(serial, cert, sig, face, cv, presence)
+
+
+def reserve(base_url: str, card: MyNumberCard, auth_pin: str, text_pin: str, probe: bytes,
+            *, http: httpx.Client | None = None) -> dict[str, Any]:
+    """The app side: returns ``{"reservation_id", "expires_at"}``."""
+    own = http is None
+    http = http or httpx.Client(base_url=base_url, timeout=30, trust_env=False)
+    try:
+        ch = _post(http, "/v1/challenges")
+        ev = gather_evidence(card, base64.b64decode(ch["nonce"]), auth_pin, text_pin)
+        return _post(http, "/v1/reservations", {
+            "challenge_id": ch["challenge_id"], "card_serial": ev.serial,
+            "auth_certificate": _b64(ev.auth_certificate),
+            "auth_signature": _b64(ev.auth_signature), "card_face": _b64(ev.card_face),
+            "card_face_cv_certificate": _b64(ev.card_face_cv),
+            "card_face_signature": _b64(ev.card_face_signature), "probe": _b64(probe)})
+    finally:
+        if own:
+            http.close()
+
+
+def redeem(base_url: str, card: MyNumberCard, reservation_id: str, known: str, new_value: str,
+           *, target: str = "sign", http: httpx.Client | None = None) -> None:
+    """The kiosk side: with the card present, verify the known credential (the auth PIN
+    to reset the signature password, or the signature password to reset the auth PIN),
+    get a card challenge, have the service authorise the reset, send it to the card."""
+    if target == "sign":
+        new = validate_sign_password(new_value)
+        validate_four_digit_pin(known)
+    else:
+        new = validate_four_digit_pin(new_value)
+    own = http is None
+    http = http or httpx.Client(base_url=base_url, timeout=30, trust_env=False)
+    try:
+        serial = CommonApplication(card).card_info().serial
+        jpki = JpkiApplication(card)
+        card.select(c.AID_JPKI, force=True)
+        jpki.verify_pin("auth" if target == "sign" else "sign", known)
+        cert = jpki.certificate_der("auth")
+        challenge = card.get_challenge(8)
+        out = _post(http, f"/v1/reservations/{reservation_id}/authorise", {
+            "auth_certificate": _b64(cert), "card_serial": serial, "target": target,
+            "card_challenge": challenge.hex(), "value_hash": pinreset.value_hash(new).hex()})
+        card.call(pinreset.reset_apdu(target, new, bytes.fromhex(out["mac"])),
+                  f"resetting the JPKI {target} credential")
+    finally:
+        if own:
+            http.close()

@@ -1,0 +1,241 @@
+"""The reservation service as a real HTTP server on loopback, the app and kiosk clients,
+and the issuer-authenticated reset down to the software card."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from cardio import constants as c
+from cardio import pinreset
+from cardio.apdu.errors import PinBlocked, VerificationFailed
+from cardio.card import MyNumberCard
+from cardio.identity import InvalidValue
+from cardio.jpki import JpkiApplication
+from cardio.transport import InProcessTransport
+from emulators.card import SoftwareCard
+from facepin.client import ServiceRefused, redeem, reserve
+from facepin.face import load_image
+from facepin.service import ServiceConfig, create_app
+from tests.conftest import SHARED
+from tests.pki_env import PkiEnv, free_port
+
+DEV = SHARED / "data" / "faces" / "dev"
+pytestmark = pytest.mark.skipif(not (DEV / "labels.csv").exists(),
+                                reason="../shared/data/faces is not beside the checkout")
+
+
+@dataclass
+class Service:
+    url: str
+    clock: list[float]
+    db: Path
+
+
+@pytest.fixture(scope="module")
+def service(pki: PkiEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    import uvicorn
+
+    db = tmp_path_factory.mktemp("facepin") / "facepin.db"
+    clock = [time.time()]
+    config = ServiceConfig(database=f"sqlite:///{db}", trust=pki.trust,
+                           master_key=pki.jlis.pin_reset_master(), clock=lambda: clock[0])
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    try:
+        yield Service(f"http://127.0.0.1:{port}", clock, db)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def chip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    from facepin.face import FaceEngine, chip_photo
+
+    rgb = load_image(DEV / "deepface_id00" / "img2.jpg")
+    box = FaceEngine.shared().encode(rgb, allow_several=True, check_quality=False).box
+    assert box is not None
+    return chip_photo(rgb, box)
+
+
+def card_of(path: Path) -> MyNumberCard:
+    return MyNumberCard(InProcessTransport(SoftwareCard.open(path)))
+
+
+def probe(rel: str = "deepface_id00/img1.jpg") -> bytes:
+    return (DEV / rel).read_bytes()
+
+
+def block_sign_password(path: Path) -> None:
+    jpki = JpkiApplication(card_of(path))
+    for _ in range(4):
+        with pytest.raises(VerificationFailed):
+            jpki.verify_pin("sign", "WRONG1")
+    with pytest.raises(PinBlocked):
+        jpki.verify_pin("sign", "WRONG1")
+
+
+def test_blocked_password_reset_to_a_working_one(pki: PkiEnv, service: Service,
+                                                 chip: bytes) -> None:
+    path, p = pki.new_card(photo=chip)
+    block_sign_password(path)
+    r = reserve(service.url, card_of(path), p.auth_pin, p.text_pin, probe())
+    assert r["expires_at"] == pytest.approx(service.clock[0] + 24 * 3600)
+    redeem(service.url, card_of(path), r["reservation_id"], p.auth_pin, "NEWPASS2026")
+    jpki = JpkiApplication(card_of(path))
+    assert jpki.tries_left("sign") == 5
+    jpki.verify_pin("sign", "NEWPASS2026")
+    cert = jpki.certificate("sign")
+    sig = jpki.sign("sign", b"signed after the reset")
+    key = cert.public_key()
+    assert isinstance(key, rsa.RSAPublicKey)
+    key.verify(sig, b"signed after the reset", padding.PKCS1v15(), hashes.SHA256())
+    # Single use.
+    with pytest.raises(ServiceRefused) as exc:
+        redeem(service.url, card_of(path), r["reservation_id"], p.auth_pin, "OTHER2026")
+    assert exc.value.code == "already_used" and exc.value.status == 409
+
+
+def test_reverse_reset_of_the_auth_pin(pki: PkiEnv, service: Service, chip: bytes) -> None:
+    path, p = pki.new_card(photo=chip)
+    r = reserve(service.url, card_of(path), p.auth_pin, p.text_pin, probe())
+    redeem(service.url, card_of(path), r["reservation_id"], p.sign_password, "7531",
+           target="auth")
+    JpkiApplication(card_of(path)).verify_pin("auth", "7531")
+
+
+def test_expiry_at_24_hours(pki: PkiEnv, service: Service, chip: bytes) -> None:
+    path, p = pki.new_card(photo=chip)
+    r = reserve(service.url, card_of(path), p.auth_pin, p.text_pin, probe())
+    saved = service.clock[0]
+    service.clock[0] = saved + 24 * 3600 + 1
+    try:
+        with pytest.raises(ServiceRefused) as exc:
+            redeem(service.url, card_of(path), r["reservation_id"], p.auth_pin, "LATE2026")
+        assert exc.value.code == "expired" and exc.value.status == 410
+    finally:
+        service.clock[0] = saved
+
+
+def test_wrong_card(pki: PkiEnv, service: Service, chip: bytes) -> None:
+    path_a, pa = pki.new_card(photo=chip)
+    path_b, pb = pki.new_card(photo=chip)
+    r = reserve(service.url, card_of(path_a), pa.auth_pin, pa.text_pin, probe())
+    with pytest.raises(ServiceRefused) as exc:
+        redeem(service.url, card_of(path_b), r["reservation_id"], pb.auth_pin, "THIEF2026")
+    assert exc.value.code == "wrong_card" and exc.value.status == 403
+    # The reservation is still good for its own card.
+    redeem(service.url, card_of(path_a), r["reservation_id"], pa.auth_pin, "OWNER2026")
+
+
+def test_replayed_reset_command_is_rejected(pki: PkiEnv, service: Service, chip: bytes) -> None:
+    path, p = pki.new_card(photo=chip)
+    r = reserve(service.url, card_of(path), p.auth_pin, p.text_pin, probe())
+    card = SoftwareCard.open(path)
+    sent: list[bytes] = []
+    original = card.transmit
+
+    def spy(raw: bytes) -> bytes:
+        sent.append(raw)
+        return original(raw)
+
+    card.transmit = spy  # type: ignore[method-assign]
+    client = MyNumberCard(InProcessTransport(card))
+    redeem(service.url, client, r["reservation_id"], p.auth_pin, "FIRST2026")
+    reset = next(a for a in sent if a[:2] == b"\x0c\x2c")
+    assert card.transmit(reset)[-2:] == b"\x69\x85"           # challenge consumed
+    client.get_challenge(8)
+    assert card.transmit(reset)[-2:] == b"\x69\x88"           # MAC bound to the old one
+    JpkiApplication(client).verify_pin("sign", "FIRST2026")
+
+
+def test_reset_requires_the_other_credential_and_a_valid_value(pki: PkiEnv, service: Service,
+                                                                chip: bytes) -> None:
+    path, p = pki.new_card(photo=chip)
+    card = card_of(path)
+    card.select(c.AID_JPKI)
+    challenge = card.get_challenge(8)
+    key = pinreset.card_key(pki.jlis.pin_reset_master(), SoftwareCard.open(path).image.meta[
+        "serial"])
+    bad = b"lower1"  # the card compares bytes and wants A-Z/0-9
+    mac = pinreset.mac(key, pinreset.header("sign"), challenge, pinreset.value_hash(bad))
+    resp = card.send(pinreset.reset_apdu("sign", bad, mac))
+    assert resp.sw == 0x6982                                   # auth PIN not verified
+    JpkiApplication(card).verify_pin("auth", p.auth_pin)
+    challenge = card.get_challenge(8)
+    mac = pinreset.mac(key, pinreset.header("sign"), challenge, pinreset.value_hash(bad))
+    assert card.send(pinreset.reset_apdu("sign", bad, mac)).sw == 0x6A80
+    with pytest.raises(InvalidValue):
+        redeem(service.url, card, "unused", p.auth_pin, "short")
+
+
+def test_face_outcomes_and_rate_limit(pki: PkiEnv, service: Service, chip: bytes) -> None:
+    path, p = pki.new_card(photo=chip)
+    with pytest.raises(ServiceRefused) as exc:
+        reserve(service.url, card_of(path), p.auth_pin, p.text_pin,
+                probe(sorted(str(x.relative_to(DEV)) for x in (DEV / "deepface_id01").iterdir()
+                             )[0]))
+    assert exc.value.code == "face_no_match" and exc.value.status == 403
+    import io
+
+    from PIL import Image
+    blank = io.BytesIO()
+    Image.new("RGB", (640, 480), (128, 128, 128)).save(blank, "PNG")
+    with pytest.raises(ServiceRefused) as exc:
+        reserve(service.url, card_of(path), p.auth_pin, p.text_pin, blank.getvalue())
+    assert exc.value.code == "face_no_face" and exc.value.status == 422
+    for _ in range(3):
+        with pytest.raises(ServiceRefused):
+            reserve(service.url, card_of(path), p.auth_pin, p.text_pin, blank.getvalue())
+    with pytest.raises(ServiceRefused) as exc:
+        reserve(service.url, card_of(path), p.auth_pin, p.text_pin, probe())
+    assert exc.value.code == "rate_limited" and exc.value.status == 429
+
+
+def test_challenge_is_single_use_and_signature_checked(service: Service) -> None:
+    with httpx.Client(base_url=service.url, trust_env=False) as http:
+        ch = http.post("/v1/challenges").json()
+        body = {"challenge_id": ch["challenge_id"], "card_serial": "4" * 15,
+                "auth_certificate": "AAAA", "auth_signature": "", "card_face": "",
+                "card_face_cv_certificate": "", "card_face_signature": "", "probe": ""}
+        first = http.post("/v1/reservations", json=body)
+        assert first.status_code == 400 and first.json()["error"] == "bad_certificate"
+        again = http.post("/v1/reservations", json=body)
+        assert again.json()["error"] == "challenge_invalid"
+        assert http.post("/v1/reservations", json={"x": 1}).status_code == 422
+
+
+def test_nothing_personal_in_logs_or_database(pki: PkiEnv, service: Service, chip: bytes,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    name = "漏洩　検査"
+    path, p = pki.new_card(photo=chip, name=name)
+    caplog.set_level(logging.DEBUG)
+    r = reserve(service.url, card_of(path), p.auth_pin, p.text_pin, probe())
+    redeem(service.url, card_of(path), r["reservation_id"], p.auth_pin, "SECRET7PASS")
+    text = caplog.text
+    assert r["reservation_id"] in text  # the service does log, just nothing personal
+    db = service.db.read_bytes() + b"".join(
+        f.read_bytes() for f in service.db.parent.glob("facepin.db-*"))
+    for planted in (p.my_number, p.auth_pin + "", p.text_pin, "SECRET7PASS", name,
+                    p.sign_password):
+        if len(planted) >= 6:
+            assert planted not in text
+            assert planted.encode() not in db
+    assert chip[:64] not in db and probe()[100:164] not in db
