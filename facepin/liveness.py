@@ -1,0 +1,200 @@
+"""Active liveness: a randomised challenge (turn left, turn right, come closer) tracked with
+the 5-point landmarks, with the identity re-verified on the challenge frames.
+
+What it measures per frame: the face box, and a yaw proxy — the nose's horizontal
+offset from the eye-corner midpoint divided by the inter-ocular distance. A real head
+turning moves the nose (which stands out of the face) further than the eye corners; a
+flat picture tilted or turned in front of the camera scales both alike, so its proxy
+stays where it was. "Come closer" is the face box growing by a quarter.
+
+What it stops: printed photos and photos or videos of a still face on a screen,
+including one moved, tilted or brought closer in front of the camera (the card thief of
+face-verification.md §4.6), and a different person performing the moves (identity is
+checked on the frames that satisfy the prompts, and the face track must be continuous).
+
+What it does not stop: a video of the victim that happens to make the moves, real-time
+face re-enactment or deepfakes, injection through a virtual camera, and 3D masks. The
+prompts' random order and time limits make a pre-recorded video harder, not impossible.
+
+The class is sans-IO: it takes frames (or, for unit tests, measurements) and returns
+decisions; capture is the caller's.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from facepin.face import THRESHOLD, FaceEngine, distance
+
+TURN = 0.15
+"""Yaw proxy a turn must reach (the dev photos, all roughly frontal, span ±0.13)."""
+FRONTAL = 0.08
+CLOSER = 1.25
+MAX_JUMP = 0.5
+"""A face centre moving more than half a face width between frames is another face."""
+IDENTITY_MARGIN = 0.05
+"""Turned faces encode a little further from a frontal reference."""
+PROMPT_SECONDS = 4.0
+
+
+class Prompt(Enum):
+    TURN_LEFT = "turn_left"
+    TURN_RIGHT = "turn_right"
+    COME_CLOSER = "come_closer"
+
+
+class Verdict(Enum):
+    IN_PROGRESS = "in_progress"
+    LIVE = "live"
+    FAILED = "failed"
+
+
+def random_challenge(n: int = 3) -> list[Prompt]:
+    """Both turns always (the prompts a flat picture cannot do) plus, for n=3, come
+    closer; in random order."""
+    prompts = [Prompt.TURN_LEFT, Prompt.TURN_RIGHT, Prompt.COME_CLOSER][:max(2, n)]
+    order: list[Prompt] = []
+    while prompts:
+        order.append(prompts.pop(secrets.randbelow(len(prompts))))
+    return order
+
+
+@dataclass
+class Measurement:
+    """One frame's face, as the tracker sees it."""
+
+    faces: int
+    yaw: float = 0.0
+    width: float = 0.0
+    centre: tuple[float, float] = (0.0, 0.0)
+    encoding: np.ndarray | None = None
+
+
+def measure(engine: FaceEngine, rgb: np.ndarray, *, encode: bool = False) -> Measurement:
+    boxes = engine.detect(rgb, upsample=0 if min(rgb.shape[:2]) >= 360 else 1)
+    if len(boxes) != 1:
+        return Measurement(len(boxes))
+    box = boxes[0]
+    shape = engine.landmarks(rgb, box)
+    pts = [(shape.part(i).x, shape.part(i).y) for i in range(shape.num_parts)]
+    yaw = yaw_proxy(pts)
+    enc = None
+    if encode:
+        got = engine.encode(rgb, check_quality=False, upsample=0 if min(rgb.shape[:2]) >= 360
+                            else 1)
+        enc = got.encoding
+    return Measurement(1, yaw, float(box.width),
+                       ((box.left + box.right) / 2, (box.top + box.bottom) / 2), enc)
+
+
+def yaw_proxy(points: list[tuple[int, int]]) -> float:
+    """dlib's 5 points: two corners of each eye, then the nose base."""
+    (x0, _), (x1, _), (x2, _), (x3, _), (xn, _) = points[:5]
+    mid = (x0 + x1 + x2 + x3) / 4
+    iod = abs((x0 + x1) / 2 - (x2 + x3) / 2) or 1.0
+    return (xn - mid) / iod
+
+
+@dataclass
+class LivenessSession:
+    """Feed frames with their timestamps until the verdict is LIVE or FAILED."""
+
+    reference: np.ndarray = field(repr=False)
+    prompts: list[Prompt] = field(default_factory=random_challenge)
+    threshold: float = THRESHOLD
+    verdict: Verdict = Verdict.IN_PROGRESS
+    reason: str = ""
+    _step: int = 0
+    _baseline: float | None = None
+    _last_centre: tuple[float, float] | None = None
+    _last_width: float = 0.0
+    _prompt_started: float | None = None
+    frames: int = 0
+
+    @property
+    def current(self) -> Prompt | None:
+        return self.prompts[self._step] if self._step < len(self.prompts) else None
+
+    def needs_encoding(self, m: Measurement) -> bool:
+        """Whether this frame would satisfy the prompt (so the caller encodes it)."""
+        return self._satisfies(m)
+
+    def feed_frame(self, engine: FaceEngine, rgb: np.ndarray, t: float) -> Verdict:
+        m = measure(engine, rgb)
+        if m.faces == 1 and (self._satisfies(m) or self.current is None):
+            m = measure(engine, rgb, encode=True)
+        return self.feed(m, t)
+
+    def feed(self, m: Measurement, t: float) -> Verdict:
+        if self.verdict is not Verdict.IN_PROGRESS:
+            return self.verdict
+        self.frames += 1
+        if self._prompt_started is None:
+            self._prompt_started = t
+        if m.faces > 1:
+            return self._fail("several faces in view")
+        if m.faces == 0:
+            return self._timeout(t)
+        if self._last_centre is not None and self._last_width:
+            dx = m.centre[0] - self._last_centre[0]
+            dy = m.centre[1] - self._last_centre[1]
+            if (dx * dx + dy * dy) ** 0.5 > MAX_JUMP * self._last_width:
+                return self._fail("the face track jumped (another face?)")
+        self._last_centre, self._last_width = m.centre, m.width
+        if self._baseline is None:
+            if abs(m.yaw) <= FRONTAL:
+                self._baseline = m.width  # the frontal start sets the distance
+            return self._timeout(t)
+        prompt = self.current
+        if prompt is None:
+            # All prompts done: a final frontal frame for the identity check.
+            if abs(m.yaw) <= FRONTAL and m.encoding is not None:
+                if not self._same_person(m):
+                    return self._fail("the face on the final frame is not the card holder")
+                self.verdict = Verdict.LIVE
+                return self.verdict
+            return self._timeout(t)
+        if self._satisfies(m):
+            if m.encoding is None:
+                return self.verdict  # the caller will encode the next such frame
+            if not self._same_person(m, IDENTITY_MARGIN):
+                return self._fail(f"the face during '{prompt.value}' is not the card holder")
+            self._step += 1
+            self._prompt_started = t
+            return self.verdict
+        return self._timeout(t)
+
+    def finish(self) -> Verdict:
+        """The capture ended: anything not yet live has failed."""
+        if self.verdict is Verdict.IN_PROGRESS:
+            what = self.current.value if self.current else "the final frontal frame"
+            self._fail(f"the capture ended before {what}")
+        return self.verdict
+
+    def _satisfies(self, m: Measurement) -> bool:
+        prompt = self.current
+        if m.faces != 1 or self._baseline is None or prompt is None:
+            return False
+        if prompt is Prompt.TURN_LEFT:
+            return m.yaw <= -TURN
+        if prompt is Prompt.TURN_RIGHT:
+            return m.yaw >= TURN
+        return m.width >= CLOSER * self._baseline and abs(m.yaw) <= 2 * FRONTAL
+
+    def _same_person(self, m: Measurement, margin: float = 0.0) -> bool:
+        return m.encoding is not None and distance(m.encoding, self.reference) < \
+            self.threshold + margin
+
+    def _timeout(self, t: float) -> Verdict:
+        if self._prompt_started is not None and t - self._prompt_started > PROMPT_SECONDS:
+            what = self.current.value if self.current else "the final frontal frame"
+            return self._fail(f"timed out waiting for {what}")
+        return self.verdict
+
+    def _fail(self, reason: str) -> Verdict:
+        self.verdict, self.reason = Verdict.FAILED, reason
+        return self.verdict
