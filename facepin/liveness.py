@@ -34,10 +34,14 @@ TURN = 0.15
 """Yaw proxy a turn must reach (the dev photos, all roughly frontal, span ±0.13)."""
 FRONTAL = 0.08
 CLOSER = 1.25
+"""Growth of the inter-ocular distance that counts as coming closer."""
 MAX_JUMP = 0.5
 """A face centre moving more than half a face width between frames is another face."""
-IDENTITY_MARGIN = 0.05
-"""Turned faces encode a little further from a frontal reference."""
+IDENTITY_MARGIN = 0.08
+"""Turned faces encode further from a frontal reference (set on dev/ sequences)."""
+START_YAW = 0.2
+"""The starting pose may be this far from frontal (people and cameras are rarely
+square to each other); turns are measured from it."""
 PROMPT_SECONDS = 4.0
 
 
@@ -72,6 +76,9 @@ class Measurement:
     width: float = 0.0
     centre: tuple[float, float] = (0.0, 0.0)
     encoding: np.ndarray | None = None
+    scale: float = 0.0
+    """Inter-ocular distance in pixels: continuous, unlike the detector's box, whose
+    sizes come in pyramid steps of ~1.2."""
 
 
 def measure(engine: FaceEngine, rgb: np.ndarray, *, encode: bool = False) -> Measurement:
@@ -88,7 +95,13 @@ def measure(engine: FaceEngine, rgb: np.ndarray, *, encode: bool = False) -> Mea
                             else 1)
         enc = got.encoding
     return Measurement(1, yaw, float(box.width),
-                       ((box.left + box.right) / 2, (box.top + box.bottom) / 2), enc)
+                       ((box.left + box.right) / 2, (box.top + box.bottom) / 2), enc,
+                       inter_ocular(pts))
+
+
+def inter_ocular(points: list[tuple[int, int]]) -> float:
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = points[:4]
+    return float(((x0 + x1 - x2 - x3) ** 2 + (y0 + y1 - y2 - y3) ** 2) ** 0.5 / 2)
 
 
 def yaw_proxy(points: list[tuple[int, int]]) -> float:
@@ -110,6 +123,7 @@ class LivenessSession:
     reason: str = ""
     _step: int = 0
     _baseline: float | None = None
+    _yaw0: float = 0.0
     _last_centre: tuple[float, float] | None = None
     _last_width: float = 0.0
     _prompt_started: float | None = None
@@ -125,7 +139,7 @@ class LivenessSession:
 
     def feed_frame(self, engine: FaceEngine, rgb: np.ndarray, t: float) -> Verdict:
         m = measure(engine, rgb)
-        if m.faces == 1 and (self._satisfies(m) or self.current is None):
+        if m.faces == 1 and (self._satisfies(m) or self.current is None):  # encode only then
             m = measure(engine, rgb, encode=True)
         return self.feed(m, t)
 
@@ -146,13 +160,14 @@ class LivenessSession:
                 return self._fail("the face track jumped (another face?)")
         self._last_centre, self._last_width = m.centre, m.width
         if self._baseline is None:
-            if abs(m.yaw) <= FRONTAL:
-                self._baseline = m.width  # the frontal start sets the distance
+            if abs(m.yaw) <= START_YAW:
+                # The starting pose sets the distance and the neutral yaw.
+                self._baseline, self._yaw0 = m.scale or m.width, m.yaw
             return self._timeout(t)
         prompt = self.current
         if prompt is None:
             # All prompts done: a final frontal frame for the identity check.
-            if abs(m.yaw) <= FRONTAL and m.encoding is not None:
+            if abs(m.yaw - self._yaw0) <= FRONTAL and m.encoding is not None:
                 if not self._same_person(m):
                     return self._fail("the face on the final frame is not the card holder")
                 self.verdict = Verdict.LIVE
@@ -179,11 +194,12 @@ class LivenessSession:
         prompt = self.current
         if m.faces != 1 or self._baseline is None or prompt is None:
             return False
+        turn = m.yaw - self._yaw0
         if prompt is Prompt.TURN_LEFT:
-            return m.yaw <= -TURN
+            return turn <= -TURN
         if prompt is Prompt.TURN_RIGHT:
-            return m.yaw >= TURN
-        return m.width >= CLOSER * self._baseline and abs(m.yaw) <= 2 * FRONTAL
+            return turn >= TURN
+        return (m.scale or m.width) >= CLOSER * self._baseline and abs(turn) <= 2 * FRONTAL
 
     def _same_person(self, m: Measurement, margin: float = 0.0) -> bool:
         return m.encoding is not None and distance(m.encoding, self.reference) < \
