@@ -1,9 +1,9 @@
 """Storage of the reservation service: challenges, reservations and attempts.
 
-SQLite by default (WAL, one connection per operation, serialised in-process). The SQL is
-plain and portable; PostgreSQL support is designed for (``postgresql://`` URL, the same
-schema) but not wired or tested yet, so such a URL is refused with a clear error instead
-of half-working.
+SQLite by default (``sqlite:///PATH``: WAL, one connection per operation, serialised
+in-process); PostgreSQL with a ``postgresql://`` URL (psycopg 3; the shared database of
+stateless workers behind a load balancer). The SQL is the same for both; only the
+parameter marker and two column types differ.
 
 What is stored: random ids, a nonce, the SHA-256 fingerprint of the card's
 authentication certificate, the card serial, times. No image, no PIN, no name.
@@ -17,25 +17,36 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cardio.apdu.errors import CardioError
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS challenges (
-    id TEXT PRIMARY KEY, nonce BLOB NOT NULL, created REAL NOT NULL, used INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS reservations (
-    id TEXT PRIMARY KEY, cert_fp TEXT NOT NULL, serial TEXT NOT NULL,
-    created REAL NOT NULL, expires REAL NOT NULL, used_at REAL
-);
-CREATE INDEX IF NOT EXISTS reservations_cert ON reservations(cert_fp);
-CREATE TABLE IF NOT EXISTS attempts (cert_fp TEXT NOT NULL, at REAL NOT NULL, ok INTEGER);
-CREATE INDEX IF NOT EXISTS attempts_cert ON attempts(cert_fp, at);
-"""
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS challenges (
+        id TEXT PRIMARY KEY, nonce {blob} NOT NULL, created {real} NOT NULL,
+        used INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS reservations (
+        id TEXT PRIMARY KEY, cert_fp TEXT NOT NULL, serial TEXT NOT NULL,
+        created {real} NOT NULL, expires {real} NOT NULL, used_at {real})""",
+    "CREATE INDEX IF NOT EXISTS reservations_cert ON reservations(cert_fp)",
+    """CREATE TABLE IF NOT EXISTS attempts (
+        cert_fp TEXT NOT NULL, at {real} NOT NULL, ok INTEGER)""",
+    "CREATE INDEX IF NOT EXISTS attempts_cert ON attempts(cert_fp, at)",
+]
 
 
 class StoreError(CardioError):
     pass
+
+
+class _PgAdapter:
+    """psycopg with sqlite3's ``?`` parameter markers."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        return self.conn.execute(sql.replace("?", "%s"), params)
 
 
 @dataclass
@@ -50,25 +61,42 @@ class Reservation:
 
 class Store:
     def __init__(self, url: str) -> None:
-        if url.startswith(("postgresql://", "postgres://")):
-            raise StoreError("PostgreSQL storage is not available in this version;"
-                             " use sqlite:///PATH")
-        if not url.startswith("sqlite:///"):
-            raise StoreError("database URL must be sqlite:///PATH (or sqlite:///:memory:)")
-        self.path = url[len("sqlite:///"):]
         self._lock = threading.Lock()
         self._memory: sqlite3.Connection | None = None
-        if self.path == ":memory:":
-            self._memory = sqlite3.connect(":memory:", check_same_thread=False)
+        self.postgres = url.startswith(("postgresql://", "postgres://"))
+        if self.postgres:
+            try:
+                import psycopg  # noqa: F401
+            except ImportError as exc:
+                raise StoreError("PostgreSQL needs psycopg: pip install 'psycopg[binary]'"
+                                 ) from exc
+            self.url = url
+            types = {"blob": "BYTEA", "real": "DOUBLE PRECISION"}
+        elif url.startswith("sqlite:///"):
+            self.path = url[len("sqlite:///"):]
+            if self.path == ":memory:":
+                self._memory = sqlite3.connect(":memory:", check_same_thread=False)
+            else:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            types = {"blob": "BLOB", "real": "REAL"}
         else:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            raise StoreError("database URL must be sqlite:///PATH or postgresql://...")
         with self._conn() as db:
-            if self._memory is None:
+            if not self.postgres and self._memory is None:
                 db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+            for stmt in SCHEMA:
+                db.execute(stmt.format(**types))
 
     @contextlib.contextmanager
-    def _conn(self) -> Iterator[sqlite3.Connection]:
+    def _conn(self) -> Iterator[Any]:
+        """One transaction. The yielded object's ``execute`` takes ``?`` markers on both
+        back ends."""
+        if self.postgres:
+            import psycopg
+
+            with psycopg.connect(self.url, connect_timeout=10) as pg, pg.transaction():
+                yield _PgAdapter(pg)
+            return
         with self._lock:
             db = self._memory or sqlite3.connect(self.path, timeout=10)
             try:
@@ -122,4 +150,4 @@ class Store:
         with self._conn() as db:
             cur = db.execute("UPDATE reservations SET used_at=? WHERE id=? AND used_at IS NULL"
                              " AND expires>?", (now, rid, now))
-            return cur.rowcount == 1
+            return bool(cur.rowcount == 1)

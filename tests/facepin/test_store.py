@@ -1,0 +1,61 @@
+"""The storage contract on both back ends: SQLite, and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from facepin.store import Reservation, Store, StoreError
+from tests.facepin.pg import postgres_url  # noqa: F401  (fixture)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "sqlite":
+        return Store(f"sqlite:///{tmp_path / 'facepin.db'}")
+    url = request.getfixturevalue("postgres_url")
+    s = Store(url)
+    with s._conn() as db:  # a clean slate per test
+        for table in ("challenges", "reservations", "attempts"):
+            db.execute(f"DELETE FROM {table}")
+    return s
+
+
+def test_challenge_is_single_use_and_expires(store: Store) -> None:
+    store.add_challenge("c1", b"\x00\x01nonce", 1000.0)
+    assert store.take_challenge("c1", 1001.0, 300) == b"\x00\x01nonce"
+    assert store.take_challenge("c1", 1001.0, 300) is None
+    store.add_challenge("c2", b"n", 1000.0)
+    assert store.take_challenge("c2", 1400.0, 300) is None
+    assert store.take_challenge("nope", 1000.0, 300) is None
+
+
+def test_reservation_is_used_once_even_concurrently(store: Store) -> None:
+    store.add_reservation(Reservation("r1", "fp", "4" * 15, 0.0, 100.0, None))
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(store.use_reservation("r1", 5.0)))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 7 + [True]
+    got = store.get_reservation("r1")
+    assert got is not None and got.used_at == 5.0
+    store.add_reservation(Reservation("r2", "fp", "4" * 15, 0.0, 100.0, None))
+    assert store.use_reservation("r2", 100.0) is False  # expired
+
+
+def test_attempts_window(store: Store) -> None:
+    for t in (10.0, 20.0, 30.0):
+        store.record_attempt("fp", t, False)
+    store.record_attempt("other", 25.0, True)
+    assert store.attempts_since("fp", 15.0) == 2
+    assert store.attempts_since("fp", 0.0) == 3
+
+
+def test_bad_urls() -> None:
+    with pytest.raises(StoreError):
+        Store("mysql://x")
