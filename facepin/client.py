@@ -8,6 +8,7 @@ The new password goes to the card and nowhere else: the service sees only its SH
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,20 +82,26 @@ def gather_evidence(card: MyNumberCard, nonce: bytes, auth_pin: str, text_pin: s
     return CardEvidence(serial, cert, sig, face, cv, presence)
 
 
-def reserve(base_url: str, card: MyNumberCard, auth_pin: str, text_pin: str, probe: bytes,
-            *, http: httpx.Client | None = None) -> dict[str, Any]:
+Capture = Callable[[list[str]], list[tuple[bytes, float]]]
+"""Given the service's liveness prompts, show them and record frames: (image, seconds)."""
+
+
+def reserve(base_url: str, card: MyNumberCard, auth_pin: str, text_pin: str,
+            capture: Capture, *, http: httpx.Client | None = None) -> dict[str, Any]:
     """The app side: returns ``{"reservation_id", "expires_at"}``."""
     own = http is None
     http = http or httpx.Client(base_url=base_url, timeout=30, trust_env=False)
     try:
         ch = _post(http, "/v1/challenges")
         ev = gather_evidence(card, base64.b64decode(ch["nonce"]), auth_pin, text_pin)
+        frames = capture(list(ch["prompts"]))
         return _post(http, "/v1/reservations", {
             "challenge_id": ch["challenge_id"], "card_serial": ev.serial,
             "auth_certificate": _b64(ev.auth_certificate),
             "auth_signature": _b64(ev.auth_signature), "card_face": _b64(ev.card_face),
             "card_face_cv_certificate": _b64(ev.card_face_cv),
-            "card_face_signature": _b64(ev.card_face_signature), "probe": _b64(probe)})
+            "card_face_signature": _b64(ev.card_face_signature),
+            "frames": [_b64(f) for f, _t in frames], "frame_times": [t for _f, t in frames]})
     finally:
         if own:
             http.close()

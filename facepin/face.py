@@ -219,12 +219,20 @@ def verify(reference: bytes | Path | Image.Image | np.ndarray,
     ref = engine.encode(ref_rgb, allow_several=True, check_quality=False)
     if ref.outcome is not None:
         return MatchResult(ref.outcome, None, threshold, "reference: " + ref.detail)
+    assert ref.encoding is not None
     probe_rgb = probe if isinstance(probe, np.ndarray) else load_image(probe)
+    return match_probe(ref.encoding, probe_rgb, threshold=threshold, engine=engine)
+
+
+def match_probe(reference: np.ndarray, probe_rgb: np.ndarray, *, threshold: float = THRESHOLD,
+                engine: FaceEngine | None = None) -> MatchResult:
+    """Compare an already-encoded reference with a live capture."""
+    engine = engine or FaceEngine.shared()
     got = engine.encode(probe_rgb)
     if got.outcome is not None:
         return MatchResult(got.outcome, None, threshold, "probe: " + got.detail)
-    assert ref.encoding is not None and got.encoding is not None
-    d = distance(ref.encoding, got.encoding)
+    assert got.encoding is not None
+    d = distance(reference, got.encoding)
     return MatchResult(Outcome.MATCH if d < threshold else Outcome.NO_MATCH, d, threshold)
 
 

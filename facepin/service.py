@@ -45,7 +45,8 @@ from cardio.crypto import CvCertificate, SignatureError, digest_info_of, verify_
 from cardio.pki import PARSE_ERRORS, CertificateValidator, Status
 from cardio.records import CardFace, RecordError
 from cardio.trust import TrustStore
-from facepin.face import THRESHOLD, FaceEngine, FaceError, Outcome, load_image, verify
+from facepin.face import THRESHOLD, FaceEngine, FaceError, Outcome, load_image, match_probe
+from facepin.liveness import LivenessSession, Prompt, Verdict, random_challenge
 from facepin.store import Reservation, Store
 
 log = logging.getLogger("facepin.service")
@@ -54,6 +55,7 @@ CHALLENGE_TTL = 300.0
 RESERVATION_TTL = 24 * 3600.0
 MAX_ATTEMPTS_PER_DAY = 5
 MAX_IMAGE = 4 * 1024 * 1024
+MAX_FRAMES = 90
 
 
 @dataclass
@@ -72,6 +74,8 @@ class ServiceConfig:
 class ChallengeOut(BaseModel):
     challenge_id: str
     nonce: str
+    prompts: list[str]
+    """The liveness challenge the capture must follow, in order."""
 
 
 class ReservationIn(BaseModel):
@@ -82,7 +86,9 @@ class ReservationIn(BaseModel):
     card_face: str
     card_face_cv_certificate: str
     card_face_signature: str
-    probe: str
+    frames: list[str] = Field(min_length=1, max_length=MAX_FRAMES)
+    """Camera frames (base64 JPEG/PNG) recorded while the person followed the prompts."""
+    frame_times: list[float] = Field(min_length=1, max_length=MAX_FRAMES)
 
 
 class ReservationOut(BaseModel):
@@ -151,15 +157,20 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.post("/v1/challenges", response_model=ChallengeOut)
     def new_challenge() -> ChallengeOut:
         cid, nonce = secrets.token_urlsafe(16), secrets.token_bytes(32)
-        store.add_challenge(cid, nonce, config.clock())
-        return ChallengeOut(challenge_id=cid, nonce=base64.b64encode(nonce).decode())
+        prompts = [p.value for p in random_challenge()]
+        store.add_challenge(cid, nonce, config.clock(), ",".join(prompts))
+        return ChallengeOut(challenge_id=cid, nonce=base64.b64encode(nonce).decode(),
+                            prompts=prompts)
 
     @app.post("/v1/reservations", response_model=ReservationOut, status_code=201)
     def reserve(body: ReservationIn) -> ReservationOut:
         now = config.clock()
-        nonce = store.take_challenge(body.challenge_id, now, CHALLENGE_TTL)
-        if nonce is None:
+        taken = store.take_challenge(body.challenge_id, now, CHALLENGE_TTL)
+        if taken is None:
             raise Refused(400, "challenge_invalid", "unknown, used or expired challenge")
+        nonce, prompt_list = taken
+        if len(body.frames) != len(body.frame_times):
+            raise Refused(400, "bad_frames", "one time per frame")
         cert = load_cert(body.auth_certificate)
         fp = fingerprint(cert)
         if store.attempts_since(fp, now - 24 * 3600) >= config.max_attempts:
@@ -178,19 +189,38 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 raise Refused(403, "card_signature_invalid", "the card's signature over the"
                               " challenge does not verify") from None
             face_record = _verified_face(body, nonce, config.trust)
-            probe = _b64(body.probe, "probe")
+            engine = config.engine or FaceEngine.shared()
             try:
-                result = verify(load_image(face_record.photo), load_image(probe),
-                                threshold=config.threshold,
-                                engine=config.engine or FaceEngine.shared())
+                reference = engine.encode(load_image(face_record.photo), allow_several=True,
+                                          check_quality=False)
+                first = load_image(_b64(body.frames[0], "frame"))
             except FaceError:
-                raise Refused(400, "bad_image", "the probe image cannot be decoded") from None
+                raise Refused(400, "bad_image", "an image cannot be decoded") from None
+            if reference.encoding is None:
+                raise Refused(422, "reference_no_face", "no face found in the chip photo")
+            # 1:1 match on the first (frontal) frame, then the liveness challenge.
+            result = match_probe(reference.encoding, first, threshold=config.threshold,
+                                 engine=engine)
             if result.outcome is not Outcome.MATCH:
                 # The outcome (no face, several faces, ...) helps the person; the score
                 # is never returned.
                 status = 403 if result.outcome is Outcome.NO_MATCH else 422
                 raise Refused(status, "face_" + result.outcome.value,
                               "face verification did not succeed")
+            session = LivenessSession(reference.encoding,
+                                      [Prompt(p) for p in prompt_list.split(",") if p],
+                                      threshold=config.threshold)
+            for raw, t in zip(body.frames, body.frame_times, strict=True):
+                try:
+                    frame = load_image(_b64(raw, "frame"))
+                except FaceError:
+                    raise Refused(400, "bad_image", "a frame cannot be decoded") from None
+                if session.feed_frame(engine, frame, t) is not Verdict.IN_PROGRESS:
+                    break
+            if session.finish() is not Verdict.LIVE:
+                log.info("reservation refused: liveness failed cert=%s", fp[:16])
+                raise Refused(403, "liveness_failed", "the liveness check did not succeed;"
+                              " follow the prompts and try again")
             ok = True
         finally:
             store.record_attempt(fp, now, ok)

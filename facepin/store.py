@@ -24,7 +24,7 @@ from cardio.apdu.errors import CardioError
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS challenges (
         id TEXT PRIMARY KEY, nonce {blob} NOT NULL, created {real} NOT NULL,
-        used INTEGER NOT NULL)""",
+        used INTEGER NOT NULL, prompts TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS reservations (
         id TEXT PRIMARY KEY, cert_fp TEXT NOT NULL, serial TEXT NOT NULL,
         created {real} NOT NULL, expires {real} NOT NULL, used_at {real})""",
@@ -107,20 +107,21 @@ class Store:
                     db.close()
 
     # -- challenges -------------------------------------------------------------------
-    def add_challenge(self, cid: str, nonce: bytes, now: float) -> None:
+    def add_challenge(self, cid: str, nonce: bytes, now: float, prompts: str = "") -> None:
         with self._conn() as db:
-            db.execute("INSERT INTO challenges VALUES (?, ?, ?, 0)", (cid, nonce, now))
+            db.execute("INSERT INTO challenges VALUES (?, ?, ?, 0, ?)",
+                       (cid, nonce, now, prompts))
 
-    def take_challenge(self, cid: str, now: float, ttl: float) -> bytes | None:
-        """The nonce, once: a second use (or an expired one) gets None."""
+    def take_challenge(self, cid: str, now: float, ttl: float) -> tuple[bytes, str] | None:
+        """(nonce, liveness prompts), once: a second use (or an expired one) gets None."""
         with self._conn() as db:
-            row = db.execute("SELECT nonce, created FROM challenges WHERE id=? AND used=0",
-                             (cid,)).fetchone()
+            row = db.execute("SELECT nonce, created, prompts FROM challenges WHERE id=? AND"
+                             " used=0", (cid,)).fetchone()
             if row is None:
                 return None
             db.execute("UPDATE challenges SET used=1 WHERE id=?", (cid,))
-            nonce, created = row
-            return bytes(nonce) if now - created <= ttl else None
+            nonce, created, prompts = row
+            return (bytes(nonce), str(prompts)) if now - created <= ttl else None
 
     # -- attempts / rate limit -----------------------------------------------------------
     def record_attempt(self, cert_fp: str, now: float, ok: bool) -> None:

@@ -3,6 +3,7 @@ and the issuer-authenticated reset down to the software card."""
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -11,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from PIL import Image
 
 from cardio import constants as c
 from cardio import pinreset
@@ -23,9 +26,11 @@ from cardio.identity import InvalidValue
 from cardio.jpki import JpkiApplication
 from cardio.transport import InProcessTransport
 from emulators.card import SoftwareCard
-from facepin.client import ServiceRefused, redeem, reserve
-from facepin.face import load_image
+from facepin.client import Capture, ServiceRefused, redeem, reserve
+from facepin.face import FaceEngine, load_image
+from facepin.liveness import Prompt
 from facepin.service import ServiceConfig, create_app
+from facepin.simulate import attack_sequence, genuine_sequence
 from tests.conftest import SHARED
 from tests.facepin.pg import postgres_url  # noqa: F401  (fixture)
 from tests.pki_env import PkiEnv, free_port
@@ -102,8 +107,34 @@ def card_of(path: Path) -> MyNumberCard:
     return MyNumberCard(InProcessTransport(SoftwareCard.open(path)))
 
 
-def probe(rel: str = "deepface_id00/img1.jpg") -> bytes:
-    return (DEV / rel).read_bytes()
+def _jpeg(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def probe(rel: str = "deepface_id00/img1.jpg", attack: str | None = None) -> Capture:
+    """A recorded capture following the service's prompts: a (synthetic) head doing the
+    moves, or an attack with the photo in front of the camera."""
+    def capture(prompts: list[str]) -> list[tuple[bytes, float]]:
+        src = Image.open(DEV / rel).convert("RGB")
+        src.thumbnail((640, 640))
+        rgb = np.asarray(src)
+        found = FaceEngine.shared().encode(rgb, allow_several=True, check_quality=False)
+        assert found.box is not None and found.landmarks is not None
+        ps = [Prompt(p) for p in prompts]
+        seq = (genuine_sequence(rgb, found.box, found.landmarks[4], ps) if attack is None
+               else attack_sequence(rgb, attack, ps))
+        return [(_jpeg(frame), t) for frame, t in seq]
+    return capture
+
+
+def still(data: bytes) -> Capture:
+    return lambda prompts: [(data, 0.0)]
+
+
+sqlite_only = pytest.mark.parametrize("service", ["sqlite"], indirect=True)
+"""The PostgreSQL back end runs the end-to-end reset test; the rest run on SQLite."""
 
 
 def block_sign_password(path: Path) -> None:
@@ -136,6 +167,7 @@ def test_blocked_password_reset_to_a_working_one(pki: PkiEnv, service: Service,
     assert exc.value.code == "already_used" and exc.value.status == 409
 
 
+@sqlite_only
 def test_reverse_reset_of_the_auth_pin(pki: PkiEnv, service: Service, chip: bytes) -> None:
     path, p = pki.new_card(photo=chip)
     r = reserve(service.url, card_of(path), p.auth_pin, p.text_pin, probe())
@@ -144,6 +176,7 @@ def test_reverse_reset_of_the_auth_pin(pki: PkiEnv, service: Service, chip: byte
     JpkiApplication(card_of(path)).verify_pin("auth", "7531")
 
 
+@sqlite_only
 def test_expiry_at_24_hours(pki: PkiEnv, service: Service, chip: bytes) -> None:
     path, p = pki.new_card(photo=chip)
     r = reserve(service.url, card_of(path), p.auth_pin, p.text_pin, probe())
@@ -157,6 +190,7 @@ def test_expiry_at_24_hours(pki: PkiEnv, service: Service, chip: bytes) -> None:
         service.clock[0] = saved
 
 
+@sqlite_only
 def test_wrong_card(pki: PkiEnv, service: Service, chip: bytes) -> None:
     path_a, pa = pki.new_card(photo=chip)
     path_b, pb = pki.new_card(photo=chip)
@@ -168,6 +202,7 @@ def test_wrong_card(pki: PkiEnv, service: Service, chip: bytes) -> None:
     redeem(service.url, card_of(path_a), r["reservation_id"], pa.auth_pin, "OWNER2026")
 
 
+@sqlite_only
 def test_replayed_reset_command_is_rejected(pki: PkiEnv, service: Service, chip: bytes) -> None:
     path, p = pki.new_card(photo=chip)
     r = reserve(service.url, card_of(path), p.auth_pin, p.text_pin, probe())
@@ -189,6 +224,7 @@ def test_replayed_reset_command_is_rejected(pki: PkiEnv, service: Service, chip:
     JpkiApplication(client).verify_pin("sign", "FIRST2026")
 
 
+@sqlite_only
 def test_reset_requires_the_other_credential_and_a_valid_value(pki: PkiEnv, service: Service,
                                                                 chip: bytes) -> None:
     path, p = pki.new_card(photo=chip)
@@ -209,35 +245,40 @@ def test_reset_requires_the_other_credential_and_a_valid_value(pki: PkiEnv, serv
         redeem(service.url, card, "unused", p.auth_pin, "short")
 
 
+@sqlite_only
 def test_face_outcomes_and_rate_limit(pki: PkiEnv, service: Service, chip: bytes) -> None:
     path, p = pki.new_card(photo=chip)
+    other = sorted(str(x.relative_to(DEV)) for x in (DEV / "deepface_id01").iterdir())[0]
     with pytest.raises(ServiceRefused) as exc:
         reserve(service.url, card_of(path), p.auth_pin, p.text_pin,
-                probe(sorted(str(x.relative_to(DEV)) for x in (DEV / "deepface_id01").iterdir()
-                             )[0]))
+                still((DEV / other).read_bytes()))
     assert exc.value.code == "face_no_match" and exc.value.status == 403
-    import io
-
-    from PIL import Image
     blank = io.BytesIO()
     Image.new("RGB", (640, 480), (128, 128, 128)).save(blank, "PNG")
     with pytest.raises(ServiceRefused) as exc:
-        reserve(service.url, card_of(path), p.auth_pin, p.text_pin, blank.getvalue())
+        reserve(service.url, card_of(path), p.auth_pin, p.text_pin, still(blank.getvalue()))
     assert exc.value.code == "face_no_face" and exc.value.status == 422
-    for _ in range(3):
+    # The card thief: the holder's photo shown to the camera matches, but cannot turn.
+    with pytest.raises(ServiceRefused) as exc:
+        reserve(service.url, card_of(path), p.auth_pin, p.text_pin, probe(attack="screen"))
+    assert exc.value.code == "liveness_failed" and exc.value.status == 403
+    for _ in range(2):
         with pytest.raises(ServiceRefused):
-            reserve(service.url, card_of(path), p.auth_pin, p.text_pin, blank.getvalue())
+            reserve(service.url, card_of(path), p.auth_pin, p.text_pin, still(blank.getvalue()))
     with pytest.raises(ServiceRefused) as exc:
         reserve(service.url, card_of(path), p.auth_pin, p.text_pin, probe())
     assert exc.value.code == "rate_limited" and exc.value.status == 429
 
 
+@sqlite_only
 def test_challenge_is_single_use_and_signature_checked(service: Service) -> None:
     with httpx.Client(base_url=service.url, trust_env=False) as http:
         ch = http.post("/v1/challenges").json()
+        assert len(ch["prompts"]) == 3
         body = {"challenge_id": ch["challenge_id"], "card_serial": "4" * 15,
                 "auth_certificate": "AAAA", "auth_signature": "", "card_face": "",
-                "card_face_cv_certificate": "", "card_face_signature": "", "probe": ""}
+                "card_face_cv_certificate": "", "card_face_signature": "",
+                "frames": ["AAAA"], "frame_times": [0.0]}
         first = http.post("/v1/reservations", json=body)
         assert first.status_code == 400 and first.json()["error"] == "bad_certificate"
         again = http.post("/v1/reservations", json=body)
@@ -261,4 +302,5 @@ def test_nothing_personal_in_logs_or_database(pki: PkiEnv, service: Service, chi
         if len(planted) >= 6:
             assert planted not in text
             assert planted.encode() not in db
-    assert chip[:64] not in db and probe()[100:164] not in db
+    assert chip[:64] not in db and (DEV / "deepface_id00/img1.jpg").read_bytes()[100:164] \
+        not in db

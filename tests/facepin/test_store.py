@@ -24,8 +24,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
 
 
 def test_challenge_is_single_use_and_expires(store: Store) -> None:
-    store.add_challenge("c1", b"\x00\x01nonce", 1000.0)
-    assert store.take_challenge("c1", 1001.0, 300) == b"\x00\x01nonce"
+    store.add_challenge("c1", b"\x00\x01nonce", 1000.0, "turn_left,turn_right")
+    assert store.take_challenge("c1", 1001.0, 300) == (b"\x00\x01nonce",
+                                                       "turn_left,turn_right")
     assert store.take_challenge("c1", 1001.0, 300) is None
     store.add_challenge("c2", b"n", 1000.0)
     assert store.take_challenge("c2", 1400.0, 300) is None
