@@ -304,3 +304,34 @@ def test_nothing_personal_in_logs_or_database(pki: PkiEnv, service: Service, chi
             assert planted.encode() not in db
     assert chip[:64] not in db and (DEV / "deepface_id00/img1.jpg").read_bytes()[100:164] \
         not in db
+
+
+def test_facepin_serve_process(pki: PkiEnv, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cardio.cli", "facepin", "serve", "--db",
+         f"sqlite:///{tmp_path / 'f.db'}", "--port", str(port), "--trust", str(pki.roots),
+         "--jlis", str(pki.jlis.path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1, trust_env=False)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert r.json() == {"status": "ok"}
+        ch = httpx.post(f"http://127.0.0.1:{port}/v1/challenges", trust_env=False).json()
+        assert len(ch["prompts"]) == 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught.
+    assert proc.returncode in (0, -signal.SIGTERM)
+    assert "Finished server process" in out
