@@ -34,9 +34,9 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cardio import constants as c
-from emulators.card.jlis import CertificateAuthority, JlisHierarchy, _write
+from emulators.card.jlis import CertificateAuthority, JlisHierarchy
 from emulators.card.keys import FreshKeys, key_from_pem, key_to_pem
-from emulators.card.store import CardStore
+from emulators.card.store import CardStore, atomic_write
 
 REASONS: dict[str, x509.ReasonFlags] = {
     "unspecified": x509.ReasonFlags.unspecified,
@@ -90,7 +90,7 @@ class JpkiAuthority:
             fcntl.flock(lock, fcntl.LOCK_EX)
             entries = self._read()
             yield entries
-            _write(self._db, json.dumps(entries, indent=1).encode())
+            atomic_write(self._db, json.dumps(entries, indent=1).encode())
 
     def _read(self) -> list[dict[str, Any]]:
         try:
@@ -193,8 +193,8 @@ class JpkiAuthority:
                         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                             ca.key.public_key()), False)
                         .sign(ca.key, hashes.SHA256()))
-                _write(key_path, key_to_pem(key), private=True)
-                _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+                atomic_write(key_path, key_to_pem(key), private=True)
+                atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
         pair = (key_from_pem(key_path.read_bytes(), trusted=True),
                 x509.load_pem_x509_certificate(cert_path.read_bytes()))
         self._responders[kind] = pair

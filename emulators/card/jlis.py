@@ -23,6 +23,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 from cardio.apdu import tlv
 from cardio.crypto import encode_rsa_public_key
 from emulators.card.keys import FreshKeys, KeySource, key_from_pem, key_to_pem
+from emulators.card.store import atomic_write
 
 DEFAULT_CA_URL = "http://127.0.0.1:35980"
 """Where ``cardio emu ca serve`` listens by default; issued certificates' AIA and CRL
@@ -126,13 +127,13 @@ class JlisHierarchy:
                 .add_extension(ski, critical=False)
                 .sign(key, hashes.SHA256())
             )
-            _write(path / f"{name}-ca.key", key_to_pem(key), private=True)
-            _write(path / f"{name}-ca.pem", cert.public_bytes(serialization.Encoding.PEM))
+            atomic_write(path / f"{name}-ca.key", key_to_pem(key), private=True)
+            atomic_write(path / f"{name}-ca.pem", cert.public_bytes(serialization.Encoding.PEM))
         cv_key = keys.new_key()
         cv_id = cv_key_id("6000001", b"\x01\x01", 1)
-        _write(path / "cv-root.key", key_to_pem(cv_key), private=True)
-        _write(path / "cv-root.id", cv_id)
-        _write(path / "cv-root.pem", cv_key.public_key().public_bytes(
+        atomic_write(path / "cv-root.key", key_to_pem(cv_key), private=True)
+        atomic_write(path / "cv-root.id", cv_id)
+        atomic_write(path / "cv-root.pem", cv_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
     @classmethod
@@ -154,7 +155,7 @@ class JlisHierarchy:
         with open(self.path / ".lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not path.exists():
-                _write(path, secrets.token_bytes(32), private=True)
+                atomic_write(path, secrets.token_bytes(32), private=True)
         return path.read_bytes()
 
     def cv_certificate(self, subject_id: bytes, subject_key: rsa.RSAPublicKey) -> bytes:
@@ -234,13 +235,3 @@ def _san_order(attrs: dict[str, str]) -> list[tuple[int, str]]:
 def _utf8_der(value: str) -> bytes:
     raw = value.encode("utf-8")
     return bytes((0x0C,)) + tlv.encode_length(len(raw)) + raw
-
-
-def _write(path: Path, data: bytes, *, private: bool = False) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

@@ -151,18 +151,18 @@ class CardStore:
         self.path.mkdir(parents=True, exist_ok=True)
         os.chmod(self.path, 0o700)
         for (aid, fid), data in image.files.items():
-            _atomic_write(self.path / "ef" / aid.hex().upper() / f"{fid:04X}.bin", data)
+            atomic_write(self.path / "ef" / aid.hex().upper() / f"{fid:04X}.bin", data)
         for (aid, fid), recs in image.records.items():
             blob = b"".join(len(r).to_bytes(2, "big") + r for r in recs)
-            _atomic_write(self.path / "ef" / aid.hex().upper() / f"{fid:04X}.rec", blob)
+            atomic_write(self.path / "ef" / aid.hex().upper() / f"{fid:04X}.rec", blob)
         for (aid, fid), key in image.private_keys.items():
-            _atomic_write(self.path / "keys" / f"{aid.hex().upper()}-{fid:04X}.pem",
+            atomic_write(self.path / "keys" / f"{aid.hex().upper()}-{fid:04X}.pem",
                           key_to_pem(key), private=True)
         for tag, value in image.data_objects.items():
-            _atomic_write(self.path / "do" / f"{tag:04X}.bin", value)
+            atomic_write(self.path / "do" / f"{tag:04X}.bin", value)
         self._write_state({key_name(a, f): s for (a, f), s in image.secrets.items()})
         meta = dict(image.meta, format=FORMAT)
-        _atomic_write(self.path / "card.json",
+        atomic_write(self.path / "card.json",
                       json.dumps(meta, ensure_ascii=False, indent=2).encode())
 
     def load(self) -> CardImage:
@@ -214,7 +214,7 @@ class CardStore:
 
     def _write_state(self, state: dict[str, SecretState]) -> None:
         data = {"keys": {k: v.to_json() for k, v in sorted(state.items())}}
-        _atomic_write(self.path / "state.json", json.dumps(data, indent=1).encode(),
+        atomic_write(self.path / "state.json", json.dumps(data, indent=1).encode(),
                       private=True)
 
     @contextlib.contextmanager
@@ -232,7 +232,9 @@ class CardStore:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _atomic_write(path: Path, data: bytes, *, private: bool = False) -> None:
+def atomic_write(path: Path, data: bytes, *, private: bool = False) -> None:
+    """Write a file so that readers see the old or the new content, never half, even
+    across a crash (temporary file per process, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
