@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import hashlib
 import logging
 import secrets
@@ -50,6 +51,16 @@ from facepin.liveness import LivenessSession, Prompt, Verdict, random_challenge
 from facepin.store import Reservation, Store
 
 log = logging.getLogger("facepin.service")
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+log.addFilter(_RequestIdFilter())
 
 CHALLENGE_TTL = 300.0
 RESERVATION_TTL = 24 * 3600.0
@@ -131,6 +142,22 @@ def create_app(config: ServiceConfig) -> FastAPI:
     store = Store(config.database)
     validator = config.validator or CertificateValidator(config.trust)
     app = FastAPI(title="cardio facepin PIN-reset reservations", version="1")
+
+    @app.middleware("http")
+    async def correlation_id(request: Request, call_next: Any) -> Any:
+        """Every request carries a correlation id end to end (DESIGN.md): the caller's
+        ``X-Request-ID`` when it is a sane token, a new one otherwise; echoed back and put
+        on every log record of the request."""
+        rid = request.headers.get("x-request-id", "")
+        if not (0 < len(rid) <= 64 and rid.replace("-", "").replace("_", "").isalnum()):
+            rid = secrets.token_hex(8)
+        token = REQUEST_ID.set(rid)
+        try:
+            response = await call_next(request)
+        finally:
+            REQUEST_ID.reset(token)
+        response.headers["X-Request-ID"] = rid
+        return response
 
     @app.exception_handler(Refused)
     async def refused(_request: Request, exc: Refused) -> JSONResponse:
@@ -227,7 +254,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         rid = secrets.token_urlsafe(18)
         store.add_reservation(Reservation(rid, fp, body.card_serial, now, now + RESERVATION_TTL,
                                           None))
-        log.info("reservation created id=%s cert=%s", rid, fp[:16])
+        log.info("reservation created id=%s cert=%s request=%s", rid, fp[:16], REQUEST_ID.get())
         return ReservationOut(reservation_id=rid, expires_at=now + RESERVATION_TTL)
 
     @app.post("/v1/reservations/{rid}/authorise", response_model=AuthoriseOut)
@@ -249,7 +276,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         mac = pinreset.authorise(config.master_key, r.serial, body.target,
                                  bytes.fromhex(body.card_challenge),
                                  bytes.fromhex(body.value_hash))
-        log.info("reset authorised id=%s target=%s", rid, body.target)
+        log.info("reset authorised id=%s target=%s request=%s", rid, body.target,
+                 REQUEST_ID.get())
         return AuthoriseOut(mac=mac.hex())
 
     app.state.store = store

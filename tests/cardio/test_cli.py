@@ -288,3 +288,26 @@ def test_concurrent_processes_do_not_lose_a_try(make_card: CardFactory) -> None:
     card = SoftwareCard.open(path)
     card.transmit(bytes.fromhex("00A4040C0AD3921000310001010408"))
     assert card.transmit(bytes.fromhex("00200094")) == bytes.fromhex("63C2")
+
+
+def test_more_error_paths(reader: str, profile: Profile, tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str],
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # A wrong 照合番号B for the card face: exit 3, the status word, not the value.
+    wrong_b = "0" * 14 if profile.code_b != "0" * 14 else "1" * 14
+    code, _out, err = run(capsys, monkeypatch, "--reader", reader, "visual", "read", "--out",
+                          str(tmp_path / "v"), "--with", "b", "--pin-stdin", stdin=wrong_b + "\n")
+    assert code == 3 and "63C9" in err and wrong_b not in err
+    # A malformed 照合番号 never reaches the card.
+    code, _out, err = run(capsys, monkeypatch, "--reader", reader, "text", "read", "--with",
+                          "b", "--pin-stdin", stdin="123\n")
+    assert code == 1 and "14 digits" in err
+    # The signature certificate with a wrong password.
+    code, _out, err = run(capsys, monkeypatch, "--reader", reader, "jpki", "cert", "sign",
+                          "--out", str(tmp_path / "s.der"), "--pin-stdin", stdin="WRONG99\n")
+    assert code == 3 and "63C4" in err and not (tmp_path / "s.der").exists()
+    # An unset environment variable.
+    monkeypatch.delenv("NOPE", raising=False)
+    code, _out, err = run(capsys, monkeypatch, "--reader", reader, "text", "read",
+                          "--pin-env", "NOPE")
+    assert code == 2 and "NOPE is not set" in err

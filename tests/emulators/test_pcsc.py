@@ -220,3 +220,23 @@ def test_opensc_wrong_pin_takes_exactly_one_try(pcsc_stack: PcscEnv,
     info = cardio(pcsc_stack, "--reader", pcsc_card.reader, "info", "--json")
     pins = json.loads(info.stdout)["pins"]
     assert pins["auth"]["tries_left"] == 2 and pins["sign"]["tries_left"] == 5
+
+
+def test_reconnect_keeps_or_clears_the_security_state(pcsc_stack: PcscEnv,
+                                                      pcsc_card: CardHandle) -> None:
+    from cardio.text import TextApplication
+
+    transport = PcscTransport.open(pcsc_card.reader)
+    try:
+        card = MyNumberCard(transport)
+        text = TextApplication(card)
+        text.verify_pin(pcsc_card.profile.text_pin)
+        transport.reconnect(reset=False, exclusive=True)   # SCARD_LEAVE_CARD: still unlocked
+        assert text.my_number() == pcsc_card.profile.my_number
+        transport.reconnect(reset=True)                    # a warm reset clears it
+        card.forget_selection()
+        from cardio.apdu.errors import SecurityStatusNotSatisfied
+        with pytest.raises(SecurityStatusNotSatisfied):
+            text.my_number()
+    finally:
+        transport.close()

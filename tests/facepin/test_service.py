@@ -335,3 +335,13 @@ def test_facepin_serve_process(pki: PkiEnv, tmp_path: Path) -> None:
     # uvicorn shuts down gracefully, then re-raises the signal it caught.
     assert proc.returncode in (0, -signal.SIGTERM)
     assert "Finished server process" in out
+
+
+@sqlite_only
+def test_correlation_id_is_echoed(service: Service) -> None:
+    with httpx.Client(base_url=service.url, trust_env=False) as http:
+        r = http.post("/v1/challenges", headers={"X-Request-ID": "kiosk-42_abc"})
+        assert r.headers["x-request-id"] == "kiosk-42_abc"
+        r = http.post("/v1/challenges", headers={"X-Request-ID": "bad id; drop table"})
+        assert r.headers["x-request-id"] != "bad id; drop table"
+        assert len(r.headers["x-request-id"]) == 16
