@@ -122,7 +122,6 @@ class SoftwareCard:
             self._apps.setdefault(aid, set()).add(fid)
         for aid in c.APPLICATIONS:
             self._apps.setdefault(aid, set())
-        self.apdu_count = 0
 
     @classmethod
     def open(cls, path: Path | str) -> SoftwareCard:
@@ -160,7 +159,6 @@ class SoftwareCard:
                 raise CardRemoved("the card was removed during the command;"
                                   " insert it again and retry")
             self.faults.remove_after -= 1
-        self.apdu_count += 1
         try:
             cmd = CommandApdu.parse(raw)
         except MalformedApdu:
