@@ -193,8 +193,10 @@ def wait_for(reader: str, present: bool = True, timeout: float = 10.0) -> bytes 
             known = state & ~STATE_CHANGED
 
 
-def watch(reader: str, timeout: float) -> Iterator[str]:
-    """Yield ``"inserted"`` and ``"removed"`` events for ``reader`` until ``timeout``."""
+def watch(reader: str, timeout: float, max_events: int | None = None) -> Iterator[str]:
+    """Yield ``"inserted"`` and ``"removed"`` events for ``reader`` until ``timeout``
+    seconds have passed (or ``max_events`` were seen)."""
+    seen = 0
     deadline = time.monotonic() + timeout
     with _Context() as ctx:
         known = ctx.states([reader])[reader][0] & ~STATE_CHANGED
@@ -209,6 +211,9 @@ def watch(reader: str, timeout: float) -> Iterator[str]:
             was, now = bool(known & STATE_PRESENT), bool(state & STATE_PRESENT)
             if now != was:
                 yield "inserted" if now else "removed"
+                seen += 1
+                if max_events is not None and seen >= max_events:
+                    return
             known = state & ~STATE_CHANGED
 
 

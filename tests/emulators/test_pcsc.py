@@ -99,7 +99,8 @@ def test_removal_events(pcsc_stack: PcscEnv, pcsc_card: CardHandle) -> None:
     import threading
 
     events: list[str] = []
-    t = threading.Thread(target=lambda: events.extend(watch(pcsc_card.reader, 3.0)))
+    t = threading.Thread(target=lambda: events.extend(watch(pcsc_card.reader, 15.0,
+                                                            max_events=2)))
     t.start()
     import time
     time.sleep(0.3)
