@@ -162,8 +162,9 @@ class CardStore:
             atomic_write(self.path / "do" / f"{tag:04X}.bin", value)
         self._write_state({key_name(a, f): s for (a, f), s in image.secrets.items()})
         meta = dict(image.meta, format=FORMAT)
+        # card.json carries the card's PIN-reset key: private, like the other secrets.
         atomic_write(self.path / "card.json",
-                      json.dumps(meta, ensure_ascii=False, indent=2).encode())
+                     json.dumps(meta, ensure_ascii=False, indent=2).encode(), private=True)
 
     def load(self) -> CardImage:
         try:

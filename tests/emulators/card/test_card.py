@@ -358,3 +358,12 @@ def test_removal_fault(soft_card: SoftwareCard) -> None:
         soft_card.transmit(bytes.fromhex(JPKI))
     soft_card.insert()
     assert soft_card.transmit(bytes.fromhex(JPKI))[-2:] == b"\x90\x00"
+
+
+def test_card_directory_secrets_are_private(card_dir: tuple[Path, Profile]) -> None:
+    import stat
+
+    path, _ = card_dir
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    for name in ("card.json", "state.json", *[f"keys/{k.name}" for k in (path / "keys").iterdir()]):
+        assert stat.S_IMODE((path / name).stat().st_mode) == 0o600, name
