@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +22,20 @@ from emulators.card import JlisHierarchy, Profile, SoftwareCard, create_card
 from emulators.pcsc_stack import PcscStack
 
 N = 2000
+NO_QUICKACK_PROBE = """
+import statistics, time
+from smartcard import scard
+_, ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+_, names = scard.SCardListReaders(ctx, [])
+_, h, proto = scard.SCardConnect(ctx, names[0], scard.SCARD_SHARE_SHARED, scard.SCARD_PROTOCOL_T1)
+xs = []
+for _ in range(100):
+    t = time.perf_counter()
+    scard.SCardTransmit(h, proto, [0, 0xA4, 4, 0x0C, 2, 0x3F, 0])
+    xs.append((time.perf_counter() - t) * 1000)
+xs.sort()
+print(statistics.median(xs), xs[98])
+"""
 
 
 def timings(transmit: object, apdu: bytes, n: int = N) -> tuple[float, float]:
@@ -108,7 +123,17 @@ def main() -> None:
                   f"  (OPENSC_DRIVER=jpki)")
         finally:
             stack.stop()
-
+        # What TCP_QUICKACK saves with Debian's vpcd (length and APDU in two segments).
+        # A second pcscd needs a fresh process: libpcsclite caches the socket path.
+        slow = PcscStack(["trivial"], base / "slow", quickack=False).start()
+        try:
+            out = subprocess.run([sys.executable, "-c", NO_QUICKACK_PROBE], capture_output=True,
+                                 text=True, timeout=300, env={**os.environ, **slow.env})
+            med_ms, p99_ms = (float(x) for x in out.stdout.split())
+            print(f"\nwithout TCP_QUICKACK (trivial card, 100 APDUs): median {med_ms:.1f} ms,"
+                  f" p99 {p99_ms:.1f} ms — x{med_ms * 1000 / floor:.0f} the floor with it")
+        finally:
+            slow.stop()
 
 if __name__ == "__main__":
     main()

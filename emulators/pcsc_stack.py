@@ -97,11 +97,12 @@ class PcscStack:
     """pcscd + vpcd + software cards in a private namespace, controlled from the host."""
 
     def __init__(self, cards: Sequence[Path | str], workdir: Path, *,
-                 apdu_log: bool = False) -> None:
+                 apdu_log: bool = False, quickack: bool = True) -> None:
         """``cards``: card directories, or ``"trivial"`` for a card answering 9000."""
         self.cards = [c if str(c) == "trivial" else Path(c).resolve() for c in cards]
         self.workdir = Path(workdir).resolve()
         self.apdu_log = apdu_log
+        self.quickack = quickack
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -131,6 +132,8 @@ class PcscStack:
         ]
         if self.apdu_log:
             cmd.append("--apdu-log")
+        if not self.quickack:
+            cmd.append("--no-quickack")
         for card in self.cards:
             cmd += ["--card", str(card)]
         log = open(self.workdir / "stack.log", "ab")  # noqa: SIM115 - owned by the child
@@ -233,7 +236,7 @@ def _inside(args: argparse.Namespace) -> int:
 
     bridges = [
         VpcdBridge(TrivialCard() if card == "trivial" else SoftwareCard.open(card),
-                   BASE_PORT + i).start()
+                   BASE_PORT + i, quickack=not args.no_quickack).start()
         for i, card in enumerate(args.card)
     ]
     stop = threading.Event()
@@ -336,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", required=True)
     p.add_argument("--card", action="append", default=[])
     p.add_argument("--apdu-log", action="store_true")
+    p.add_argument("--no-quickack", action="store_true")
     args = parser.parse_args(argv)
     return _inside(args)
 

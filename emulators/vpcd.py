@@ -84,8 +84,11 @@ class VpcdBridge:
     """
 
     def __init__(self, card: SoftwareCard | TrivialCard, port: int = VPCD_PORT,
-                 host: str = "127.0.0.1", *, on_event: Callable[[str], None] | None = None) -> None:
+                 host: str = "127.0.0.1", *, on_event: Callable[[str], None] | None = None,
+                 quickack: bool = True) -> None:
+        """``quickack=False`` only exists to measure what TCP_QUICKACK saves."""
         self.card = card
+        self.quickack = quickack
         self.port = port
         self.host = host
         self.stats = BridgeStats()
@@ -177,8 +180,9 @@ class VpcdBridge:
     def _recv_exact(self, sock: socket.socket, n: int) -> bytes:
         buf = bytearray()
         while len(buf) < n:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
+            if self.quickack:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
             chunk = sock.recv(n - len(buf))
             if not chunk:
                 raise _Closed
