@@ -130,13 +130,15 @@ class VpcdBridge:
 
     # -- the loop -----------------------------------------------------------------------------
     def _close(self) -> None:
+        # Not connected any more before the peer can see the socket close, so whoever
+        # reacts to the close observes a consistent state.
+        self.connected.clear()
         with self._lock:
             sock, self._sock = self._sock, None
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
-        self.connected.clear()
 
     def _emit(self, event: str) -> None:
         if self.on_event is not None:
