@@ -12,10 +12,11 @@ Prints figures; never fails for being slow.
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from _setup import fresh_card
 
 from cardio import constants as c
 from cardio.apdu import commands, tlv
@@ -25,7 +26,7 @@ from cardio.text import TextApplication
 from cardio.transport import CountingTransport, InProcessTransport
 from cardio.trust import TrustStore
 from cardio.visual import VisualApplication
-from emulators.card import JlisHierarchy, Profile, SoftwareCard, create_card
+from emulators.card import SoftwareCard
 
 
 class NineThousand:
@@ -66,11 +67,8 @@ def cost(card_dir: Path, action: Callable[[MyNumberCard], object], extended: boo
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp)
-        jlis = JlisHierarchy.load_or_create(base / "jlis")
-        profile = Profile()
-        create_card(base / "card", profile, jlis)
+    with fresh_card() as bench:
+        base, jlis, profile = bench.base, bench.jlis, bench.profile
         trust = TrustStore.from_dir(jlis.path)
         card = SoftwareCard.open(base / "card")
         tr = InProcessTransport(card)

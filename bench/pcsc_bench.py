@@ -12,13 +12,13 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+
+from _setup import fresh_card
 
 from cardio.apdu import commands
 from cardio.constants import AID_JPKI, JPKI_AUTH_CERT
-from emulators.card import JlisHierarchy, Profile, SoftwareCard, create_card
+from emulators.card import SoftwareCard
 from emulators.pcsc_stack import PcscStack
 
 N = 2000
@@ -52,11 +52,8 @@ def timings(transmit: object, apdu: bytes, n: int = N) -> tuple[float, float]:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp)
-        jlis = JlisHierarchy.load_or_create(base / "jlis")
-        profile = Profile()
-        create_card(base / "card", profile, jlis)
+    with fresh_card() as bench:
+        base, profile = bench.base, bench.profile
         stack = PcscStack([base / "card", "trivial"], base / "stack").start()
         os.environ.update(stack.env)
         try:

@@ -170,51 +170,48 @@ def resolve_reader(spec: str) -> str:
     raise ReaderGone(f"no single reader matches {spec!r}; readers: {', '.join(names)}")
 
 
+def _states(ctx: _Context, reader: str, known: int, deadline: float
+            ) -> Iterator[tuple[int, bytes]]:
+    """Each new (state, ATR) of ``reader`` reported by SCardGetStatusChange until the
+    deadline: blocking in pcscd, no polling here."""
+    while (remaining := deadline - time.monotonic()) > 0:
+        hresult, result = ctx.scard.SCardGetStatusChange(
+            ctx.handle, int(remaining * 1000), [(reader, known)])
+        if hresult == ctx.scard.SCARD_E_TIMEOUT:
+            continue
+        if hresult != ctx.scard.SCARD_S_SUCCESS:
+            raise translate(_Err(hresult), reader)
+        _name, state, atr = result[0]
+        known = state & ~STATE_CHANGED
+        yield state, bytes(atr)
+
+
 def wait_for(reader: str, present: bool = True, timeout: float = 10.0) -> bytes | None:
-    """Block until a card is (or is no longer) in ``reader``, without sleeping: the ATR
-    when one arrived. :class:`TimeoutError` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+    """Block until a card is (or is no longer) in ``reader``: the ATR when one arrived.
+    :class:`TimeoutError` after ``timeout`` seconds."""
     with _Context() as ctx:
-        known = STATE_UNAWARE
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"reader {reader!r}: no card "
-                                   f"{'insertion' if present else 'removal'} within {timeout} s")
-            hresult, result = ctx.scard.SCardGetStatusChange(
-                ctx.handle, int(remaining * 1000), [(reader, known)])
-            if hresult == ctx.scard.SCARD_E_TIMEOUT:
-                continue
-            if hresult != ctx.scard.SCARD_S_SUCCESS:
-                raise translate(_Err(hresult), reader)
-            _name, state, atr = result[0]
+        for state, atr in _states(ctx, reader, STATE_UNAWARE, time.monotonic() + timeout):
             if bool(state & STATE_PRESENT) == present and not state & STATE_UNAVAILABLE:
-                return bytes(atr) if present else None
-            known = state & ~STATE_CHANGED
+                return atr if present else None
+    raise TimeoutError(f"reader {reader!r}: no card {'insertion' if present else 'removal'}"
+                       f" within {timeout} s")
 
 
 def watch(reader: str, timeout: float, max_events: int | None = None) -> Iterator[str]:
     """Yield ``"inserted"`` and ``"removed"`` events for ``reader`` until ``timeout``
     seconds have passed (or ``max_events`` were seen)."""
     seen = 0
-    deadline = time.monotonic() + timeout
     with _Context() as ctx:
         known = ctx.states([reader])[reader][0] & ~STATE_CHANGED
-        while (remaining := deadline - time.monotonic()) > 0:
-            hresult, result = ctx.scard.SCardGetStatusChange(
-                ctx.handle, int(remaining * 1000), [(reader, known)])
-            if hresult == ctx.scard.SCARD_E_TIMEOUT:
-                return
-            if hresult != ctx.scard.SCARD_S_SUCCESS:
-                raise translate(_Err(hresult), reader)
-            state = result[0][1]
-            was, now = bool(known & STATE_PRESENT), bool(state & STATE_PRESENT)
+        was = bool(known & STATE_PRESENT)
+        for state, _atr in _states(ctx, reader, known, time.monotonic() + timeout):
+            now = bool(state & STATE_PRESENT)
             if now != was:
                 yield "inserted" if now else "removed"
                 seen += 1
                 if max_events is not None and seen >= max_events:
                     return
-            known = state & ~STATE_CHANGED
+            was = now
 
 
 class PcscTransport:

@@ -2,7 +2,6 @@
 public (docs/pin-reset-protocol.md). It lives in ``cardio`` because both the card and the
 issuer speak it. Sans-IO: keys, MACs and APDU bytes only.
 
-
 * The issuer (the reservation backend) holds a 32-byte master key. Each card holds its own
   key ``K_card = HMAC-SHA256(master, "cardio/pin-reset/v1/" || card serial)``, written at
   personalisation; the master key never leaves the backend.

@@ -3,18 +3,15 @@ signature checked (reference §5.2)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cardio import constants as c
 from cardio.apdu import commands
 from cardio.card import MyNumberCard
-from cardio.crypto import CvCertificate, SignatureError, digest_info_of, verify_payload
+from cardio.crypto import digest_info_of, verify_payload
 from cardio.identity import validate_code_a, validate_code_b, validate_four_digit_pin
 from cardio.records import Attributes, IntegrityRecord, MyNumberRecord, SignedPublicKey
-from cardio.trust import DataStatus, TrustStore
+from cardio.trust import DataStatus, TrustStore, check_record_signature
 
 MY_NUMBER_EF_SIZE = 17
 
@@ -27,21 +24,6 @@ class TextData:
     attributes: Attributes | None = field(repr=False)
     status: DataStatus
     reason: str
-
-
-def check_signature(cv_raw: bytes, trust: TrustStore | None,
-                    check: Callable[[rsa.RSAPublicKey], None]) -> tuple[DataStatus, str]:
-    """Shared by the 券面 APs: verify a record with the AP key from the CV certificate,
-    then the CV certificate against the trust anchors."""
-    try:
-        cv = CvCertificate.parse(cv_raw)
-        check(cv.public_key)
-    except SignatureError as exc:
-        return DataStatus.INVALID, str(exc)
-    if trust is not None and trust.check_cv_certificate(cv):
-        return DataStatus.VALID, "signed by the AP key, certified by a trusted J-LIS key"
-    return DataStatus.UNTRUSTED, (
-        "signature consistent with the card's AP key, but no trust anchor certifies it")
 
 
 class TextApplication:
@@ -84,7 +66,7 @@ class TextApplication:
         attrs = self.attributes() if attributes else None
         record = self.integrity()
         cv_raw = self.cv_certificate_raw()
-        status, reason = check_signature(
+        status, reason = check_record_signature(
             cv_raw, trust, lambda key: record.verify(key, mn_phys, attrs))
         number = MyNumberRecord.parse(mn_phys).my_number if mn_phys is not None else None
         return TextData(number, attrs, status, reason)

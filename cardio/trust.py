@@ -7,6 +7,7 @@ J-LIS's published roots; tests point it at the emulated hierarchy's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -63,3 +64,18 @@ class TrustStore:
             except SignatureError:
                 continue
         return False
+
+
+def check_record_signature(cv_raw: bytes, trust: TrustStore | None,
+                    check: Callable[[rsa.RSAPublicKey], None]) -> tuple[DataStatus, str]:
+    """Shared by the 券面 APs: verify a record with the AP key from the CV certificate,
+    then the CV certificate against the trust anchors."""
+    try:
+        cv = CvCertificate.parse(cv_raw)
+        check(cv.public_key)
+    except SignatureError as exc:
+        return DataStatus.INVALID, str(exc)
+    if trust is not None and trust.check_cv_certificate(cv):
+        return DataStatus.VALID, "signed by the AP key, certified by a trusted J-LIS key"
+    return DataStatus.UNTRUSTED, (
+        "signature consistent with the card's AP key, but no trust anchor certifies it")

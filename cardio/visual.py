@@ -9,8 +9,7 @@ from cardio import constants as c
 from cardio.card import MyNumberCard
 from cardio.identity import validate_birth_key, validate_code_a, validate_code_b
 from cardio.records import CardFace, VisualBasicInfo
-from cardio.text import check_signature
-from cardio.trust import DataStatus, TrustStore
+from cardio.trust import DataStatus, TrustStore, check_record_signature
 
 
 @dataclass
@@ -44,5 +43,5 @@ class VisualApplication:
         """Read the card face (照合番号A or B verified first) and check its signature."""
         face = self.card_face()
         cv_raw = self.card.read_tlv_ef(c.AID_VISUAL, c.VISUAL_CV_CERT, "the CV certificate")
-        status, reason = check_signature(cv_raw, trust, face.verify)
+        status, reason = check_record_signature(cv_raw, trust, face.verify)
         return VisualData(face, status, reason)
