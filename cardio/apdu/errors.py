@@ -7,11 +7,9 @@ layer adds which credential or file was involved through ``context``.
 
 from __future__ import annotations
 
+from cardio.errors import CardioError as CardioError
+
 SW_OK = 0x9000
-
-
-class CardioError(Exception):
-    """Base of every error this project raises."""
 
 
 class MalformedApdu(CardioError):
