@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from cardio.apdu import tlv
-from cardio.apdu.errors import CardioError, TlvError
+from cardio.apdu.errors import TlvError
 from cardio.crypto import digest_info
+from cardio.errors import EXIT_NOT_VALID, CardioError
 
 OID_DATA = "1.2.840.113549.1.7.1"
 OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
@@ -38,7 +39,9 @@ MAX_CMS = 1024 * 1024
 
 
 class CmsError(CardioError):
-    """A CMS structure that is malformed or does not verify."""
+    """A CMS structure that is malformed or does not verify (exit 6: checked, not valid)."""
+
+    exit_code = EXIT_NOT_VALID
 
 
 # -- a little DER ---------------------------------------------------------------------------

@@ -84,6 +84,14 @@ TOKEN_IPHONE = "JPKIAPIOSTOKEN"
 ATR_CONTACT = bytes.fromhex("3BE000FF8131FE4514")
 """The contact ATR in OpenSC's ``jpki_atrs[]`` (T=1, no historical bytes)."""
 
+# Default loopback ports (one home each; the emulators and the CLI take them from here).
+VPCD_PORT = 35963
+"""vpcd's first reader slot (``Virtual PCD 00 00``; the next slot is the next port)."""
+EMU_CA_PORT = 35980
+"""The emulated JPKI CAs' OCSP responder and CRL server."""
+FACEPIN_PORT = 35990
+"""The PIN-reset reservation service."""
+
 # MF-level GET DATA tags (reference §5.5)
 DO_ISSUER_ID = 0x0042
 DO_CARD_NUMBER = 0x0045

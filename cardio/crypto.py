@@ -14,7 +14,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from cardio.apdu import tlv
-from cardio.apdu.errors import CardioError, TlvError
+from cardio.apdu.errors import TlvError
+from cardio.errors import CardioError
 
 DIGEST_INFO_PREFIXES: dict[str, bytes] = {
     "sha1": bytes.fromhex("3021300906052b0e03021a05000414"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from cardio.apdu.errors import CardioError
+from cardio.errors import CardioError
 
 
 class InvalidValue(CardioError, ValueError):
@@ -120,4 +120,10 @@ def validate_birth_key(value: str) -> bytes:
     return value.encode("ascii")
 
 
-SEX_CODES = {"1": "male", "2": "female", "9": "not applicable", "0": "unknown"}
+#: 性別 codes as the card stores them (ISO/IEC 5218), labelled for people.
+SEX_LABELS = {"1": "男 (male)", "2": "女 (female)", "9": "適用不能 (n/a)", "0": "不明 (unknown)"}
+
+
+def sex_label(code: str) -> str:
+    """The label of a 性別 code, or the code itself when the card holds another value."""
+    return SEX_LABELS.get(code, code)

@@ -11,7 +11,7 @@ from cardio import constants as c
 from cardio.apdu import commands
 from cardio.card import MyNumberCard
 from cardio.crypto import digest_info
-from cardio.identity import validate_four_digit_pin, validate_sign_password
+from cardio.identity import InvalidValue, validate_four_digit_pin, validate_sign_password
 from cardio.records import RecordError
 
 KeyKind = Literal["auth", "sign"]
@@ -39,7 +39,7 @@ class JpkiApplication:
         ``sign-ca``, as the exact DER on the card."""
         fid = _CERT_FIDS.get(which)
         if fid is None:
-            raise ValueError(f"unknown certificate {which!r}")
+            raise InvalidValue(f"unknown certificate {which!r}")
         return self.card.read_tlv_ef(c.AID_JPKI, fid, f"the {which} certificate")
 
     def certificate(self, which: str) -> x509.Certificate:
@@ -68,7 +68,7 @@ class JpkiApplication:
     def sign(self, kind: KeyKind, message: bytes, hash_name: str = "sha256") -> bytes:
         """PKCS#1 v1.5 signature of ``message`` with SHA-256/384/512 (hashed here)."""
         if hash_name not in HASHES:
-            raise ValueError(f"hash must be one of {', '.join(HASHES)}")
+            raise InvalidValue(f"hash must be one of {', '.join(HASHES)}")
         return self.sign_digest_info(kind, digest_info(hash_name,
                                                        hashlib.new(hash_name, message).digest()))
 
@@ -77,7 +77,7 @@ class JpkiApplication:
         around a given hash), 03 (SHA-256 + DigestInfo), 04 (PSS over a given hash),
         05 (SHA-256 + PSS)."""
         if scheme not in range(1, 6):
-            raise ValueError("scheme is 1..5 (0 is sign_digest_info)")
+            raise InvalidValue("scheme is 1..5 (0 is sign_digest_info)")
         self.card.select(c.AID_JPKI)
         cmd = commands.compute_signature(data, scheme, key_sfi=_KEY_FIDS[kind])
         return self.card.call(cmd, f"signing with the {kind} key")

@@ -25,7 +25,7 @@ import hmac
 
 from cardio.apdu import tlv
 from cardio.apdu.command import CommandApdu
-from cardio.apdu.errors import CardioError
+from cardio.errors import CardioError
 
 LABEL_KEY = b"cardio/pin-reset/v1/"
 LABEL_MAC = b"cardio-rrc-v1"

@@ -1,18 +1,24 @@
-"""Opening a reader by name: ``emu:DIR`` for a software card in-process, otherwise a PC/SC
-reader. The emulator is imported lazily here, the one place outside tests where
-``cardio`` reaches into ``emulators`` (DESIGN.md, layer rules)."""
+"""Opening a reader by name: ``SCHEME:LOCATION`` for a registered reader scheme (``emu:DIR``
+is the software card, registered by ``emulators``), otherwise a PC/SC reader.
+
+Schemes come from the entry-point group ``cardio.readers``: the entry's name is the scheme
+and its value a :data:`ReaderFactory`. ``cardio`` therefore knows nothing of the packages
+above it (DESIGN.md, layer rules); a third party adds a scheme the same way.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 
-from cardio.apdu.errors import CardioError
+from cardio.errors import CardioError
 from cardio.transport import Transport
 from cardio.trust import TrustStore
 
-EMU_PREFIX = "emu:"
+READERS_GROUP = "cardio.readers"
 
 
 class ReaderError(CardioError):
@@ -26,8 +32,29 @@ class OpenReader:
     trust: TrustStore | None
 
 
+ReaderFactory = Callable[[str, TrustStore | None], OpenReader]
+"""Opens ``LOCATION`` (what follows ``SCHEME:``); ``trust`` is the anchors the user gave,
+or ``None`` — a factory may then supply the ones that come with its reader."""
+
+
 def default_reader() -> str | None:
     return os.environ.get("CARDIO_READER")
+
+
+def reader_scheme(spec: str) -> ReaderFactory | None:
+    """The factory registered for ``spec``'s scheme, or ``None`` when ``spec`` names no
+    registered scheme (it is then a PC/SC reader name, which may itself hold a colon)."""
+    scheme, sep, _rest = spec.partition(":")
+    if not sep or not scheme:
+        return None
+    for ep in entry_points(group=READERS_GROUP, name=scheme):
+        try:
+            factory: ReaderFactory = ep.load()
+        except Exception as exc:  # a broken plug-in: say so instead of a traceback
+            raise ReaderError(f"the reader scheme {scheme}: ({ep.value}) could not be loaded:"
+                              f" {type(exc).__name__}: {exc}") from exc
+        return factory
+    return None
 
 
 def open_reader(spec: str | None, trust_dir: Path | None = None, *,
@@ -41,22 +68,10 @@ def open_reader(spec: str | None, trust_dir: Path | None = None, *,
         raise ReaderError("no reader given: use --reader emu:DIR (a software card) or"
                           " set CARDIO_READER")
     trust = TrustStore.from_dir(trust_dir) if trust_dir is not None else None
-    if spec.startswith(EMU_PREFIX):
-        from cardio.transport import InProcessTransport
-        from emulators.card.card import SoftwareCard
-        from emulators.card.store import CardStoreError
-
-        path = Path(spec[len(EMU_PREFIX):])
-        try:
-            card = SoftwareCard.open(path)
-        except CardStoreError as exc:
-            raise ReaderError(str(exc)) from exc
-        if trust is None:
-            jlis = card.image.meta.get("jlis_dir")
-            if jlis and Path(jlis).is_dir():
-                trust = TrustStore.from_dir(Path(jlis))
-        return OpenReader(spec, InProcessTransport(card), trust)
-    from cardio.pcsc import PcscTransport
+    factory = reader_scheme(spec)
+    if factory is not None:
+        return factory(spec.partition(":")[2], trust)
+    from cardio.pcsc import PcscTransport  # pyscard is an optional extra
 
     transport = PcscTransport.open(spec, exclusive=exclusive)
     return OpenReader(transport.reader, transport, trust)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cardio.apdu import tlv
-from cardio.apdu.errors import CardioError, TlvError
+from cardio.apdu.errors import TlvError
 from cardio.crypto import (
     SignatureError,
     decode_rsa_public_key,
@@ -18,6 +18,7 @@ from cardio.crypto import (
     verify_payload,
     verify_sha256,
 )
+from cardio.errors import CardioError
 
 TAG_MY_NUMBER = 0xFF10
 TAG_ATTRIBUTES = 0xFF20

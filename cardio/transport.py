@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from cardio.apdu.errors import CardioError
+from cardio.errors import EXIT_TRANSPORT, CardioError
 
 
 class TransportError(CardioError):
     """The reader or the connection failed (not a status word from the card)."""
+
+    exit_code = EXIT_TRANSPORT
 
 
 class CardRemovedError(TransportError):

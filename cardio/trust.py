@@ -13,11 +13,12 @@ from enum import Enum
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from cardio.apdu.errors import CardioError
 from cardio.crypto import CvCertificate, SignatureError
+from cardio.errors import CardioError
 
 
 class TrustError(CardioError):
@@ -47,12 +48,18 @@ class TrustStore:
             raise TrustError(f"trust directory {path} does not exist")
         for pem in sorted(path.glob("*.pem")):
             data = pem.read_bytes()
-            if b"BEGIN CERTIFICATE" in data:
-                store.x509_roots.extend(x509.load_pem_x509_certificates(data))
-            elif b"BEGIN PUBLIC KEY" in data:
-                key = serialization.load_pem_public_key(data)
-                if isinstance(key, rsa.RSAPublicKey):
-                    store.cv_roots.append(key)
+            try:
+                if b"BEGIN CERTIFICATE" in data:
+                    store.x509_roots.extend(x509.load_pem_x509_certificates(data))
+                elif b"BEGIN PUBLIC KEY" in data:
+                    key = serialization.load_pem_public_key(data)
+                    if isinstance(key, rsa.RSAPublicKey):
+                        store.cv_roots.append(key)
+            except (ValueError, UnsupportedAlgorithm) as exc:
+                # A damaged anchor is refused outright: skipping it could turn a
+                # "valid" into an "untrusted" (or worse) without anyone noticing.
+                raise TrustError(f"trust anchor {pem} is not a valid PEM certificate or"
+                                 f" public key: {exc}") from exc
         return store
 
     def check_cv_certificate(self, cert: CvCertificate) -> bool:

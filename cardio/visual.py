@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 from cardio import constants as c
 from cardio.card import MyNumberCard
-from cardio.identity import validate_birth_key, validate_code_a, validate_code_b
+from cardio.identity import validate_code_a, validate_code_b
 from cardio.records import CardFace, VisualBasicInfo
+from cardio.text import TextApplication
 from cardio.trust import DataStatus, TrustStore, check_record_signature
 
 
@@ -23,14 +24,19 @@ class VisualApplication:
     def __init__(self, card: MyNumberCard) -> None:
         self.card = card
 
+    def unlock_with_text_pin(self, text_pin: str) -> None:
+        """Open the card face with the 4-digit 券面事項入力補助 PIN instead of a 照合番号:
+        the PIN unlocks the 券面事項入力補助AP, whose 個人番号 is 照合番号A here. The 個人番号
+        lives only in this frame, so a caller that wants the face never holds it."""
+        text = TextApplication(self.card)
+        text.verify_pin(text_pin)
+        self.verify_code_a(text.my_number())
+
     def verify_code_a(self, my_number: str) -> None:
         self.card.verify(c.Credential.VISUAL_A, validate_code_a(my_number))
 
     def verify_code_b(self, code: str) -> None:
         self.card.verify(c.Credential.VISUAL_B, validate_code_b(code))
-
-    def verify_birth(self, yymmdd: str) -> None:
-        self.card.verify(c.Credential.VISUAL_BIRTH, validate_birth_key(yymmdd))
 
     def card_face(self) -> CardFace:
         return CardFace.parse(self.card.read_tlv_ef(c.AID_VISUAL, c.VISUAL_FACE, "the card face"))

@@ -34,6 +34,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cardio import constants as c
+from cardio.errors import CardioError
 from emulators.card.jlis import CertificateAuthority, JlisHierarchy
 from emulators.card.keys import FreshKeys, key_from_pem, key_to_pem
 from emulators.card.store import CardStore, atomic_write
@@ -58,7 +59,7 @@ CRL_VALIDITY = dt.timedelta(hours=24)
 MAX_REQUEST = 64 * 1024
 
 
-class CaError(Exception):
+class CaError(CardioError):
     """A CA operation that cannot be done (unknown certificate, bad reason, ...)."""
 
 

@@ -34,13 +34,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cardio.constants import VPCD_PORT
+from cardio.errors import CardioError
+
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
-BASE_PORT = 35963
+BASE_PORT = VPCD_PORT
 
 
-class StackUnavailable(RuntimeError):
+class StackUnavailable(CardioError, RuntimeError):
     """This machine cannot run pcscd + vpcd in a namespace; the reason says what is
     missing."""
+
+
+class StackControlError(CardioError, RuntimeError):
+    """The running stack refused a control command (insert, remove, pull)."""
 
 
 def unavailable_reason() -> str | None:
@@ -172,7 +179,7 @@ class PcscStack:
                 data += chunk
         reply: dict[str, Any] = json.loads(data)
         if not reply.get("ok"):
-            raise RuntimeError(f"stack control {command}: {reply.get('error')}")
+            raise StackControlError(f"stack control {command}: {reply.get('error')}")
         return reply
 
     def insert(self, slot: int = 0) -> None:

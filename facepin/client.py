@@ -18,15 +18,16 @@ from cardio import constants as c
 from cardio import pinreset
 from cardio.apdu import commands
 from cardio.card import MyNumberCard
-from cardio.common import CommonApplication
+from cardio.common_ap import CommonApplication
 from cardio.crypto import digest_info_of
+from cardio.errors import CardioError
 from cardio.identity import validate_four_digit_pin, validate_sign_password
 from cardio.jpki import JpkiApplication
 from cardio.text import TextApplication
 from cardio.visual import VisualApplication
 
 
-class ServiceRefused(Exception):
+class ServiceRefused(CardioError):
     """The service said no; ``code`` is its machine-readable reason."""
 
     def __init__(self, status: int, code: str, message: str) -> None:

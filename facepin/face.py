@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cardio.apdu.errors import CardioError
+from cardio.errors import CardioError
 
 THRESHOLD = 0.523
 """Accept when the Euclidean distance is below this. Calibrated on
@@ -108,7 +108,11 @@ def load_image(source: bytes | Path | Image.Image) -> np.ndarray:
             img.load()
         img = ImageOps.exif_transpose(img).convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise FaceError(f"cannot decode the image: {exc}") from exc
+        what = str(source) if isinstance(source, Path) else "the image"
+        if isinstance(exc, UnidentifiedImageError):
+            raise FaceError(f"cannot decode {what}: not an image format Pillow reads"
+                            ) from exc
+        raise FaceError(f"cannot decode {what}: {exc}") from exc
     if max(img.size) > MAX_SIDE:
         img.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
     return np.asarray(img, dtype=np.uint8)

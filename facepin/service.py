@@ -43,6 +43,7 @@ from pydantic import BaseModel, Field
 
 from cardio import pinreset
 from cardio.crypto import CvCertificate, SignatureError, digest_info_of, verify_payload
+from cardio.errors import CardioError
 from cardio.pki import PARSE_ERRORS, CertificateValidator, Status
 from cardio.records import CardFace, RecordError
 from cardio.trust import TrustStore
@@ -111,7 +112,9 @@ class AuthoriseOut(BaseModel):
     mac: str
 
 
-class Refused(Exception):
+class Refused(CardioError):
+    """A request the service turns down; becomes an HTTP error with ``code``."""
+
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message

@@ -7,6 +7,7 @@ layer adds which credential or file was involved through ``context``.
 
 from __future__ import annotations
 
+from cardio.errors import EXIT_BLOCKED, EXIT_WRONG_PIN
 from cardio.errors import CardioError as CardioError
 
 SW_OK = 0x9000
@@ -45,6 +46,8 @@ class CardError(CardioError):
 class VerificationFailed(CardError):
     """A wrong PIN or 照合番号 (63Cx)."""
 
+    exit_code = EXIT_WRONG_PIN
+
     def __init__(self, sw: int, context: str = "", advice: str | None = None) -> None:
         # 6300: a key without a retry limit, so no count to report.
         self.tries_left: int | None = sw & 0x0F if sw & 0xFFF0 == 0x63C0 else None
@@ -62,6 +65,9 @@ class VerificationFailed(CardError):
 
 
 class PinBlocked(CardError):
+    """The credential is blocked (6983/6984): no try is spent, none is left."""
+
+    exit_code = EXIT_BLOCKED
     advice = (
         "it can only be reset at a municipal office or through the PIN-reset service;"
         " do not retry"

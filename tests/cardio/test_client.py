@@ -14,7 +14,7 @@ from cardio import constants as c
 from cardio.apdu import tlv
 from cardio.apdu.errors import PinBlocked, SecurityStatusNotSatisfied, VerificationFailed
 from cardio.card import MyNumberCard
-from cardio.common import CommonApplication
+from cardio.common_ap import CommonApplication
 from cardio.identity import InvalidValue
 from cardio.jpki import JpkiApplication
 from cardio.records import CardFace

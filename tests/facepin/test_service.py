@@ -313,11 +313,18 @@ def test_facepin_serve_process(pki: PkiEnv, tmp_path: Path) -> None:
     import sys
 
     port = free_port()
+    # The master key comes from configuration only; the emulated J-LIS directory the
+    # environment points at is never read, let alone created or filled.
+    key_file = tmp_path / "master.key"
+    key_file.write_bytes(pki.jlis.pin_reset_master())
+    untouched = tmp_path / "emu-jlis"
+    untouched.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "cardio.cli", "facepin", "serve", "--db",
-         f"sqlite:///{tmp_path / 'f.db'}", "--port", str(port), "--trust", str(pki.roots),
-         "--jlis", str(pki.jlis.path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=os.environ.copy())
+         f"sqlite:///{tmp_path / 'f.db'}", "--port", str(port), "--trust", str(pki.roots)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "CARDIO_FACEPIN_MASTER_KEY_FILE": str(key_file),
+             "CARDIO_JLIS_DIR": str(untouched)})
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -335,6 +342,7 @@ def test_facepin_serve_process(pki: PkiEnv, tmp_path: Path) -> None:
     # uvicorn shuts down gracefully, then re-raises the signal it caught.
     assert proc.returncode in (0, -signal.SIGTERM)
     assert "Finished server process" in out
+    assert list(untouched.iterdir()) == []
 
 
 @sqlite_only

@@ -1,7 +1,8 @@
 """The main job on embedded defaults: create a software card and run a full cycle
 against it through the same client code a real reader would use.
 
-This is emulator wiring (DESIGN.md allows it to import ``emulators`` lazily).
+Wiring of the emulator and the client, so it lives in ``emulators`` (DESIGN.md: ``cardio``
+imports nothing above it); ``cardio demo`` is registered by :mod:`emulators.cli`.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from cardio import constants as c
 from cardio.card import MyNumberCard
-from cardio.common import CommonApplication
+from cardio.common_ap import CommonApplication
 from cardio.jpki import JpkiApplication
 from cardio.text import TextApplication
 from cardio.transport import CountingTransport, InProcessTransport
 from cardio.trust import TrustStore
 from cardio.visual import VisualApplication
+from emulators.card import JlisHierarchy, Profile, SoftwareCard, create_card
 
 
 def _mask(value: str) -> str:
@@ -30,8 +32,6 @@ def _mask(value: str) -> str:
 
 
 def run_demo(directory: Path | None = None, *, as_json: bool = False) -> int:
-    from emulators.card import JlisHierarchy, Profile, SoftwareCard, create_card
-
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cardio-demo-") as tmp:
         base = Path(directory) if directory is not None else Path(tmp)

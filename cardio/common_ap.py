@@ -1,4 +1,5 @@
-"""共通AP and 住基AP clients (reference §5.4)."""
+"""共通AP and 住基AP clients (reference §5.4). Named ``common_ap`` so it does not read as
+"shared helpers": 共通AP is the card's "common application"."""
 
 from __future__ import annotations
 

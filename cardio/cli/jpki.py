@@ -1,0 +1,169 @@
+"""``cardio jpki …``: 公的個人認証 certificates, signatures, certificate validation and
+detached CMS."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from cardio.cli.framework import (
+    SecretSource,
+    add_common_options,
+    emit,
+    open_card,
+    parse_time,
+    trust_for,
+)
+from cardio.errors import EXIT_NOT_VALID, UsageError
+from cardio.jpki import HASHES, JpkiApplication, KeyKind
+from cardio.pki import CertificateValidator, Validation, load_certificate
+from cardio.trust import TrustStore
+
+_PROMPTS = {"auth": "JPKI auth PIN", "sign": "JPKI signature password"}
+
+
+def _unlock(jpki: JpkiApplication, args: argparse.Namespace, key: KeyKind) -> None:
+    jpki.verify_pin(key, SecretSource(args).get(_PROMPTS[key]))
+
+
+def cmd_cert(args: argparse.Namespace) -> int:
+    card, _trust = open_card(args, pin=args.which == "sign")
+    jpki = JpkiApplication(card)
+    if args.which == "sign":
+        _unlock(jpki, args, "sign")
+    der = jpki.certificate_der(args.which)
+    cert = x509.load_der_x509_certificate(der)
+    out = cert.public_bytes(serialization.Encoding.PEM) if args.pem else der
+    args.out.write_bytes(out)
+    obj = {"certificate": args.which, "out": str(args.out), "format": "pem" if args.pem else "der",
+           "subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
+           "serial": format(cert.serial_number, "x"),
+           "not_before": cert.not_valid_before_utc.isoformat(),
+           "not_after": cert.not_valid_after_utc.isoformat(),
+           "sha256": hashlib.sha256(der).hexdigest()}
+    emit(args, obj, [f"Wrote the {args.which} certificate to {args.out}",
+                     f"  subject  {obj['subject']}", f"  issuer   {obj['issuer']}",
+                     f"  valid    {obj['not_before']} .. {obj['not_after']}"])
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    data = args.input.read_bytes()
+    card, _trust = open_card(args, pin=True)
+    jpki = JpkiApplication(card)
+    _unlock(jpki, args, args.key)
+    sig = jpki.sign(args.key, data, args.hash)
+    args.out.write_bytes(sig)
+    obj = {"key": args.key, "hash": args.hash, "padding": "pkcs1v15", "in": str(args.input),
+           "out": str(args.out), "signature_bytes": len(sig)}
+    emit(args, obj, [f"Signed {args.input} with the {args.key} key ({args.hash}, PKCS#1 v1.5);"
+                     f" {len(sig)}-byte signature in {args.out}"])
+    return 0
+
+
+def _validation_lines(v: Validation) -> list[str]:
+    return [f"Status: {v.status.value}", f"Reason: {v.reason}",
+            f"Checks: {', '.join(v.checks) or 'none'}"]
+
+
+def cmd_verify_cert(args: argparse.Namespace) -> int:
+    reader_trust: TrustStore | None = None
+    if args.card:
+        card, reader_trust = open_card(args, pin=args.card == "sign")
+        jpki = JpkiApplication(card)
+        if args.card == "sign":
+            _unlock(jpki, args, "sign")
+        cert = jpki.certificate(args.card)
+    elif args.file is not None:
+        cert = load_certificate(args.file.read_bytes())
+    else:
+        raise UsageError("give a certificate FILE or --card auth|sign")
+    validator = CertificateValidator(trust_for(args, reader_trust))
+    v = validator.validate(cert, at=parse_time(args.at), purpose=args.purpose)
+    obj = {**v.to_json(), "subject": cert.subject.rfc4514_string(),
+           "serial": format(cert.serial_number, "x")}
+    emit(args, obj, [f"Certificate: {obj['subject']} (serial {obj['serial']})",
+                     *_validation_lines(v)])
+    return 0 if v.status.value == "valid" else EXIT_NOT_VALID
+
+
+def cmd_cms_sign(args: argparse.Namespace) -> int:
+    from cardio.cms import sign_detached
+
+    content = args.input.read_bytes()
+    card, _trust = open_card(args, pin=True)
+    jpki = JpkiApplication(card)
+    key: KeyKind = args.key
+    _unlock(jpki, args, key)
+    cert_der = jpki.certificate_der(key)
+    ca_der = jpki.certificate_der(f"{key}-ca")
+    p7s = sign_detached(content, cert_der, lambda di: jpki.sign_digest_info(key, di),
+                        extra_certs=(ca_der,) if args.include_ca else ())
+    args.out.write_bytes(p7s)
+    emit(args, {"out": str(args.out), "key": key, "bytes": len(p7s), "detached": True},
+         [f"Wrote a detached CMS signature ({len(p7s)} bytes, {key} key) to {args.out}"])
+    return 0
+
+
+def cmd_cms_verify(args: argparse.Namespace) -> int:
+    from cardio.cms import verify_detached
+
+    sig = verify_detached(args.sig.read_bytes(), args.input.read_bytes())
+    validator = CertificateValidator(trust_for(args))
+    v = validator.validate(sig.signer, at=sig.signing_time if args.at_signing_time else
+                           parse_time(args.at), purpose="any")
+    obj = {"signature": "valid", "signer": sig.signer.subject.rfc4514_string(),
+           "signing_time": sig.signing_time.isoformat() if sig.signing_time else None,
+           "certificate": v.to_json()}
+    emit(args, obj, ["Signature: valid (content matches, RSA verified)",
+                     f"Signer: {obj['signer']}", f"Signing time: {obj['signing_time']}",
+                     *_validation_lines(v)])
+    return 0 if v.status.value == "valid" else EXIT_NOT_VALID
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    jpki = sub.add_parser("jpki", help="公的個人認証 certificates and signatures")
+    jsub = jpki.add_subparsers(dest="jpki_command", required=True)
+    p = jsub.add_parser("cert", help="export a certificate")
+    p.add_argument("which", choices=["auth", "sign", "auth-ca", "sign-ca"])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--pem", action="store_true", help="write PEM instead of DER")
+    add_common_options(p, secrets=True)
+    p.set_defaults(func=cmd_cert)
+    p = jsub.add_parser("sign", help="PKCS#1 v1.5 signature of a file")
+    p.add_argument("--key", choices=["auth", "sign"], required=True)
+    p.add_argument("--in", dest="input", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--hash", choices=HASHES, default="sha256")
+    add_common_options(p, secrets=True)
+    p.set_defaults(func=cmd_sign)
+
+    p = jsub.add_parser("verify-cert", help="validate a certificate: chain, validity,"
+                        " key usage, revocation (OCSP, CRL fallback)")
+    p.add_argument("file", type=Path, nargs="?", help="certificate (DER or PEM)")
+    p.add_argument("--card", choices=["auth", "sign"], help="read the certificate from the card")
+    p.add_argument("--at", help="check validity at this ISO 8601 time (default now)")
+    p.add_argument("--purpose", choices=["any", "auth", "sign"], default="any")
+    add_common_options(p, secrets=True)
+    p.set_defaults(func=cmd_verify_cert)
+    cms = jsub.add_parser("cms", help="detached CMS signatures with the card")
+    csub = cms.add_subparsers(dest="cms_command", required=True)
+    p = csub.add_parser("sign", help="detached CMS SignedData (.p7s)")
+    p.add_argument("--in", dest="input", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--key", choices=["sign", "auth"], default="sign")
+    p.add_argument("--include-ca", action="store_true", help="also embed the CA certificate")
+    add_common_options(p, secrets=True)
+    p.set_defaults(func=cmd_cms_sign)
+    p = csub.add_parser("verify", help="verify a detached CMS signature and its certificate")
+    p.add_argument("--in", dest="input", type=Path, required=True)
+    p.add_argument("--sig", type=Path, required=True)
+    p.add_argument("--at", help="validate the certificate at this time (default now)")
+    p.add_argument("--at-signing-time", action="store_true",
+                   help="validate the certificate at the signed signing time")
+    add_common_options(p)
+    p.set_defaults(func=cmd_cms_verify)

@@ -1,0 +1,71 @@
+"""``cardio facepin serve`` takes its master key from configuration only (issue 9 §3).
+
+The refusals are checked in-process (they happen before uvicorn is imported); the one
+that starts the service is ``test_service.py::test_facepin_serve_process``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cardio.cli import main
+
+
+@pytest.fixture
+def jlis_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty emulated J-LIS directory in the environment: it must stay empty."""
+    path = tmp_path / "emu-jlis"
+    path.mkdir()
+    monkeypatch.setenv("CARDIO_JLIS_DIR", str(path))
+    monkeypatch.delenv("CARDIO_FACEPIN_MASTER_KEY_FILE", raising=False)
+    return path
+
+
+def serve(capsys: pytest.CaptureFixture[str], tmp_path: Path, *extra: str) -> tuple[int, str]:
+    roots = tmp_path / "roots"
+    roots.mkdir(exist_ok=True)
+    code = main(["facepin", "serve", "--db", f"sqlite:///{tmp_path / 'f.db'}", "--port", "0",
+                 "--trust", str(roots), *extra])
+    out, err = capsys.readouterr()
+    assert out == ""
+    return code, err
+
+
+def test_no_master_key_refuses_to_start(jlis_env: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = serve(capsys, tmp_path)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("cardio: error: no PIN-reset master key")
+    assert "--master-key-file" in err and "CARDIO_FACEPIN_MASTER_KEY_FILE" in err
+    assert list(jlis_env.iterdir()) == []
+    assert not (tmp_path / "f.db").exists()
+
+
+def test_unreadable_or_short_key_refuses(jlis_env: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARDIO_FACEPIN_MASTER_KEY_FILE", str(tmp_path / "missing.key"))
+    code, err = serve(capsys, tmp_path)
+    assert code == 2 and err.count("\n") == 1 and "missing.key" in err
+    short = tmp_path / "short.key"
+    short.write_bytes(b"K3Y-BYTES-" * 2)
+    code, err = serve(capsys, tmp_path, "--master-key-file", str(short))
+    assert code == 2 and err.count("\n") == 1 and "20 bytes" in err
+    assert "K3Y-BYTES" not in err  # the key itself never reaches a message
+    # The old option name still works as an alias of --master-key-file.
+    code, err = serve(capsys, tmp_path, "--master-key", str(short))
+    assert code == 2 and "20 bytes" in err
+    assert list(jlis_env.iterdir()) == []
+
+
+def test_emulated_key_comes_from_emu_wiring(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """``cardio emu ca pin-reset-key`` is where a test key may be created."""
+    assert main(["emu", "ca", "pin-reset-key", "--jlis", str(tmp_path / "j"), "--json"]) == 0
+    out, _err = capsys.readouterr()
+    import json
+
+    path = Path(json.loads(out)["master_key_file"])
+    assert path.parent == tmp_path / "j" and len(path.read_bytes()) == 32
