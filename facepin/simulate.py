@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from cardio.identity import InvalidValue
 from facepin.face import FaceBox
 from facepin.liveness import Prompt
 
@@ -144,7 +145,7 @@ def attack_sequence(rgb: np.ndarray, species: str, prompts: list[Prompt], seed: 
             yield rgb, i / FPS
         return
     else:
-        raise ValueError(f"unknown species {species!r}")
+        raise InvalidValue(f"unknown species {species!r}")
     for i, (kind, amount) in enumerate(_timeline(prompts)):
         frame = planar_turn(medium, amount) if kind == "yaw" else zoom(medium, amount)
         yield frame, i / FPS
