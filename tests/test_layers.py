@@ -21,9 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 UPPER = ("emulators", "facepin", "kiosk")
 # An import statement (at any indentation, so inside functions too), or an import by name.
+_P = "(?:" + "|".join(UPPER) + ")"
 UPWARD = re.compile(
-    r"^\s*(?:from\s+(?:%(p)s)\b|import\s+(?:[\w.]+\s*,\s*)*(?:%(p)s)\b)"
-    r"|(?:import_module|__import__)\(\s*['\"](?:%(p)s)\b" % {"p": "|".join(UPPER)},
+    rf"^\s*(?:from\s+{_P}\b|import\s+(?:[\w.]+\s*,\s*)*{_P}\b)"
+    rf"|(?:import_module|__import__)\(\s*['\"]{_P}\b",
     re.MULTILINE)
 
 
