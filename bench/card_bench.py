@@ -19,7 +19,7 @@ from pathlib import Path
 from _setup import fresh_card
 
 from cardio import constants as c
-from cardio.apdu import commands, tlv
+from cardio.apdu import builders, tlv
 from cardio.card import MyNumberCard
 from cardio.jpki import JpkiApplication
 from cardio.text import TextApplication
@@ -50,11 +50,11 @@ def rate(transport: InProcessTransport, apdu: bytes, seconds: float = 1.0) -> tu
 def naive_read(card: MyNumberCard, aid: bytes, fid: int) -> bytes:
     card.select(aid)
     card.select_ef(fid)
-    head = card.call(commands.read_binary(0, 7))
+    head = card.send_checked(builders.read_binary(0, 7))
     total = tlv.total_size(head)
     out = b""
     while len(out) < total:
-        out += card.call(commands.read_binary(len(out), min(256, total - len(out))))
+        out += card.send_checked(builders.read_binary(len(out), min(256, total - len(out))))
     return out
 
 
@@ -72,22 +72,22 @@ def main() -> None:
         trust = TrustStore.from_dir(jlis.path)
         card = SoftwareCard.open(base / "card")
         tr = InProcessTransport(card)
-        tr.transmit(commands.select_aid(c.AID_JPKI).encode())
-        tr.transmit(commands.select_ef(c.JPKI_AUTH_CERT).encode())
+        tr.transmit(builders.select_aid(c.AID_JPKI).encode())
+        tr.transmit(builders.select_ef(c.JPKI_AUTH_CERT).encode())
 
         print("In-process APDU round trips (median of 100-APDU batches, ~1 s each)")
         floor, floor_us = rate(InProcessTransport(NineThousand()), b"\x00\xa4\x04\x0c")
         rows = [("trivial 9000 card (floor)", floor, floor_us)]
         for label, apdu in (
-            ("READ BINARY 256 B (auth cert)", commands.read_binary(0, 256).encode()),
-            ("empty VERIFY (counter, reads state.json)", commands.verify(None, 0x18).encode()),
-            ("SELECT by AID", commands.select_aid(c.AID_JPKI).encode()),
+            ("READ BINARY 256 B (auth cert)", builders.read_binary(0, 256).encode()),
+            ("empty VERIFY (counter, reads state.json)", builders.verify(None, 0x18).encode()),
+            ("SELECT by AID", builders.select_aid(c.AID_JPKI).encode()),
         ):
             if label.startswith("SELECT"):
                 r, us = rate(tr, apdu)
             else:
-                tr.transmit(commands.select_aid(c.AID_JPKI).encode())
-                tr.transmit(commands.select_ef(c.JPKI_AUTH_CERT).encode())
+                tr.transmit(builders.select_aid(c.AID_JPKI).encode())
+                tr.transmit(builders.select_ef(c.JPKI_AUTH_CERT).encode())
                 r, us = rate(tr, apdu)
             rows.append((label, r, us))
         for label, r, us in rows:

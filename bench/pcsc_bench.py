@@ -16,7 +16,7 @@ import time
 
 from _setup import fresh_card
 
-from cardio.apdu import commands
+from cardio.apdu import builders
 from cardio.constants import AID_JPKI, JPKI_AUTH_CERT
 from emulators.card import SoftwareCard
 from emulators.pcsc_stack import PcscStack
@@ -62,13 +62,13 @@ def main() -> None:
             readers = stack.stats()["readers"]
             card_t = PcscTransport.open(readers[0])
             floor_t = PcscTransport.open(readers[1])
-            select = commands.select_aid(AID_JPKI).encode()
+            select = builders.select_aid(AID_JPKI).encode()
             card_t.transmit(select)
-            card_t.transmit(commands.select_ef(JPKI_AUTH_CERT).encode())
-            read = commands.read_binary(0, 256).encode()
+            card_t.transmit(builders.select_ef(JPKI_AUTH_CERT).encode())
+            read = builders.read_binary(0, 256).encode()
             inproc = SoftwareCard.open(base / "card")
             inproc.transmit(select)
-            inproc.transmit(commands.select_ef(JPKI_AUTH_CERT).encode())
+            inproc.transmit(builders.select_ef(JPKI_AUTH_CERT).encode())
 
             rows = [
                 ("trivial 9000 card via pcscd+vpcd (floor)", timings(floor_t.transmit, select)),

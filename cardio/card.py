@@ -14,9 +14,10 @@ file); the BER header in those bytes gives the total size, and the rest follows 
 from __future__ import annotations
 
 from cardio import constants as c
-from cardio.apdu import commands, tlv
+from cardio.apdu import builders, tlv
 from cardio.apdu.command import EXTENDED_MAX_LE, SHORT_MAX_LE, CommandApdu, ResponseApdu
 from cardio.apdu.errors import (
+    SW_OK,
     MalformedApdu,
     PinBlocked,
     TlvError,
@@ -45,8 +46,10 @@ class MyNumberCard:
         except MalformedApdu as exc:
             raise MalformedApdu(f"the reader returned a malformed response: {exc}") from exc
 
-    def call(self, cmd: CommandApdu, context: str = "") -> bytes:
-        """Send and raise the typed error for any status other than 9000."""
+    def send_checked(self, cmd: CommandApdu, context: str = "") -> bytes:
+        """Send and raise the typed error for any status other than 9000; the data on
+        success. (:meth:`send` is the unchecked exchange, for status words a caller
+        handles itself.)"""
         resp = self.send(cmd)
         check_status(resp.sw, context)
         return resp.data
@@ -58,11 +61,11 @@ class MyNumberCard:
         if self.selected == aid and not force:
             return
         self.selected = None
-        self.call(commands.select_aid(aid), f"SELECT {c.APPLICATIONS.get(aid, aid.hex())}")
+        self.send_checked(builders.select_aid(aid), f"SELECT {c.APPLICATIONS.get(aid, aid.hex())}")
         self.selected = aid
 
     def select_ef(self, fid: int) -> None:
-        self.call(commands.select_ef(fid), f"SELECT EF {fid:04X}")
+        self.send_checked(builders.select_ef(fid), f"SELECT EF {fid:04X}")
 
     def forget_selection(self) -> None:
         """Call after a reset or reconnect: the card has nothing selected any more."""
@@ -72,15 +75,15 @@ class MyNumberCard:
     def _first_chunk(self, fid: int, context: str) -> bytes:
         le = EXTENDED_MAX_LE if self.transport.supports_extended else SHORT_MAX_LE
         if fid <= MAX_SFI:
-            return self.call(commands.read_binary_sfi(fid, 0, le), context)
+            return self.send_checked(builders.read_binary_sfi(fid, 0, le), context)
         self.select_ef(fid)
-        return self.call(commands.read_binary(0, le), context)
+        return self.send_checked(builders.read_binary(0, le), context)
 
     def _read_from(self, data: bytearray, total: int, context: str) -> bytes:
         le_max = EXTENDED_MAX_LE - 1 if self.transport.supports_extended else SHORT_MAX_LE
         while len(data) < total:
             want = min(total - len(data), le_max)
-            chunk = self.call(commands.read_binary(len(data), want), context)
+            chunk = self.send_checked(builders.read_binary(len(data), want), context)
             if not chunk:
                 raise RecordError(f"{context}: the card returned no data before the end")
             data += chunk
@@ -111,15 +114,15 @@ class MyNumberCard:
 
     def read_record(self, aid: bytes, fid: int, record: int, what: str) -> bytes:
         self.select(aid)
-        return self.call(commands.read_record(record, fid), f"reading {what}")
+        return self.send_checked(builders.read_record(record, fid), f"reading {what}")
 
     # -- credentials ---------------------------------------------------------------------
     def tries_left(self, credential: c.Credential) -> int | None:
         """The retry counter, read with an empty VERIFY (no try is spent). ``None`` when
         the card answers 9000 (some cards do while the key is verified)."""
         self.select(credential.aid)
-        resp = self.send(commands.verify(None, sfi=credential.fid))
-        if resp.sw == 0x9000:
+        resp = self.send(builders.verify(None, sfi=credential.fid))
+        if resp.sw == SW_OK:
             return None
         if resp.sw & 0xFFF0 == 0x63C0:
             return resp.sw & 0x0F
@@ -134,8 +137,8 @@ class MyNumberCard:
         :class:`PinBlocked` when the key is blocked. The secret never appears in the
         error."""
         self.select(credential.aid)
-        resp = self.send(commands.verify(secret, sfi=credential.fid))
-        if resp.sw == 0x9000:
+        resp = self.send(builders.verify(secret, sfi=credential.fid))
+        if resp.sw == SW_OK:
             return
         err = error_for_status(resp.sw, credential.label)
         if isinstance(err, VerificationFailed) and err.tries_left == 0:
@@ -151,21 +154,21 @@ class MyNumberCard:
         self.select_ef(credential.fid)
         self.verify(credential, old)
         if credential in (c.Credential.COMMON, c.Credential.JUKI):
-            cmd = commands.change_key(new)
+            cmd = builders.change_key(new)
         else:
-            cmd = commands.change_reference_data(new)
-        self.call(cmd, f"changing {credential.label}")
+            cmd = builders.change_reference_data(new)
+        self.send_checked(cmd, f"changing {credential.label}")
 
     def get_challenge(self, length: int = 8) -> bytes:
-        return self.call(commands.get_challenge(length), "GET CHALLENGE")
+        return self.send_checked(builders.get_challenge(length), "GET CHALLENGE")
 
     def get_data(self, tag: int) -> bytes:
         """GET DATA at MF level (selects the GP ISD first); retried with an extended Le
         when the object is too large for a short one."""
-        self.call(commands.select_aid(c.AID_GP_ISD), "SELECT MF level")
+        self.send_checked(builders.select_aid(c.AID_GP_ISD), "SELECT MF level")
         self.selected = None
-        resp = self.send(commands.get_data(tag))
+        resp = self.send(builders.get_data(tag))
         if resp.sw == 0x6700 and self.transport.supports_extended:
-            resp = self.send(commands.get_data(tag, EXTENDED_MAX_LE, extended=True))
+            resp = self.send(builders.get_data(tag, EXTENDED_MAX_LE, extended=True))
         check_status(resp.sw, f"GET DATA {tag:04X}")
         return resp.data

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from cardio.apdu import tlv
@@ -246,7 +246,3 @@ def verify_detached(data: bytes, content: bytes) -> CmsSignature:
     except (InvalidSignature, ValueError) as exc:
         raise CmsError("the CMS signature does not verify") from exc
     return sig
-
-
-def certificate_der(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.DER)

@@ -8,7 +8,7 @@ from typing import Literal
 from cryptography import x509
 
 from cardio import constants as c
-from cardio.apdu import commands
+from cardio.apdu import builders
 from cardio.card import MyNumberCard
 from cardio.crypto import digest_info
 from cardio.identity import InvalidValue, validate_four_digit_pin, validate_sign_password
@@ -62,8 +62,8 @@ class JpkiApplication:
         """``80 2A 00 (80|SFI)``: PKCS#1 v1.5 over ``payload`` (a DigestInfo), with the key
         named by SFI so no SELECT is spent. The PIN must be verified first."""
         self.card.select(c.AID_JPKI)
-        cmd = commands.compute_signature(payload, 0x00, key_sfi=_KEY_FIDS[kind])
-        return self.card.call(cmd, f"signing with the {kind} key")
+        cmd = builders.compute_signature(payload, 0x00, key_sfi=_KEY_FIDS[kind])
+        return self.card.send_checked(cmd, f"signing with the {kind} key")
 
     def sign(self, kind: KeyKind, message: bytes, hash_name: str = "sha256") -> bytes:
         """PKCS#1 v1.5 signature of ``message`` with SHA-256/384/512 (hashed here)."""
@@ -79,8 +79,8 @@ class JpkiApplication:
         if scheme not in range(1, 6):
             raise InvalidValue("scheme is 1..5 (0 is sign_digest_info)")
         self.card.select(c.AID_JPKI)
-        cmd = commands.compute_signature(data, scheme, key_sfi=_KEY_FIDS[kind])
-        return self.card.call(cmd, f"signing with the {kind} key")
+        cmd = builders.compute_signature(data, scheme, key_sfi=_KEY_FIDS[kind])
+        return self.card.send_checked(cmd, f"signing with the {kind} key")
 
     def change_pin(self, kind: KeyKind, old: str, new: str) -> None:
         check = validate_four_digit_pin if kind == "auth" else validate_sign_password

@@ -12,7 +12,7 @@ pyscard is imported lazily so the rest of ``cardio`` works without it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,13 +197,18 @@ def wait_for(reader: str, present: bool = True, timeout: float = 10.0) -> bytes 
                        f" within {timeout} s")
 
 
-def watch(reader: str, timeout: float, max_events: int | None = None) -> Iterator[str]:
+def watch(reader: str, timeout: float, max_events: int | None = None, *,
+          on_ready: Callable[[], None] | None = None) -> Iterator[str]:
     """Yield ``"inserted"`` and ``"removed"`` events for ``reader`` until ``timeout``
-    seconds have passed (or ``max_events`` were seen)."""
+    seconds have passed (or ``max_events`` were seen). ``on_ready`` is called once the
+    current state is known, so a change after it is never missed (a watcher on another
+    thread signals readiness with it)."""
     seen = 0
     with _Context() as ctx:
         known = ctx.states([reader])[reader][0] & ~STATE_CHANGED
         was = bool(known & STATE_PRESENT)
+        if on_ready is not None:
+            on_ready()
         for state, _atr in _states(ctx, reader, known, time.monotonic() + timeout):
             now = bool(state & STATE_PRESENT)
             if now != was:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cardio import constants as c
-from cardio.apdu import commands
+from cardio.apdu import builders
 from cardio.card import MyNumberCard
 from cardio.crypto import digest_info_of, verify_payload
 from cardio.identity import validate_code_a, validate_code_b, validate_four_digit_pin
@@ -77,7 +77,7 @@ class TextApplication:
         or either 照合番号) verifies it."""
         self.card.select(c.AID_TEXT)
         payload = digest_info_of("sha256", challenge)
-        sig = self.card.call(commands.compute_signature(payload, 0x00, current_key=False),
+        sig = self.card.send_checked(builders.compute_signature(payload, 0x00, current_key=False),
                              "card-presence signature")
         signed = SignedPublicKey.parse(
             self.card.read_tlv_ef(c.AID_TEXT, c.TEXT_SIGNED_PUBKEY, "the signed public key"))

@@ -84,6 +84,3 @@ class CountingTransport:
         self.stats.bytes_sent += len(apdu)
         self.stats.bytes_received += len(resp)
         return resp
-
-    def reset_stats(self) -> None:
-        self.stats = TraceStats()

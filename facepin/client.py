@@ -16,7 +16,7 @@ import httpx
 
 from cardio import constants as c
 from cardio import pinreset
-from cardio.apdu import commands
+from cardio.apdu import builders
 from cardio.card import MyNumberCard
 from cardio.common_ap import CommonApplication
 from cardio.crypto import digest_info_of
@@ -77,7 +77,7 @@ def gather_evidence(card: MyNumberCard, nonce: bytes, auth_pin: str, text_pin: s
     del my_number
     face = card.read_tlv_ef(c.AID_VISUAL, c.VISUAL_FACE, "the card face")
     cv = card.read_tlv_ef(c.AID_VISUAL, c.VISUAL_CV_CERT, "the CV certificate")
-    presence = card.call(commands.compute_signature(digest_info_of("sha256", nonce), 0x00,
+    presence = card.send_checked(builders.compute_signature(digest_info_of("sha256", nonce), 0x00,
                                                     current_key=False),
                          "card-face presence signature")
     return CardEvidence(serial, cert, sig, face, cv, presence)
@@ -130,7 +130,7 @@ def redeem(base_url: str, card: MyNumberCard, reservation_id: str, known: str, n
         out = _post(http, f"/v1/reservations/{reservation_id}/authorise", {
             "auth_certificate": _b64(cert), "card_serial": serial, "target": target,
             "card_challenge": challenge.hex(), "value_hash": pinreset.value_hash(new).hex()})
-        card.call(pinreset.reset_apdu(target, new, bytes.fromhex(out["mac"])),
+        card.send_checked(pinreset.reset_apdu(target, new, bytes.fromhex(out["mac"])),
                   f"resetting the JPKI {target} credential")
     finally:
         if own:

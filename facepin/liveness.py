@@ -133,10 +133,6 @@ class LivenessSession:
     def current(self) -> Prompt | None:
         return self.prompts[self._step] if self._step < len(self.prompts) else None
 
-    def needs_encoding(self, m: Measurement) -> bool:
-        """Whether this frame would satisfy the prompt (so the caller encodes it)."""
-        return self._satisfies(m)
-
     def feed_frame(self, engine: FaceEngine, rgb: np.ndarray, t: float) -> Verdict:
         m = measure(engine, rgb)
         if m.faces == 1 and (self._satisfies(m) or self.current is None):  # encode only then

@@ -104,10 +104,19 @@ def test_change_pin_and_use_it(client: MyNumberCard, profile: Profile) -> None:
     jpki = JpkiApplication(client)
     jpki.change_pin("auth", profile.auth_pin, "2468")
     client.forget_selection()
+    # The old PIN is gone: it now costs a try, and the new one restores the counter.
+    with pytest.raises(VerificationFailed) as exc:
+        jpki.verify_pin("auth", profile.auth_pin)
+    assert exc.value.tries_left == 2
     jpki.verify_pin("auth", "2468")
-    jpki.sign("auth", b"x")
+    assert jpki.tries_left("auth") == 3
+    assert len(jpki.sign("auth", b"x")) == 256
     jpki.change_pin("sign", profile.sign_password, "NEWPASS9")
+    with pytest.raises(VerificationFailed) as exc:
+        jpki.verify_pin("sign", profile.sign_password)
+    assert exc.value.tries_left == 4
     jpki.verify_pin("sign", "newpass9")  # folded to upper case as the official apps do
+    assert jpki.tries_left("sign") == 5
 
 
 def test_text_read_and_signature(client: MyNumberCard, profile: Profile,

@@ -99,11 +99,12 @@ def test_removal_events(pcsc_stack: PcscEnv, pcsc_card: CardHandle) -> None:
     import threading
 
     events: list[str] = []
+    ready = threading.Event()
     t = threading.Thread(target=lambda: events.extend(watch(pcsc_card.reader, 15.0,
-                                                            max_events=2)))
+                                                            max_events=2,
+                                                            on_ready=ready.set)))
     t.start()
-    import time
-    time.sleep(0.3)
+    assert ready.wait(15.0), "the watcher never read the reader's state"
     pcsc_stack.stack.remove(0)
     pcsc_stack.stack.insert(0)
     t.join()

@@ -155,6 +155,9 @@ def test_blocked_password_reset_to_a_working_one(pki: PkiEnv, service: Service,
     redeem(service.url, card_of(path), r["reservation_id"], p.auth_pin, "NEWPASS2026")
     jpki = JpkiApplication(card_of(path))
     assert jpki.tries_left("sign") == 5
+    with pytest.raises(VerificationFailed) as old:
+        jpki.verify_pin("sign", p.sign_password)  # the old password no longer opens it
+    assert old.value.tries_left == 4
     jpki.verify_pin("sign", "NEWPASS2026")
     cert = jpki.certificate("sign")
     sig = jpki.sign("sign", b"signed after the reset")
@@ -173,7 +176,13 @@ def test_reverse_reset_of_the_auth_pin(pki: PkiEnv, service: Service, chip: byte
     r = reserve(service.url, card_of(path), p.auth_pin, p.text_pin, probe())
     redeem(service.url, card_of(path), r["reservation_id"], p.sign_password, "7531",
            target="auth")
-    JpkiApplication(card_of(path)).verify_pin("auth", "7531")
+    jpki = JpkiApplication(card_of(path))
+    assert p.auth_pin != "7531"
+    with pytest.raises(VerificationFailed) as old:
+        jpki.verify_pin("auth", p.auth_pin)  # the old PIN now fails
+    assert old.value.tries_left == 2
+    jpki.verify_pin("auth", "7531")
+    assert jpki.tries_left("auth") == 3
 
 
 @sqlite_only

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cardio.apdu import commands
+from cardio.apdu import builders
 from cardio.apdu.command import CommandApdu, ResponseApdu
 from cardio.apdu.errors import MalformedApdu
 
@@ -30,16 +30,16 @@ def test_encode_and_parse_round_trip(cmd: CommandApdu, wire: str) -> None:
 
 def test_reference_vectors() -> None:
     # mynumber-card.md §13: myna-card's exact APDUs.
-    assert commands.verify(b"1234", sfi=0x18).encode().hex() == "0020009804" + b"1234".hex()
-    assert commands.compute_signature(b"\x01\x02", key_sfi=0x17).encode().hex() == \
+    assert builders.verify(b"1234", sfi=0x18).encode().hex() == "0020009804" + b"1234".hex()
+    assert builders.compute_signature(b"\x01\x02", key_sfi=0x17).encode().hex() == \
         "802a009702010200"
-    assert commands.change_reference_data(b"5678").encode().hex() == "0024018004" + \
+    assert builders.change_reference_data(b"5678").encode().hex() == "0024018004" + \
         b"5678".hex()
-    assert commands.read_binary_sfi(0x0A, 0, 256).encode().hex() == "00b08a0000"
-    assert commands.select_aid(bytes.fromhex("D392F000260100000001")).encode().hex().upper() \
+    assert builders.read_binary_sfi(0x0A, 0, 256).encode().hex() == "00b08a0000"
+    assert builders.select_aid(bytes.fromhex("D392F000260100000001")).encode().hex().upper() \
         == "00A4040C0AD392F000260100000001"
-    assert commands.verify(None, sfi=0x18).encode().hex() == "00200098"
-    assert commands.read_record(1, 1).encode().hex() == "00b2010c00"
+    assert builders.verify(None, sfi=0x18).encode().hex() == "00200098"
+    assert builders.read_record(1, 1).encode().hex() == "00b2010c00"
 
 
 @pytest.mark.parametrize("wire", [
@@ -66,15 +66,15 @@ def test_invalid_fields() -> None:
     with pytest.raises(MalformedApdu):
         CommandApdu(0, 0, 0, 0, b"x" * 65536)
     with pytest.raises(MalformedApdu):
-        commands.read_binary(0x8000)
+        builders.read_binary(0x8000)
     with pytest.raises(MalformedApdu):
-        commands.read_binary_sfi(31)
+        builders.read_binary_sfi(31)
     with pytest.raises(MalformedApdu):
-        commands.verify(b"")
+        builders.verify(b"")
 
 
 def test_repr_never_shows_data() -> None:
-    cmd = commands.verify(b"9876", sfi=0x18)
+    cmd = builders.verify(b"9876", sfi=0x18)
     assert "9876" not in repr(cmd) and "39383736" not in repr(cmd)
 
 

@@ -1,4 +1,5 @@
-"""Builders for the commands the My Number card understands (reference §2).
+"""Builders for the commands the My Number card understands (reference §2): one function
+per command, e.g. ``select_aid``, ``read_binary_sfi``, ``compute_signature``.
 
 Pure functions returning :class:`CommandApdu`; the applet clients send them and the
 tests compare their bytes with the reference's vectors.
