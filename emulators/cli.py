@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cardio import constants as c
-from cardio.cli import UsageError, add_common_options, emit
+from cardio.cli import UsageError, add_common_options, emit, port_number
 from cardio.cli.framework import Handler
 from cardio.errors import CardioError
 from cardio.identity import wareki_yymmdd
@@ -123,6 +123,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from emulators.vpcd import VpcdBridge, serve_forever
 
+    first = port_number(args.port)
+    if first + len(args.dirs) - 1 > 65535:
+        raise UsageError(f"--port {first} leaves no port for card {len(args.dirs)}")
     cards = [_open_card(d) for d in args.dirs]  # every directory checked before serving
     stop = _stop_on_signals()
 
@@ -131,10 +134,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"{directory} on port {port}: {event}", flush=True)
         return report
 
-    bridges = [VpcdBridge(card, args.port + i, args.host, on_event=reporter(d, args.port + i))
+    bridges = [VpcdBridge(card, first + i, args.host, on_event=reporter(d, first + i))
                for i, (d, card) in enumerate(zip(args.dirs, cards, strict=True))]
-    print(f"serving {len(bridges)} card(s) to vpcd at {args.host}:{args.port}"
-          f"{'..' + str(args.port + len(bridges) - 1) if len(bridges) > 1 else ''};"
+    print(f"serving {len(bridges)} card(s) to vpcd at {args.host}:{first}"
+          f"{'..' + str(first + len(bridges) - 1) if len(bridges) > 1 else ''};"
           " Ctrl-C to stop", flush=True)
     serve_forever(bridges, stop)
     print("stopped", flush=True)
@@ -144,8 +147,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_ca_serve(args: argparse.Namespace) -> int:
     from emulators.jpki_ca import CaServer, JpkiAuthority
 
+    port = port_number(args.port)
     stop = _stop_on_signals()
-    server = CaServer(JpkiAuthority(_jlis(args.jlis)), args.host, args.port).start()
+    server = CaServer(JpkiAuthority(_jlis(args.jlis)), args.host, port).start()
     print(f"JPKI CA (OCSP, CRL) at {server.url}; Ctrl-C to stop", flush=True)
     stop.wait()
     server.stop()
@@ -222,7 +226,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = esub.add_parser("serve", help="plug software cards into pcscd through vpcd")
     p.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
-    p.add_argument("--port", type=int, default=c.VPCD_PORT,
+    p.add_argument("--port", default=str(c.VPCD_PORT),
                    help="vpcd port of the first card (the next card takes the next port)")
     p.add_argument("--host", default="127.0.0.1")
     add_common_options(p)
@@ -233,7 +237,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = casub.add_parser("serve", help="run the OCSP responder and CRL server on loopback")
     p.add_argument("--jlis", type=Path, default=None, help=_JLIS_HELP)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=c.EMU_CA_PORT)
+    p.add_argument("--port", default=str(c.EMU_CA_PORT),
+                   help="TCP port, 0-65535 (0: any free one)")
     add_common_options(p)
     p.set_defaults(func=_card_store_errors(cmd_ca_serve))
     p = casub.add_parser("roots", help="write the emulated trust anchors as PEM")

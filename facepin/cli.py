@@ -15,7 +15,15 @@ import os
 from pathlib import Path
 
 from cardio import constants as c
-from cardio.cli import SecretSource, UsageError, add_common_options, emit, open_card, trust_for
+from cardio.cli import (
+    SecretSource,
+    UsageError,
+    add_common_options,
+    emit,
+    open_card,
+    port_number,
+    trust_for,
+)
 from cardio.errors import EXIT_NOT_VALID
 from cardio.visual import VisualApplication
 
@@ -78,6 +86,7 @@ def read_master_key(option: Path | None) -> bytes:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    port = port_number(args.port)
     master = read_master_key(args.master_key_file)
     trust = trust_for(args)
     import uvicorn
@@ -85,7 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from facepin.service import ServiceConfig, create_app
 
     config = ServiceConfig(database=args.db, trust=trust, master_key=master)
-    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="info",
+    uvicorn.run(create_app(config), host=args.host, port=port, log_level="info",
                 access_log=False)
     return 0
 
@@ -106,7 +115,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = fsub.add_parser("serve", help="run the PIN-reset reservation service (ASGI)")
     p.add_argument("--db", default="sqlite:///facepin.db", help="sqlite:///PATH")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=c.FACEPIN_PORT)
+    p.add_argument("--port", default=str(c.FACEPIN_PORT),
+                   help="TCP port, 0-65535 (0: any free one)")
     p.add_argument("--master-key-file", "--master-key", dest="master_key_file", type=Path,
                    default=None, help="issuer master key file (required, or set"
                    f" ${MASTER_KEY_ENV}); never the emulated J-LIS key by default")

@@ -12,6 +12,7 @@ from cardio.cli.framework import (
     emit,
     open_card,
     parse_time,
+    port_number,
     run,
     trust_for,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "main",
     "open_card",
     "parse_time",
+    "port_number",
     "run",
     "trust_for",
 ]

@@ -131,6 +131,14 @@ def trust_for(args: argparse.Namespace, reader_trust: TrustStore | None = None) 
                      " 'cardio emu ca roots' for the emulated ones) or set CARDIO_TRUST_DIR")
 
 
+def port_number(value: str, option: str = "--port") -> int:
+    """A TCP port from the command line (0 picks a free one), or a one-line usage error
+    (exit 2) instead of an ``OverflowError`` from ``bind``."""
+    if not (value.isascii() and value.isdigit() and int(value) <= 65535):
+        raise UsageError(f"{option} takes a number from 0 to 65535, not {value!r}")
+    return int(value)
+
+
 def parse_time(value: str | None, option: str = "--at") -> dt.datetime | None:
     """An ISO 8601 time from the command line (UTC when no zone is given)."""
     if not value:

@@ -152,3 +152,16 @@ def test_no_traceback_from_a_real_process(env: dict[str, Path], tmp_path: Path) 
         res = run([sys.executable, "-m", "cardio.cli", *argv], capture_output=True, text=True,
                   timeout=60)
         assert res.returncode == code and res.stderr.count("\n") == 1, res.stderr
+
+
+def test_bad_ports_are_usage_errors(tmp_path: Path, card_dir: tuple[Path, Profile],
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    for port in ("70000", "x1", "-1", "１２"):
+        for argv in (["emu", "serve", str(card_dir[0]), "--port", port],
+                     ["emu", "ca", "serve", "--jlis", str(tmp_path / "j"), "--port", port],
+                     ["facepin", "serve", "--port", port]):
+            err = one_line_error(capsys, argv, 2)
+            assert "--port takes a number from 0 to 65535" in err
+    err = one_line_error(capsys, ["emu", "serve", str(card_dir[0]), str(card_dir[0]),
+                                  "--port", "65535"], 2)
+    assert "no port for card 2" in err
