@@ -1,23 +1,17 @@
-"""What every ``cardio`` command shares (the host itself is :mod:`cardio.cli.host`).
+"""What every ``cardio`` command shares; the host (parser, plug-ins, ``main``) is
+:mod:`cardio.cli.host`.
 
-This module owns: argument parsing, human or ``--json`` output
-(:func:`emit`), secret input (:class:`SecretSource`), opening the card and the trust
-anchors, and exit codes. The card commands (``readers``, ``info``, ``jpki``, ``text``,
-``visual``, ``pin``) are built in; every package above ``cardio`` (``emulators``,
-``facepin``, later ``kiosk``) adds its own from its own ``cli.py`` through the entry-point
-group ``cardio.commands``, so ``cardio`` never imports upward and a third party can add
-commands the same way (as pytest and flask plug-ins do).
-
-A plug-in entry is a function ``register(sub) -> None`` given the top-level sub-parsers;
-it adds parsers with ``set_defaults(func=handler)`` where ``handler(args) -> int``. A
-plug-in that fails to load or register is reported once on stderr and left out: one
-broken package must not take the card commands down with it.
+Here: human or ``--json`` output (:func:`emit`), secret input (:class:`SecretSource`),
+the options every command takes (:func:`add_common_options`), opening the card and the
+trust anchors, parsing ports and times, and turning what a handler raises into one line
+and an exit code (:func:`run`). Plug-ins import these from :mod:`cardio.cli`.
 
 Errors: every error raised on purpose is a :class:`cardio.errors.CardioError` whose
 ``exit_code`` class attribute is the exit code (codes in :mod:`cardio.errors`); an
-``OSError`` (a missing or unreadable file) is a plain error (1); anything else is a bug,
-reported as "internal error, please report" with exit 70 and no traceback unless
-``CARDIO_DEBUG=1``.
+``OSError`` (a missing or unreadable file the user named) is a plain error (1); anything
+else is a bug, reported as "internal error, please report" with exit 70 and no traceback
+unless ``CARDIO_DEBUG=1``. ``ValueError`` is not caught wholesale: a value error raised on
+purpose is a typed error (``InvalidValue`` and friends), any other is a bug.
 """
 
 from __future__ import annotations
