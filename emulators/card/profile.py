@@ -18,6 +18,7 @@ from typing import Any
 from cardio.identity import (
     InvalidValue,
     code_b,
+    is_sign_password,
     is_valid_my_number,
     my_number_check_digit,
     validate_four_digit_pin,
@@ -42,7 +43,7 @@ def random_sign_password() -> str:
     alphabet = string.ascii_uppercase + string.digits
     while True:
         pw = "".join(secrets.choice(alphabet) for _ in range(10))
-        if any(c.isdigit() for c in pw) and any(c.isalpha() for c in pw):
+        if is_sign_password(pw.encode("ascii")):
             return pw
 
 
