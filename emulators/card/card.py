@@ -139,7 +139,7 @@ class SoftwareCard:
             # Durable before the answer leaves: the transaction writes on exit.
             for name, st in outcome.changes.items():
                 state[key_name(*name)] = st
-            secrets.update(outcome.changes)
+        secrets.update(outcome.changes)  # only once they are on disk
         return outcome
 
     def _cache(self, state: dict[str, SecretState]) -> None:

@@ -28,10 +28,6 @@ class SpecMismatch(CardioError):
     """A card image and its spec disagree (a personalisation bug, not user input)."""
 
 
-MAX_SFI = 30
-"""Short EF identifiers are 1..30; on this card a small FID doubles as its SFI."""
-
-
 @dataclass(frozen=True)
 class Access:
     """Who may use a file or key: free, any one of some verified key references in the

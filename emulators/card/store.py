@@ -46,6 +46,7 @@ MAX_TRIES = 15
 """A retry counter fits the four bits of ``63Cx``."""
 STATE_FILE = "state.json"
 CARD_FILE = "card.json"
+SUBDIRS = ("ef", "keys", "do")
 
 
 class CardStoreError(CardioError):
@@ -304,6 +305,8 @@ class CardStore:
             raise CardStoreError(f"{self.path} already holds a card")
         self.path.mkdir(parents=True, exist_ok=True)
         os.chmod(self.path, 0o700)
+        for sub in SUBDIRS:  # present even when empty: load() checks they are there
+            (self.path / sub).mkdir(exist_ok=True)
         for (aid, fid), data in image.files.items():
             atomic_write(self.path / "ef" / aid.hex().upper() / f"{fid:04X}.bin", data)
         for (aid, fid), recs in image.records.items():
@@ -374,9 +377,10 @@ class CardStore:
         removed = 0
         with self._locked():
             for tmp in self.path.glob(pattern):
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-                    removed += 1
+                if tmp.is_file() and not tmp.is_symlink():
+                    with contextlib.suppress(FileNotFoundError):
+                        tmp.unlink()
+                        removed += 1
         return removed
 
     # -- mutable state ----------------------------------------------------------------
