@@ -131,7 +131,7 @@ class SoftwareCard:
             return outcome
         if use is StateUse.READ:
             # Another process may have spent a try since: read the counters afresh.
-            self._cache(self.store.read_state())
+            self._replace_secrets(self.store.read_secrets())
             return self.engine.process(cmd, self.session, secrets)
         with self.store.transaction() as state:
             self._cache(state)
@@ -144,5 +144,9 @@ class SoftwareCard:
 
     def _cache(self, state: dict[str, SecretState]) -> None:
         fresh: dict[KeyName, SecretState] = {parse_key_name(n): st for n, st in state.items()}
-        self.image.secrets.clear()
-        self.image.secrets.update(fresh)
+        self._replace_secrets(fresh)
+
+    def _replace_secrets(self, fresh: dict[KeyName, SecretState]) -> None:
+        if fresh != self.image.secrets:
+            self.image.secrets.clear()
+            self.image.secrets.update(fresh)

@@ -32,8 +32,9 @@ import hashlib
 import hmac
 import secrets as _secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
@@ -70,9 +71,9 @@ class _Reply(Exception):
         self.sw = int(sw)
 
 
-@dataclass(frozen=True)
-class Session:
-    """The card's volatile state: lost on reset, power-off and removal."""
+class Session(NamedTuple):
+    """The card's volatile state: lost on reset, power-off and removal. Immutable (a
+    command yields a new one), and a tuple because one is made per APDU."""
 
     df: bytes | None = None
     ef: int | None = None
@@ -80,8 +81,7 @@ class Session:
     challenge: bytes | None = None
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What one command did: the response, the session after it and the key references
     whose persistent state changed (the adapter must make those durable first)."""
 
@@ -99,21 +99,24 @@ class StateUse(Enum):
     WRITE = "write"
 
 
-class ClaClass(Enum):
+class ClaClass(IntEnum):
     ISO = 0x00
     PROPRIETARY = 0x80
     SECURE_MESSAGING = 0x0C
     """ISO with secure messaging and an authenticated header: only the issuer's reset."""
 
 
+_CLA_CLASSES = {kind.value: kind for kind in ClaClass}
+
+
 def cla_class(cla: int) -> ClaClass:
     """CLA decoding, the one place: only logical channel 0, no chaining, secure messaging
     only for the commands that define it."""
+    kind = _CLA_CLASSES.get(cla)
+    if kind is not None:
+        return kind
     if cla & 0x03:
         raise _Reply(SW.LOGICAL_CHANNEL_NOT_SUPPORTED)
-    for kind in ClaClass:
-        if cla == kind.value:
-            return kind
     if cla & 0x0C:
         raise _Reply(SW.SECURE_MESSAGING_NOT_SUPPORTED)
     raise _Reply(SW.CLA_NOT_SUPPORTED)
@@ -121,6 +124,7 @@ def cla_class(cla: int) -> ClaClass:
 
 # -- P1/P2 decoding: the one place ----------------------------------------------------------
 CURRENT_EF = 0
+_OK = SW.OK.trailer
 
 
 def ef_reference(p: int) -> int:
@@ -147,21 +151,23 @@ def record_reference(p2: int) -> int:
 
 
 # -- the engine -------------------------------------------------------------------------------
-@dataclass
 class _Ctx:
     """One command in progress: the session as it evolves, the state it may read, and the
     changes it makes."""
 
-    session: Session
-    secrets: Mapping[KeyName, SecretState]
-    changes: dict[KeyName, SecretState] = field(default_factory=dict)
+    __slots__ = ("changes", "secrets", "session")
+
+    def __init__(self, session: Session, secrets: Mapping[KeyName, SecretState]) -> None:
+        self.session = session
+        self.secrets = secrets
+        self.changes: dict[KeyName, SecretState] = {}
 
     def secret(self, name: KeyName) -> SecretState | None:
         return self.changes.get(name) or self.secrets.get(name)
 
     def verified(self, fid: int, ok: bool) -> None:
         v = self.session.verified
-        self.session = dataclasses.replace(self.session, verified=v | {fid} if ok else v - {fid})
+        self.session = self.session._replace(verified=v | {fid} if ok else v - {fid})
 
 
 Handler = Callable[["CardEngine", _Ctx, CommandApdu], bytes]
@@ -227,7 +233,7 @@ class CardEngine:
             data = found.handler(self, ctx, cmd)
         except _Reply as reply:
             return Outcome(ResponseApdu.status(reply.sw).encode(), ctx.session, ctx.changes)
-        return Outcome(data + SW.OK.trailer, ctx.session, ctx.changes)
+        return Outcome(data + _OK, ctx.session, ctx.changes)
 
     # -- helpers ---------------------------------------------------------------------
     def _applet(self, ctx: _Ctx) -> AppletSpec:
@@ -277,7 +283,7 @@ class CardEngine:
             fid = int.from_bytes(cmd.data, "big")
             if not self._exists(df, fid):
                 raise _Reply(SW.FILE_NOT_FOUND)
-            ctx.session = dataclasses.replace(s, ef=fid)
+            ctx.session = s._replace(ef=fid)
             return b""
         if cmd.p1 == SELECT_MF:
             if cmd.data == FID_MF:
@@ -298,7 +304,7 @@ class CardEngine:
         if sfi is not None:
             if sfi == CURRENT_EF or not self._exists(df, sfi):
                 raise _Reply(SW.FILE_NOT_FOUND)
-            ctx.session = dataclasses.replace(ctx.session, ef=sfi)
+            ctx.session = ctx.session._replace(ef=sfi)
             fid = sfi
         else:
             if ctx.session.ef is None:
@@ -324,7 +330,7 @@ class CardEngine:
         recs = self.image.records.get((applet.aid, fid))
         if recs is None:
             raise _Reply(SW.INCOMPATIBLE_FILE_STRUCTURE)
-        ctx.session = dataclasses.replace(ctx.session, ef=fid)
+        ctx.session = ctx.session._replace(ef=fid)
         if not 1 <= cmd.p1 <= len(recs):
             raise _Reply(SW.RECORD_NOT_FOUND)
         if not applet.read_access(fid).allows(ctx.session.verified):
@@ -416,7 +422,7 @@ class CardEngine:
         if not spec.sign.allows(ctx.session.verified):
             raise _Reply(SW.SECURITY_STATUS_NOT_SATISFIED)
         if cmd.p2 != 0x00:
-            ctx.session = dataclasses.replace(ctx.session, ef=fid)
+            ctx.session = ctx.session._replace(ef=fid)
         return self._sign_scheme(key, cmd.p1, cmd.data)
 
     def _sign_scheme(self, key: rsa.RSAPrivateKey, scheme: int, data: bytes) -> bytes:
@@ -467,7 +473,7 @@ class CardEngine:
         if cmd.is_extended:
             raise _Reply(SW.CONDITIONS_NOT_SATISFIED)
         challenge = self.rng(cmd.le)
-        ctx.session = dataclasses.replace(ctx.session, challenge=challenge)
+        ctx.session = ctx.session._replace(challenge=challenge)
         return challenge
 
     def get_data(self, ctx: _Ctx, cmd: CommandApdu) -> bytes:
@@ -494,7 +500,7 @@ class CardEngine:
         issuer's MAC over the challenge this card just issued. The holder must have
         verified the applet's *other* credential in this session (spec: ``pin_reset``)."""
         challenge = ctx.session.challenge
-        ctx.session = dataclasses.replace(ctx.session, challenge=None)  # single use
+        ctx.session = ctx.session._replace(challenge=None)  # single use
         applet = self._applet(ctx)
         reset = applet.pin_reset
         if reset is None or cmd.p1 != pinreset.P1_NEW_REFERENCE:

@@ -295,6 +295,7 @@ class CardStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._state_cache: tuple[tuple[int, int, int, int], dict[str, SecretState]] | None = None
 
     # -- creation and loading -------------------------------------------------------
     def exists(self) -> bool:
@@ -385,8 +386,25 @@ class CardStore:
 
     # -- mutable state ----------------------------------------------------------------
     def read_state(self) -> dict[str, SecretState]:
+        """The current ``state.json``, validated. Parsed again only when the file changed:
+        every write replaces it (a new inode), and an edit in place changes its size or
+        times, so the stat is a fresh enough look at what other processes did."""
         path = self.path / STATE_FILE
-        return parse_state(path, _json_object(path))
+        try:
+            st = os.stat(path)
+            stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        except OSError:
+            stamp = None
+        if stamp is not None and self._state_cache is not None \
+                and self._state_cache[0] == stamp:
+            return dict(self._state_cache[1])
+        state = parse_state(path, _json_object(path))
+        self._state_cache = (stamp, state) if stamp is not None else None
+        return dict(state)
+
+    def read_secrets(self) -> dict[KeyName, SecretState]:
+        """:meth:`read_state` keyed by (AID, FID)."""
+        return {parse_key_name(n): st for n, st in self.read_state().items()}
 
     def _write_state(self, state: dict[str, SecretState]) -> None:
         data = {"keys": {k: v.to_json() for k, v in sorted(state.items())}}
