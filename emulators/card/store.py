@@ -386,9 +386,10 @@ class CardStore:
 
     # -- mutable state ----------------------------------------------------------------
     def read_state(self) -> dict[str, SecretState]:
-        """The current ``state.json``, validated. Parsed again only when the file changed:
-        every write replaces it (a new inode), and an edit in place changes its size or
-        times, so the stat is a fresh enough look at what other processes did."""
+        """The current ``state.json``, validated, for reading counters without the lock.
+        Parsed again only when the file changed: every write replaces it (a new inode),
+        and an edit in place changes its size or times, so the stat is a fresh enough
+        look at what other processes did. (:meth:`transaction` never uses this cache.)"""
         path = self.path / STATE_FILE
         try:
             st = os.stat(path)
@@ -434,7 +435,11 @@ class CardStore:
         """Lock the card, hand out its current state, and write it back (fsync, atomic
         rename) when the block ends without an exception and changed it."""
         with self._locked():
-            state = self.read_state()
+            # Always parsed afresh under the lock: a read-modify-write must never start
+            # from the stat-cached copy (an inode reused within one timestamp tick would
+            # hide another process's write, and lose a spent try).
+            path = self.path / STATE_FILE
+            state = parse_state(path, _json_object(path))
             before = dict(state)
             yield state
             if state != before:

@@ -280,3 +280,35 @@ def test_orphans_of_killed_writers_are_cleaned_on_load(card_dir: tuple[Path, Pro
     assert _state(path) == before                 # the killed writes never landed
     assert Apdu(card)(JPKI)[1] == 0x9000
     assert CardStore(path).clean_orphans() == 0
+
+
+_WRONG_CODES = textwrap.dedent("""
+    import sys
+    from emulators.card.card import SoftwareCard
+
+    card = SoftwareCard.open(sys.argv[1])
+    card.transmit(bytes.fromhex("00A4040C0AD3921000310001010408"))
+    sys.stdin.readline()  # start together
+    for _ in range(int(sys.argv[2])):
+        sw = card.transmit(bytes.fromhex("002000940C" + b"000000000000".hex()))[-2:]
+        assert sw[0] == 0x63, sw.hex()
+""")
+
+
+def test_concurrent_wrong_tries_are_all_counted(make_card: Callable[..., tuple[Path, Profile]]
+                                                ) -> None:
+    """Two processes spend tries on one card at once: every try is on disk (the locked
+    read-modify-write never starts from a stale copy)."""
+    path, _ = make_card(code_tries=15)
+    root = Path(__file__).resolve().parents[3]
+    procs = [subprocess.Popen([sys.executable, "-c", _WRONG_CODES, str(path), "7"],
+                              stdin=subprocess.PIPE, cwd=root, text=True) for _ in range(2)]
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    for proc in procs:
+        assert proc.wait(timeout=60) == 0
+    apdu = Apdu(SoftwareCard.open(path))
+    apdu("00A4040C0AD3921000310001010408")
+    assert apdu("00200094")[1] == 0x63C1   # 15 - 2 x 7
