@@ -244,6 +244,10 @@ class CardEngine:
             raise _Reply(SW.FILE_NOT_FOUND)
         return self.spec.applet(df) or AppletSpec(df, df.hex().upper())
 
+    def _by_sfi(self, ctx: _Ctx, sfi: int) -> int:
+        """The FID a short EF identifier names in the selected applet (its spec)."""
+        return self._applet(ctx).fid_for_sfi(sfi)
+
     def _exists(self, df: bytes, fid: int) -> bool:
         return fid in self._efs.get(df, set())
 
@@ -302,10 +306,10 @@ class CardEngine:
             raise _Reply(SW.FILE_NOT_FOUND if cmd.p1 & 0x80 else SW.NO_CURRENT_EF)
         sfi, offset = read_binary_target(cmd.p1, cmd.p2)
         if sfi is not None:
-            if sfi == CURRENT_EF or not self._exists(df, sfi):
+            fid = self._by_sfi(ctx, sfi) if sfi != CURRENT_EF else -1
+            if not self._exists(df, fid):
                 raise _Reply(SW.FILE_NOT_FOUND)
-            ctx.session = ctx.session._replace(ef=sfi)
-            fid = sfi
+            ctx.session = ctx.session._replace(ef=fid)
         else:
             if ctx.session.ef is None:
                 raise _Reply(SW.NO_CURRENT_EF)
@@ -324,7 +328,7 @@ class CardEngine:
             raise _Reply(SW.WRONG_LENGTH)
         applet = self._applet(ctx)
         sfi = record_reference(cmd.p2)
-        fid = sfi if sfi != CURRENT_EF else ctx.session.ef
+        fid = self._by_sfi(ctx, sfi) if sfi != CURRENT_EF else ctx.session.ef
         if fid is None or not self._exists(applet.aid, fid):
             raise _Reply(SW.FILE_NOT_FOUND)
         recs = self.image.records.get((applet.aid, fid))
@@ -340,9 +344,8 @@ class CardEngine:
     # -- VERIFY / CHANGE ---------------------------------------------------------------
     def _key_ref(self, ctx: _Ctx, p2: int) -> tuple[AppletSpec, int]:
         applet = self._applet(ctx)
-        fid: int | None = ef_reference(p2)
-        if fid == CURRENT_EF:
-            fid = ctx.session.ef
+        sfi = ef_reference(p2)
+        fid = self._by_sfi(ctx, sfi) if sfi != CURRENT_EF else ctx.session.ef
         if fid is None or (applet.aid, fid) not in self._secret_refs:
             raise _Reply(SW.REFERENCED_DATA_NOT_FOUND)
         return applet, fid
@@ -409,9 +412,8 @@ class CardEngine:
             default = applet.default_key()
             fid = default.fid if default is not None else None
         else:
-            fid = ef_reference(cmd.p2)
-            if fid == CURRENT_EF:
-                fid = ctx.session.ef
+            sfi = ef_reference(cmd.p2)
+            fid = self._by_sfi(ctx, sfi) if sfi != CURRENT_EF else ctx.session.ef
         if fid is None:
             raise _Reply(SW.REFERENCED_DATA_NOT_FOUND)
         spec = applet.key(fid)
@@ -451,7 +453,8 @@ class CardEngine:
         applet = self._applet(ctx)
         if cmd.p1 != 0x00:
             raise _Reply(SW.WRONG_P1_P2)
-        fid: int | None = ef_reference(cmd.p2) or ctx.session.ef
+        sfi = ef_reference(cmd.p2)
+        fid = self._by_sfi(ctx, sfi) if sfi != CURRENT_EF else ctx.session.ef
         if fid is None or not self._exists(applet.aid, fid):
             raise _Reply(SW.REFERENCED_DATA_NOT_FOUND)
         spec = applet.key(fid)

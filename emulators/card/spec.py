@@ -78,14 +78,26 @@ VALUE_RULES: dict[str, ValueRule] = {
     r.name: r for r in (FOUR_DIGITS, FOUR_DIGITS_KEY, SIGN_PASSWORD, FIXED, NO_VALUE)}
 
 
+def default_sfi(fid: int) -> int | None:
+    """ISO 7816-4's default: an EF whose FID is 1..30 is also reachable by that SFI (every
+    SFI this card answers to, reference §6)."""
+    return fid if 1 <= fid <= MAX_SFI else None
+
+
+MAX_SFI = 30
+
+
 @dataclass(frozen=True)
 class FileSpec:
-    """An EF: read access for READ BINARY / READ RECORD. Which EFs exist on a card is
-    what personalisation wrote; files not declared here are refused by the personaliser."""
+    """An EF: its short identifier and read access for READ BINARY / READ RECORD. Which
+    EFs exist on a card is what personalisation wrote; files not declared here are
+    refused by the personaliser."""
 
     fid: int
     label: str
     read: Access = FREE
+    sfi: int | None = None
+    """``None``: :func:`default_sfi`."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,7 @@ class KeySpec:
     sign: Access | None = None
     default: bool = False
     internal_authenticate: bool = False
+    sfi: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,7 @@ class CredentialSpec:
     rule: ValueRule
     max_tries: int
     credential: c.Credential | None = None
+    sfi: int | None = None
 
     @classmethod
     def of(cls, credential: c.Credential, rule: ValueRule) -> CredentialSpec:
@@ -141,11 +155,27 @@ class AppletSpec:
     _files: dict[int, FileSpec] = field(init=False, repr=False, compare=False)
     _keys: dict[int, KeySpec] = field(init=False, repr=False, compare=False)
     _credentials: dict[int, CredentialSpec] = field(init=False, repr=False, compare=False)
+    _sfis: dict[int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_files", {f.fid: f for f in self.files})
         object.__setattr__(self, "_keys", {k.fid: k for k in self.keys})
         object.__setattr__(self, "_credentials", {x.fid: x for x in self.credentials})
+        sfis: dict[int, int] = {}
+        declared: list[tuple[int | None, int]] = [
+            *((f.sfi, f.fid) for f in self.files), *((k.sfi, k.fid) for k in self.keys),
+            *((x.sfi, x.fid) for x in self.credentials)]
+        for explicit, fid in declared:
+            sfi = explicit if explicit is not None else default_sfi(fid)
+            if sfi is None:
+                continue
+            if not 1 <= sfi <= MAX_SFI or sfis.setdefault(sfi, fid) != fid:
+                raise SpecMismatch(f"{self.name}: SFI {sfi} is invalid or used twice")
+        object.__setattr__(self, "_sfis", sfis)
+
+    def fid_for_sfi(self, sfi: int) -> int:
+        """The EF a short identifier names; -1 (no EF) when none is declared with it."""
+        return self._sfis.get(sfi, -1)
 
     def file(self, fid: int) -> FileSpec | None:
         return self._files.get(fid)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cardio import constants as c
-from cardio.apdu import tlv
+from cardio.apdu import commands, tlv
 from cardio.apdu.errors import (
     FileNotFound,
     PinBlocked,
@@ -34,14 +34,16 @@ from emulators.card.spec import (
 from emulators.card.store import CardImage, CardStore
 
 TOY_AID = bytes.fromhex("F0000000C0FFEE")
-TOY_NOTE, TOY_PIN = 0x0001, 0x0011
+TOY_NOTE, TOY_PIN, TOY_BOARD = 0x0001, 0x0011, 0x0101
 TOY = AppletSpec(
     TOY_AID, "toy applet",
-    files=(FileSpec(TOY_NOTE, "a note only the PIN opens", any_of(TOY_PIN)),),
+    files=(FileSpec(TOY_NOTE, "a note only the PIN opens", any_of(TOY_PIN)),
+           FileSpec(TOY_BOARD, "a free notice board, also reachable as SFI 5", sfi=0x05)),
     credentials=(CredentialSpec(TOY_PIN, "toy PIN", FOUR_DIGITS, max_tries=2),),
 )
 TOY_CARD = CardSpec((TOY,))
 NOTE = tlv.build(0xDF01, "秘密のメモ".encode()).encode()
+BOARD = tlv.build(0xDF02, b"open to all").encode()
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ TOY_CRED = ToyCredential(TOY_AID, TOY_PIN, "toy PIN")
 def toy_dir(tmp_path: Path) -> Path:
     image = CardImage(meta={"atr": "3B00", "serial": "toy-1", "jlis_dir": ""})
     image.files[(TOY_AID, TOY_NOTE)] = NOTE
+    image.files[(TOY_AID, TOY_BOARD)] = BOARD
     image.secrets.update(credential_states(TOY_CARD, {(TOY_AID, TOY_PIN): b"2468"}))
     check_declared(TOY_CARD, image)
     CardStore(tmp_path / "toy").write(image)
@@ -93,6 +96,19 @@ def test_toy_applet_end_to_end(toy_dir: Path) -> None:
     assert _client(toy_dir).tries_left(TOY_CRED) == 0  # type: ignore[arg-type]
     with pytest.raises(SecurityStatusNotSatisfied):
         card.read_tlv_ef(TOY_AID, TOY_NOTE, "the note")
+
+
+def test_toy_files_by_fid_and_by_declared_sfi(toy_dir: Path) -> None:
+    card = _client(toy_dir)
+    assert card.read_tlv_ef(TOY_AID, TOY_BOARD, "the board") == BOARD   # SELECT EF 0101
+    assert card.call(commands.read_binary_sfi(0x05, 0, len(BOARD))) == BOARD
+    with pytest.raises(FileNotFound):   # SFI 6 names nothing
+        card.call(commands.read_binary_sfi(0x06, 0, 1))
+
+
+def test_a_spec_refuses_an_sfi_used_twice() -> None:
+    with pytest.raises(SpecMismatch, match="SFI 5"):
+        AppletSpec(TOY_AID, "bad", files=(FileSpec(0x0101, "a", sfi=5), FileSpec(0x0005, "b")))
 
 
 def test_toy_card_holds_only_its_applet(toy_dir: Path) -> None:
