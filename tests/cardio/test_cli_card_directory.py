@@ -64,6 +64,9 @@ def _commands(tmp: Path, card: Path) -> dict[str, list[str]]:
                         "--with", "b", "--pin-env", "CARDIO_TEST_PIN"],
         "pin change": [*reader, "pin", "change", "auth", "--pin-env", "CARDIO_TEST_PIN",
                        "--new-pin-env", "CARDIO_TEST_NEW"],
+        "facepin verify --reference card": [*reader, "facepin", "verify", "--reference",
+                                            "card", "--probe", str(data),
+                                            "--pin-env", "CARDIO_TEST_PIN"],
         "emu ca revoke": ["emu", "ca", "revoke", str(card), "--cert", "auth"],
         "emu serve": ["emu", "serve", str(card), "--port", "1"],
     }
