@@ -2,12 +2,14 @@
 
 Names follow ISO 7816-4 and the meanings this card gives them (reference §3). A client
 maps them to typed errors in :mod:`cardio.apdu.errors`; the software card answers with
-them. Sans-IO and import-free like the rest of :mod:`cardio.apdu`.
+them. Sans-IO like the rest of :mod:`cardio.apdu` (it imports only the error root).
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
+
+from cardio.errors import CardioError
 
 
 class SW(IntEnum):
@@ -50,6 +52,10 @@ class SW(IntEnum):
         return self.value.to_bytes(2, "big")
 
 
+class StatusWordError(CardioError):
+    """A value that no status word can carry (a bug in the card, never user input)."""
+
+
 MAX_REPORTED_TRIES = 0x0F
 """``63Cx`` has four bits for the count."""
 
@@ -57,5 +63,5 @@ MAX_REPORTED_TRIES = 0x0F
 def tries_left(tries: int) -> int:
     """The ``63Cx`` status word for ``tries`` (0..15) tries left."""
     if not 0 <= tries <= MAX_REPORTED_TRIES:
-        raise ValueError(f"63Cx reports 0..15 tries, not {tries}")
+        raise StatusWordError(f"63Cx reports 0..15 tries, not {tries}")
     return SW.VERIFY_FAILED | tries

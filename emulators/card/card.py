@@ -34,7 +34,7 @@ from emulators.card.store import (
     KeyName,
     SecretState,
     key_name,
-    parse_key_name,
+    key_names,
 )
 
 log = logging.getLogger(__name__)
@@ -143,8 +143,7 @@ class SoftwareCard:
         return outcome
 
     def _cache(self, state: dict[str, SecretState]) -> None:
-        fresh: dict[KeyName, SecretState] = {parse_key_name(n): st for n, st in state.items()}
-        self._replace_secrets(fresh)
+        self._replace_secrets(key_names(state))
 
     def _replace_secrets(self, fresh: dict[KeyName, SecretState]) -> None:
         if fresh != self.image.secrets:

@@ -38,7 +38,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cardio.errors import CardioError
-from emulators.card.keys import key_from_pem, key_to_pem
+from emulators.card.keys import CardKeyError, key_from_pem, key_to_pem
 from emulators.card.spec import VALUE_RULES
 
 FORMAT = 1
@@ -70,12 +70,26 @@ def key_name(aid: bytes, fid: int) -> str:
     return f"{aid.hex().upper()}/{fid:04X}"
 
 
-def parse_key_name(name: str) -> KeyName:
-    """``AID/FID`` (hex) as ``state.json`` writes it; ValueError when it is not."""
+def parse_key_name(name: str) -> KeyName | None:
+    """``AID/FID`` (hex) as ``state.json`` writes it; ``None`` when it is not one."""
     aid_hex, sep, fid_hex = name.partition("/")
-    if not sep or len(fid_hex) != 4 or not aid_hex:
-        raise ValueError(f"not a key name: {name!r}")
-    return bytes.fromhex(aid_hex), int(fid_hex, 16)
+    try:
+        aid, fid = bytes.fromhex(aid_hex), int(fid_hex, 16)
+    except ValueError:
+        return None
+    if not sep or len(fid_hex) != 4 or not 5 <= len(aid) <= 16:
+        return None
+    return aid, fid
+
+
+def key_names(state: dict[str, SecretState]) -> dict[KeyName, SecretState]:
+    """``state.json``'s entries keyed by (AID, FID); the names were checked on load."""
+    out: dict[KeyName, SecretState] = {}
+    for name, st in state.items():
+        key = parse_key_name(name)
+        if key is not None:
+            out[key] = st
+    return out
 
 
 @dataclass(frozen=True)
@@ -110,32 +124,43 @@ class SecretState:
                 "hash": self.digest.hex(), "rule": self.value_rule}
 
     @classmethod
-    def from_json(cls, data: object) -> SecretState:
-        """Validate one entry of ``state.json``; ValueError says what is wrong."""
+    def from_json(cls, path: Path, name: str, data: object) -> SecretState:
+        """Validate one entry of ``state.json`` (:class:`CardDirectoryDamaged` says what
+        is wrong with it, never its value)."""
+        def damaged(what: str) -> CardDirectoryDamaged:
+            return CardDirectoryDamaged(path, f"{name}: {what}")
+
         if not isinstance(data, dict):
-            raise ValueError("an entry is not an object")
+            raise damaged("an entry is not an object")
         missing = {"max", "tries", "salt", "hash", "rule"} - set(data)
         if missing:
-            raise ValueError(f"missing {', '.join(sorted(missing))}")
+            raise damaged(f"missing {', '.join(sorted(missing))}")
         max_tries, tries = data["max"], data["tries"]
         for label, n in (("max", max_tries), ("tries", tries)):
             if not isinstance(n, int) or isinstance(n, bool):
-                raise ValueError(f"{label} is not an integer")
+                raise damaged(f"{label} is not an integer")
         if not 1 <= max_tries <= MAX_TRIES:
-            raise ValueError(f"max is out of range 1..{MAX_TRIES}")
+            raise damaged(f"max is out of range 1..{MAX_TRIES}")
         if not 0 <= tries <= max_tries:
-            raise ValueError("tries is out of range 0..max")
+            raise damaged("tries is out of range 0..max")
         salt, digest, rule = data["salt"], data["hash"], data["rule"]
-        if not isinstance(rule, str):
-            raise ValueError("rule is not a string")
-        try:
-            salt_b = bytes.fromhex(salt)
-            digest_b = bytes.fromhex(digest)
-        except (TypeError, ValueError):
-            raise ValueError("salt or hash is not hex") from None
+        if not isinstance(rule, str) or rule not in VALUE_RULES:
+            raise damaged("unknown rule")
+        salt_b, digest_b = _hex(salt), _hex(digest)
+        if salt_b is None or digest_b is None:
+            raise damaged("salt or hash is not hex")
         if len(salt_b) != 16 or len(digest_b) not in (0, 32):
-            raise ValueError("salt or hash has the wrong length")
+            raise damaged("salt or hash has the wrong length")
         return cls(max_tries, tries, salt_b, digest_b, rule)
+
+
+def _hex(value: object) -> bytes | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return None
 
 
 def _digest(salt: bytes, secret: bytes) -> bytes:
@@ -166,13 +191,10 @@ class LazyKeys(dict[KeyName, rsa.RSAPrivateKey]):
         self._pem[name] = (path, pem)
 
     def __missing__(self, name: KeyName) -> rsa.RSAPrivateKey:
-        entry = self._pem.get(name)
-        if entry is None:
-            raise KeyError(name)
-        path, pem = entry
+        path, pem = self._pem[name]  # KeyError: the card has no such key
         try:
             key = key_from_pem(pem, trusted=True)
-        except (ValueError, TypeError) as exc:
+        except (CardKeyError, ValueError, TypeError) as exc:
             raise CardDirectoryDamaged(path, "not an RSA private key in PEM") from exc
         self[name] = key
         return key
@@ -264,11 +286,8 @@ def validate_meta(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
         value = meta.get(key)
         if value is None and key != "atr":
             continue
-        try:
-            if not isinstance(value, str) or not bytes.fromhex(value):
-                raise ValueError
-        except ValueError:
-            raise CardDirectoryDamaged(path, f"{key} is not hex") from None
+        if not _hex(value):
+            raise CardDirectoryDamaged(path, f"{key} is not hex")
     return meta
 
 
@@ -279,14 +298,9 @@ def parse_state(path: Path, data: dict[str, Any]) -> dict[str, SecretState]:
         raise CardDirectoryDamaged(path, "keys is missing or not an object")
     out: dict[str, SecretState] = {}
     for name, entry in keys.items():
-        try:
-            parse_key_name(name)
-            st = SecretState.from_json(entry)
-        except ValueError as exc:
-            raise CardDirectoryDamaged(path, f"{name}: {exc}") from None
-        if st.value_rule not in VALUE_RULES:
-            raise CardDirectoryDamaged(path, f"{name}: unknown rule")
-        out[name] = st
+        if parse_key_name(name) is None:
+            raise CardDirectoryDamaged(path, f"{name!r} is not an AID/FID key name")
+        out[name] = SecretState.from_json(path, name, entry)
     return out
 
 
@@ -354,8 +368,7 @@ class CardStore:
         image.private_keys = lazy
         for do in sorted(self._glob("do", "*.bin")):
             image.data_objects[_hex_name(do, do.stem, 4)] = _read(do)
-        for name, st in self.read_state().items():
-            image.secrets[parse_key_name(name)] = st
+        image.secrets.update(key_names(self.read_state()))
         return image
 
     def _glob(self, sub: str, pattern: str) -> list[Path]:
@@ -405,7 +418,7 @@ class CardStore:
 
     def read_secrets(self) -> dict[KeyName, SecretState]:
         """:meth:`read_state` keyed by (AID, FID)."""
-        return {parse_key_name(n): st for n, st in self.read_state().items()}
+        return key_names(self.read_state())
 
     def _write_state(self, state: dict[str, SecretState]) -> None:
         data = {"keys": {k: v.to_json() for k, v in sorted(state.items())}}
