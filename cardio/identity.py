@@ -75,26 +75,34 @@ def code_b(birth: dt.date, expiry_year: int, security_code: str) -> str:
     return f"{wareki_yymmdd(birth)}{expiry_year:04d}{security_code}"
 
 
-_DIGITS4 = re.compile(r"[0-9]{4}")
-_SIGN_PASSWORD = re.compile(r"[A-Z0-9]{6,16}")
+_DIGITS4 = re.compile(rb"[0-9]{4}")
+_SIGN_PASSWORD = re.compile(rb"(?=[A-Z0-9]*[A-Z])(?=[A-Z0-9]*[0-9])[A-Z0-9]{6,16}")
+
+
+def is_four_digit_pin(value: bytes) -> bool:
+    """The format rule of the 4-digit PINs (auth, text, 共通, 住基), as the card checks it."""
+    return _DIGITS4.fullmatch(value) is not None
+
+
+def is_sign_password(value: bytes) -> bool:
+    """The format rule of the JPKI signature password, as the card checks it: 6-16 of
+    A-Z and 0-9 with at least one letter and one digit. The one place this rule is
+    written; the client, the profile and the software card all ask here."""
+    return _SIGN_PASSWORD.fullmatch(value) is not None
 
 
 def validate_four_digit_pin(pin: str) -> bytes:
     """A 4-digit PIN (auth, text, 共通, 住基) as the ASCII bytes VERIFY sends."""
-    if not _DIGITS4.fullmatch(pin):
+    if not pin.isascii() or not is_four_digit_pin(pin.encode("ascii")):
         raise InvalidValue("this PIN is exactly 4 digits")
     return pin.encode("ascii")
 
 
 def validate_sign_password(password: str) -> bytes:
-    """The JPKI signature password: 6-16 of A-Z and 0-9 with at least one letter and one
-    digit. Lower case is folded to upper case, as the official apps do."""
+    """The JPKI signature password (:func:`is_sign_password`) as VERIFY sends it. Lower
+    case is folded to upper case, as the official apps do."""
     upper = password.upper()
-    if (
-        not _SIGN_PASSWORD.fullmatch(upper)
-        or not any(c.isdigit() for c in upper)
-        or not any(c.isalpha() for c in upper)
-    ):
+    if not upper.isascii() or not is_sign_password(upper.encode("ascii")):
         raise InvalidValue(
             "the signature password is 6-16 characters of A-Z and 0-9,"
             " with at least one letter and one digit"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import signal
 import threading
 import typing
@@ -19,31 +18,14 @@ from pathlib import Path
 
 from cardio import constants as c
 from cardio.cli import UsageError, add_common_options, emit, port_number
-from cardio.cli.framework import Handler
 from cardio.errors import CardioError
 from cardio.identity import wareki_yymmdd
 from emulators.card import JlisHierarchy, Profile, SoftwareCard, create_card
-from emulators.card.store import CardStoreError
 
 
 class CardDirectoryError(CardioError):
     """A card directory named on the command line cannot be used (missing, of another
     format, or damaged); the message names the file and what is wrong."""
-
-
-def _card_store_errors(handler: Handler) -> Handler:
-    """``CardStoreError`` (emulators/card) becomes a :class:`CardDirectoryError`, so a
-    missing or damaged card directory is one line with exit 1, not an internal error.
-    Redundant — and harmless — once ``CardStoreError`` itself derives from CardioError."""
-    @functools.wraps(handler)
-    def guarded(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except CardStoreError as exc:
-            if isinstance(exc, CardioError):
-                raise
-            raise CardDirectoryError(str(exc)) from exc
-    return guarded
 
 
 class ProfileError(CardioError):
@@ -78,10 +60,9 @@ def _load_profile(path: Path) -> Profile:
 
 
 def _open_card(directory: Path) -> SoftwareCard:
-    try:
-        return SoftwareCard.open(directory)
-    except CardStoreError as exc:
-        raise CardDirectoryError(str(exc)) from exc
+    """The card at ``directory``; a missing or damaged directory raises
+    ``CardStoreError``/``CardDirectoryDamaged`` (CardioErrors, exit 1) from the store."""
+    return SoftwareCard.open(directory)
 
 
 def _jlis(path: Path | None) -> JlisHierarchy:
@@ -222,7 +203,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--photo", type=Path, help="face image to put on the chip")
     p.add_argument("--jlis", type=Path, default=None, help=_JLIS_HELP)
     add_common_options(p)
-    p.set_defaults(func=_card_store_errors(cmd_init))
+    p.set_defaults(func=cmd_init)
 
     p = esub.add_parser("serve", help="plug software cards into pcscd through vpcd")
     p.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
@@ -230,7 +211,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="vpcd port of the first card (the next card takes the next port)")
     p.add_argument("--host", default="127.0.0.1")
     add_common_options(p)
-    p.set_defaults(func=_card_store_errors(cmd_serve))
+    p.set_defaults(func=cmd_serve)
 
     ca = esub.add_parser("ca", help="the emulated JPKI CAs (OCSP, CRL, revocation)")
     casub = ca.add_subparsers(dest="ca_command", required=True)
@@ -240,17 +221,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", default=str(c.EMU_CA_PORT),
                    help="TCP port, 0-65535 (0: any free one)")
     add_common_options(p)
-    p.set_defaults(func=_card_store_errors(cmd_ca_serve))
+    p.set_defaults(func=cmd_ca_serve)
     p = casub.add_parser("roots", help="write the emulated trust anchors as PEM")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--jlis", type=Path, default=None, help=_JLIS_HELP)
     add_common_options(p)
-    p.set_defaults(func=_card_store_errors(cmd_ca_roots))
+    p.set_defaults(func=cmd_ca_roots)
     p = casub.add_parser("pin-reset-key", help="path of the emulated PIN-reset master key"
                          " (created on first use) for 'facepin serve --master-key-file'")
     p.add_argument("--jlis", type=Path, default=None, help=_JLIS_HELP)
     add_common_options(p)
-    p.set_defaults(func=_card_store_errors(cmd_ca_pin_reset_key))
+    p.set_defaults(func=cmd_ca_pin_reset_key)
     p = casub.add_parser("revoke", help="revoke a software card's certificate")
     p.add_argument("card_dir", type=Path)
     p.add_argument("--cert", choices=["auth", "sign"])
@@ -262,12 +243,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="attributes_changed revokes the sign cert; lost revokes both")
     p.add_argument("--jlis", type=Path, default=None, help=_JLIS_HELP)
     add_common_options(p)
-    p.set_defaults(func=_card_store_errors(cmd_ca_revoke))
+    p.set_defaults(func=cmd_ca_revoke)
 
     p = sub.add_parser("demo", help="create a software card and run a full cycle against it")
     p.add_argument("--dir", type=Path, default=None, help="keep the card here")
     add_common_options(p)
-    p.set_defaults(func=_card_store_errors(cmd_demo))
+    p.set_defaults(func=cmd_demo)
 
 
 __all__ = ["CardDirectoryError", "ProfileError", "register"]

@@ -14,7 +14,13 @@ from typing import Protocol
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from cardio.errors import CardioError
+
 KEY_BITS = 2048
+
+
+class CardKeyError(CardioError, ValueError):
+    """A key file that holds no RSA private key, or a payload an RSA key cannot sign."""
 
 
 class KeySource(Protocol):
@@ -54,7 +60,7 @@ def key_from_pem(data: bytes, *, trusted: bool = False) -> rsa.RSAPrivateKey:
     key = serialization.load_pem_private_key(data, password=None,
                                              unsafe_skip_rsa_key_validation=trusted)
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("not an RSA private key")
+        raise CardKeyError("not an RSA private key")
     return key
 
 
@@ -65,7 +71,7 @@ def raw_sign(key: rsa.RSAPrivateKey, payload: bytes) -> bytes:
     and the exponentiation with the key's CRT parameters."""
     k = key.key_size // 8
     if len(payload) > k - 11:
-        raise ValueError("payload too long for PKCS#1 v1.5 padding")
+        raise CardKeyError("payload too long for PKCS#1 v1.5 padding")
     em = b"\x00\x01" + b"\xff" * (k - 3 - len(payload)) + b"\x00" + payload
     priv = key.private_numbers()
     m = int.from_bytes(em, "big")

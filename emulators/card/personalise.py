@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -33,7 +34,8 @@ from emulators.card import images
 from emulators.card.jlis import JlisHierarchy, build_cv_certificate, cv_key_id
 from emulators.card.keys import FreshKeys, KeySource, raw_sign
 from emulators.card.profile import Profile, nth_birthday_after
-from emulators.card.store import CardImage, CardStore, SecretState
+from emulators.card.spec import FIXED, MY_NUMBER_CARD, NO_VALUE, CardSpec, SpecMismatch
+from emulators.card.store import CardImage, CardStore, KeyName, SecretState
 
 
 def _sign(key: rsa.RSAPrivateKey, message: bytes) -> bytes:
@@ -206,7 +208,7 @@ def personalise(p: Profile, jlis: JlisHierarchy, keys: KeySource | None = None,
         f[(J, c.JPKI_CERT_AVAILABILITY)] = bytes.fromhex("008F00")
     f[(J, c.JPKI_SIGN_CA_CERT)] = jlis.sign_ca.cert.public_bytes(der)
     f[(J, c.JPKI_TOKEN)] = token_info(serial)
-    f[(J, 0x0009)] = b"\xff" * 16
+    f[(J, c.JPKI_UNKNOWN_0009)] = b"\xff" * 16
     f[(J, c.JPKI_AUTH_CERT)] = auth_cert.public_bytes(der)
     f[(J, c.JPKI_AUTH_CA_CERT)] = jlis.auth_ca.cert.public_bytes(der)
     image.private_keys[(J, c.JPKI_AUTH_KEY)] = auth_key
@@ -247,23 +249,22 @@ def personalise(p: Profile, jlis: JlisHierarchy, keys: KeySource | None = None,
     image.private_keys[(C, c.COMMON_AUTH_KEY)] = common_key
     image.records[(K, c.JUKI_RECORD)] = [card_id]
 
-    # Credentials
-    s = image.secrets
-    code_tries = p.code_tries
-    s[(J, c.JPKI_AUTH_PIN)] = SecretState.new(validate_four_digit_pin(p.auth_pin), 3, "pin4")
-    s[(J, c.JPKI_SIGN_PIN)] = SecretState.new(validate_sign_password(p.sign_password), 5,
-                                              "sign")
-    s[(T, c.TEXT_PIN)] = SecretState.new(validate_four_digit_pin(p.text_pin), 3, "pin4")
-    s[(T, c.TEXT_BLOCKED_0012)] = SecretState.new(None, 3, "none")
-    s[(T, c.TEXT_CODE_A)] = SecretState.new(validate_code_a(p.my_number), code_tries, "fixed")
-    s[(T, c.TEXT_CODE_B)] = SecretState.new(validate_code_b(p.code_b), code_tries, "fixed")
-    s[(V, c.VISUAL_CODE_A)] = SecretState.new(validate_code_a(p.my_number), code_tries, "fixed")
-    s[(V, c.VISUAL_CODE_B)] = SecretState.new(validate_code_b(p.code_b), code_tries, "fixed")
-    s[(V, c.VISUAL_BIRTH_KEY)] = SecretState.new(validate_birth_key(wareki_yymmdd(p.birth)),
-                                                 code_tries, "fixed")
-    assert p.common_pin is not None and p.juki_pin is not None
-    s[(C, c.COMMON_PIN)] = SecretState.new(validate_four_digit_pin(p.common_pin), 3, "pin4k")
-    s[(K, c.JUKI_PIN)] = SecretState.new(validate_four_digit_pin(p.juki_pin), 3, "pin4k")
+    # Credentials: retry limits and value rules from the spec; the 照合番号 limits may
+    # come from the profile (unconfirmed on real cards, reference §11.1).
+    cred = c.Credential
+    values = {cred.AUTH: validate_four_digit_pin(p.auth_pin),
+              cred.SIGN: validate_sign_password(p.sign_password),
+              cred.TEXT: validate_four_digit_pin(p.text_pin),
+              cred.TEXT_A: validate_code_a(p.my_number),
+              cred.TEXT_B: validate_code_b(p.code_b),
+              cred.VISUAL_A: validate_code_a(p.my_number),
+              cred.VISUAL_B: validate_code_b(p.code_b),
+              cred.VISUAL_BIRTH: validate_birth_key(wareki_yymmdd(p.birth)),
+              cred.COMMON: validate_four_digit_pin(p.common_pin or p.auth_pin),
+              cred.JUKI: validate_four_digit_pin(p.juki_pin or p.auth_pin)}
+    image.secrets.update(credential_states(
+        MY_NUMBER_CARD, {(k.aid, k.fid): v for k, v in values.items()},
+        fixed_tries=p.code_tries))
 
     # Issuer-authenticated PIN reset (our design, cardio.pinreset): the per-card key.
     image.meta["reset_key"] = card_key(jlis.pin_reset_master(), serial).hex()
@@ -281,7 +282,38 @@ def personalise(p: Profile, jlis: JlisHierarchy, keys: KeySource | None = None,
     d[c.DO_CV_INTERMEDIATE_TO_CARD] = build_cv_certificate(
         jlis.cv_root_key, jlis.cv_root_id, card_id, common_key.public_key())
     d[c.DO_CONTACT_ATR] = c.ATR_CONTACT[1:]
+    check_declared(MY_NUMBER_CARD, image)
     return image
+
+
+def credential_states(spec: CardSpec, values: Mapping[KeyName, bytes], *,
+                      fixed_tries: int | None = None) -> dict[KeyName, SecretState]:
+    """The persistent state of every credential ``spec`` declares: its value (salted
+    digest only), its retry limit and its rule. ``fixed_tries`` overrides the limit of
+    the printed values (照合番号, birth-date key)."""
+    out: dict[KeyName, SecretState] = {}
+    for applet in spec.applets:
+        for cred in applet.credentials:
+            name = (applet.aid, cred.fid)
+            value = values.get(name)
+            if value is None and cred.rule is not NO_VALUE:
+                raise SpecMismatch(f"{applet.name}: no value for {cred.label}")
+            tries = fixed_tries if cred.rule is FIXED and fixed_tries else cred.max_tries
+            out[name] = SecretState.new(value, tries, cred.rule.name)
+    return out
+
+
+def check_declared(spec: CardSpec, image: CardImage) -> None:
+    """Refuse an image with a file or key its spec does not declare: the engine would
+    give it no access rule but "free"."""
+    for aid, fid in [*image.files, *image.records]:
+        applet = spec.applet(aid)
+        if applet is None or applet.file(fid) is None:
+            raise SpecMismatch(f"EF {aid.hex().upper()}/{fid:04X} is not in the spec")
+    for aid, fid in image.private_keys:
+        applet = spec.applet(aid)
+        if applet is None or applet.key(fid) is None:
+            raise SpecMismatch(f"key {aid.hex().upper()}/{fid:04X} is not in the spec")
 
 
 def create_card(path: Path, profile: Profile, jlis: JlisHierarchy,

@@ -11,13 +11,14 @@ import json
 import secrets
 import string
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from cardio.identity import (
     InvalidValue,
     code_b,
+    is_sign_password,
     is_valid_my_number,
     my_number_check_digit,
     validate_four_digit_pin,
@@ -42,7 +43,7 @@ def random_sign_password() -> str:
     alphabet = string.ascii_uppercase + string.digits
     while True:
         pw = "".join(secrets.choice(alphabet) for _ in range(10))
-        if any(c.isdigit() for c in pw) and any(c.isalpha() for c in pw):
+        if is_sign_password(pw.encode("ascii")):
             return pw
 
 
@@ -122,26 +123,52 @@ class Profile:
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> Profile:
+        """A profile from parsed JSON/TOML; :class:`InvalidValue` names the first key
+        that is unknown or of the wrong type (never its value: it may be a PIN)."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise InvalidValue(f"unknown profile keys: {', '.join(sorted(unknown))}")
         values = dict(data)
-        for key in ("birth", "issued", "expiry"):
-            if isinstance(values.get(key), str):
-                values[key] = dt.date.fromisoformat(values[key])
+        for key in _DATE_KEYS:
+            value = values.get(key)
+            if isinstance(value, str):
+                try:
+                    values[key] = dt.date.fromisoformat(value)
+                except ValueError:
+                    raise InvalidValue(f"profile key {key} is not an ISO date") from None
+            elif isinstance(value, dt.datetime):  # TOML datetimes are dates too
+                values[key] = value.date()
+        for key, value in values.items():
+            kind = _FIELD_TYPES[key]
+            if value is None and key in _OPTIONAL_KEYS:
+                continue
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise InvalidValue(f"profile key {key} must be a {kind.__name__}")
         return cls(**values)
 
     @classmethod
     def from_file(cls, path: Path) -> Profile:
+        """Read a JSON or TOML profile (a file the user names: anything may be in it)."""
         raw = path.read_bytes()
-        data = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
+        try:
+            text = raw.decode("utf-8")
+            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            kind = "TOML" if path.suffix == ".toml" else "JSON"
+            raise InvalidValue(f"{path} is not a {kind} profile ({exc})") from None
         if not isinstance(data, dict):
             raise InvalidValue("a profile file holds one object")
         return cls.from_mapping(data)
 
-    def to_mapping(self) -> dict[str, Any]:
-        out = asdict(self)
-        for key in ("birth", "issued", "expiry"):
-            out[key] = out[key].isoformat()
-        return out
+
+_DATE_KEYS = ("birth", "issued", "expiry")
+_OPTIONAL_KEYS = {"expiry", "common_pin", "juki_pin"}
+_FIELD_TYPES: dict[str, type] = {
+    "name": str, "address": str, "birth": dt.date, "sex": str, "my_number": str,
+    "issued": dt.date, "expiry": dt.date, "security_code": str, "municipality": str,
+    "auth_pin": str, "sign_password": str, "text_pin": str, "common_pin": str,
+    "juki_pin": str, "code_tries": int, "with_sign_certificate": bool,
+}
+"""What each profile key holds once dates are parsed (checked before the dataclass sees
+them, so a foreign file gives a one-line error instead of a TypeError deep inside)."""
