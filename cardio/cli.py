@@ -91,9 +91,23 @@ def emit(args: argparse.Namespace, obj: dict[str, Any], lines: Sequence[str]) ->
             print(line)
 
 
+_OPEN_CARDS: list[MyNumberCard] = []
+
+
 def _card(args: argparse.Namespace, *, pin: bool = False) -> tuple[MyNumberCard, Any]:
-    reader = open_reader(args.reader, args.trust, exclusive=pin)
-    return MyNumberCard(reader.transport), reader.trust
+    """The card for this command, as one session: on a shared PC/SC reader the command's
+    APDUs run in one transaction, and the card is reset at the end if a PIN was verified
+    (``pin``: the command will verify one). :func:`main` closes it, whatever happens."""
+    reader = open_reader(args.reader, args.trust)
+    card = MyNumberCard(reader.transport)
+    card.begin_session()
+    _OPEN_CARDS.append(card)
+    return card, reader.trust
+
+
+def _close_cards() -> None:
+    while _OPEN_CARDS:
+        _OPEN_CARDS.pop().close()
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -704,7 +718,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        try:
+            return func(args)
+        finally:
+            _close_cards()
     except (CardioError, OSError, ValueError) as exc:
         print(f"cardio: error: {exc}", file=sys.stderr)
         return _exit_code(exc)
