@@ -311,9 +311,16 @@ def cmd_emu_serve(args: argparse.Namespace) -> int:
             print(f"{directory} on port {port}: {event}", flush=True)
         return report
 
-    bridges = [VpcdBridge(SoftwareCard.open(d), args.port + i, args.host,
-                          on_event=reporter(d, args.port + i))
-               for i, d in enumerate(args.dirs)]
+    from emulators.card.store import CardStoreError
+    from emulators.vpcd import check_port
+
+    check_port(args.port + len(args.dirs) - 1)  # one port per card: all in range
+    try:
+        cards = [SoftwareCard.open(d) for d in args.dirs]
+    except CardStoreError as exc:
+        raise UsageError(str(exc)) from exc
+    bridges = [VpcdBridge(card, args.port + i, args.host, on_event=reporter(d, args.port + i))
+               for i, (d, card) in enumerate(zip(args.dirs, cards, strict=True))]
     print(f"serving {len(bridges)} card(s) to vpcd at {args.host}:{args.port}"
           f"{'..' + str(args.port + len(bridges) - 1) if len(bridges) > 1 else ''};"
           " Ctrl-C to stop", flush=True)
@@ -538,6 +545,17 @@ def _common(p: argparse.ArgumentParser, *, secrets: bool = False, new_secret: bo
         p.add_argument("--new-pin-env", metavar="NAME", help="read the new PIN from $NAME")
 
 
+def _port(text: str) -> int:
+    """A TCP port for an option: 1..65535, else a usage error (not a retry loop)."""
+    try:
+        port = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{port} is out of range (1..65535)")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cardio", description="My Number card (個人番号カード) tool")
@@ -633,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = esub.add_parser("serve", help="plug software cards into pcscd through vpcd")
     p.add_argument("dirs", type=Path, nargs="+", metavar="DIR")
-    p.add_argument("--port", type=int, default=35963,
+    p.add_argument("--port", type=_port, default=35963,
                    help="vpcd port of the first card (the next card takes the next port)")
     p.add_argument("--host", default="127.0.0.1")
     _common(p)
@@ -710,7 +728,7 @@ def _exit_code(exc: BaseException) -> int:
         return EXIT_TRANSPORT
     if isinstance(exc, UsageError):
         return EXIT_USAGE
-    return EXIT_ERROR
+    return exc.exit_code if isinstance(exc, CardioError) else EXIT_ERROR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
