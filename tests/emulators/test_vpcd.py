@@ -247,3 +247,78 @@ def test_bridge_rejects_a_port_out_of_range(make_card: CardFactory) -> None:
     res = subprocess.run([sys.executable, "-m", "cardio.cli", "emu", "serve", str(a) + "-none"],
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+
+
+def _inside_pid(stack_proc_pid: int) -> int:
+    """The process unshare forked into the stack's namespaces."""
+    children = Path(f"/proc/{stack_proc_pid}/task/{stack_proc_pid}/children").read_text()
+    return int(children.split()[0])
+
+
+@pytest.mark.pcsc
+@pytest.mark.slow
+def test_emu_serve_survives_a_damaged_store_through_pcscd(card_dir: tuple[Path, Profile],
+                                                         tmp_path: Path) -> None:
+    """``cardio emu serve`` behind the real pcscd (inside the stack's network namespace,
+    where vpcd listens): a VERIFY on a damaged ``state.json`` gets an error status, the
+    bridge stays up, and once the file is repaired the same process serves a VERIFY."""
+    from emulators.pcsc_stack import PcscStack, StackUnavailable
+
+    path, profile = card_dir
+    stack = PcscStack([], tmp_path / "stack")
+    try:
+        stack.start()
+    except StackUnavailable as exc:
+        if os.environ.get("CARDIO_REQUIRE_PCSC") == "1":
+            pytest.fail(f"the PC/SC stack is required but cannot run: {exc}")
+        pytest.skip(f"the PC/SC stack cannot run here: {exc}")
+    env = {**os.environ, **stack.env}
+    assert stack.proc is not None
+    nsenter = ["nsenter", "--target", str(_inside_pid(stack.proc.pid)), "--net"]
+    if os.geteuid() != 0:
+        nsenter[1:1] = ["--user", "--preserve-credentials"]
+    serve = subprocess.Popen([*nsenter, sys.executable, "-m", "cardio.cli", "emu", "serve",
+                              str(path), "--port", "35963"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+
+    def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cardio.cli", *args], input=stdin,
+                              capture_output=True, text=True, timeout=60, env=env)
+
+    state = path / "state.json"
+    good = state.read_bytes()
+    read = ("--reader", "0", "text", "read", "--json", "--pin-stdin")
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            res = cli("readers", "--json")
+            if res.returncode == 0 and '"card_present": true' in res.stdout:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"the card never appeared: {res.stdout} {res.stderr}")
+        res = cli(*read, stdin=profile.text_pin + "\n")
+        assert res.returncode == 0, res.stderr
+        state.write_bytes(b'{"damaged": ')
+        res = cli(*read, stdin=profile.text_pin + "\n")
+        assert res.returncode == 1, res.stderr
+        assert "6F00" in res.stderr or "6581" in res.stderr, res.stderr
+        assert profile.text_pin not in res.stderr
+        assert serve.poll() is None, "the serving process died"
+        state.write_bytes(good)
+        res = cli(*read, stdin=profile.text_pin + "\n")
+        assert res.returncode == 0, res.stderr
+        assert profile.my_number in res.stdout
+    finally:
+        state.write_bytes(good)
+        serve.send_signal(signal.SIGTERM)
+        try:
+            _out, err = serve.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            _out, err = serve.communicate()
+        stack.stop()
+    assert serve.returncode == 0, err
+    assert profile.text_pin not in err
+    failed = [line for line in err.splitlines() if "failed on" in line]
+    assert len(failed) <= 1, err          # one line per failed APDU (none if the card maps it)
