@@ -23,6 +23,7 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -83,12 +84,31 @@ class SecretSource:
 
 
 # -- output ----------------------------------------------------------------------------------
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_text(obj: dict[str, Any]) -> str:
+    """JSON that any UTF-8 stdout can carry. A file name that is not UTF-8 (bytes such
+    as ``ff`` reach Python as lone surrogates) is written as a ``\\udcff`` escape:
+    valid JSON, and ``os.fsencode(json.loads(...))`` gives the original bytes back."""
+    text = json.dumps(obj, ensure_ascii=False, indent=2)
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _display(line: str) -> str:
+    """A line for people: undecodable file-name bytes shown as ``\\xff``, never an
+    encoding error after the work is done."""
+    if not _LONE_SURROGATE.search(line):
+        return line
+    return line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def emit(args: argparse.Namespace, obj: dict[str, Any], lines: Sequence[str]) -> None:
     if args.json:
-        print(json.dumps(obj, ensure_ascii=False, indent=2))
+        print(_json_text(obj))
     else:
         for line in lines:
-            print(line)
+            print(_display(line))
 
 
 _OPEN_CARDS: list[MyNumberCard] = []
