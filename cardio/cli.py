@@ -505,6 +505,7 @@ def cmd_facepin_verify(args: argparse.Namespace) -> int:
         text.verify_pin(SecretSource(args).get("券面事項入力補助用 PIN (4 digits)"))
         visual.verify_code_a(text.my_number())
         reference = load_image(visual.card_face().photo)
+        card.close()  # reset and release the card now, not after the face match
     else:
         reference = load_image(Path(args.reference))
     threshold = args.threshold if args.threshold is not None else THRESHOLD
