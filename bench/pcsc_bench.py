@@ -13,11 +13,16 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 from _setup import fresh_card
 
 from cardio.apdu import builders
-from cardio.constants import AID_JPKI, JPKI_AUTH_CERT
+from cardio.card import MyNumberCard
+from cardio.common_ap import CommonApplication
+from cardio.constants import AID_JPKI, JPKI_AUTH_CERT, Credential
+from cardio.jpki import JpkiApplication
+from cardio.pcsc import PcscTransport
 from emulators.card import SoftwareCard
 from emulators.pcsc_stack import PcscStack
 
@@ -51,14 +56,63 @@ def timings(transmit: object, apdu: bytes, n: int = N) -> tuple[float, float]:
     return statistics.median(samples) / 1000, samples[int(len(samples) * 0.99)] / 1000
 
 
+class _NoTransactions:
+    """The same connection with transactions bypassed: how the client ran before
+    (the baseline for what the wrapping costs), measured in the same process."""
+
+    supports_extended = False
+
+    def __init__(self, inner: PcscTransport) -> None:
+        self.inner = inner
+
+    def transmit(self, apdu: bytes) -> bytes:
+        return self.inner._transmit(apdu)
+
+
+def _info_sequence(card: MyNumberCard) -> None:
+    """What ``cardio info`` sends: token, every retry counter, availability, card info."""
+    jpki = JpkiApplication(card)
+    jpki.token()
+    for cred in Credential:
+        card.tries_left(cred)
+    jpki.availability()
+    CommonApplication(card).card_info()
+
+
+def session_costs(transport: PcscTransport, n: int = 300) -> None:
+    """The ``info`` sequence through pcscd: no transactions (the client before), one
+    session (one transaction, as the CLI runs it), and each sequence in a transaction
+    of its own (no session). Round-robin, so that the three share the machine's noise."""
+    variants: list[tuple[str, Callable[[], MyNumberCard], bool]] = [
+        ("no transactions (before)", lambda: MyNumberCard(_NoTransactions(transport)),
+         False),
+        ("one session = one transaction (the CLI)", lambda: MyNumberCard(transport), True),
+        ("no session: a transaction per sequence", lambda: MyNumberCard(transport), False),
+    ]
+    samples: list[list[int]] = [[] for _ in variants]
+    for i in range(n + 10):
+        for k, (_label, make, session) in enumerate(variants):
+            card = make()
+            t0 = time.perf_counter_ns()
+            if session:
+                with card.session():
+                    _info_sequence(card)
+            else:
+                _info_sequence(card)
+            if i >= 10:
+                samples[k].append(time.perf_counter_ns() - t0)
+    medians = [statistics.median(xs) / 1e6 for xs in samples]
+    print(f"\n'info' sequence via pcscd ({n} runs each, round-robin, median ms)")
+    for (label, _make, _session), med in zip(variants, medians, strict=True):
+        print(f"  {label:<46} {med:7.2f}  x{med / medians[0]:.2f}")
+
+
 def main() -> None:
     with fresh_card() as bench:
         base, profile = bench.base, bench.profile
         stack = PcscStack([base / "card", "trivial"], base / "stack").start()
         os.environ.update(stack.env)
         try:
-            from cardio.pcsc import PcscTransport
-
             readers = stack.stats()["readers"]
             card_t = PcscTransport.open(readers[0])
             floor_t = PcscTransport.open(readers[1])
@@ -70,31 +124,41 @@ def main() -> None:
             inproc.transmit(select)
             inproc.transmit(builders.select_ef(JPKI_AUTH_CERT).encode())
 
+            # The APDU round trip itself: inside one held PC/SC transaction, as every
+            # APDU of a session goes (and as every APDU went before transactions).
+            before = timings(card_t._transmit, select)   # no transaction: as before
+            floor_t.begin_transaction()
+            card_t.begin_transaction()
             rows = [
                 ("trivial 9000 card via pcscd+vpcd (floor)", timings(floor_t.transmit, select)),
                 ("software card SELECT via pcscd+vpcd", timings(card_t.transmit, select)),
                 ("software card READ BINARY 256 via pcscd+vpcd", timings(card_t.transmit, read)),
                 ("software card READ BINARY 256 in-process", timings(inproc.transmit, read)),
             ]
+            card_t.end_transaction()
+            # A bare APDU outside any session gets a transaction of its own.
+            rows.append(("SELECT, no transaction (the client before)", before))
+            rows.append(("SELECT, own transaction (Begin+APDU+End)",
+                         timings(card_t.transmit, select)))
             floor = rows[0][1][0]
             print(f"APDU round trip, {N} APDUs after 50 warm-up (µs)")
             for label, (med, p99) in rows:
                 print(f"  {label:<48} median {med:8.1f}  p99 {p99:8.1f}  x{med / floor:.2f} floor")
+            session_costs(card_t)
             card_t.close()
             floor_t.close()
 
             # APDUs for the four certificates: ours vs OpenSC on the same card.
-            from cardio.card import MyNumberCard
-            from cardio.jpki import JpkiApplication
-
             before = stack.stats()["apdus"][0]
             t = PcscTransport.open(readers[0])
-            j = JpkiApplication(MyNumberCard(t))
-            for which in ("auth", "auth-ca", "sign-ca"):
-                j.certificate_der(which)
-            j.verify_pin("sign", profile.sign_password)
-            j.certificate_der("sign")
-            t.close()
+            one = MyNumberCard(t)
+            j = JpkiApplication(one)
+            with one.session():
+                for which in ("auth", "auth-ca", "sign-ca"):
+                    j.certificate_der(which)
+                j.verify_pin("sign", profile.sign_password)
+                j.certificate_der("sign")
+            one.close()
             ours = stack.stats()["apdus"][0] - before
 
             def opensc(args: list[str], extra_env: dict[str, str] | None = None) -> int:

@@ -9,9 +9,24 @@ Reading strategy (reference §6): one READ BINARY with a short EF identifier sel
 EF and returns its first 256 bytes (or, where the reader passes extended APDUs, the whole
 file); the BER header in those bytes gives the total size, and the rest follows in
 ≤256-byte chunks from where the first read stopped.
+
+Sharing the card with other programs (PC/SC, see :class:`cardio.pcsc.PcscTransport`):
+every multi-APDU sequence here runs inside :meth:`MyNumberCard.atomic` — one PC/SC
+transaction — so no other program's APDU lands between a SELECT and the commands that
+depend on it. A caller's unit of work (a CLI command, a kiosk step) is a
+:meth:`MyNumberCard.session`: the transaction, once begun, is held until the session
+ends. Once a PIN is verified the card stays this connection's until the session ends or
+the connection closes, and is then reset before anyone else may use it: no other program
+inherits the unlocked state. A session that verified nothing ends with the card left as
+it is (``SCARD_LEAVE_CARD``).
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from cardio import constants as c
 from cardio.apdu import builders, tlv
@@ -26,9 +41,44 @@ from cardio.apdu.errors import (
     error_for_status,
 )
 from cardio.records import RecordError
-from cardio.transport import Transport
+from cardio.transport import CardResetError, SharedTransport, Transport
 
 MAX_SFI = 30
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class _HasCard(Protocol):
+    card: MyNumberCard
+
+
+_C = TypeVar("_C", bound=_HasCard)
+
+
+def atomic(method: Callable[Concatenate[_C, _P], _R]) -> Callable[Concatenate[_C, _P], _R]:
+    """Decorator for an applet client's method (an object with ``.card``) that sends
+    several APDUs which must not be interleaved with another program's: the method runs
+    inside ``self.card.atomic()``."""
+
+    @functools.wraps(method)
+    def wrapper(self: _C, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self.card.atomic():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+_M = TypeVar("_M", bound="MyNumberCard")
+
+
+def _atomic(method: Callable[Concatenate[_M, _P], _R]) -> Callable[Concatenate[_M, _P], _R]:
+    @functools.wraps(method)
+    def wrapper(self: _M, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self.atomic():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class MyNumberCard:
@@ -37,14 +87,126 @@ class MyNumberCard:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
         self.selected: bytes | None = None
+        self.current_ef: int | None = None
+        """The EF the card has current (by SELECT or a short-EF read), to restore it
+        after a reset."""
+        self.unlocked = False
+        """A PIN or 照合番号 was verified on this connection and the card not reset since."""
+        self._shared = transport if isinstance(transport, SharedTransport) else None
+        self._held = False
+        self._ops = 0
+        self._sessions = 0
+        self._replaying = False
+
+    # -- sessions (PC/SC transactions) --------------------------------------------------
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """The APDUs inside belong together: one transaction (re-entrant). Outside a
+        session it ends with the block, unless a PIN was verified in it."""
+        self._ops += 1
+        try:
+            if not self._held:
+                if self._shared is not None and self._shared.begin_transaction():
+                    self.forget_selection()  # another program may have selected since
+                self._held = True
+            yield
+        finally:
+            self._ops -= 1
+            self._release_if_idle()
+
+    @contextmanager
+    def session(self) -> Iterator[MyNumberCard]:
+        """A unit of work: the transaction begins with its first APDU and is held to the
+        end; then the card is reset if a PIN was verified, and left as it is if not."""
+        self.begin_session()
+        try:
+            yield self
+        finally:
+            self.end_session()
+
+    def begin_session(self) -> None:
+        self._sessions += 1
+
+    def end_session(self) -> None:
+        self._sessions = max(0, self._sessions - 1)
+        if self._sessions:
+            return
+        if self.unlocked:
+            self.relock()
+        else:
+            self._release_if_idle()
+
+    def relock(self) -> None:
+        """Reset the card (every verified PIN is forgotten) and let other programs in."""
+        was_held, self._held = self._held, False
+        self.unlocked = False
+        self.forget_selection()
+        if self._shared is not None and (was_held or self._shared.unlocked):
+            self._shared.end_transaction(reset=True)
+
+    def close(self) -> None:
+        """End the session (resetting the card if a PIN is verified) and disconnect."""
+        self._sessions = 0
+        try:
+            if self.unlocked:
+                self.relock()
+            else:
+                self._release_if_idle()
+        finally:
+            if self._shared is not None:
+                self._shared.close()
+
+    def _release_if_idle(self) -> None:
+        if self._held and not self._ops and not self._sessions and not self.unlocked:
+            self._held = False
+            if self._shared is not None:
+                self._shared.end_transaction()
+
+    def _mark_unlocked(self) -> None:
+        self.unlocked = True
+        if self._shared is not None:
+            self._shared.unlocked = True
 
     # -- raw exchange ------------------------------------------------------------------
     def send(self, cmd: CommandApdu) -> ResponseApdu:
+        with self.atomic():
+            raw = self._transmit(cmd.encode())
         try:
-            raw = self.transport.transmit(cmd.encode())
             return ResponseApdu.parse(raw)
         except MalformedApdu as exc:
             raise MalformedApdu(f"the reader returned a malformed response: {exc}") from exc
+
+    def _transmit(self, apdu: bytes) -> bytes:
+        """Send one APDU. If the card was reset under us (nothing of the APDU reached
+        it), retry once: reconnect, select again what was selected, resend. Not when a
+        PIN was verified: that state is gone and only the user can give the PIN again."""
+        try:
+            return self.transport.transmit(apdu)
+        except CardResetError:
+            if self._shared is None or self._replaying:
+                raise
+            self._shared.recover_from_reset()
+            if self.unlocked:
+                self.unlocked = False
+                self._shared.unlocked = False
+                self.forget_selection()
+                raise CardResetError("the card was reset by another program or the reader"
+                                     " after a PIN was verified; run the command again (the"
+                                     " PIN must be verified again)") from None
+        self._replay_selection()
+        return self.transport.transmit(apdu)
+
+    def _replay_selection(self) -> None:
+        aid, ef = self.selected, self.current_ef
+        self.forget_selection()
+        self._replaying = True
+        try:
+            if aid is not None:
+                self.select(aid)
+            if ef is not None:
+                self.select_ef(ef)
+        finally:
+            self._replaying = False
 
     def send_checked(self, cmd: CommandApdu, context: str = "") -> bytes:
         """Send and raise the typed error for any status other than 9000; the data on
@@ -61,21 +223,28 @@ class MyNumberCard:
         if self.selected == aid and not force:
             return
         self.selected = None
+        self.current_ef = None
         self.send_checked(builders.select_aid(aid), f"SELECT {c.APPLICATIONS.get(aid, aid.hex())}")
         self.selected = aid
 
     def select_ef(self, fid: int) -> None:
+        self.current_ef = None
         self.send_checked(builders.select_ef(fid), f"SELECT EF {fid:04X}")
+        self.current_ef = fid
 
     def forget_selection(self) -> None:
         """Call after a reset or reconnect: the card has nothing selected any more."""
         self.selected = None
+        self.current_ef = None
 
     # -- reading -------------------------------------------------------------------------
     def _first_chunk(self, fid: int, context: str) -> bytes:
         le = EXTENDED_MAX_LE if self.transport.supports_extended else SHORT_MAX_LE
         if fid <= MAX_SFI:
-            return self.send_checked(builders.read_binary_sfi(fid, 0, le), context)
+            self.current_ef = None
+            first = self.send_checked(builders.read_binary_sfi(fid, 0, le), context)
+            self.current_ef = fid
+            return first
         self.select_ef(fid)
         return self.send_checked(builders.read_binary(0, le), context)
 
@@ -89,6 +258,7 @@ class MyNumberCard:
             data += chunk
         return bytes(data[:total])
 
+    @_atomic
     def read_tlv_ef(self, aid: bytes, fid: int, what: str) -> bytes:
         """Read one BER object from an EF: its exact bytes, without the filler."""
         self.select(aid)
@@ -100,6 +270,7 @@ class MyNumberCard:
             raise RecordError(f"{context}: {exc}") from exc
         return self._read_from(bytearray(first), total, context)
 
+    @_atomic
     def read_ef(self, aid: bytes, fid: int, length: int, what: str) -> bytes:
         """Read a fixed number of bytes from the start of an EF (physical content,
         filler included)."""
@@ -112,11 +283,13 @@ class MyNumberCard:
             return first  # the EF is shorter than asked for
         return self._read_from(bytearray(first), length, context)
 
+    @_atomic
     def read_record(self, aid: bytes, fid: int, record: int, what: str) -> bytes:
         self.select(aid)
         return self.send_checked(builders.read_record(record, fid), f"reading {what}")
 
     # -- credentials ---------------------------------------------------------------------
+    @_atomic
     def tries_left(self, credential: c.Credential) -> int | None:
         """The retry counter, read with an empty VERIFY (no try is spent). ``None`` when
         the card answers 9000 (some cards do while the key is verified)."""
@@ -130,6 +303,7 @@ class MyNumberCard:
             return 0
         raise error_for_status(resp.sw, f"reading the counter of {credential.label}")
 
+    @_atomic
     def verify(self, credential: c.Credential, secret: bytes) -> None:
         """VERIFY a PIN or 照合番号 (by SFI, without selecting the key EF).
 
@@ -139,6 +313,7 @@ class MyNumberCard:
         self.select(credential.aid)
         resp = self.send(builders.verify(secret, sfi=credential.fid))
         if resp.sw == SW_OK:
+            self._mark_unlocked()
             return
         err = error_for_status(resp.sw, credential.label)
         if isinstance(err, VerificationFailed) and err.tries_left == 0:
@@ -147,6 +322,7 @@ class MyNumberCard:
                              + PinBlocked.advice)
         raise err
 
+    @_atomic
     def change_reference_data(self, credential: c.Credential, old: bytes, new: bytes) -> None:
         """Verify the old value, then set the new one. The key EF is selected first
         because ``00 24 01 80`` (and ``80 32 00 80``) act on the current key."""
@@ -162,11 +338,12 @@ class MyNumberCard:
     def get_challenge(self, length: int = 8) -> bytes:
         return self.send_checked(builders.get_challenge(length), "GET CHALLENGE")
 
+    @_atomic
     def get_data(self, tag: int) -> bytes:
         """GET DATA at MF level (selects the GP ISD first); retried with an extended Le
         when the object is too large for a short one."""
+        self.forget_selection()
         self.send_checked(builders.select_aid(c.AID_GP_ISD), "SELECT MF level")
-        self.selected = None
         resp = self.send(builders.get_data(tag))
         if resp.sw == 0x6700 and self.transport.supports_extended:
             resp = self.send(builders.get_data(tag, EXTENDED_MAX_LE, extended=True))

@@ -9,7 +9,7 @@ from cryptography import x509
 
 from cardio import constants as c
 from cardio.apdu import builders
-from cardio.card import MyNumberCard
+from cardio.card import MyNumberCard, atomic
 from cardio.crypto import digest_info
 from cardio.identity import InvalidValue, validate_four_digit_pin, validate_sign_password
 from cardio.records import RecordError
@@ -58,6 +58,7 @@ class JpkiApplication:
     def tries_left(self, kind: KeyKind) -> int | None:
         return self.card.tries_left(_CREDENTIAL[kind])
 
+    @atomic
     def sign_digest_info(self, kind: KeyKind, payload: bytes) -> bytes:
         """``80 2A 00 (80|SFI)``: PKCS#1 v1.5 over ``payload`` (a DigestInfo), with the key
         named by SFI so no SELECT is spent. The PIN must be verified first."""
@@ -72,6 +73,7 @@ class JpkiApplication:
         return self.sign_digest_info(kind, digest_info(hash_name,
                                                        hashlib.new(hash_name, message).digest()))
 
+    @atomic
     def sign_on_card(self, kind: KeyKind, data: bytes, scheme: int) -> bytes:
         """The card-side modes of ``80 2A``: P1 01 (SHA-256, bare hash), 02 (DigestInfo
         around a given hash), 03 (SHA-256 + DigestInfo), 04 (PSS over a given hash),

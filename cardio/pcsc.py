@@ -11,12 +11,14 @@ pyscard is imported lazily so the rest of ``cardio`` works without it.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from cardio.transport import CardRemovedError, NoCardError, TransportError
+from cardio.errors import CardioError
+from cardio.transport import CardRemovedError, CardResetError, NoCardError, TransportError
 
 SCARD_E_NO_SERVICE = 0x8010001D
 SCARD_E_SERVICE_STOPPED = 0x8010001E
@@ -70,6 +72,9 @@ def translate(exc: BaseException, reader: str = "") -> TransportError:
     if code in (SCARD_E_UNKNOWN_READER, SCARD_E_READER_UNAVAILABLE):
         return ReaderGone(f"{where}the reader is not available{tag}; check the cable or"
                           " pick another with 'cardio readers'")
+    if code == SCARD_W_RESET_CARD:
+        return CardResetError(f"{where}the card was reset by another program or the"
+                              f" reader{tag}; retry (any PIN must be verified again)")
     if code in (SCARD_W_REMOVED_CARD, SCARD_E_NOT_TRANSACTED, SCARD_W_UNPOWERED_CARD):
         return CardRemovedError(f"{where}the card was removed{tag}; insert it again and"
                                 " retry (the PIN must be verified again)")
@@ -219,12 +224,40 @@ def watch(reader: str, timeout: float, max_events: int | None = None, *,
             was = now
 
 
+MAX_RESETS_WAITING = 64
+"""How many resets by other programs one :meth:`PcscTransport.begin_transaction` absorbs
+before giving up. Each is another program's PIN session ending (it resets the card on
+its way out); nothing of ours was on the card yet, so reconnecting and waiting again
+is always safe, but a card reset in a loop is a fault worth reporting."""
+
+
 class PcscTransport:
-    """A :class:`~cardio.transport.Transport` over a pyscard ``CardConnection``.
+    """A :class:`~cardio.transport.SharedTransport` over a pyscard ``CardConnection``.
 
     ``connection`` may be a real reader's or an in-process emulated one (pyscard's
-    ``Reader``/``CardConnection`` API). ``exclusive=True`` connects with
-    ``SCARD_SHARE_EXCLUSIVE`` so no other process can use a key this process unlocked.
+    ``Reader``/``CardConnection`` API); PC/SC transactions need the real one (a
+    ``hcard``) and are skipped otherwise.
+
+    Sharing the card with other programs, as OpenSC does with its card lock:
+
+    * the connection is shared (``SCARD_SHARE_SHARED``); every multi-APDU sequence runs
+      inside ``SCardBeginTransaction``/``SCardEndTransaction``, and an APDU sent outside
+      one gets a transaction of its own, so no other program's APDU lands between a
+      SELECT and the READ BINARY that depends on it;
+    * a transaction ends with ``SCARD_LEAVE_CARD`` (the card stays as it is: cheap, and
+      harmless when nothing was unlocked), or with ``SCARD_RESET_CARD`` after a session
+      that verified a PIN, so the next program never finds the card unlocked;
+    * ``SCARD_W_RESET_CARD`` when a transaction begins means another program reset the
+      card since we last held it: reconnect with ``SCARD_LEAVE_CARD`` (which clears the
+      warning without resetting again) and begin again; the caller learns that its
+      selection is gone from ``begin_transaction``'s return value;
+    * the connection is released with ``SCARD_LEAVE_CARD``, or with ``SCARD_RESET_CARD``
+      while a PIN is verified (``unlocked``), so even a process that dies between the
+      PIN and the end of its session leaves a reset card behind (pcscd also resets the
+      card of a client that vanished).
+
+    ``exclusive=True`` connects with ``SCARD_SHARE_EXCLUSIVE`` instead: nobody else can
+    even connect while it is open.
     """
 
     supports_extended = False
@@ -233,6 +266,10 @@ class PcscTransport:
         self.connection = connection
         self.reader = reader or str(getattr(connection, "reader", ""))
         self.exclusive = exclusive
+        self.in_transaction = False
+        self.resets_absorbed = 0
+        """Resets by other programs seen (and absorbed) when beginning transactions."""
+        self._unlocked = False
 
     @classmethod
     def open(cls, reader: str, *, exclusive: bool = False) -> PcscTransport:
@@ -244,7 +281,7 @@ class PcscTransport:
         conn = PCSCReader(name).createConnection()
         mode = scard.SCARD_SHARE_EXCLUSIVE if exclusive else scard.SCARD_SHARE_SHARED
         try:
-            conn.connect(mode=mode, disposition=scard.SCARD_RESET_CARD)
+            conn.connect(mode=mode, disposition=scard.SCARD_LEAVE_CARD)
         except Exception as exc:
             raise translate(exc, name) from exc
         return cls(conn, exclusive=exclusive, reader=name)
@@ -256,7 +293,128 @@ class PcscTransport:
         except Exception as exc:
             raise translate(exc, self.reader) from exc
 
+    @property
+    def _raw(self) -> Any:
+        """The innermost pyscard connection (``createConnection`` wraps it in decorators)."""
+        conn = self.connection
+        for _ in range(16):
+            inner = getattr(conn, "component", None)
+            if inner is None:
+                break
+            conn = inner
+        return conn
+
+    @property
+    def _hcard(self) -> Any:
+        return getattr(self._raw, "hcard", None)
+
+    def _mode(self, scard: Any) -> int:
+        return int(scard.SCARD_SHARE_EXCLUSIVE if self.exclusive else scard.SCARD_SHARE_SHARED)
+
+    def _check(self, hresult: int) -> None:
+        if hresult != 0:
+            raise translate(_Err(hresult), self.reader)
+
+    # -- transactions --------------------------------------------------------------------
+    def begin_transaction(self) -> bool:
+        """Wait until this connection has the card to itself (pcscd polls for the lock
+        while another program holds it). True when another program may have used the
+        card since (always, for a shared connection)."""
+        if self.in_transaction:
+            return False
+        hcard = self._hcard
+        if hcard is not None:
+            scard = _scard()
+            for _ in range(MAX_RESETS_WAITING):
+                hresult = scard.SCardBeginTransaction(hcard)
+                if hresult & 0xFFFFFFFF != SCARD_W_RESET_CARD:
+                    self._check(hresult)
+                    break
+                self.resets_absorbed += 1
+                self.recover_from_reset()
+            else:
+                raise CardResetError(f"reader {self.reader!r}: the card was reset"
+                                     f" {MAX_RESETS_WAITING} times while waiting for it;"
+                                     " something resets it in a loop")
+        self.in_transaction = True
+        return not self.exclusive
+
+    def end_transaction(self, *, reset: bool = False) -> None:
+        """Let other programs in; ``reset=True`` resets the card first (after a PIN)."""
+        if not self.in_transaction:
+            if reset:
+                self._reset_now()
+            return
+        self.in_transaction = False
+        hcard = self._hcard
+        if hcard is None:
+            if reset:
+                self._reset_now()
+            return
+        scard = _scard()
+        disposition = scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD
+        hresult = scard.SCardEndTransaction(hcard, disposition)
+        code = hresult & 0xFFFFFFFF
+        if code in (SCARD_W_REMOVED_CARD, SCARD_E_NO_SMARTCARD, SCARD_W_RESET_CARD):
+            # Gone or already reset: nothing is unlocked any more, and pcscd has
+            # released our lock along with the card.
+            self.unlocked = False
+            return
+        self._check(hresult)
+        if reset:
+            self.unlocked = False
+
+    def _reset_now(self) -> None:
+        """Reset outside a transaction (the in-process pyscard reader, or a caller that
+        verified a PIN without one)."""
+        scard = _scard()
+        try:
+            self.connection.reconnect(mode=self._mode(scard),
+                                      disposition=scard.SCARD_RESET_CARD)
+        except Exception as exc:
+            err = translate(exc, self.reader)
+            if not isinstance(err, CardRemovedError | NoCardError):
+                raise err from exc
+        self.unlocked = False
+
+    def recover_from_reset(self) -> None:
+        """After ``SCARD_W_RESET_CARD``: reconnect without resetting again. A transaction
+        this connection holds stays held (pcscd keeps the lock across a reconnect)."""
+        scard = _scard()
+        hcard = self._hcard
+        if hcard is None:
+            return
+        # Raw call: pyscard's reconnect() drops the handle on any failure.
+        hresult, _protocol = scard.SCardReconnect(hcard, self._mode(scard),
+                                                  scard.SCARD_PROTOCOL_T0
+                                                  | scard.SCARD_PROTOCOL_T1,
+                                                  scard.SCARD_LEAVE_CARD)
+        self._check(hresult)
+
+    @property
+    def unlocked(self) -> bool:
+        """A PIN is verified on this connection: it is released with a reset."""
+        return self._unlocked
+
+    @unlocked.setter
+    def unlocked(self, value: bool) -> None:
+        self._unlocked = value
+        # pyscard disconnects with this disposition, also from its finaliser.
+        scard = _scard()
+        self._raw.disposition = scard.SCARD_RESET_CARD if value else scard.SCARD_LEAVE_CARD
+
+    # -- APDUs ---------------------------------------------------------------------------
     def transmit(self, apdu: bytes) -> bytes:
+        """One APDU; outside a transaction it gets one of its own."""
+        if not self.in_transaction and self._hcard is not None:
+            self.begin_transaction()
+            try:
+                return self._transmit(apdu)
+            finally:
+                self.end_transaction()
+        return self._transmit(apdu)
+
+    def _transmit(self, apdu: bytes) -> bytes:
         try:
             data, sw1, sw2 = self.connection.transmit(list(apdu))
         except Exception as exc:
@@ -269,17 +427,33 @@ class PcscTransport:
         scard = _scard()
         if exclusive is not None:
             self.exclusive = exclusive
-        mode = scard.SCARD_SHARE_EXCLUSIVE if self.exclusive else scard.SCARD_SHARE_SHARED
         disposition = scard.SCARD_RESET_CARD if reset else scard.SCARD_LEAVE_CARD
         try:
-            self.connection.reconnect(mode=mode, disposition=disposition)
+            self.connection.reconnect(mode=self._mode(scard), disposition=disposition)
         except Exception as exc:
             raise translate(exc, self.reader) from exc
+        if reset:
+            self.unlocked = False
+        else:
+            # pyscard stores the reconnect disposition as the one to disconnect with.
+            self.unlocked = self._unlocked
 
     def close(self) -> None:
+        """End any transaction (resetting the card if a PIN is verified) and disconnect,
+        releasing the PC/SC context too."""
         try:
+            if self.in_transaction or self.unlocked:
+                self.end_transaction(reset=self.unlocked)
             self.connection.disconnect()
+        except CardioError as ours:
+            if not isinstance(ours, CardRemovedError | NoCardError | CardResetError):
+                raise
         except Exception as exc:
             err = translate(exc, self.reader)
-            if not isinstance(err, CardRemovedError | NoCardError):
+            if not isinstance(err, CardRemovedError | NoCardError | CardResetError):
                 raise err from exc
+        finally:
+            release = getattr(self._raw, "release", None)
+            if callable(release) and getattr(self._raw, "hcontext", None) is not None:
+                with contextlib.suppress(Exception):
+                    release()

@@ -60,9 +60,11 @@ def reader_scheme(spec: str) -> ReaderFactory | None:
 def open_reader(spec: str | None, trust_dir: Path | None = None, *,
                 exclusive: bool = False) -> OpenReader:
     """Open ``spec``; trust anchors come from ``trust_dir`` or, for a software card, from
-    the emulated J-LIS hierarchy that personalised it. ``exclusive`` connects a PC/SC
-    reader with SCARD_SHARE_EXCLUSIVE (used whenever a PIN will be verified, so no other
-    process can use the key it unlocks)."""
+    the emulated J-LIS hierarchy that personalised it. A PC/SC reader is shared with
+    other programs: :class:`~cardio.card.MyNumberCard` runs its sequences in PC/SC
+    transactions and resets the card after a session that verified a PIN (see
+    :class:`~cardio.pcsc.PcscTransport`). ``exclusive`` connects with
+    SCARD_SHARE_EXCLUSIVE instead, so no other program can even connect."""
     spec = spec or default_reader()
     if not spec:
         raise ReaderError("no reader given: use --reader emu:DIR (a software card) or"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from cardio import constants as c
 from cardio.apdu import builders
-from cardio.card import MyNumberCard
+from cardio.card import MyNumberCard, atomic
 from cardio.crypto import digest_info_of, verify_payload
 from cardio.identity import validate_code_a, validate_code_b, validate_four_digit_pin
 from cardio.records import Attributes, IntegrityRecord, MyNumberRecord, SignedPublicKey
@@ -58,6 +58,7 @@ class TextApplication:
     def cv_certificate_raw(self) -> bytes:
         return self.card.read_tlv_ef(c.AID_TEXT, c.TEXT_CV_CERT, "the CV certificate")
 
+    @atomic
     def read_all(self, trust: TrustStore | None = None, *, my_number: bool = True,
                  attributes: bool = True) -> TextData:
         """Read the 個人番号 and/or 基本4情報 (a credential must be verified first) and
@@ -71,6 +72,7 @@ class TextApplication:
         number = MyNumberRecord.parse(mn_phys).my_number if mn_phys is not None else None
         return TextData(number, attrs, status, reason)
 
+    @atomic
     def presence_signature(self, challenge: bytes) -> tuple[bytes, SignedPublicKey]:
         """Card-presence check: the AP's own key (EF 0013, no PIN) signs a SHA-256
         DigestInfo of ``challenge``; the signed public key (EF 0007, readable after the PIN

@@ -32,6 +32,16 @@ class NoCardError(TransportError):
     """There is no card in the reader."""
 
 
+class CardResetError(TransportError):
+    """The card was reset under this connection (by another program or the reader): what
+    was selected and every verified PIN are gone. Nothing of the failed command reached
+    the card."""
+
+    def __init__(self, message: str = "the card was reset by another program or the reader;"
+                 " retry (any PIN must be verified again)") -> None:
+        super().__init__(message)
+
+
 @runtime_checkable
 class Transport(Protocol):
     """Moves APDUs. ``supports_extended`` says whether extended-length APDUs pass."""
@@ -40,6 +50,33 @@ class Transport(Protocol):
     def supports_extended(self) -> bool: ...
 
     def transmit(self, apdu: bytes) -> bytes: ...
+
+
+@runtime_checkable
+class SharedTransport(Transport, Protocol):
+    """A transport to a card that other programs may use at the same time (a PC/SC
+    reader in shared mode). :class:`~cardio.card.MyNumberCard` runs every multi-APDU
+    sequence between ``begin_transaction`` and ``end_transaction`` so that no other
+    program's APDU lands in the middle of it.
+
+    ``begin_transaction`` blocks until this connection has the card to itself and
+    returns whether another program may have used the card since this connection last
+    held it (the card's current selection is then unknown). ``end_transaction(reset=True)``
+    resets the card before letting others in: after a PIN was verified, so that nobody
+    inherits the unlocked state. ``recover_from_reset`` reconnects after a
+    :class:`CardResetError` without resetting the card again."""
+
+    unlocked: bool
+    """Set by the card client after a successful VERIFY: the connection is then released
+    with a reset, even by a finaliser."""
+
+    def begin_transaction(self) -> bool: ...
+
+    def end_transaction(self, *, reset: bool = False) -> None: ...
+
+    def recover_from_reset(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class BytesCard(Protocol):
@@ -84,3 +121,29 @@ class CountingTransport:
         self.stats.bytes_sent += len(apdu)
         self.stats.bytes_received += len(resp)
         return resp
+
+    # Transactions pass through to a shared transport; on others they cost nothing.
+    @property
+    def unlocked(self) -> bool:
+        return isinstance(self.inner, SharedTransport) and self.inner.unlocked
+
+    @unlocked.setter
+    def unlocked(self, value: bool) -> None:
+        if isinstance(self.inner, SharedTransport):
+            self.inner.unlocked = value
+
+    def begin_transaction(self) -> bool:
+        return self.inner.begin_transaction() if isinstance(self.inner, SharedTransport) \
+            else False
+
+    def end_transaction(self, *, reset: bool = False) -> None:
+        if isinstance(self.inner, SharedTransport):
+            self.inner.end_transaction(reset=reset)
+
+    def recover_from_reset(self) -> None:
+        if isinstance(self.inner, SharedTransport):
+            self.inner.recover_from_reset()
+
+    def close(self) -> None:
+        if isinstance(self.inner, SharedTransport):
+            self.inner.close()

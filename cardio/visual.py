@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cardio import constants as c
-from cardio.card import MyNumberCard
+from cardio.card import MyNumberCard, atomic
 from cardio.identity import validate_code_a, validate_code_b
 from cardio.records import CardFace, VisualBasicInfo
 from cardio.text import TextApplication
@@ -45,6 +45,7 @@ class VisualApplication:
         return VisualBasicInfo.parse(
             self.card.read_tlv_ef(c.AID_VISUAL, c.VISUAL_BASIC_INFO, "the AP basic info"))
 
+    @atomic
     def read_verified(self, trust: TrustStore | None = None) -> VisualData:
         """Read the card face (照合番号A or B verified first) and check its signature."""
         face = self.card_face()

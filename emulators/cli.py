@@ -105,8 +105,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from emulators.vpcd import VpcdBridge, serve_forever
 
     first = port_number(args.port)
-    if first + len(args.dirs) - 1 > 65535:
-        raise UsageError(f"--port {first} leaves no port for card {len(args.dirs)}")
+    last = first + len(args.dirs) - 1
+    if first == 0:  # vpcd listens on a known port and the card connects to it
+        raise UsageError("--port 0 is out of range: the card connects to vpcd's port"
+                         " (1..65535; 35963 for 'Virtual PCD 00 00')")
+    if last > 65535:
+        raise UsageError(f"--port {first} leaves no port for card {len(args.dirs)}:"
+                         f" {last} is out of range (1..65535)")
     cards = [_open_card(d) for d in args.dirs]  # every directory checked before serving
     stop = _stop_on_signals()
 

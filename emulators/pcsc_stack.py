@@ -276,6 +276,7 @@ def _inside(args: argparse.Namespace) -> int:
         wait_for(names[i], present=True, timeout=10)
     (workdir / "ready").write_text(str(os.getpid()))
     print("stack ready", flush=True)
+    status = 0
     try:
         while not stop.is_set():
             try:
@@ -283,6 +284,12 @@ def _inside(args: argparse.Namespace) -> int:
             except TimeoutError:
                 if pcscd.poll() is not None:
                     print("pcscd exited", flush=True)
+                    break
+                dead = [b for b in bridges if b.failure is not None]
+                if dead:
+                    print(f"vpcd bridge on port {dead[0].port} died: {dead[0].failure!r};"
+                          " stopping the stack", flush=True)
+                    status = 1
                     break
                 continue
             with conn:
@@ -301,7 +308,7 @@ def _inside(args: argparse.Namespace) -> int:
         server.close()
         with contextlib.suppress(OSError):
             subprocess.run(["umount", "/run/pcscd"], check=False)
-    return 0
+    return status
 
 
 def _handle(cmd: dict[str, Any], bridges: list[Any], stop: threading.Event) -> dict[str, Any]:
@@ -314,7 +321,8 @@ def _handle(cmd: dict[str, Any], bridges: list[Any], stop: threading.Event) -> d
             return {"ok": True}
         if op == "stats":
             return {"ok": True, "apdus": [b.stats.apdus for b in bridges],
-                    "readers": [b.reader_name for b in bridges]}
+                    "readers": [b.reader_name for b in bridges],
+                    "card_errors": [b.card_errors for b in bridges]}
         bridge = bridges[int(cmd.get("slot", 0))]
         from cardio.pcsc import wait_for
 

@@ -9,6 +9,15 @@ a 2-byte big-endian length and the payload. A 1-byte payload is a control code (
 Debian 12's vpcd 3.3 writes the length and the APDU as two TCP segments, so with the
 card's delayed ACK every APDU would wait ~40 ms: ``TCP_QUICKACK`` is re-armed before every
 ``recv()`` (Linux clears it after use), which brings the round trip to ~80 µs.
+
+Failures: pcscd waits for an answer to every APDU, so the bridge always gives one. An
+unexpected exception from the card (a damaged card directory, a bug) is answered with
+``6F00`` (no precise diagnosis), logged as one line, and the bridge keeps serving; the
+next APDU may well succeed (the file repaired). A lost connection to vpcd (pcscd
+restarted) is a removal: the bridge connects again as soon as vpcd listens. Only an
+error in the bridge itself ends its thread; :func:`serve_forever` then stops every bridge
+and raises :class:`BridgeFailed`, so a serving process exits with a message instead of
+hanging with a dead slot.
 """
 
 from __future__ import annotations
@@ -22,10 +31,32 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cardio.errors import CardioError
 from cardio.transport import CardRemovedError
 from emulators.card.card import Faults, SoftwareCard
 
 log = logging.getLogger(__name__)
+
+SW_NO_DIAGNOSIS = b"\x6f\x00"
+"""ISO 7816-4: "no precise diagnosis" — the answer to an APDU the card failed on."""
+
+
+class BridgeError(CardioError):
+    """The bridge cannot be set up as asked (a port out of range)."""
+
+    exit_code = 2
+
+
+class BridgeFailed(CardioError):
+    """A bridge thread died: its slot no longer answers pcscd."""
+
+
+def check_port(port: int) -> int:
+    """A TCP port a card can connect to (1..65535), or :class:`BridgeError`."""
+    if not 0 < port < 65536:
+        raise BridgeError(f"port {port} is out of range: vpcd ports are 1..65535"
+                          f" (35963 for 'Virtual PCD 00 00')")
+    return port
 
 VPCD_PORT = 35963
 MIN_OUT_SECONDS = 0.6
@@ -89,7 +120,7 @@ class VpcdBridge:
         """``quickack=False`` only exists to measure what TCP_QUICKACK saves."""
         self.card = card
         self.quickack = quickack
-        self.port = port
+        self.port = check_port(port)
         self.host = host
         self.stats = BridgeStats()
         self.on_event = on_event
@@ -100,8 +131,12 @@ class VpcdBridge:
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self.reader_name = ""
-        self._removed_at = 0.0
         """The PC/SC name pcscd gives this slot, once known."""
+        self._removed_at = 0.0
+        self.failure: BaseException | None = None
+        """Why the bridge thread died (None while it runs or after a clean stop)."""
+        self.card_errors = 0
+        """APDUs the card failed on (answered 6F00)."""
 
     # -- public control ----------------------------------------------------------------------
     def start(self, inserted: bool = True) -> VpcdBridge:
@@ -145,6 +180,15 @@ class VpcdBridge:
             self.on_event(event)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:
+            self.failure = exc
+            log.error("vpcd bridge on port %d died: %s: %s", self.port, type(exc).__name__, exc)
+            self._close()
+            self._emit(f"bridge failed: {type(exc).__name__}: {exc}")
+
+    def _loop(self) -> None:
         while not self._stop.is_set():
             self._want_inserted.wait()
             if self._stop.is_set():
@@ -205,21 +249,44 @@ class VpcdBridge:
                 if code == CTRL_ATR:
                     self._send(sock, self.card.atr)
                 elif code in (CTRL_OFF, CTRL_RESET, CTRL_ON):
-                    self.card.power_off() if code == CTRL_OFF else self.card.reset()
+                    try:
+                        self.card.power_off() if code == CTRL_OFF else self.card.reset()
+                    except Exception as exc:  # no answer is expected; keep serving
+                        self._card_failed(f"control {code}", exc)
                 continue
             if length == 0:
                 continue
-            response = self.card.transmit(payload)  # CardRemovedError: pulled mid-command
+            try:
+                response = self.card.transmit(payload)
+            except CardRemovedError:
+                raise                       # a fault pulled the card mid-command
+            except Exception as exc:
+                self._card_failed(f"APDU {payload[:4].hex().upper()}", exc)
+                response = SW_NO_DIAGNOSIS
             self.stats.apdus += 1
             self._send(sock, response)
 
+    def _card_failed(self, what: str, exc: Exception) -> None:
+        """One log line (the header only: the data may hold a PIN) and a count."""
+        self.card_errors += 1
+        log.error("vpcd bridge on port %d: the card failed on %s: %s: %s", self.port, what,
+                  type(exc).__name__, exc)
 
-def serve_forever(bridges: list[VpcdBridge], stop: threading.Event) -> None:
-    """Run bridges until ``stop`` is set (the CLI sets it on SIGINT/SIGTERM)."""
+
+def serve_forever(bridges: list[VpcdBridge], stop: threading.Event,
+                  poll: float = 0.25) -> None:
+    """Run bridges until ``stop`` is set (the CLI sets it on SIGINT/SIGTERM). If a bridge
+    thread dies, every bridge is stopped and :class:`BridgeFailed` raised."""
     for b in bridges:
         b.start()
     try:
-        stop.wait()
+        while not stop.wait(poll):
+            for b in bridges:
+                if b.failure is not None or (b._thread is not None
+                                             and not b._thread.is_alive()):
+                    raise BridgeFailed(f"the vpcd bridge on port {b.port} died"
+                                       f" ({type(b.failure).__name__}: {b.failure});"
+                                       " its card no longer answers pcscd, stopping")
     finally:
         for b in bridges:
             b.stop()

@@ -40,6 +40,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         visual = VisualApplication(card)
         visual.unlock_with_text_pin(SecretSource(args).get("券面事項入力補助用 PIN (4 digits)"))
         reference = load_image(visual.card_face().photo)
+        card.close()  # reset and release the card now, not after the face match
     else:
         reference = load_image(Path(args.reference))
     threshold = args.threshold if args.threshold is not None else THRESHOLD

@@ -21,6 +21,7 @@ import datetime as dt
 import getpass
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -75,13 +76,32 @@ class SecretSource:
 
 
 # -- output ----------------------------------------------------------------------------------
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_text(obj: dict[str, Any]) -> str:
+    """JSON that any UTF-8 stdout can carry. A file name that is not UTF-8 (bytes such
+    as ``ff`` reach Python as lone surrogates) is written as a ``\\udcff`` escape:
+    valid JSON, and ``os.fsencode(json.loads(...))`` gives the original bytes back."""
+    text = json.dumps(obj, ensure_ascii=False, indent=2)
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _display(line: str) -> str:
+    """A line for people: undecodable file-name bytes shown as ``\\xff``, never an
+    encoding error after the work is done."""
+    if not _LONE_SURROGATE.search(line):
+        return line
+    return line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def emit(args: argparse.Namespace, obj: dict[str, Any], lines: Sequence[str]) -> None:
     """One JSON object with ``--json``, otherwise the human-readable lines."""
     if args.json:
-        print(json.dumps(obj, ensure_ascii=False, indent=2))
+        print(_json_text(obj))
     else:
         for line in lines:
-            print(line)
+            print(_display(line))
 
 
 # -- what commands share --------------------------------------------------------------------
@@ -103,12 +123,27 @@ def add_common_options(p: argparse.ArgumentParser, *, secrets: bool = False,
         p.add_argument("--new-pin-env", metavar="NAME", help="read the new PIN from $NAME")
 
 
+_OPEN_CARDS: list[MyNumberCard] = []
+
+
 def open_card(args: argparse.Namespace, *, pin: bool = False
               ) -> tuple[MyNumberCard, TrustStore | None]:
-    """The card in ``--reader`` and the trust anchors that come with it. ``pin`` opens a
-    PC/SC reader exclusively, so no other process can use a key while it is unlocked."""
-    reader = open_reader(args.reader, args.trust, exclusive=pin)
-    return MyNumberCard(reader.transport), reader.trust
+    """The card in ``--reader`` and the trust anchors that come with it, as one session:
+    on a shared PC/SC reader the command's APDUs run in one transaction, and the card is
+    reset at the end if a PIN was verified (``pin``: the command will verify one — kept
+    for callers' clarity; the reset follows what was actually verified). :func:`run`
+    closes it, whatever happens."""
+    del pin
+    reader = open_reader(args.reader, args.trust)
+    card = MyNumberCard(reader.transport)
+    card.begin_session()
+    _OPEN_CARDS.append(card)
+    return card, reader.trust
+
+
+def _close_cards() -> None:
+    while _OPEN_CARDS:
+        _OPEN_CARDS.pop().close()
 
 
 def trust_for(args: argparse.Namespace, reader_trust: TrustStore | None = None) -> TrustStore:
@@ -128,8 +163,11 @@ def trust_for(args: argparse.Namespace, reader_trust: TrustStore | None = None) 
 def port_number(value: str, option: str = "--port") -> int:
     """A TCP port from the command line (0 picks a free one), or a one-line usage error
     (exit 2) instead of an ``OverflowError`` from ``bind``."""
-    if not (value.isascii() and value.isdigit() and int(value) <= 65535):
-        raise UsageError(f"{option} takes a number from 0 to 65535, not {value!r}")
+    if not (value.isascii() and value.isdigit()):
+        raise UsageError(f"{option} takes a number from 0 to 65535: {value!r} is not a"
+                         " port number")
+    if int(value) > 65535:
+        raise UsageError(f"{option} takes a number from 0 to 65535: {value} is out of range")
     return int(value)
 
 
@@ -155,9 +193,13 @@ def one_line(exc: BaseException) -> str:
 
 
 def run(func: Handler, args: argparse.Namespace) -> int:
-    """Run a handler and turn what it raises into one line on stderr and an exit code."""
+    """Run a handler and turn what it raises into one line on stderr and an exit code.
+    Every card the handler opened is closed (reset if a PIN was verified) either way."""
     try:
-        return func(args)
+        try:
+            return func(args)
+        finally:
+            _close_cards()
     except CardioError as exc:
         print(f"cardio: error: {one_line(exc)}", file=sys.stderr)
         return type(exc).exit_code

@@ -311,3 +311,23 @@ def test_more_error_paths(reader: str, profile: Profile, tmp_path: Path,
     code, _out, err = run(capsys, monkeypatch, "--reader", reader, "text", "read",
                           "--pin-env", "NOPE")
     assert code == 2 and "NOPE is not set" in err
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_out_path_that_is_not_utf8(reader: str, card_dir: tuple[Path, Profile], tmp_path: Path,
+                                   as_json: bool) -> None:
+    """A file name with a byte that is not UTF-8 (b'\\xff'): the certificate is written and
+    the command succeeds (before: written, then exit 1 on printing the name). Run with a
+    strict UTF-8 stdout, as a terminal in a UTF-8 locale has."""
+    raw = os.fsencode(tmp_path) + b"/cert-\xff.der"
+    res = subprocess.run([sys.executable, "-m", "cardio.cli", "--reader", reader, "jpki", "cert",
+                          "auth", *(["--json"] if as_json else []), "--out", os.fsdecode(raw)],
+                         capture_output=True, timeout=60,
+                         env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"})
+    assert res.returncode == 0, res.stderr
+    assert os.path.exists(raw) and os.path.getsize(raw) > 500
+    out = res.stdout.decode("utf-8")                # valid UTF-8 either way
+    if as_json:
+        assert os.fsencode(json.loads(out)["out"]) == raw   # the exact name round-trips
+    else:
+        assert "cert-\\xff.der" in out
