@@ -252,6 +252,9 @@ def cmd_emu_init(args: argparse.Namespace) -> int:
     jlis = JlisHierarchy.load_or_create(args.jlis)
     photo = photo_jp2(args.photo) if args.photo else None
     create_card(args.dir, profile, jlis, photo=photo)
+    from emulators.jpki_ca import JpkiAuthority
+
+    JpkiAuthority(jlis).register_card(args.dir)  # J-LIS records which card it issued
     from cardio.identity import wareki_yymmdd
 
     creds = {"auth_pin": profile.auth_pin, "sign_password": profile.sign_password,
@@ -388,14 +391,26 @@ def cmd_jpki_cms_verify(args: argparse.Namespace) -> int:
 
     sig = verify_detached(args.sig.read_bytes(), args.input.read_bytes())
     validator = CertificateValidator(_trust_for(args))
-    v = validator.validate(sig.signer, at=sig.signing_time if args.at_signing_time else
-                           _at(args), purpose="any")
+    # No timestamp tokens yet (issue 15): signingTime is only what the signer claims.
+    claimed = args.at_signing_time and sig.signing_time is not None
+    v = validator.validate(sig.signer, at=sig.signing_time if claimed else _at(args),
+                           purpose="any")
+    source = ("signingTime (unauthenticated, claimed by the signer)" if claimed else
+              "--at (given by you)" if args.at else "now (this verifier's clock)")
+    warnings = []
+    if claimed:
+        warnings.append("the certificate was checked at the signer's own signingTime, which"
+                        " nothing authenticates: a signer holding a compromised key can"
+                        " backdate it to before a key-compromise revocation")
     obj = {"signature": "valid", "signer": sig.signer.subject.rfc4514_string(),
            "signing_time": sig.signing_time.isoformat() if sig.signing_time else None,
-           "certificate": v.to_json()}
+           "time_source": source, "warnings": warnings, "certificate": v.to_json()}
     emit(args, obj, ["Signature: valid (content matches, RSA verified)",
                      f"Signer: {obj['signer']}", f"Signing time: {obj['signing_time']}",
-                     *_validation_lines(v)])
+                     f"Checked at: {source}", *_validation_lines(v),
+                     *(f"WARNING: {w}" for w in warnings)])
+    for w in warnings:
+        print(f"cardio: warning: {w}", file=sys.stderr)
     return 0 if v.status.value == "valid" else EXIT_NOT_VALID
 
 
@@ -411,10 +426,11 @@ def cmd_emu_ca_serve(args: argparse.Namespace) -> int:
 
     from emulators.jpki_ca import CaServer, JpkiAuthority
 
+    port = _port(args.port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    server = CaServer(JpkiAuthority(_jlis(args)), args.host, args.port).start()
+    server = CaServer(JpkiAuthority(_jlis(args)), args.host, port).start()
     print(f"JPKI CA (OCSP, CRL) at {server.url}; Ctrl-C to stop", flush=True)
     stop.wait()
     server.stop()
@@ -487,18 +503,27 @@ def cmd_facepin_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_facepin_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from emulators.jpki_ca import JpkiAuthority
+    from facepin.service import ServiceConfig, serve
 
-    from facepin.service import ServiceConfig, create_app
-
+    port = _port(args.port)
+    jlis = _jlis(args)
     if args.master_key is not None:
         master = args.master_key.read_bytes()
     else:
-        master = _jlis(args).pin_reset_master()  # the emulated issuer's key
-    config = ServiceConfig(database=args.db, trust=_trust_for(args), master_key=master)
-    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="info",
-                access_log=False)
+        master = jlis.pin_reset_master()  # the emulated issuer's key
+    # The emulated J-LIS's card registry (certificate → card serial, card-face key).
+    config = ServiceConfig(database=args.db, trust=_trust_for(args), master_key=master,
+                           registry=JpkiAuthority(jlis).card_of)
+    serve(config, args.host, port)
     return 0
+
+
+def _port(value: str) -> int:
+    """A TCP port (0 picks a free one), or a one-line usage error (exit 2)."""
+    if not (value.isascii() and value.isdigit() and int(value) <= 65535):
+        raise UsageError(f"--port takes a number from 0 to 65535, not {value!r}")
+    return int(value)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -577,7 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sig", type=Path, required=True)
     p.add_argument("--at", help="validate the certificate at this time (default now)")
     p.add_argument("--at-signing-time", action="store_true",
-                   help="validate the certificate at the signed signing time")
+                   help="validate the certificate at the signingTime attribute. WARNING:"
+                   " that time is claimed by the signer, not authenticated (no timestamp"
+                   " token): whoever holds a compromised key can backdate it before the"
+                   " revocation, so a key-compromise revocation may not show")
     _common(p)
     p.set_defaults(func=cmd_jpki_cms_verify)
 
@@ -630,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = casub.add_parser("serve", help="run the OCSP responder and CRL server on loopback")
     p.add_argument("--jlis", type=Path, default=None)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=35980)
+    p.add_argument("--port", default="35980", help="TCP port, 0-65535 (0: any free one)")
     _common(p)
     p.set_defaults(func=cmd_emu_ca_serve)
     p = casub.add_parser("roots", help="write the emulated trust anchors as PEM")
@@ -665,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = fsub.add_parser("serve", help="run the PIN-reset reservation service (ASGI)")
     p.add_argument("--db", default="sqlite:///facepin.db", help="sqlite:///PATH")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=35990)
+    p.add_argument("--port", default="35990", help="TCP port, 0-65535 (0: any free one)")
     p.add_argument("--master-key", type=Path, default=None,
                    help="issuer master key file (default: the emulated J-LIS one)")
     p.add_argument("--jlis", type=Path, default=None)

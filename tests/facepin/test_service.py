@@ -76,7 +76,8 @@ def service(request: pytest.FixtureRequest, pki: PkiEnv,
                 conn.execute(f"DELETE FROM {table}")
     clock = [time.time()]
     config = ServiceConfig(database=url, trust=pki.trust,
-                           master_key=pki.jlis.pin_reset_master(), clock=lambda: clock[0])
+                           master_key=pki.jlis.pin_reset_master(), clock=lambda: clock[0],
+                           registry=pki.authority.card_of)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
                                            log_level="warning"))
