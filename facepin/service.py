@@ -48,6 +48,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -190,6 +191,16 @@ def create_app(config: ServiceConfig) -> BodyLimit:
             REQUEST_ID.reset(token)
         response.headers["X-Request-ID"] = rid
         return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 naming the fields and what is wrong, without echoing their values:
+        FastAPI's default echoes the input — photos, and non-finite numbers that its own
+        JSON encoder then cannot write (a 500 with a traceback)."""
+        fields = [{"field": ".".join(str(p) for p in e.get("loc", ())),
+                   "problem": str(e.get("msg", ""))[:200]} for e in exc.errors()[:20]]
+        return JSONResponse({"error": "invalid_request", "message": "the request does not"
+                             " match the API", "fields": fields}, status_code=422)
 
     @app.exception_handler(Refused)
     async def refused(_request: Request, exc: Refused) -> JSONResponse:
