@@ -425,6 +425,7 @@ class _BoundedServer(ThreadingHTTPServer):
 
     daemon_threads = True
     max_connections = MAX_CONNECTIONS
+    request_queue_size = 64  # a burst of connections waits in the backlog, not dropped
 
     def server_activate(self) -> None:
         super().server_activate()
