@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -61,6 +62,7 @@ MAX_CACHE_ENTRIES = 1024
 """Bound of the display cache (oldest entries go first), so a long-running process that
 sees many certificates does not grow without limit."""
 MAX_CRL_CACHE = 8
+"""CRLs kept for display (one per CA URL; J-LIS has two CAs per generation)."""
 PARSE_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion,
                 x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
 """What cryptography raises for damaged DER, some of it lazily on first access."""
@@ -158,7 +160,9 @@ class CertificateValidator:
         self.clock = clock
         self.use_ocsp = use_ocsp
         self.use_crl = use_crl
-        # Insertion-ordered: the first key is the oldest entry, evicted first.
+        # Insertion-ordered: the first key is the oldest entry, evicted first. A service
+        # validates from many threads at once; the lock keeps eviction consistent.
+        self._cache_lock = threading.Lock()
         self._ocsp_cache: dict[tuple[int, bytes], tuple[ocsp.OCSPResponse, dt.datetime]] = {}
         self._crl_cache: dict[str, tuple[x509.CertificateRevocationList, dt.datetime]] = {}
 
@@ -290,7 +294,8 @@ class CertificateValidator:
         until = now + DISPLAY_CACHE_TTL
         if resp.next_update_utc is not None:
             until = min(until, resp.next_update_utc)
-        _bounded_put(self._ocsp_cache, key, (resp, until), MAX_CACHE_ENTRIES)
+        with self._cache_lock:
+            _bounded_put(self._ocsp_cache, key, (resp, until), MAX_CACHE_ENTRIES)
         return resp
 
     def _crl(self, cert: x509.Certificate, issuer: x509.Certificate
@@ -315,7 +320,8 @@ class CertificateValidator:
         until = now + DISPLAY_CACHE_TTL
         if crl.next_update_utc is not None:
             until = min(until, crl.next_update_utc)
-        _bounded_put(self._crl_cache, url, (crl, until), MAX_CRL_CACHE)
+        with self._cache_lock:
+            _bounded_put(self._crl_cache, url, (crl, until), MAX_CRL_CACHE)
         return crl
 
 

@@ -147,10 +147,19 @@ def test_card_registry(pki: PkiEnv) -> None:
 @pytest.mark.slow
 def test_server_memory_stays_bounded_under_hostile_bodies(tmp_path: Path) -> None:
     """The real ``cardio emu ca serve`` process, sent oversized, negative-length, chunked
-    and slow bodies (bounded: ~1 s of streaming per case, 40 slow connections for 3 s):
+    and slow bodies (bounded: up to 64 MB streamed per case, 40 slow connections for 3 s;
+    ``CARDIO_FULL_SIZE=1``: 300 MB and 100):
     its resident memory must not grow by more than the bound. Before issue 8, one
     ``Content-Length: -1`` request streaming 64 MB grew it by about 64 MB."""
-    from tests.http_probe import RssSampler, exchange, rss_kib, slow_sender, status_of
+    from tests.http_probe import (
+        HOSTILE_STREAM,
+        SLOW_SENDERS,
+        RssSampler,
+        exchange,
+        rss_kib,
+        slow_sender,
+        status_of,
+    )
 
     env = {**os.environ, "CARDIO_JLIS_DIR": str(tmp_path / "jlis")}
     proc = subprocess.Popen([sys.executable, "-m", "cardio.cli", "emu", "ca", "serve",
@@ -164,7 +173,7 @@ def test_server_memory_stays_bounded_under_hostile_bodies(tmp_path: Path) -> Non
                          ) == 200
         time.sleep(0.5)
         before = rss_kib(proc.pid)
-        stream = 64 << 20
+        stream = HOSTILE_STREAM
         statuses: list[int] = []
         with RssSampler(proc.pid) as sampler:
             for headers in (("Content-Length: 1000000000",), ("Content-Length: -1",),
@@ -176,7 +185,7 @@ def test_server_memory_stays_bounded_under_hostile_bodies(tmp_path: Path) -> Non
             answers: list[int] = []
             slow = [slow_sender(host, int(port), _post_head(
                 "/ocsp/auth", "Content-Length: 60000"), 3.0, done, answers)
-                for _ in range(40)]
+                for _ in range(SLOW_SENDERS)]
             time.sleep(1.5)
             # Every slot is held: idle probe connections (sending nothing, so the server's
             # answer is not lost to a reset) get 503 at once, up to a free slot or two.
@@ -201,7 +210,7 @@ def test_server_memory_stays_bounded_under_hostile_bodies(tmp_path: Path) -> Non
           f" (+{sampler.peak - before}), after {after} KiB (+{after - before})")
     assert statuses == [413] * 3 + [400] * 3 + [411] * 3
     # At most MAX_CONNECTIONS (32) connections are served; the others get 503 at once.
-    assert len(answers) == 40
+    assert len(answers) == SLOW_SENDERS
     assert any(status_of(a) == 503 for a in probe_answers), probe_answers
     bound = 16 * 1024  # KiB: 32 connection threads × (64 KiB body + stack in use) and slack
     assert sampler.peak - before < bound and after - before < bound

@@ -391,10 +391,18 @@ def test_facepin_serve_bad_port_is_a_one_line_usage_error(pki: PkiEnv, tmp_path:
 def test_service_memory_stays_bounded_under_hostile_bodies(pki: PkiEnv, tmp_path: Path) -> None:
     """Item 5 acceptance, on the real ``cardio facepin serve`` process: oversized,
     negative-length, chunked and slow bodies (bounded: 64 MB streamed per case at most,
-    40 slow senders for 3 s), plus a largest-allowed JSON body that is parsed. Before
+    40 slow senders for 3 s; ``CARDIO_FULL_SIZE=1``: 300 MB and 100), plus a largest-allowed JSON body that is parsed. Before
     issue 8 a 300 MB JSON body took the server from 220 MB to 1.1 GB."""
     from facepin.service import MAX_BUFFERED, MAX_RESERVATION_BODY
-    from tests.http_probe import RssSampler, exchange, rss_kib, slow_sender, status_of
+    from tests.http_probe import (
+        HOSTILE_STREAM,
+        SLOW_SENDERS,
+        RssSampler,
+        exchange,
+        rss_kib,
+        slow_sender,
+        status_of,
+    )
 
     serve = ServeProcess(pki, tmp_path / "f.db")
     host, port = "127.0.0.1", serve.port
@@ -402,7 +410,7 @@ def test_service_memory_stays_bounded_under_hostile_bodies(pki: PkiEnv, tmp_path
         exchange(host, port, _head("/v1/challenges", "Content-Length: 0"))
         time.sleep(0.5)
         before = rss_kib(serve.proc.pid)
-        stream = 64 << 20
+        stream = HOSTILE_STREAM
         statuses: list[int] = []
         with RssSampler(serve.proc.pid) as sampler:
             for headers, body in ((("Content-Length: 1000000000",), b""),
@@ -424,7 +432,7 @@ def test_service_memory_stays_bounded_under_hostile_bodies(pki: PkiEnv, tmp_path
             done = threading.Event()
             answers: list[int] = []
             slow = [slow_sender(host, port, _head("/v1/reservations", "Content-Length: 60000"),
-                                3.0, done, answers) for _ in range(40)]
+                                3.0, done, answers) for _ in range(SLOW_SENDERS)]
             for t in slow:
                 t.join(15)
             done.set()
@@ -435,7 +443,7 @@ def test_service_memory_stays_bounded_under_hostile_bodies(pki: PkiEnv, tmp_path
     print(f"\nfacepin RSS: before {before} KiB, peak {sampler.peak} KiB"
           f" (+{sampler.peak - before}), after {after} KiB (+{after - before})")
     assert statuses == [413] * 3 + [400] * 3 + [413] * 3 + [400], statuses
-    assert len(answers) == 40
+    assert len(answers) == SLOW_SENDERS
     # Bound: the buffered-body budget, twice (the buffer and its parsed copy), plus slack.
     bound = (2 * MAX_BUFFERED + (32 << 20)) // 1024
     assert sampler.peak - before < bound and after - before < bound
