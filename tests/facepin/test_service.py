@@ -391,8 +391,9 @@ def test_facepin_serve_bad_port_is_a_one_line_usage_error(pki: PkiEnv, tmp_path:
 def test_service_memory_stays_bounded_under_hostile_bodies(pki: PkiEnv, tmp_path: Path) -> None:
     """Item 5 acceptance, on the real ``cardio facepin serve`` process: oversized,
     negative-length, chunked and slow bodies (bounded: 64 MB streamed per case at most,
-    40 slow senders for 3 s; ``CARDIO_FULL_SIZE=1``: 300 MB and 100), plus a largest-allowed JSON body that is parsed. Before
-    issue 8 a 300 MB JSON body took the server from 220 MB to 1.1 GB."""
+    40 slow senders for 3 s; ``CARDIO_FULL_SIZE=1``: 300 MB and 100), plus a
+    largest-allowed JSON body that is parsed. Before issue 8 a 300 MB JSON body took the
+    server from 220 MB to 1.1 GB."""
     from facepin.service import MAX_BUFFERED, MAX_RESERVATION_BODY
     from tests.http_probe import (
         HOSTILE_STREAM,
