@@ -23,6 +23,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from cardio.apdu import tlv
 from cardio.apdu.command import CommandApdu
 from cardio.errors import CardioError
@@ -89,3 +92,11 @@ def parse_reset_data(data: bytes) -> tuple[bytes, bytes]:
     if set(objs) != {0x81, 0x8E} or len(objs[0x8E]) != MAC_LEN:
         raise ResetError("reset data must hold 81 (new value) and 8E (16-byte MAC)")
     return objs[0x81], objs[0x8E]
+
+
+def public_key_fingerprint(key: rsa.RSAPublicKey) -> str:
+    """SHA-256 (hex) of a public key's SubjectPublicKeyInfo DER: how the issuer's card
+    registry names a card's card-face (presence) key, beside its serial and certificate."""
+    der = key.public_bytes(serialization.Encoding.DER,
+                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()

@@ -6,20 +6,35 @@ The answer is a :class:`Validation` whose ``status`` is one of ``valid``, ``revo
 the check that decided it. Revocation that cannot be established (responder down, CRL
 unreachable or unverifiable) is ``unknown`` — never ``valid``.
 
-OCSP responses and CRLs are cached until their nextUpdate. Network input is bounded in
-size and time, and anything malformed is a typed error internally that turns into the
-next source or an ``unknown`` outcome.
+Two freshness levels (``docs/pin-reset-protocol.md`` says which decision uses which):
+
+* ``fresh=True`` — for decisions that *grant* something (a reservation, a reset
+  authorisation, an issuance): one OCSP request made now, with a random nonce the signed
+  answer must echo. No cache is read and the CRL is not a fallback (a CRL is only as fresh
+  as its issuer made it, up to its nextUpdate, hours later): no fresh answer, ``unknown``.
+* ``fresh=False`` — for display (``verify-cert``, status pages): answers may come from a
+  small cache, never older than :data:`DISPLAY_CACHE_TTL` (and never past their
+  nextUpdate), with the CRL as fallback when OCSP is unreachable.
+
+An OCSP answer counts only if it is for this certificate and issuer, signed by the issuer
+or by a delegated responder that the issuer certified for id-kp-OCSPSigning and that is
+within its validity, echoes our nonce, and is current: thisUpdate and producedAt not in
+the future and nextUpdate not past, each with :data:`CLOCK_SKEW` allowance. Anything else
+is ``unknown``, never ``valid``. Network input is bounded in size and time, and anything
+malformed is a typed error internally that turns into the next source or ``unknown``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -35,6 +50,19 @@ MAX_CERT = 64 * 1024
 MAX_OCSP = 64 * 1024
 MAX_CRL = 8 * 1024 * 1024
 HTTP_TIMEOUT = 3.0
+CLOCK_SKEW = dt.timedelta(minutes=5)
+"""Allowance for the difference between our clock and a responder's."""
+MAX_OCSP_AGE = dt.timedelta(hours=1)
+"""How old thisUpdate may be when a response gives no nextUpdate."""
+DISPLAY_CACHE_TTL = dt.timedelta(minutes=5)
+"""How long a revocation answer may serve *display* (never a granting decision): a
+revocation shows in status displays within five minutes, while a status page that
+refreshes every few seconds does not send one OCSP request per refresh."""
+MAX_CACHE_ENTRIES = 1024
+"""Bound of the display cache (oldest entries go first), so a long-running process that
+sees many certificates does not grow without limit."""
+MAX_CRL_CACHE = 8
+"""CRLs kept for display (one per CA URL; J-LIS has two CAs per generation)."""
 PARSE_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion,
                 x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
 """What cryptography raises for damaged DER, some of it lazily on first access."""
@@ -93,6 +121,9 @@ def check_parsable(cert: x509.Certificate) -> None:
         pass
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
 Fetcher = Callable[[str, bytes | None, str, int], bytes]
 
 
@@ -129,14 +160,19 @@ class CertificateValidator:
         self.clock = clock
         self.use_ocsp = use_ocsp
         self.use_crl = use_crl
+        # Insertion-ordered: the first key is the oldest entry, evicted first. A service
+        # validates from many threads at once; the lock keeps eviction consistent.
+        self._cache_lock = threading.Lock()
         self._ocsp_cache: dict[tuple[int, bytes], tuple[ocsp.OCSPResponse, dt.datetime]] = {}
-        self._crl_cache: dict[str, x509.CertificateRevocationList] = {}
+        self._crl_cache: dict[str, tuple[x509.CertificateRevocationList, dt.datetime]] = {}
 
     # -- the whole check ---------------------------------------------------------------
     def validate(self, cert: x509.Certificate, *, at: dt.datetime | None = None,
-                 purpose: str = "any") -> Validation:
+                 purpose: str = "any", fresh: bool = False) -> Validation:
         """Chain, validity at ``at`` (default now), key usage for ``purpose`` (``auth``,
-        ``sign`` or ``any``), then revocation."""
+        ``sign`` or ``any``), then revocation — by a fresh nonced OCSP answer only when
+        ``fresh`` (a decision that grants something), else possibly from the display
+        cache or the CRL."""
         when = at or self.clock()
         try:
             check_parsable(cert)
@@ -159,7 +195,7 @@ class CertificateValidator:
         if usage_problem:
             return Validation(Status.UNTRUSTED, usage_problem, checks)
         checks.append("key_usage")
-        return self._revocation(cert, issuer, when, checks)
+        return self._revocation(cert, issuer, when, checks, fresh)
 
     # -- chain ---------------------------------------------------------------------------
     def _issuer(self, cert: x509.Certificate) -> x509.Certificate | None:
@@ -195,16 +231,19 @@ class CertificateValidator:
 
     # -- revocation ----------------------------------------------------------------------
     def _revocation(self, cert: x509.Certificate, issuer: x509.Certificate,
-                    when: dt.datetime, checks: list[str]) -> Validation:
+                    when: dt.datetime, checks: list[str], fresh: bool) -> Validation:
         problems: list[str] = []
         if self.use_ocsp:
             try:
-                resp = self._ocsp(cert, issuer)
-                checks.append("ocsp")
+                resp = self._ocsp(cert, issuer, fresh)
+                checks.append("ocsp-fresh" if fresh else "ocsp")
                 return self._from_ocsp(resp, when, checks)
             except RevocationSourceError as exc:
                 problems.append(f"OCSP: {exc}")
-        if self.use_crl:
+        if fresh:
+            problems.append("a fresh OCSP answer is required for this decision (no cache,"
+                            " no CRL fallback)")
+        elif self.use_crl:
             try:
                 crl = self._crl(cert, issuer)
                 checks.append("crl")
@@ -237,11 +276,12 @@ class CertificateValidator:
         return Validation(Status.VALID, "chain, validity, key usage and OCSP checked",
                           checks, "ocsp")
 
-    def _ocsp(self, cert: x509.Certificate, issuer: x509.Certificate) -> ocsp.OCSPResponse:
+    def _ocsp(self, cert: x509.Certificate, issuer: x509.Certificate,
+              fresh: bool) -> ocsp.OCSPResponse:
         key = (cert.serial_number, issuer.fingerprint(hashes.SHA256()))
         now = self.clock()
         cached = self._ocsp_cache.get(key)
-        if cached is not None and cached[1] > now:
+        if not fresh and cached is not None and cached[1] > now:
             return cached[0]
         url = _ocsp_url(cert)
         nonce = os.urandom(16)
@@ -251,8 +291,11 @@ class CertificateValidator:
                          "application/ocsp-request", MAX_OCSP)
         resp = parse_ocsp_response(raw)
         check_ocsp_response(resp, cert, issuer, now, nonce)
+        until = now + DISPLAY_CACHE_TTL
         if resp.next_update_utc is not None:
-            self._ocsp_cache[key] = (resp, resp.next_update_utc)
+            until = min(until, resp.next_update_utc)
+        with self._cache_lock:
+            _bounded_put(self._ocsp_cache, key, (resp, until), MAX_CACHE_ENTRIES)
         return resp
 
     def _crl(self, cert: x509.Certificate, issuer: x509.Certificate
@@ -260,9 +303,8 @@ class CertificateValidator:
         url = _crl_url(cert)
         now = self.clock()
         cached = self._crl_cache.get(url)
-        if cached is not None and cached.next_update_utc is not None and \
-                cached.next_update_utc > now:
-            return cached
+        if cached is not None and cached[1] > now:
+            return cached[0]
         raw = self.fetch(url, None, "", MAX_CRL)
         try:
             crl = x509.load_der_x509_crl(raw)
@@ -275,8 +317,20 @@ class CertificateValidator:
             raise RevocationSourceError(f"{url}: the CRL signature does not verify")
         if crl.next_update_utc is not None and crl.next_update_utc < now:
             raise RevocationSourceError(f"{url}: the CRL is stale (nextUpdate passed)")
-        self._crl_cache[url] = crl
+        until = now + DISPLAY_CACHE_TTL
+        if crl.next_update_utc is not None:
+            until = min(until, crl.next_update_utc)
+        with self._cache_lock:
+            _bounded_put(self._crl_cache, url, (crl, until), MAX_CRL_CACHE)
         return crl
+
+
+def _bounded_put(cache: dict[_K, _V], key: _K, value: _V, limit: int) -> None:
+    """Insert as the newest entry, dropping the oldest beyond ``limit``."""
+    cache.pop(key, None)
+    cache[key] = value
+    while len(cache) > limit:
+        del cache[next(iter(cache))]
 
 
 def _reason(revoked: x509.RevokedCertificate) -> str:
@@ -324,12 +378,19 @@ def parse_ocsp_response(raw: bytes) -> ocsp.OCSPResponse:
 
 def check_ocsp_response(resp: ocsp.OCSPResponse, cert: x509.Certificate,
                         issuer: x509.Certificate, now: dt.datetime, nonce: bytes | None) -> None:
-    """RFC 6960 §3.2: the response is for this certificate, signed by the issuer or by a
-    responder the issuer delegated to (id-kp-OCSPSigning), current, and echoes our nonce."""
+    """RFC 6960 §3.2: the response is for this certificate and issuer, signed by the issuer
+    or by a responder the issuer delegated to (id-kp-OCSPSigning, within its validity),
+    current (thisUpdate, producedAt, nextUpdate against ``now`` with :data:`CLOCK_SKEW`),
+    and — when we sent a nonce — echoes it: a response without it may be a replayed
+    pre-revocation "good", so it does not count."""
     try:
         if resp.serial_number != cert.serial_number:
             raise RevocationSourceError("OCSP response for another certificate")
-        signer = _ocsp_signer(resp, issuer)
+        algo = resp.hash_algorithm
+        if resp.issuer_name_hash != _digest(algo, issuer.subject.public_bytes()) or \
+                resp.issuer_key_hash != _digest(algo, spki_bits(issuer)):
+            raise RevocationSourceError("OCSP response for a certificate of another issuer")
+        signer = _ocsp_signer(resp, issuer, now)
         key = signer.public_key()
         if not isinstance(key, rsa.RSAPublicKey) or resp.signature_hash_algorithm is None:
             raise RevocationSourceError("OCSP response signed with an unsupported key")
@@ -338,35 +399,69 @@ def check_ocsp_response(resp: ocsp.OCSPResponse, cert: x509.Certificate,
                        resp.signature_hash_algorithm)
         except InvalidSignature as exc:
             raise RevocationSourceError("the OCSP response signature does not verify") from exc
-        skew = dt.timedelta(minutes=5)
-        if resp.this_update_utc > now + skew:
-            raise RevocationSourceError("OCSP response from the future")
-        if resp.next_update_utc is not None and resp.next_update_utc < now - skew:
-            raise RevocationSourceError("stale OCSP response (nextUpdate passed)")
+        if resp.this_update_utc > now + CLOCK_SKEW:
+            raise RevocationSourceError("OCSP response from the future (thisUpdate)")
+        if resp.produced_at_utc > now + CLOCK_SKEW:
+            raise RevocationSourceError("OCSP response from the future (producedAt)")
+        if resp.next_update_utc is not None:
+            if resp.next_update_utc < now - CLOCK_SKEW:
+                raise RevocationSourceError("stale OCSP response (nextUpdate passed)")
+            if resp.next_update_utc < resp.this_update_utc:
+                raise RevocationSourceError("OCSP response with nextUpdate before thisUpdate")
+        elif resp.this_update_utc < now - MAX_OCSP_AGE - CLOCK_SKEW:
+            raise RevocationSourceError("stale OCSP response (old thisUpdate, no nextUpdate)")
         if nonce is not None:
             try:
                 got = resp.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
             except x509.ExtensionNotFound:
-                got = None
-            if got is not None and got != nonce:
+                raise RevocationSourceError("OCSP response without our nonce (replayed"
+                                            " response?)") from None
+            if got != nonce:
                 raise RevocationSourceError("OCSP nonce mismatch (replayed response?)")
-    except PARSE_ERRORS as exc:  # a malformed response
+    except (*PARSE_ERRORS, AttributeError) as exc:  # a malformed response
         raise RevocationSourceError(f"unusable OCSP response: {exc}") from exc
 
 
-def _ocsp_signer(resp: ocsp.OCSPResponse, issuer: x509.Certificate) -> x509.Certificate:
+def _digest(algo: hashes.HashAlgorithm, data: bytes) -> bytes:
+    h = hashes.Hash(algo)
+    h.update(data)
+    return h.finalize()
+
+
+def spki_bits(cert: x509.Certificate) -> bytes:
+    """The subjectPublicKey BIT STRING contents, without the unused-bits byte: what an
+    OCSP CertID's issuerKeyHash covers (RFC 6960 §4.1.1)."""
+    from cardio.apdu import tlv
+
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    return tlv.parse(spki).children[1].value[1:]
+
+
+def _ocsp_signer(resp: ocsp.OCSPResponse, issuer: x509.Certificate,
+                 now: dt.datetime) -> x509.Certificate:
+    """The issuer itself, or a delegated responder certificate in the response that the
+    issuer signed, that carries id-kp-OCSPSigning and that is valid now. A responder
+    certificate failing any of these is not a signer we accept (RFC 6960 §4.2.2.2)."""
     if _responder_matches(resp, issuer):
         return issuer
     for cand in resp.certificates:
         if not _responder_matches(resp, cand):
             continue
         try:
+            if cand.issuer != issuer.subject:
+                continue
             cand.verify_directly_issued_by(issuer)
             eku = cand.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         except (*PARSE_ERRORS, InvalidSignature, x509.ExtensionNotFound):
             continue
-        if ExtendedKeyUsageOID.OCSP_SIGNING in eku:
-            return cand
+        if ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
+            continue
+        if not (cand.not_valid_before_utc - CLOCK_SKEW <= now <=
+                cand.not_valid_after_utc + CLOCK_SKEW):
+            raise RevocationSourceError("the delegated OCSP responder certificate is not"
+                                        " valid now (expired or not yet valid)")
+        return cand
     raise RevocationSourceError("the OCSP response is not signed by the issuer or a"
                                 " responder it authorised")
 

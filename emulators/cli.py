@@ -85,6 +85,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     jlis = _jlis(args.jlis)
     photo = photo_jp2(args.photo) if args.photo else None
     create_card(args.dir, profile, jlis, photo=photo)
+    from emulators.jpki_ca import JpkiAuthority
+
+    JpkiAuthority(jlis).register_card(args.dir)  # J-LIS records which card it issued
     creds = {"auth_pin": profile.auth_pin, "sign_password": profile.sign_password,
              "text_pin": profile.text_pin, "common_pin": profile.common_pin,
              "juki_pin": profile.juki_pin, "my_number": profile.my_number,

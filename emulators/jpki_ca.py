@@ -20,6 +20,7 @@ import datetime as dt
 import fcntl
 import json
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,12 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cardio import constants as c
 from cardio.errors import CardioError
+from cardio.pinreset import public_key_fingerprint
+from cardio.pki import spki_bits
+from cardio.records import CardFace
 from emulators.card.jlis import CertificateAuthority, JlisHierarchy
 from emulators.card.keys import FreshKeys, key_from_pem, key_to_pem
 from emulators.card.store import CardStore, atomic_write
@@ -134,6 +139,46 @@ class JpkiAuthority:
         return [self.revoke_card(card_dir, k, reason) for k in kinds
                 if k == "auth" or _has_sign_cert(card_dir)]
 
+    # -- the issuer's card registry -----------------------------------------------------
+    # J-LIS knows which card (serial) carries which certificates and which card-face key,
+    # since it issued them (kiosk-domain.md §1.2: the certificate-to-person mapping is done
+    # on the J-LIS side). Services that must tie a certificate to a card serial — the
+    # PIN-reset backend derives the card's reset key from the serial — ask this registry
+    # and never a client. The emulated one is ``cards.json`` in the J-LIS directory.
+    @property
+    def _cards_db(self) -> Path:
+        return self.jlis.path / "cards.json"
+
+    def register_card(self, card_dir: Path) -> tuple[str, str, str]:
+        """Record a software card this J-LIS issued: (auth certificate SHA-256, card serial,
+        card-face key fingerprint)."""
+        image = CardStore(Path(card_dir)).load()
+        auth = image.files.get((c.AID_JPKI, c.JPKI_AUTH_CERT))
+        face = image.files.get((c.AID_VISUAL, c.VISUAL_FACE))
+        if auth is None or face is None:
+            raise CaError(f"the card in {card_dir} has no auth certificate or card face")
+        cert_fp = x509.load_der_x509_certificate(auth).fingerprint(hashes.SHA256()).hex()
+        entry = (cert_fp, str(image.meta["serial"]),
+                 public_key_fingerprint(CardFace.parse(face).public_key))
+        with open(self.jlis.path / ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            cards = self._read_cards()
+            cards[entry[0]] = {"serial": entry[1], "face_key": entry[2]}
+            atomic_write(self._cards_db, json.dumps(cards, indent=1).encode())
+        return entry
+
+    def _read_cards(self) -> dict[str, dict[str, str]]:
+        try:
+            return dict(json.loads(self._cards_db.read_text()))
+        except FileNotFoundError:
+            return {}
+
+    def card_of(self, auth_cert_sha256: str) -> tuple[str, str] | None:
+        """(card serial, card-face key fingerprint) of the card whose authentication
+        certificate has this SHA-256 fingerprint; None for a card J-LIS did not issue."""
+        e = self._read_cards().get(auth_cert_sha256)
+        return None if e is None else (e["serial"], e["face_key"])
+
     # -- CRL ---------------------------------------------------------------------------
     def ca(self, kind: str) -> CertificateAuthority:
         if kind == "sign":
@@ -206,17 +251,18 @@ class JpkiAuthority:
         unknown issuers ``unauthorized``, as RFC 6960 §2.3 says."""
         try:
             req = ocsp.load_der_ocsp_request(request_der)
-        except ValueError:
-            return ocsp.OCSPResponseBuilder.build_unsuccessful(
-                ocsp.OCSPResponseStatus.MALFORMED_REQUEST).public_bytes(
-                    serialization.Encoding.DER)
+            # Touch every field used below: cryptography parses lazily, and an unknown hash
+            # OID or a damaged extension must be answered, not end the connection.
+            algo = req.hash_algorithm
+            _ = (req.issuer_name_hash, req.issuer_key_hash, req.serial_number,
+                 list(req.extensions))
+        except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension):
+            return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
         ca = self.ca(kind)
-        algo = req.hash_algorithm
         name_hash = _hash(algo, ca.cert.subject.public_bytes())
-        key_hash = _hash(algo, _spki_bits(ca.cert))
+        key_hash = _hash(algo, spki_bits(ca.cert))
         if req.issuer_name_hash != name_hash or req.issuer_key_hash != key_hash:
-            return ocsp.OCSPResponseBuilder.build_unsuccessful(
-                ocsp.OCSPResponseStatus.UNAUTHORIZED).public_bytes(serialization.Encoding.DER)
+            return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
         now = self.clock().replace(microsecond=0)
         revoked = {r.serial: r for r in self.revocations(kind)}
         r = revoked.get(req.serial_number)
@@ -235,20 +281,15 @@ class JpkiAuthority:
         return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
+def _unsuccessful(status: ocsp.OCSPResponseStatus) -> bytes:
+    return ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(
+        serialization.Encoding.DER)
+
+
 def _hash(algo: hashes.HashAlgorithm, data: bytes) -> bytes:
     h = hashes.Hash(algo)
     h.update(data)
     return h.finalize()
-
-
-def _spki_bits(cert: x509.Certificate) -> bytes:
-    """The subjectPublicKey BIT STRING contents (what OCSP's issuerKeyHash covers)."""
-    from cardio.apdu import tlv
-
-    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
-                                          serialization.PublicFormat.SubjectPublicKeyInfo)
-    bits = tlv.parse(spki).children[1].value
-    return bits[1:]  # drop the unused-bits byte
 
 
 def card_certificate(card_dir: Path, which: str) -> x509.Certificate:
@@ -267,19 +308,50 @@ def _has_sign_cert(card_dir: Path) -> bool:
 
 
 # -- HTTP ------------------------------------------------------------------------------------
+BODY_TIMEOUT = 10.0
+"""Seconds a client has to send a whole request body: a slow sender cannot hold a thread
+and its buffer for longer."""
+MAX_CONNECTIONS = 32
+"""Connections served at once; more get ``503`` at once. Each holds a thread and at most
+:data:`MAX_REQUEST` bytes, so the server's memory stays bounded however many connect."""
+
+
+def content_length(headers: Any, limit: int) -> tuple[int, int | None]:
+    """(status, length) for a request body: ``(0, n)`` when acceptable, else the HTTP status
+    to answer before reading anything — 411 for a missing length or a chunked
+    (``Transfer-Encoding``) body, 400 for a negative, non-numeric or repeated one, 413
+    beyond ``limit``. Checked before any byte of the body is read."""
+    if headers.get("Transfer-Encoding") is not None:
+        return HTTPStatus.LENGTH_REQUIRED, None
+    values = headers.get_all("Content-Length") or []
+    if not values:
+        return HTTPStatus.LENGTH_REQUIRED, None
+    if len(values) != 1 or not values[0].strip().isdigit() or not values[0].strip().isascii():
+        return HTTPStatus.BAD_REQUEST, None
+    n = int(values[0].strip()[:20])
+    if n > limit or len(values[0].strip()) > 20:
+        return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, None
+    return 0, n
+
+
 class _Handler(BaseHTTPRequestHandler):
     authority: JpkiAuthority
+    body_timeout: float = BODY_TIMEOUT
     server_version = "cardio-jpki-ca/1"
+    timeout = BODY_TIMEOUT  # socket timeout for each read (request line, headers, body)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # requests carry no personal data, but keep test output quiet
 
-    def _reply(self, status: int, body: bytes, ctype: str) -> None:
+    def _reply(self, status: int, body: bytes, ctype: str, *, close: bool = False) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store" if ctype.endswith("response") else
                          "max-age=60")
+        if close:  # the body was not read: the connection cannot carry another request
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(body)
 
@@ -307,28 +379,99 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         parts = [p for p in urllib.parse.urlsplit(self.path).path.split("/") if p]
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_REQUEST:
-            self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"too large\n", "text/plain")
+        status, length = content_length(self.headers, MAX_REQUEST)
+        if length is None:
+            msg = {HTTPStatus.LENGTH_REQUIRED: b"a Content-Length is required (no chunked"
+                   b" bodies)\n", HTTPStatus.BAD_REQUEST: b"bad Content-Length\n"}.get(
+                       HTTPStatus(status), b"request body too large\n")
+            self._reply(status, msg, "text/plain", close=True)
             return
-        body = self.rfile.read(length)
+        body = self._read_body(length)
+        if body is None:
+            self._reply(HTTPStatus.REQUEST_TIMEOUT, b"the request body did not arrive in"
+                        b" time\n", "text/plain", close=True)
+            return
         if len(parts) == 2 and parts[0] == "ocsp" and self._kind(parts[1]):
             self._ocsp(parts[1], body)
             return
         self._reply(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
 
+    def _read_body(self, length: int) -> bytes | None:
+        """Exactly ``length`` bytes within :attr:`body_timeout` in total, or None."""
+        deadline = time.monotonic() + self.body_timeout
+        chunks: list[bytes] = []
+        got = 0
+        try:
+            while got < length:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.connection.settimeout(min(left, self.body_timeout))
+                chunk = self.rfile.read1(min(length - got, 16384))
+                if not chunk:
+                    return None
+                chunks.append(chunk)
+                got += len(chunk)
+        except (TimeoutError, OSError):
+            return None
+        return b"".join(chunks)
+
     def _ocsp(self, kind: str, der: bytes) -> None:
         self._reply(200, self.authority.ocsp_response(kind, der), "application/ocsp-response")
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """A threading server that serves at most :data:`MAX_CONNECTIONS` connections at once
+    and answers the rest ``503`` instead of spawning a thread each."""
+
+    daemon_threads = True
+    max_connections = MAX_CONNECTIONS
+    request_queue_size = 64  # a burst of connections waits in the backlog, not dropped
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                b"Retry-After: 1\r\nConnection: close\r\n\r\n")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (reset, broken pipe, timeout) is not worth a traceback."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class CaServer:
     """The CA's HTTP endpoints on loopback: ``/ocsp/{sign,auth}`` (POST, and GET with the
-    base64 request in the path), ``/crl/{sign,auth}.crl``."""
+    base64 request in the path), ``/crl/{sign,auth}.crl``. Request bodies are bounded
+    before they are read (:func:`content_length`), in time (:data:`BODY_TIMEOUT`) and in
+    number of connections (:data:`MAX_CONNECTIONS`)."""
 
-    def __init__(self, authority: JpkiAuthority, host: str = "127.0.0.1", port: int = 0) -> None:
-        handler = type("Handler", (_Handler,), {"authority": authority})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+    def __init__(self, authority: JpkiAuthority, host: str = "127.0.0.1", port: int = 0, *,
+                 body_timeout: float = BODY_TIMEOUT) -> None:
+        handler = type("Handler", (_Handler,), {"authority": authority,
+                                                "body_timeout": body_timeout,
+                                                "timeout": body_timeout})
+        self.httpd = _BoundedServer((host, port), handler)
         self._thread: threading.Thread | None = None
 
     @property

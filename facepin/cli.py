@@ -5,7 +5,10 @@ registered with the ``cardio`` command line through the entry-point group
 ``facepin serve`` is a production service: its issuer master key comes from configuration
 only (``--master-key-file`` or ``$CARDIO_FACEPIN_MASTER_KEY_FILE``). It never falls back
 to — or creates — the emulated J-LIS key; ``cardio emu ca pin-reset-key`` is the emulator
-command that hands that one out for tests and demos.
+command that hands that one out for tests and demos. Likewise the issuer's card registry
+(which card each authentication certificate was issued to) is a file named in
+configuration (``--card-registry`` or ``$CARDIO_FACEPIN_CARD_REGISTRY``), never read from
+the J-LIS directory.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from cardio.cli import (
 )
 from cardio.errors import EXIT_NOT_VALID
 from cardio.visual import VisualApplication
+from facepin.registry import FileCardRegistry
 
 MASTER_KEY_ENV = "CARDIO_FACEPIN_MASTER_KEY_FILE"
+REGISTRY_ENV = "CARDIO_FACEPIN_CARD_REGISTRY"
 MASTER_KEY_MIN = 32  # bytes; cardio.pinreset derives per-card keys from it
 
 
@@ -90,14 +95,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = port_number(args.port)
     master = read_master_key(args.master_key_file)
     trust = trust_for(args)
-    import uvicorn
+    from facepin.service import ServiceConfig, serve
 
-    from facepin.service import ServiceConfig, create_app
-
-    config = ServiceConfig(database=args.db, trust=trust, master_key=master)
-    uvicorn.run(create_app(config), host=args.host, port=port, log_level="info",
-                access_log=False)
+    registry = _card_registry(args.card_registry)
+    config = ServiceConfig(database=args.db, trust=trust, master_key=master,
+                           registry=registry)
+    serve(config, args.host, port)
     return 0
+
+
+def _card_registry(path: Path | None) -> FileCardRegistry:
+    """The issuer's card registry (auth certificate → card serial and card-face key), from
+    ``--card-registry`` or ``$CARDIO_FACEPIN_CARD_REGISTRY``; required, and read once
+    before serving so a wrong path is a one-line error now, not a 503 on every request."""
+    if path is None:
+        env = os.environ.get(REGISTRY_ENV)
+        if not env:
+            raise UsageError("facepin serve needs the issuer's card registry: give"
+                             f" --card-registry FILE or set ${REGISTRY_ENV} (for the emulated"
+                             " J-LIS: cards.json in its directory)")
+        path = Path(env)
+    registry = FileCardRegistry(path)
+    registry.check()
+    return registry
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -121,5 +141,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--master-key-file", "--master-key", dest="master_key_file", type=Path,
                    default=None, help="issuer master key file (required, or set"
                    f" ${MASTER_KEY_ENV}); never the emulated J-LIS key by default")
+    p.add_argument("--card-registry", type=Path, default=None,
+                   help="the issuer's card registry, JSON (required, or set"
+                   f" ${REGISTRY_ENV}); the emulated J-LIS writes cards.json")
     add_common_options(p)
     p.set_defaults(func=cmd_serve)

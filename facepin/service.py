@@ -9,12 +9,19 @@ Flow (kiosk-domain.md §3, with our own protocol where the real one is closed):
    signed by J-LIS), the card-face key's presence signature over the same nonce (the face
    record belongs to the card at hand), and one camera frame. The service validates the
    certificate, both signatures and J-LIS's signature over the photo, and matches the face
-   itself — the app's word is not taken. It answers with a reservation bound to the
-   certificate: 24 hours, single use. Attempts are rate-limited per card.
+   itself — the app's word is not taken. Which card that is comes from the issuer's card
+   registry (certificate → card serial and card-face key), never from a client field: the
+   certificate and the card face must be registered to one card. It answers with a
+   reservation bound to that card (certificate fingerprint and serial): 24 hours, single
+   use. Attempts are rate-limited per card, counted and recorded in one transaction.
 3. At a kiosk, with the same card present and its auth PIN verified, the kiosk asks
    ``POST /v1/reservations/{id}/authorise`` for the MAC of one issuer-authenticated reset
    (``cardio.pinreset``) over the card's fresh challenge and the SHA-256 of the new value;
-   the reservation is consumed.
+   the reservation is consumed — only for the card it was made for, and only while its
+   certificate is still unrevoked by a fresh OCSP answer.
+
+Revocation is checked fresh (OCSP with a nonce, no cache) for both granting decisions.
+Request bodies are bounded before they are parsed (:class:`BodyLimit`).
 
 No image, PIN or personal data is stored or logged; logs carry reservation ids, outcomes
 and certificate fingerprints only.
@@ -22,22 +29,26 @@ and certificate fingerprints only.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextvars
+import copy
 import hashlib
+import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -60,6 +71,22 @@ RESERVATION_TTL = 24 * 3600.0
 MAX_ATTEMPTS_PER_DAY = 5
 MAX_IMAGE = 4 * 1024 * 1024
 MAX_FRAMES = 90
+MAX_RESERVATION_BODY = 16 * 1024 * 1024
+"""A reservation request: up to 90 camera frames (a 640×480 JPEG is ~50 KB, ~70 KB in
+base64) and the card's records fit with room to spare."""
+MAX_BODY = 64 * 1024
+"""Every other request."""
+MAX_BUFFERED = 48 * 1024 * 1024
+"""Request bodies held at once, over all requests: beyond it new ones get ``503``, so the
+memory the service spends on bodies is bounded whatever the clients send."""
+BODY_TIMEOUT = 30.0
+"""Seconds to receive a whole body (a slow sender is cut off with ``408``)."""
+
+CardRegistry = Callable[[str], "tuple[str, str] | None"]
+"""The issuer's card registry: the SHA-256 fingerprint of a card's JPKI authentication
+certificate → (the card serial, :func:`cardio.pinreset.public_key_fingerprint` of its
+card-face key), or None for a card the issuer does not know. J-LIS holds this mapping
+(kiosk-domain.md §1.2); the emulated J-LIS serves it from ``emulators.jpki_ca``."""
 
 
 @dataclass
@@ -69,9 +96,13 @@ class ServiceConfig:
     master_key: bytes
     clock: Callable[[], float] = time.time
     threshold: float = THRESHOLD
+    registry: CardRegistry = field(default=lambda _fp: None)
+    """Fails closed: without a registry no card can be identified, so nothing is granted."""
     validator: CertificateValidator | None = None
     engine: FaceEngine | None = None
     max_attempts: int = MAX_ATTEMPTS_PER_DAY
+    body_timeout: float = BODY_TIMEOUT
+    max_buffered: int = MAX_BUFFERED
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -82,9 +113,15 @@ class ChallengeOut(BaseModel):
     """The liveness challenge the capture must follow, in order."""
 
 
+FrameTime = Annotated[float, Field(ge=0.0, le=3600.0, allow_inf_nan=False)]
+"""Seconds since the capture started: finite and bounded (``1e999999`` parses as inf)."""
+
+
 class ReservationIn(BaseModel):
-    challenge_id: str
-    card_serial: str = Field(pattern=r"^[0-9]{15}$")
+    challenge_id: str = Field(max_length=64)
+    card_serial: str | None = Field(default=None, pattern=r"^[0-9]{15}$")
+    """What the app read from the card. Never trusted: the serial comes from the issuer's
+    registry; a value that disagrees is refused."""
     auth_certificate: str
     auth_signature: str
     card_face: str
@@ -92,7 +129,7 @@ class ReservationIn(BaseModel):
     card_face_signature: str
     frames: list[str] = Field(min_length=1, max_length=MAX_FRAMES)
     """Camera frames (base64 JPEG/PNG) recorded while the person followed the prompts."""
-    frame_times: list[float] = Field(min_length=1, max_length=MAX_FRAMES)
+    frame_times: list[FrameTime] = Field(min_length=1, max_length=MAX_FRAMES)
 
 
 class ReservationOut(BaseModel):
@@ -102,7 +139,7 @@ class ReservationOut(BaseModel):
 
 class AuthoriseIn(BaseModel):
     auth_certificate: str
-    card_serial: str = Field(pattern=r"^[0-9]{15}$")
+    card_serial: str | None = Field(default=None, pattern=r"^[0-9]{15}$")
     target: str = Field(pattern=r"^(sign|auth)$")
     card_challenge: str = Field(pattern=r"^[0-9a-fA-F]{16,64}$")
     value_hash: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
@@ -133,7 +170,8 @@ def fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
-def create_app(config: ServiceConfig) -> FastAPI:
+def create_app(config: ServiceConfig) -> BodyLimit:
+    """The ASGI application: the FastAPI routes behind :class:`BodyLimit`."""
     store = Store(config.database)
     validator = config.validator or CertificateValidator(config.trust)
     app = FastAPI(title="cardio facepin PIN-reset reservations", version="1")
@@ -144,18 +182,32 @@ def create_app(config: ServiceConfig) -> FastAPI:
         ``X-Request-ID`` when it is a sane token, a new one otherwise; echoed back and
         written into the service's log lines for the request."""
         rid = request.headers.get("x-request-id", "")
-        if not (0 < len(rid) <= 64 and rid.replace("-", "").replace("_", "").isalnum()):
+        if not (0 < len(rid) <= 64 and rid.replace("-", "").replace("_", "").isalnum()
+                and rid.isascii()):
             rid = secrets.token_hex(8)
         token = REQUEST_ID.set(rid)
         try:
             response = await call_next(request)
+            log.info("%s %s -> %d request=%s", request.method, request.url.path,
+                     response.status_code, rid)
         finally:
             REQUEST_ID.reset(token)
         response.headers["X-Request-ID"] = rid
         return response
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 naming the fields and what is wrong, without echoing their values:
+        FastAPI's default echoes the input — photos, and non-finite numbers that its own
+        JSON encoder then cannot write (a 500 with a traceback)."""
+        fields = [{"field": ".".join(str(p) for p in e.get("loc", ())),
+                   "problem": str(e.get("msg", ""))[:200]} for e in exc.errors()[:20]]
+        return JSONResponse({"error": "invalid_request", "message": "the request does not"
+                             " match the API", "fields": fields}, status_code=422)
+
     @app.exception_handler(Refused)
     async def refused(_request: Request, exc: Refused) -> JSONResponse:
+        log.info("refused %s (%d) request=%s", exc.code, exc.status, REQUEST_ID.get())
         return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.status)
 
     def load_cert(b64: str) -> x509.Certificate:
@@ -167,10 +219,25 @@ def create_app(config: ServiceConfig) -> FastAPI:
             raise Refused(400, "bad_certificate", "not a DER certificate") from None
 
     def check_cert(cert: x509.Certificate) -> None:
-        v = validator.validate(cert, purpose="auth")
+        """Both decisions grant something, so revocation is checked fresh: an OCSP answer
+        to this request's nonce, no cache, no CRL (cardio.pki, fresh=True)."""
+        v = validator.validate(cert, purpose="auth", fresh=True)
         if v.status is not Status.VALID:
+            log.info("certificate %s cert=%s: %s", v.status.value, fingerprint(cert)[:16],
+                     v.reason)
             raise Refused(403, "certificate_" + v.status.value, "the card's authentication"
                           " certificate is not valid: " + v.status.value)
+
+    def issued_card(fp: str) -> tuple[str, str]:
+        try:
+            found = config.registry(fp)
+        except (OSError, ValueError, KeyError):
+            log.warning("card registry unavailable")
+            raise Refused(503, "registry_unavailable", "the card registry cannot be read;"
+                          " try again later") from None
+        if found is None:
+            raise Refused(403, "card_unknown", "the issuer has no card with this certificate")
+        return found
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -193,24 +260,38 @@ def create_app(config: ServiceConfig) -> FastAPI:
         nonce, prompt_list = taken
         if len(body.frames) != len(body.frame_times):
             raise Refused(400, "bad_frames", "one time per frame")
+        # 1. What the card proves in this session: its certificate (fresh revocation),
+        #    its signature over the nonce (the card and its auth PIN), the J-LIS-signed
+        #    card face and the card-face key's signature over the same nonce.
         cert = load_cert(body.auth_certificate)
         fp = fingerprint(cert)
-        if store.attempts_since(fp, now - 24 * 3600) >= config.max_attempts:
+        check_cert(cert)
+        key = cert.public_key()
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise Refused(400, "bad_certificate", "not an RSA certificate")
+        try:
+            key.verify(_b64(body.auth_signature, "auth_signature", 1024), nonce,
+                       padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature:
+            raise Refused(403, "card_signature_invalid", "the card's signature over the"
+                          " challenge does not verify") from None
+        face_record = _verified_face(body, nonce, config.trust)
+        # 2. Which card that is, from the issuer — never from the request: the certificate
+        #    and the card face must belong to one registered card.
+        serial, face_key = issued_card(fp)
+        if pinreset.public_key_fingerprint(face_record.public_key) != face_key or \
+                (body.card_serial is not None and body.card_serial != serial):
+            log.warning("reservation refused: proofs of different cards cert=%s request=%s",
+                        fp[:16], REQUEST_ID.get())
+            raise Refused(403, "card_mismatch", "the certificate, card face and serial are"
+                          " not those of one card")
+        # 3. One attempt slot, counted and taken in one transaction.
+        attempt = store.take_attempt(fp, now, now - 24 * 3600, config.max_attempts)
+        if attempt is None:
             log.info("reservation refused: rate limit cert=%s", fp[:16])
             raise Refused(429, "rate_limited", "too many attempts for this card; try tomorrow")
         ok = False
         try:
-            check_cert(cert)
-            key = cert.public_key()
-            if not isinstance(key, rsa.RSAPublicKey):
-                raise Refused(400, "bad_certificate", "not an RSA certificate")
-            try:
-                key.verify(_b64(body.auth_signature, "auth_signature", 1024), nonce,
-                           padding.PKCS1v15(), hashes.SHA256())
-            except InvalidSignature:
-                raise Refused(403, "card_signature_invalid", "the card's signature over the"
-                              " challenge does not verify") from None
-            face_record = _verified_face(body, nonce, config.trust)
             engine = config.engine or FaceEngine.shared()
             try:
                 reference = engine.encode(load_image(face_record.photo), allow_several=True,
@@ -245,10 +326,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
                               " follow the prompts and try again")
             ok = True
         finally:
-            store.record_attempt(fp, now, ok)
+            store.finish_attempt(attempt, ok)
         rid = secrets.token_urlsafe(18)
-        store.add_reservation(Reservation(rid, fp, body.card_serial, now, now + RESERVATION_TTL,
-                                          None))
+        store.add_reservation(Reservation(rid, fp, serial, now, now + RESERVATION_TTL, None))
         log.info("reservation created id=%s cert=%s request=%s", rid, fp[:16], REQUEST_ID.get())
         return ReservationOut(reservation_id=rid, expires_at=now + RESERVATION_TTL)
 
@@ -259,15 +339,22 @@ def create_app(config: ServiceConfig) -> FastAPI:
         if r is None:
             raise Refused(404, "no_reservation", "no such reservation")
         cert = load_cert(body.auth_certificate)
-        if fingerprint(cert) != r.cert_fp or body.card_serial != r.serial:
+        fp = fingerprint(cert)
+        if fp != r.cert_fp or (body.card_serial is not None and body.card_serial != r.serial):
             log.info("authorise refused: wrong card id=%s", rid)
             raise Refused(403, "wrong_card", "this reservation belongs to another card")
         if r.used_at is not None:
             raise Refused(409, "already_used", "this reservation was already used")
         if now >= r.expires:
             raise Refused(410, "expired", "this reservation expired; make a new one")
+        check_cert(cert)
+        if issued_card(fp)[0] != r.serial:
+            log.warning("authorise refused: registry serial changed id=%s", rid)
+            raise Refused(403, "wrong_card", "this reservation belongs to another card")
         if not store.use_reservation(rid, now):
             raise Refused(409, "already_used", "this reservation was already used")
+        # The MAC is keyed by the serial the issuer's registry gave at reservation time:
+        # it only opens the card the face was verified for.
         mac = pinreset.authorise(config.master_key, r.serial, body.target,
                                  bytes.fromhex(body.card_challenge),
                                  bytes.fromhex(body.value_hash))
@@ -276,7 +363,151 @@ def create_app(config: ServiceConfig) -> FastAPI:
         return AuthoriseOut(mac=mac.hex())
 
     app.state.store = store
-    return app
+    return BodyLimit(app, config.body_timeout, config.max_buffered)
+
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """ASGI middleware that bounds every request body before anything parses it.
+
+    * A ``Content-Length`` that is not one plain decimal number → ``400``; above the
+      route's limit (:data:`MAX_RESERVATION_BODY` for reservations, :data:`MAX_BODY` for
+      the rest) → ``413``, without reading a byte.
+    * Chunked (streamed) bodies are counted as they arrive and cut off with ``413`` at the
+      limit.
+    * The whole body must arrive within ``timeout`` seconds (``408``).
+    * At most ``max_buffered`` bytes of bodies are held at once over all requests; a
+      request that would exceed it gets ``503`` with ``Retry-After``.
+
+    The body is then handed on in one piece, so the application never sees more than the
+    limit. uvicorn's h11 already refuses a negative or malformed length with ``400``.
+    """
+
+    def __init__(self, app: FastAPI, timeout: float = BODY_TIMEOUT,
+                 max_buffered: int = MAX_BUFFERED) -> None:
+        self.fastapi = app
+        self.app: ASGIApp = app
+        self.timeout = timeout
+        self.max_buffered = max_buffered
+        self.buffered = 0
+        self.state = app.state
+
+    @staticmethod
+    def limit_for(path: str) -> int:
+        return MAX_RESERVATION_BODY if path == "/v1/reservations" else MAX_BODY
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(str(scope.get("path", "")))
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        declared: int | None = None
+        if b"content-length" in headers:
+            raw = headers[b"content-length"].strip()
+            if not (raw.isdigit() and len(raw) <= 20):
+                await _plain(send, 400, "bad Content-Length")
+                return
+            declared = int(raw)
+            if declared > limit:
+                await _plain(send, 413, f"request body larger than {limit} bytes")
+                return
+        reserved = declared if declared is not None else 0
+        if self.buffered + reserved > self.max_buffered:
+            await _plain(send, 503, "busy; try again", retry_after=True)
+            return
+        self.buffered += reserved
+        try:
+            body = await self._read(receive, limit, reserved)
+            if isinstance(body, int):
+                await _plain(send, body, {413: f"request body larger than {limit} bytes",
+                                          408: "the request body did not arrive in time",
+                                          503: "busy; try again"}[body],
+                             retry_after=body == 503)
+                return
+            delivered = False
+
+            async def replay() -> Message:
+                nonlocal delivered
+                if not delivered:
+                    delivered = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            await self.app(scope, replay, send)
+        finally:
+            self.buffered -= reserved
+
+    async def _read(self, receive: Receive, limit: int, reserved: int) -> bytes | int:
+        """The body, or the status to answer. Grows this request's share of the buffer
+        budget as a chunked body arrives."""
+        deadline = time.monotonic() + self.timeout
+        parts: list[bytes] = []
+        size = 0
+        extra = 0
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return 408
+                try:
+                    msg = await asyncio.wait_for(receive(), left)
+                except TimeoutError:
+                    return 408
+                if msg["type"] == "http.disconnect":
+                    return 408
+                chunk = msg.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    return 413
+                if size > reserved + extra:
+                    grow = size - reserved - extra
+                    if self.buffered + grow > self.max_buffered:
+                        return 503
+                    self.buffered += grow
+                    extra += grow
+                parts.append(chunk)
+                if not msg.get("more_body", False):
+                    return b"".join(parts)
+        finally:
+            self.buffered -= extra
+
+
+async def _plain(send: Send, status: int, text: str, *, retry_after: bool = False) -> None:
+    code = {400: "bad_request", 408: "timeout", 413: "too_large", 503: "busy"}[status]
+    body = json.dumps({"error": code, "message": text}).encode()
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+    if retry_after:
+        headers.append((b"retry-after", b"1"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    log.info("refused request body: %d %s request=-", status, text)
+
+
+def serve(config: ServiceConfig, host: str, port: int, *, limit_concurrency: int = 64) -> None:
+    """Run the service with uvicorn, its own log lines (``facepin.*``, with request ids)
+    going to stderr beside uvicorn's, and a bound on concurrent connections."""
+    import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["formatters"]["facepin"] = {
+        "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    log_config["handlers"]["facepin"] = {"class": "logging.StreamHandler",
+                                         "formatter": "facepin",
+                                         "stream": "ext://sys.stderr"}
+    log_config["loggers"]["facepin"] = {"handlers": ["facepin"], "level": "INFO",
+                                        "propagate": False}
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info",
+                access_log=False, log_config=log_config, limit_concurrency=limit_concurrency,
+                timeout_keep_alive=5)
 
 
 def _verified_face(body: ReservationIn, nonce: bytes, trust: TrustStore) -> CardFace:

@@ -12,6 +12,7 @@ authentication certificate, the card serial, times. No image, no PIN, no name.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -30,9 +31,18 @@ SCHEMA = [
         created {real} NOT NULL, expires {real} NOT NULL, used_at {real})""",
     "CREATE INDEX IF NOT EXISTS reservations_cert ON reservations(cert_fp)",
     """CREATE TABLE IF NOT EXISTS attempts (
-        cert_fp TEXT NOT NULL, at {real} NOT NULL, ok INTEGER)""",
+        cert_fp TEXT NOT NULL, at {real} NOT NULL, ok INTEGER, id TEXT)""",
     "CREATE INDEX IF NOT EXISTS attempts_cert ON attempts(cert_fp, at)",
+    # One row per card, locked (PostgreSQL: SELECT ... FOR UPDATE) while a worker counts
+    # that card's attempts and records a new one, so two workers cannot both take the
+    # last slot.
+    "CREATE TABLE IF NOT EXISTS attempt_cards (cert_fp TEXT PRIMARY KEY)",
 ]
+MIGRATIONS = {
+    # attempts.id came with the atomic rate limit; older databases lack it.
+    "sqlite": ["ALTER TABLE attempts ADD COLUMN id TEXT"],
+    "postgres": ["ALTER TABLE attempts ADD COLUMN IF NOT EXISTS id TEXT"],
+}
 
 
 class StoreError(CardioError):
@@ -86,11 +96,20 @@ class Store:
                 db.execute("PRAGMA journal_mode=WAL")
             for stmt in SCHEMA:
                 db.execute(stmt.format(**types))
+        for stmt in MIGRATIONS["postgres" if self.postgres else "sqlite"]:
+            try:
+                with self._conn() as db:
+                    db.execute(stmt)
+            except sqlite3.OperationalError as exc:  # the column is already there
+                if "duplicate column" not in str(exc):
+                    raise
 
     @contextlib.contextmanager
-    def _conn(self) -> Iterator[Any]:
+    def _conn(self, *, immediate: bool = False) -> Iterator[Any]:
         """One transaction. The yielded object's ``execute`` takes ``?`` markers on both
-        back ends."""
+        back ends. ``immediate``: on SQLite, take the database's write lock at BEGIN
+        (``BEGIN IMMEDIATE``), so a read-then-write in the transaction cannot interleave
+        with another process's; PostgreSQL callers lock rows explicitly instead."""
         if self.postgres:
             import psycopg
 
@@ -98,10 +117,23 @@ class Store:
                 yield _PgAdapter(pg)
             return
         with self._lock:
-            db = self._memory or sqlite3.connect(self.path, timeout=10)
+            db = self._memory or sqlite3.connect(self.path, timeout=30)
             try:
-                with db:  # one transaction
-                    yield db
+                if immediate:
+                    old, db.isolation_level = db.isolation_level, None
+                    try:
+                        db.execute("BEGIN IMMEDIATE")
+                        try:
+                            yield db
+                        except BaseException:
+                            db.execute("ROLLBACK")
+                            raise
+                        db.execute("COMMIT")
+                    finally:
+                        db.isolation_level = old
+                else:
+                    with db:  # one transaction
+                        yield db
             finally:
                 if self._memory is None:
                     db.close()
@@ -124,9 +156,36 @@ class Store:
             return (bytes(nonce), str(prompts)) if now - created <= ttl else None
 
     # -- attempts / rate limit -----------------------------------------------------------
+    def take_attempt(self, cert_fp: str, now: float, since: float, limit: int) -> str | None:
+        """Count this card's attempts since ``since`` and, when fewer than ``limit``,
+        record a new one — one atomic step (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: the
+        card's row in ``attempt_cards`` locked ``FOR UPDATE``), so N concurrent callers on
+        any number of workers get at most ``limit`` slots. Returns the attempt's id, or
+        None when the limit is reached."""
+        aid = secrets.token_hex(12)
+        with self._conn(immediate=True) as db:
+            if self.postgres:
+                db.execute("INSERT INTO attempt_cards VALUES (?) ON CONFLICT DO NOTHING",
+                           (cert_fp,))
+                db.execute("SELECT cert_fp FROM attempt_cards WHERE cert_fp=? FOR UPDATE",
+                           (cert_fp,))
+            (n,) = db.execute("SELECT COUNT(*) FROM attempts WHERE cert_fp=? AND at>=?",
+                              (cert_fp, since)).fetchone()
+            if int(n) >= limit:
+                return None
+            db.execute("INSERT INTO attempts (cert_fp, at, ok, id) VALUES (?, ?, NULL, ?)",
+                       (cert_fp, now, aid))
+        return aid
+
+    def finish_attempt(self, attempt_id: str, ok: bool) -> None:
+        """Record the outcome of an attempt taken with :meth:`take_attempt`."""
+        with self._conn() as db:
+            db.execute("UPDATE attempts SET ok=? WHERE id=?", (int(ok), attempt_id))
+
     def record_attempt(self, cert_fp: str, now: float, ok: bool) -> None:
         with self._conn() as db:
-            db.execute("INSERT INTO attempts VALUES (?, ?, ?)", (cert_fp, now, int(ok)))
+            db.execute("INSERT INTO attempts (cert_fp, at, ok) VALUES (?, ?, ?)",
+                       (cert_fp, now, int(ok)))
 
     def attempts_since(self, cert_fp: str, since: float) -> int:
         with self._conn() as db:

@@ -35,6 +35,7 @@ class PkiEnv:
         prof = Profile(**profile)  # type: ignore[arg-type]
         path = self.base / f"card{len(list(self.base.glob('card*')))}"
         create_card(path, prof, self.jlis, keys=self.pool, photo=photo)
+        self.authority.register_card(path)  # J-LIS records the card it issued
         return path, prof
 
 

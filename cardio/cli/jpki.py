@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 from pathlib import Path
 
 from cryptography import x509
@@ -114,14 +115,26 @@ def cmd_cms_verify(args: argparse.Namespace) -> int:
 
     sig = verify_detached(args.sig.read_bytes(), args.input.read_bytes())
     validator = CertificateValidator(trust_for(args))
-    v = validator.validate(sig.signer, at=sig.signing_time if args.at_signing_time else
-                           parse_time(args.at), purpose="any")
+    # No timestamp tokens yet (issue 15): signingTime is only what the signer claims.
+    claimed = args.at_signing_time and sig.signing_time is not None
+    v = validator.validate(sig.signer, at=sig.signing_time if claimed else parse_time(args.at),
+                           purpose="any")
+    source = ("signingTime (unauthenticated, claimed by the signer)" if claimed else
+              "--at (given by you)" if args.at else "now (this verifier's clock)")
+    warnings = []
+    if claimed:
+        warnings.append("the certificate was checked at the signer's own signingTime, which"
+                        " nothing authenticates: a signer holding a compromised key can"
+                        " backdate it to before a key-compromise revocation")
     obj = {"signature": "valid", "signer": sig.signer.subject.rfc4514_string(),
            "signing_time": sig.signing_time.isoformat() if sig.signing_time else None,
-           "certificate": v.to_json()}
+           "time_source": source, "warnings": warnings, "certificate": v.to_json()}
     emit(args, obj, ["Signature: valid (content matches, RSA verified)",
                      f"Signer: {obj['signer']}", f"Signing time: {obj['signing_time']}",
-                     *_validation_lines(v)])
+                     f"Checked at: {source}", *_validation_lines(v),
+                     *(f"WARNING: {w}" for w in warnings)])
+    for w in warnings:
+        print(f"cardio: warning: {w}", file=sys.stderr)
     return 0 if v.status.value == "valid" else EXIT_NOT_VALID
 
 
@@ -164,6 +177,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--sig", type=Path, required=True)
     p.add_argument("--at", help="validate the certificate at this time (default now)")
     p.add_argument("--at-signing-time", action="store_true",
-                   help="validate the certificate at the signed signing time")
+                   help="validate the certificate at the signingTime attribute. WARNING:"
+                   " that time is claimed by the signer, not authenticated (no timestamp"
+                   " token): whoever holds a compromised key can backdate it before the"
+                   " revocation, so a key-compromise revocation may not show")
     add_common_options(p)
     p.set_defaults(func=cmd_cms_verify)

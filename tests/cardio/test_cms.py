@@ -109,3 +109,35 @@ def test_fuzz_mutated_signatures(signed: bytes, seed: int, flips: int) -> None:
         data[rng.randrange(len(data))] = rng.randrange(256)
     with contextlib.suppress(CmsError):
         verify_detached(bytes(data), b"fuzz me")
+
+
+def test_at_signing_time_says_loudly_that_the_time_is_the_signers_claim(
+        pki: PkiEnv, tmp_path: Path) -> None:
+    """Issue 8, item 8b: with --at-signing-time the certificate is checked at a time the
+    signer claims; a key-compromise revocation after that claimed time does not show, and
+    the output must say so (there is no timestamp token yet)."""
+    import json
+
+    path, profile = pki.new_card()
+    content = b"contract"
+    (tmp_path / "c.txt").write_bytes(content)
+    (tmp_path / "c.p7s").write_bytes(card_sign(path, profile.sign_password, content))
+    pki.authority.revoke_card(path, "sign", "key_compromise")
+
+    def verify(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cardio.cli", "jpki", "cms", "verify",
+                               "--in", str(tmp_path / "c.txt"), "--sig", str(tmp_path / "c.p7s"),
+                               "--trust", str(pki.roots), "--json", *extra],
+                              capture_output=True, text=True, timeout=60)
+
+    now = verify()
+    assert now.returncode == 6 and json.loads(now.stdout)["certificate"]["status"] == "revoked"
+    assert json.loads(now.stdout)["time_source"].startswith("now")
+    claimed = verify("--at-signing-time")
+    out = json.loads(claimed.stdout)
+    assert out["time_source"] == "signingTime (unauthenticated, claimed by the signer)"
+    assert out["warnings"] and "backdate" in out["warnings"][0]
+    assert "warning" in claimed.stderr and "compromised key" in claimed.stderr
+    helptext = subprocess.run([sys.executable, "-m", "cardio.cli", "jpki", "cms", "verify",
+                               "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "WARNING" in helptext and "not authenticated" in " ".join(helptext.split())

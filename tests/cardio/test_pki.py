@@ -9,11 +9,14 @@ import random
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -334,3 +337,184 @@ def test_cli_verify_cert_and_revoke(pki: PkiEnv, tmp_path: Path) -> None:
     assert res.returncode == 1 and "not a valid X.509 certificate" in res.stderr
     res = cli("emu", "ca", "roots", "--out", str(tmp_path / "r"), "--json")
     assert sorted(json.loads(res.stdout)) == ["auth-ca", "cv-root", "sign-ca"]
+
+
+# -- issue 8, items 2 and 3: freshness for grants; forged OCSP answers -----------------------
+def test_fresh_check_sees_a_revocation_the_display_cache_still_hides(pki: PkiEnv) -> None:
+    """One long-lived validator (as in a running service): display answers may be up to
+    DISPLAY_CACHE_TTL old, a granting decision (fresh=True) asks the responder now."""
+    from cardio.pki import DISPLAY_CACHE_TTL
+
+    path, _ = pki.new_card()
+    cert = cert_of(path)
+    now = [dt.datetime.now(dt.UTC)]
+    v = CertificateValidator(pki.trust, clock=lambda: now[0])
+    assert v.validate(cert).status is Status.VALID
+    pki.authority.revoke_card(path, "auth", "key_compromise")
+    now[0] = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)  # just after the revocation
+    assert v.validate(cert).status is Status.VALID  # display: cached, within its bound
+    fresh = v.validate(cert, fresh=True)
+    assert fresh.status is Status.REVOKED and "ocsp-fresh" in fresh.checks
+    # The display cache never outlives its bound, though the response's nextUpdate is 1 h.
+    path2, _ = pki.new_card()
+    cert2 = cert_of(path2)
+    assert v.validate(cert2).status is Status.VALID
+    pki.authority.revoke_card(path2, "auth", "key_compromise")
+    now[0] += DISPLAY_CACHE_TTL + dt.timedelta(seconds=1)
+    assert v.validate(cert2).status is Status.REVOKED
+
+
+def test_fresh_check_has_no_crl_fallback(pki: PkiEnv) -> None:
+    path, _ = pki.new_card()
+    v = CertificateValidator(pki.trust, fetch=failing("ocsp"))
+    assert v.validate(cert_of(path)).revocation_source == "crl"  # display may use the CRL
+    fresh = v.validate(cert_of(path), fresh=True)
+    assert fresh.status is Status.UNKNOWN and "fresh OCSP answer is required" in fresh.reason
+
+
+def test_display_cache_is_bounded(pki: PkiEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cardio.pki as pki_mod
+
+    monkeypatch.setattr(pki_mod, "MAX_CACHE_ENTRIES", 2)
+    v = CertificateValidator(pki.trust)
+    for _ in range(4):
+        assert v.validate(cert_of(pki.new_card()[0])).status is Status.VALID
+    assert len(v._ocsp_cache) == 2
+
+
+class Forger:
+    """An attacker between the validator and the responder: a real HTTP server on loopback
+    that answers OCSP requests with responses built by ``make(request)``."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        forger = self
+        self.make: Callable[[ocsp.OCSPRequest], bytes] = lambda req: b""
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                out = forger.make(ocsp.load_der_ocsp_request(body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/ocsp-response")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def fetch_via(self, real_base: str) -> Callable[[str, bytes | None, str, int], bytes]:
+        """A fetcher whose OCSP traffic the forger intercepts (as a DNS hijack would)."""
+        host, port = self.httpd.server_address[:2]
+
+        def fetch(url: str, body: bytes | None, ctype: str, limit: int) -> bytes:
+            if "/ocsp/" in url:
+                url = url.replace(real_base, f"http://{host!s}:{port}")
+            return http_fetch(url, body, ctype, limit)
+        return fetch
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def forger() -> Iterator[Forger]:
+    f = Forger()
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def responder_cert(pki: PkiEnv, *, ca: str = "auth", days: tuple[int, int] = (-1, 30),
+                   eku: bool = True) -> tuple[Any, x509.Certificate]:
+    """A delegated responder certificate, signed by the real (emulated) CA key."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    authority = pki.jlis.auth_ca if ca == "auth" else pki.jlis.sign_ca
+    key = pki.pool.new_key()
+    now = dt.datetime.now(dt.UTC)
+    b = (x509.CertificateBuilder()
+         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "forged responder")]))
+         .issuer_name(authority.cert.subject).public_key(key.public_key())
+         .serial_number(x509.random_serial_number())
+         .not_valid_before(now + dt.timedelta(days=days[0]))
+         .not_valid_after(now + dt.timedelta(days=days[1])))
+    if eku:
+        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), False)
+    return key, b.sign(authority.key, hashes.SHA256())
+
+
+def forged(req: ocsp.OCSPRequest, cert: x509.Certificate, issuer: x509.Certificate,
+           signer: tuple[Any, x509.Certificate], *, nonce: bool = True,
+           this_update: dt.datetime | None = None, next_update: dt.timedelta | None = None,
+           status: ocsp.OCSPCertStatus = ocsp.OCSPCertStatus.GOOD) -> bytes:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    tu = this_update or now
+    b = ocsp.OCSPResponseBuilder().add_response(
+        cert=cert, issuer=issuer, algorithm=hashes.SHA256(), cert_status=status,
+        this_update=tu, next_update=tu + (next_update or dt.timedelta(hours=1)),
+        revocation_time=None, revocation_reason=None,
+    ).responder_id(ocsp.OCSPResponderEncoding.HASH, signer[1]).certificates([signer[1]])
+    if nonce:
+        b = b.add_extension(req.extensions.get_extension_for_class(x509.OCSPNonce).value,
+                            critical=False)
+    return b.sign(signer[0], hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def test_forged_ocsp_answers_are_unknown_never_valid(pki: PkiEnv, forger: Forger) -> None:
+    path, _ = pki.new_card()
+    cert, issuer = cert_of(path), pki.jlis.auth_ca.cert
+    real = pki.authority.responder("auth")
+    fetch = forger.fetch_via(pki.server.url)
+    now = dt.datetime.now(dt.UTC)
+
+    def check(make: Callable[[ocsp.OCSPRequest], bytes], fresh: bool = True) -> Status:
+        forger.make = make
+        v = CertificateValidator(pki.trust, fetch=fetch, use_crl=False)
+        return v.validate(cert, fresh=fresh).status
+
+    # Control: the forger's own well-formed answer with the real responder key counts,
+    # so each refusal below is due to the one thing that differs.
+    assert check(lambda r: forged(r, cert, issuer, real)) is Status.VALID
+    # A pre-revocation "good" captured earlier and replayed after the revocation: it
+    # lacks our nonce. (Before issue 8 this was accepted.)
+    replay = forged(ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA256())
+                    .build(), cert, issuer, real, nonce=False)
+    pki.authority.revoke_card(path, "auth", "key_compromise")
+    for fresh in (True, False):
+        assert check(lambda r: replay, fresh) is Status.UNKNOWN
+    assert check(lambda r: forged(r, cert, issuer, real)) is Status.VALID  # control again
+    # Delegated responders the issuer did not authorise for this answer.
+    for bad in (responder_cert(pki, days=(-60, -1)),          # expired
+                responder_cert(pki, days=(1, 60)),            # not yet valid
+                responder_cert(pki, eku=False),               # no id-kp-OCSPSigning
+                responder_cert(pki, ca="sign")):              # another CA's responder
+        assert check(lambda r, s=bad: forged(r, cert, issuer, s)) is Status.UNKNOWN
+    # Times: thisUpdate ahead of the clock, nextUpdate passed (both beyond the skew).
+    assert check(lambda r: forged(r, cert, issuer, real,
+                                  this_update=now + dt.timedelta(minutes=30))) is Status.UNKNOWN
+    assert check(lambda r: forged(r, cert, issuer, real, this_update=now - dt.timedelta(
+        hours=3), next_update=dt.timedelta(hours=1))) is Status.UNKNOWN
+
+
+def test_ocsp_produced_at_in_the_future_is_refused(pki: PkiEnv, forger: Forger) -> None:
+    """producedAt is set when the response is signed (now); a validator whose clock is an
+    hour behind sees it in the future — while thisUpdate/nextUpdate alone would pass."""
+    path, _ = pki.new_card()
+    cert, issuer = cert_of(path), pki.jlis.auth_ca.cert
+    behind = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    forger.make = lambda r: forged(r, cert, issuer, pki.authority.responder("auth"),
+                                   this_update=behind.replace(microsecond=0))
+    v = CertificateValidator(pki.trust, fetch=forger.fetch_via(pki.server.url),
+                             clock=lambda: behind, use_crl=False)
+    res = v.validate(cert, fresh=True)
+    assert res.status is Status.UNKNOWN and "producedAt" in res.reason

@@ -69,3 +69,27 @@ def test_emulated_key_comes_from_emu_wiring(tmp_path: Path,
 
     path = Path(json.loads(out)["master_key_file"])
     assert path.parent == tmp_path / "j" and len(path.read_bytes()) == 32
+
+
+def test_card_registry_is_required_and_checked(jlis_env: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which card a certificate was issued to comes from a registry named in configuration
+    (issue 8 item 1 with issue 9's layers): none, a missing or a malformed file is a
+    one-line refusal before anything starts, and the J-LIS directory is never consulted."""
+    key = tmp_path / "master.key"
+    key.write_bytes(b"\x11" * 32)
+    monkeypatch.setenv("CARDIO_FACEPIN_MASTER_KEY_FILE", str(key))
+    monkeypatch.delenv("CARDIO_FACEPIN_CARD_REGISTRY", raising=False)
+    code, err = serve(capsys, tmp_path)
+    assert code == 2 and err.count("\n") == 1
+    assert "--card-registry" in err and "CARDIO_FACEPIN_CARD_REGISTRY" in err
+    code, err = serve(capsys, tmp_path, "--card-registry", str(tmp_path / "nope.json"))
+    assert code == 1 and err.count("\n") == 1 and "nope.json" in err
+    bad = tmp_path / "cards.json"
+    bad.write_text('{"ab": {"serial": 7}}')
+    monkeypatch.setenv("CARDIO_FACEPIN_CARD_REGISTRY", str(bad))
+    code, err = serve(capsys, tmp_path)
+    assert code == 1 and err.count("\n") == 1 and "cards.json" in err
+    assert list(jlis_env.iterdir()) == []
+    assert not (tmp_path / "f.db").exists()

@@ -4,6 +4,7 @@ and the issuer-authenticated reset down to the software card."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import threading
 import time
@@ -26,7 +27,7 @@ from cardio.identity import InvalidValue
 from cardio.jpki import JpkiApplication
 from cardio.transport import InProcessTransport
 from emulators.card import SoftwareCard
-from facepin.client import Capture, ServiceRefused, redeem, reserve
+from facepin.client import Capture, CardEvidence, ServiceRefused, gather_evidence, redeem, reserve
 from facepin.face import FaceEngine, load_image
 from facepin.liveness import Prompt
 from facepin.service import ServiceConfig, create_app
@@ -76,7 +77,8 @@ def service(request: pytest.FixtureRequest, pki: PkiEnv,
                 conn.execute(f"DELETE FROM {table}")
     clock = [time.time()]
     config = ServiceConfig(database=url, trust=pki.trust,
-                           master_key=pki.jlis.pin_reset_master(), clock=lambda: clock[0])
+                           master_key=pki.jlis.pin_reset_master(), clock=lambda: clock[0],
+                           registry=pki.authority.card_of)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
                                            log_level="warning"))
@@ -315,43 +317,156 @@ def test_nothing_personal_in_logs_or_database(pki: PkiEnv, service: Service, chi
         not in db
 
 
+class ServeProcess:
+    """``cardio facepin serve --port 0`` as a real process; its output collected by a
+    thread, its port read from uvicorn's start line."""
+
+    def __init__(self, pki: PkiEnv, db: Path) -> None:
+        import os
+        import re
+        import subprocess
+        import sys
+
+        self.lines: list[str] = []
+        # The master key and the card registry come from configuration only; the emulated
+        # J-LIS directory the environment points at is never read, let alone created.
+        key_file = db.parent / "master.key"
+        key_file.write_bytes(pki.jlis.pin_reset_master())
+        self.untouched = db.parent / "emu-jlis"
+        self.untouched.mkdir(exist_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cardio.cli", "facepin", "serve", "--db", f"sqlite:///{db}",
+             "--port", "0", "--trust", str(pki.roots),
+             "--card-registry", str(pki.jlis.path / "cards.json")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "CARDIO_FACEPIN_MASTER_KEY_FILE": str(key_file),
+                 "CARDIO_JLIS_DIR": str(self.untouched)})
+        started = threading.Event()
+        self.port = 0
+
+        def read() -> None:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.lines.append(line)
+                m = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
+                if m:
+                    self.port = int(m.group(1))
+                    started.set()
+            started.set()
+
+        self.reader = threading.Thread(target=read, daemon=True)
+        self.reader.start()
+        started.wait(90)
+        assert self.port, "".join(self.lines)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> str:
+        import signal
+
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        self.reader.join(10)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught.
+        assert self.proc.returncode in (0, -signal.SIGTERM)
+        assert list(self.untouched.iterdir()) == []
+        return "".join(self.lines)
+
+
 def test_facepin_serve_process(pki: PkiEnv, tmp_path: Path) -> None:
-    import os
-    import signal
+    """The real process answers, and emits the service's own log lines with the
+    correlation id (item 8a: before issue 8 only uvicorn's lines came out)."""
+    serve = ServeProcess(pki, tmp_path / "f.db")
+    try:
+        r = httpx.get(f"{serve.url}/health", timeout=5, trust_env=False)
+        assert r.json() == {"status": "ok"}
+        ch = httpx.post(f"{serve.url}/v1/challenges", trust_env=False, timeout=5,
+                        headers={"X-Request-ID": "kiosk-8a-check"})
+        assert len(ch.json()["prompts"]) == 3
+        bad = httpx.post(f"{serve.url}/v1/reservations", trust_env=False, timeout=5,
+                         json={"challenge_id": "nope"}, headers={"X-Request-ID": "kiosk-8a-bad"})
+        assert bad.status_code == 422
+    finally:
+        out = serve.stop()
+    assert "Finished server process" in out
+    assert "facepin.service" in out and "POST /v1/challenges -> 200 request=kiosk-8a-check" in out
+    assert "request=kiosk-8a-bad" in out
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_facepin_serve_bad_port_is_a_one_line_usage_error(pki: PkiEnv, tmp_path: Path,
+                                                         port: str) -> None:
     import subprocess
     import sys
 
-    port = free_port()
-    # The master key comes from configuration only; the emulated J-LIS directory the
-    # environment points at is never read, let alone created or filled.
-    key_file = tmp_path / "master.key"
-    key_file.write_bytes(pki.jlis.pin_reset_master())
-    untouched = tmp_path / "emu-jlis"
-    untouched.mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cardio.cli", "facepin", "serve", "--db",
-         f"sqlite:///{tmp_path / 'f.db'}", "--port", str(port), "--trust", str(pki.roots)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "CARDIO_FACEPIN_MASTER_KEY_FILE": str(key_file),
-             "CARDIO_JLIS_DIR": str(untouched)})
+    res = subprocess.run([sys.executable, "-m", "cardio.cli", "facepin", "serve", "--db",
+                          f"sqlite:///{tmp_path / 'f.db'}", "--port", port, "--trust",
+                          str(pki.roots), "--card-registry", str(pki.jlis.path / "cards.json")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "--port" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_service_memory_stays_bounded_under_hostile_bodies(pki: PkiEnv, tmp_path: Path) -> None:
+    """Item 5 acceptance, on the real ``cardio facepin serve`` process: oversized,
+    negative-length, chunked and slow bodies (bounded: 64 MB streamed per case at most,
+    40 slow senders for 3 s; ``CARDIO_FULL_SIZE=1``: 300 MB and 100), plus a
+    largest-allowed JSON body that is parsed. Before issue 8 a 300 MB JSON body took the
+    server from 220 MB to 1.1 GB."""
+    from facepin.service import MAX_BUFFERED, MAX_RESERVATION_BODY
+    from tests.http_probe import (
+        HOSTILE_STREAM,
+        SLOW_SENDERS,
+        RssSampler,
+        exchange,
+        rss_kib,
+        slow_sender,
+        status_of,
+    )
+
+    serve = ServeProcess(pki, tmp_path / "f.db")
+    host, port = "127.0.0.1", serve.port
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1, trust_env=False)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        assert r.json() == {"status": "ok"}
-        ch = httpx.post(f"http://127.0.0.1:{port}/v1/challenges", trust_env=False).json()
-        assert len(ch["prompts"]) == 3
+        exchange(host, port, _head("/v1/challenges", "Content-Length: 0"))
+        time.sleep(0.5)
+        before = rss_kib(serve.proc.pid)
+        stream = HOSTILE_STREAM
+        statuses: list[int] = []
+        with RssSampler(serve.proc.pid) as sampler:
+            for headers, body in ((("Content-Length: 1000000000",), b""),
+                                  (("Content-Length: -1",), b""),
+                                  (("Transfer-Encoding: chunked",), f"{stream:x}\r\n".encode())):
+                for _ in range(3):
+                    statuses.append(status_of(exchange(
+                        host, port, _head("/v1/reservations", *headers), body, stream=stream,
+                        timeout=30)))
+            # The largest body allowed, parsed as JSON (then refused: unknown challenge).
+            frame = "A" * (1 << 20)
+            big = json.dumps({"challenge_id": "x", "auth_certificate": "", "auth_signature": "",
+                              "card_face": "", "card_face_cv_certificate": "",
+                              "card_face_signature": "", "frames": [frame] * 15,
+                              "frame_times": [0.0] * 15}).encode()
+            assert len(big) < MAX_RESERVATION_BODY
+            statuses.append(status_of(exchange(host, port, _head(
+                "/v1/reservations", f"Content-Length: {len(big)}"), big, timeout=30)))
+            done = threading.Event()
+            answers: list[int] = []
+            slow = [slow_sender(host, port, _head("/v1/reservations", "Content-Length: 60000"),
+                                3.0, done, answers) for _ in range(SLOW_SENDERS)]
+            for t in slow:
+                t.join(15)
+            done.set()
+        time.sleep(0.5)
+        after = rss_kib(serve.proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=20)
-    # uvicorn shuts down gracefully, then re-raises the signal it caught.
-    assert proc.returncode in (0, -signal.SIGTERM)
-    assert "Finished server process" in out
-    assert list(untouched.iterdir()) == []
+        serve.stop()
+    print(f"\nfacepin RSS: before {before} KiB, peak {sampler.peak} KiB"
+          f" (+{sampler.peak - before}), after {after} KiB (+{after - before})")
+    assert statuses == [413] * 3 + [400] * 3 + [413] * 3 + [400], statuses
+    assert len(answers) == SLOW_SENDERS
+    # Bound: the buffered-body budget, twice (the buffer and its parsed copy), plus slack.
+    bound = (2 * MAX_BUFFERED + (32 << 20)) // 1024
+    assert sampler.peak - before < bound and after - before < bound
 
 
 @sqlite_only
@@ -362,3 +477,253 @@ def test_correlation_id_is_echoed(service: Service) -> None:
         r = http.post("/v1/challenges", headers={"X-Request-ID": "bad id; drop table"})
         assert r.headers["x-request-id"] != "bad id; drop table"
         assert len(r.headers["x-request-id"]) == 16
+
+
+# -- issue 8 ------------------------------------------------------------------------------
+def _b64(b: bytes) -> str:
+    import base64
+
+    return base64.b64encode(b).decode()
+
+
+def _jpeg_of(rel: str) -> bytes:
+    return (DEV / rel).read_bytes()
+
+
+def _reservation_body(ch: dict[str, object], id_ev: CardEvidence, face_ev: CardEvidence,
+                      frames: list[tuple[bytes, float]], serial: str | None
+                      ) -> dict[str, object]:
+    """A reservation request with the certificate and its signature from ``id_ev`` and the
+    card face with its presence signature from ``face_ev`` (an attacker may mix cards)."""
+    return {"challenge_id": ch["challenge_id"], "card_serial": serial,
+            "auth_certificate": _b64(id_ev.auth_certificate),
+            "auth_signature": _b64(id_ev.auth_signature), "card_face": _b64(face_ev.card_face),
+            "card_face_cv_certificate": _b64(face_ev.card_face_cv),
+            "card_face_signature": _b64(face_ev.card_face_signature),
+            "frames": [_b64(f) for f, _t in frames], "frame_times": [t for _f, t in frames]}
+
+
+@sqlite_only
+def test_a_reservation_cannot_name_another_card(pki: PkiEnv, service: Service,
+                                                chip: bytes) -> None:
+    """Item 1, reproduced: card E (the attacker's face on its chip) supplies every proof,
+    card S's serial is put in the request; then E's reservation is redeemed against S
+    (whose auth PIN the attacker knows). Before issue 8, S's signature password changed."""
+    import base64
+
+    e_path, e = pki.new_card(photo=chip)      # the attacker's own card
+    s_path, s = pki.new_card()                 # the victim's card (another face)
+    s_serial = SoftwareCard.open(s_path).image.meta["serial"]
+    frames = probe()
+    with httpx.Client(base_url=service.url, trust_env=False, timeout=60) as http:
+        # E's proofs with S's serial.
+        ch = http.post("/v1/challenges").json()
+        nonce = base64.b64decode(ch["nonce"])
+        e_ev = gather_evidence(card_of(e_path), nonce, e.auth_pin, e.text_pin)
+        r = http.post("/v1/reservations", json=_reservation_body(
+            ch, e_ev, e_ev, frames(ch["prompts"]), s_serial))
+        assert (r.status_code, r.json()["error"]) == (403, "card_mismatch")
+        # S's certificate and signature (S's auth PIN) with E's card face (E's face).
+        ch = http.post("/v1/challenges").json()
+        nonce = base64.b64decode(ch["nonce"])
+        s_ev = gather_evidence(card_of(s_path), nonce, s.auth_pin, s.text_pin)
+        e_ev = gather_evidence(card_of(e_path), nonce, e.auth_pin, e.text_pin)
+        r = http.post("/v1/reservations", json=_reservation_body(
+            ch, s_ev, e_ev, frames(ch["prompts"]), None))
+        assert (r.status_code, r.json()["error"]) == (403, "card_mismatch")
+    # E's own reservation is granted, bound to E.
+    mine = reserve(service.url, card_of(e_path), e.auth_pin, e.text_pin, probe())
+    with httpx.Client(base_url=service.url, trust_env=False) as http:
+        body = {"auth_certificate": _b64(e_ev.auth_certificate), "card_serial": s_serial,
+                "target": "sign", "card_challenge": "00" * 8, "value_hash": "00" * 32}
+        r = http.post(f"/v1/reservations/{mine['reservation_id']}/authorise", json=body)
+        assert (r.status_code, r.json()["error"]) == (403, "wrong_card")
+    # Redeemed with E's certificate but sent to card S: the MAC is keyed to E's serial
+    # (from the issuer's registry), so card S refuses it and keeps its password.
+    s_card = card_of(s_path)
+    s_jpki = JpkiApplication(s_card)
+    s_card.select(c.AID_JPKI, force=True)
+    s_jpki.verify_pin("auth", s.auth_pin)
+    challenge = s_card.get_challenge(8)
+    new = b"STOLEN2026"
+    with httpx.Client(base_url=service.url, trust_env=False) as http:
+        body = {"auth_certificate": _b64(e_ev.auth_certificate), "target": "sign",
+                "card_challenge": challenge.hex(), "value_hash": pinreset.value_hash(new).hex()}
+        r = http.post(f"/v1/reservations/{mine['reservation_id']}/authorise", json=body)
+        assert r.status_code == 200
+    resp = s_card.send(pinreset.reset_apdu("sign", new, bytes.fromhex(r.json()["mac"])))
+    assert resp.sw == 0x6988
+    JpkiApplication(card_of(s_path)).verify_pin("sign", s.sign_password)  # unchanged
+
+
+@sqlite_only
+def test_an_unregistered_card_gets_nothing(pki: PkiEnv, service: Service, chip: bytes,
+                                           tmp_path: Path) -> None:
+    from emulators.card import Profile, create_card
+
+    path = tmp_path / "unregistered"
+    p = Profile()
+    create_card(path, p, pki.jlis, keys=pki.pool, photo=chip)  # J-LIS has no record of it
+    with pytest.raises(ServiceRefused) as exc:
+        reserve(service.url, card_of(path), p.auth_pin, p.text_pin, probe())
+    assert (exc.value.status, exc.value.code) == (403, "card_unknown")
+
+
+@sqlite_only
+def test_a_revocation_is_seen_at_once_by_the_running_service(pki: PkiEnv, service: Service,
+                                                             chip: bytes) -> None:
+    """Item 2, reproduced: the service's long-lived validator used to serve cached "good"
+    answers for up to an hour after `cardio emu ca revoke`."""
+    path, p = pki.new_card(photo=chip)
+    first = reserve(service.url, card_of(path), p.auth_pin, p.text_pin, probe())
+    pki.authority.revoke_card(path, "auth", "key_compromise")
+    with pytest.raises(ServiceRefused) as exc:
+        reserve(service.url, card_of(path), p.auth_pin, p.text_pin, probe())
+    assert (exc.value.status, exc.value.code) == (403, "certificate_revoked")
+    with pytest.raises(ServiceRefused) as exc:
+        redeem(service.url, card_of(path), first["reservation_id"], p.auth_pin, "LATE2026")
+    assert (exc.value.status, exc.value.code) == (403, "certificate_revoked")
+    from facepin.store import Store
+
+    got = Store(service.database).get_reservation(first["reservation_id"])
+    assert got is not None and got.used_at is None  # refused, not consumed
+
+
+def test_rate_limit_holds_under_20_concurrent_attempts(pki: PkiEnv, service: Service,
+                                                       chip: bytes) -> None:
+    """Item 4, reproduced on both databases: 20 concurrent reservation attempts for one
+    card against a limit of 5 — exactly 5 are evaluated, 15 are refused 429."""
+    import base64
+
+    path, p = pki.new_card(photo=chip)
+    blank = io.BytesIO()
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(blank, "PNG")
+    bodies = []
+    with httpx.Client(base_url=service.url, trust_env=False, timeout=60) as http:
+        for _ in range(20):
+            ch = http.post("/v1/challenges").json()
+            ev = gather_evidence(card_of(path), base64.b64decode(ch["nonce"]), p.auth_pin,
+                                 p.text_pin)
+            bodies.append(_reservation_body(ch, ev, ev, [(blank.getvalue(), 0.0)], ev.serial))
+    start = threading.Barrier(20)
+    codes: list[int] = []
+    errors: list[str] = []
+
+    def attempt(body: dict[str, object]) -> None:
+        with httpx.Client(base_url=service.url, trust_env=False, timeout=120) as http:
+            start.wait()
+            r = http.post("/v1/reservations", json=body)
+            codes.append(r.status_code)
+            errors.append(r.json().get("error", ""))
+
+    threads = [threading.Thread(target=attempt, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    print(f"\n[{service.database.split(':')[0]}] 20 concurrent attempts:"
+          f" {sum(c != 429 for c in codes)} evaluated, {codes.count(429)} refused 429")
+    assert sorted(codes) == [422] * 5 + [429] * 15, errors  # 422: no face in the blank frame
+
+
+@pytest.fixture(scope="module")
+def strict_service(pki: PkiEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The service with a 1 s body deadline and a 1 MiB budget for buffered bodies."""
+    import uvicorn
+
+    db = tmp_path_factory.mktemp("strict") / "facepin.db"
+    config = ServiceConfig(database=f"sqlite:///{db}", trust=pki.trust,
+                           master_key=pki.jlis.pin_reset_master(),
+                           registry=pki.authority.card_of, body_timeout=1.0,
+                           max_buffered=1 << 20)
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=0,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _head(path: str, *headers: str) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + "".join(h + "\r\n" for h in headers) + "\r\n").encode()
+
+
+@sqlite_only
+def test_bodies_are_bounded_before_parsing(service: Service, strict_service: str) -> None:
+    """Item 5: every length the issue names, answered before the body is parsed."""
+    from facepin.service import MAX_BODY, MAX_RESERVATION_BODY
+    from tests.http_probe import exchange, status_of
+
+    big = 32 << 20
+    cases = {
+        "negative length": ("/v1/reservations", ("Content-Length: -1",), 400),
+        "non-numeric length": ("/v1/reservations", ("Content-Length: 1e9",), 400),
+        "oversized length": ("/v1/reservations",
+                             (f"Content-Length: {MAX_RESERVATION_BODY + 1}",), 413),
+        "oversized for a small route": ("/v1/challenges", (f"Content-Length: {MAX_BODY + 1}",),
+                                        413),
+        "chunked beyond the limit": ("/v1/reservations", ("Transfer-Encoding: chunked",), 413),
+        # The strict service holds at most 1 MiB of bodies at once.
+        "beyond the shared budget": ("/v1/reservations", ("Content-Length: 2000000",), 503),
+        "chunked beyond the budget": ("/v1/reservations", ("Transfer-Encoding: chunked",), 503),
+    }
+    for name, (path, headers, want) in cases.items():
+        where = strict_service if "budget" in name else service.url.removeprefix("http://")
+        host, port = where.split(":")
+        body = b""
+        if "chunked" in headers[0]:  # one endless chunk
+            body = f"{big:x}\r\n".encode()
+        answer = exchange(host, int(port), _head(path, *headers), body, stream=big)
+        assert status_of(answer) == want, (name, answer[:120])
+        assert b"Traceback" not in answer
+
+
+def test_slow_body_is_cut_off_with_408(strict_service: str) -> None:
+    import socket
+
+    from tests.http_probe import status_of
+
+    host, port = strict_service.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(_head("/v1/reservations", "Content-Length: 5000"))
+        start = time.monotonic()
+        answer = b""
+        s.settimeout(0.1)
+        while time.monotonic() - start < 5 and not answer:
+            try:
+                s.sendall(b"x")
+                answer = s.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+    assert status_of(answer) == 408 and time.monotonic() - start < 4
+
+
+@sqlite_only
+def test_non_finite_numbers_are_422_not_500(service: Service) -> None:
+    """`1e999999` in frame_times parsed as inf and crashed the liveness check (500 and a
+    traceback) before issue 8."""
+    with httpx.Client(base_url=service.url, trust_env=False) as http:
+        for raw in ("1e999999", "NaN", "-Infinity", "1e308", "-1"):
+            ch = http.post("/v1/challenges").json()
+            text = json.dumps({
+                "challenge_id": ch["challenge_id"], "auth_certificate": "AAAA",
+                "auth_signature": "", "card_face": "", "card_face_cv_certificate": "",
+                "card_face_signature": "", "frames": ["AAAA"], "frame_times": ["@T@"]}
+            ).replace('"@T@"', raw)  # a literal json.dumps would not write
+            r = http.post("/v1/reservations", content=text,
+                          headers={"Content-Type": "application/json"})
+            assert r.status_code == 422, (raw, r.text)
+        r = http.post("/v1/reservations", content="[" + "9" * 5000 + "]",
+                      headers={"Content-Type": "application/json"})
+        assert 400 <= r.status_code < 500

@@ -60,3 +60,31 @@ def test_attempts_window(store: Store) -> None:
 def test_bad_urls() -> None:
     with pytest.raises(StoreError):
         Store("mysql://x")
+
+
+def test_rate_limit_is_one_atomic_step_across_workers(store: Store) -> None:
+    """Issue 8, item 4: 20 workers (each its own Store, as separate processes would be)
+    try at once for one card: exactly 5 get a slot. Counting then recording, as before
+    issue 8, let 8–18 through."""
+    url = f"sqlite:///{store.path}" if not store.postgres else store.url
+    workers = [Store(url) for _ in range(20)]
+    start = threading.Barrier(20)
+    got: list[str | None] = []
+
+    def attempt(s: Store) -> None:
+        start.wait()
+        got.append(s.take_attempt("card-fp", 1000.0, 1000.0 - 86400, 5))
+
+    threads = [threading.Thread(target=attempt, args=(s,)) for s in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(got) == 20 and sum(a is not None for a in got) == 5
+    assert store.attempts_since("card-fp", 0.0) == 5
+    # Outside the window the card may try again; the outcome is recorded on the row.
+    later = store.take_attempt("card-fp", 1000.0 + 86401, 1001.0, 5)
+    assert later is not None
+    store.finish_attempt(later, True)
+    with store._conn() as db:
+        assert db.execute("SELECT ok FROM attempts WHERE id=?", (later,)).fetchone()[0] == 1
