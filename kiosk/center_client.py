@@ -127,6 +127,12 @@ class CenterClient:
     async def aclose(self) -> None:
         await self.http.aclose()
 
+    async def __aenter__(self) -> CenterClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     async def _post(self, path: str, msg: Message, cls: type[M], *,
                     limit: int = 64 * 1024) -> M:
         body = encode(msg)
