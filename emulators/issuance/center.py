@@ -297,6 +297,8 @@ class Center:
             row = self._session(t, msg.session_id, kiosk_id, msg.request_id)
             if row[4] == "requested":
                 raise Refused(409, "already_requested", "one document per session")
+            if row[4] in ("finalized", "cancelled", "refused", "failed"):
+                raise Refused(409, "session_closed", "this session has ended; start again")
             if row[4] != "authenticated":
                 raise Refused(409, "not_authenticated", "authenticate the card first")
             if self._stopped(t, row[7]):

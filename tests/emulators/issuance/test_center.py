@@ -371,7 +371,7 @@ def test_yokohama_print_timeout_aborts_the_whole_issuance(service: Service) -> N
             await k1.finalize(oa.request_id, oa.session_id, "failed")  # the whole issuance
             with pytest.raises(IssuanceRefused) as e:
                 await k1.request_document(oa.request_id, oa.session_id, "juminhyo")
-            assert e.value.code == "already_requested"
+            assert e.value.code == "session_closed"
             with pytest.raises((BindingMismatch, BadDocumentSignature)):
                 k1.check(exp_b, doc_a)  # A's file is never printed for B
             assert doc_b.find("name") == [resident(service, b.resident_id)["name"]]
