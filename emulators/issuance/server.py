@@ -72,7 +72,20 @@ def app_from_env() -> FastAPI:
     """The uvicorn factory each worker process calls."""
     env = json.loads(os.environ[ENV])
     _logging(env.get("log_level", "warning"))
-    return create_app(_config_from(env))
+    app = create_app(_config_from(env))
+    profile_dir = os.environ.get("CARDIO_ISSUANCE_PROFILE")
+    if profile_dir:  # bench/issuance_bench.py --profile: where one worker spends its time
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+
+        def dump() -> None:
+            prof.disable()
+            prof.dump_stats(str(Path(profile_dir) / f"worker-{os.getpid()}.pstats"))
+
+        app.router.on_shutdown.append(dump)
+    return app
 
 
 def _logging(level: str) -> None:
