@@ -112,6 +112,7 @@ def start_postgres(base: Path) -> tuple[str, list[str]]:
 
 def run_one(backend: str, args: argparse.Namespace, pool: KeyPool, photo: bytes) -> None:
     base = Path(tempfile.mkdtemp(prefix="cardio-issuance-bench-"))
+    os.chmod(base, 0o755)  # the PostgreSQL server runs as its own user
     stop_pg: list[str] | None = None
     proc = None
     card_base: Path | None = None
