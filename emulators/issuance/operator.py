@@ -25,8 +25,8 @@ from emulators.issuance.municipality import municipality_public_keys
 from emulators.issuance.rules import JST, Resident, Settings, age_on
 from kiosk.center_client import KioskCredentials
 
-__all__ = ["IssuanceSetupError", "clear_incidents", "enroll_kiosk", "incidents", "issue_card",
-           "pick_eligible_resident"]
+__all__ = ["IssuanceSetupError", "clear_incidents", "enroll_kiosk", "ensure_kiosk", "incidents",
+           "issue_card", "pick_eligible_resident"]
 
 
 class IssuanceSetupError(CardioError):
@@ -48,6 +48,25 @@ def enroll_kiosk(db: Database, kiosk_id: str, center_url: str, out: Path | None 
     if out is not None:
         creds.save(out)
     return creds
+
+
+def ensure_kiosk(db: Database, kiosk_id: str, center_url: str, out: Path) -> KioskCredentials:
+    """Keep an enrolled kiosk's key across restarts (refreshing the center URL and the
+    municipality keys it trusts); enrol it if it has none yet or the center forgot it."""
+    key_file = out / "kiosk.key"
+    if key_file.exists():
+        key = serialization.load_pem_private_key(key_file.read_bytes(), None)
+        pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode() if isinstance(key, ec.EllipticCurvePrivateKey) else None
+        with db.tx() as t:
+            row = t.one("SELECT public_key FROM kiosks WHERE kiosk_id=? AND active=1",
+                        (kiosk_id,))
+        if isinstance(key, ec.EllipticCurvePrivateKey) and row is not None and row[0] == pem:
+            creds = KioskCredentials(kiosk_id, key, center_url, municipality_public_keys(db))
+            creds.save(out)
+            return creds
+    return enroll_kiosk(db, kiosk_id, center_url, out)
 
 
 def pick_eligible_resident(db: Database, today: dt.date | None = None) -> str:

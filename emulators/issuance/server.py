@@ -31,7 +31,7 @@ from cardio.trust import TrustStore
 from emulators.card import JlisHierarchy
 from emulators.issuance.center import CenterConfig, create_app
 from emulators.issuance.db import Database
-from emulators.issuance.operator import enroll_kiosk
+from emulators.issuance.operator import ensure_kiosk
 from emulators.issuance.population import seed
 from emulators.issuance.rules import JST
 from emulators.jpki_ca import CaServer, JpkiAuthority
@@ -135,7 +135,7 @@ def serve(db_url: str, *, workers: int = 1, host: str = "127.0.0.1", port: int =
     enrolled = []
     for i in range(1, kiosks + 1):
         kid = f"kiosk-{i:04d}"
-        enroll_kiosk(db, kid, center, kiosk_root / kid)
+        ensure_kiosk(db, kid, center, kiosk_root / kid)
         enrolled.append(kid)
     db.close()
     env = {"db": db_url, "trust": str(jlis.path), "now": now.isoformat() if now else None,

@@ -220,3 +220,14 @@ def test_population_is_deterministic(tmp_path: Path) -> None:
         with db.tx() as t:
             names.append([r[0] for r in t.all("SELECT name FROM residents ORDER BY id")])
     assert names[0] == names[1]
+
+
+def test_a_refused_type_is_refused_at_build_time_too(registers: Database) -> None:
+    """The menu may be minutes old: the municipality re-checks when it builds."""
+    with registers.tx() as t:
+        child = Resident.from_row(t.one(f"SELECT {Resident.COLUMNS} FROM residents WHERE"
+                                        " birth > ? AND status='active' LIMIT 1",
+                                        ("2013-01-01",)))
+    with pytest.raises(Refused) as e:
+        _build(registers, child, "juminhyo", {})
+    assert e.value.code == "under_15" and e.value.status == 403
