@@ -23,9 +23,10 @@ from cardio.card import MyNumberCard
 from cardio.jpki import JpkiApplication
 from cardio.transport import InProcessTransport
 from emulators.card import SoftwareCard
-from kiosk.center_client import CenterClient, KioskCredentials
+from kiosk.center_client import CenterClient
 from kiosk.documents.model import Document
 from kiosk.protocol.binding import ExpectedSession
+from kiosk.protocol.credentials import KioskCredentials
 from kiosk.protocol.messages import Authenticated, Menu, SessionOpened
 
 __all__ = ["Card", "FleetResult", "Issued", "issue", "open_and_authenticate", "run_fleet"]

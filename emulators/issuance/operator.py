@@ -23,7 +23,7 @@ from emulators.card.store import CardStore
 from emulators.issuance.db import Database
 from emulators.issuance.municipality import municipality_public_keys
 from emulators.issuance.rules import JST, Resident, Settings, age_on
-from kiosk.center_client import KioskCredentials
+from kiosk.protocol.credentials import KioskCredentials
 
 __all__ = ["IssuanceSetupError", "clear_incidents", "enroll_kiosk", "ensure_kiosk", "incidents",
            "issue_card", "pick_eligible_resident"]

@@ -506,3 +506,23 @@ def test_kiosk_credentials_are_left_for_the_kiosk(service: Service) -> None:
     assert (d / "kiosk.key").stat().st_mode & 0o077 == 0
     creds = KioskCredentials.load(d)
     assert creds.center_url == service.info["center"] and creds.municipality_keys
+
+
+def test_serve_with_one_worker_honours_now_restarts_and_stops_cleanly_on_sigterm(
+        tmp_path: Path, key_pool: Any, default_photo: bytes) -> None:
+    from tests.emulators.issuance.conftest import start_service, stop_service
+
+    svc = start_service(tmp_path, f"sqlite:///{tmp_path / 'one.db'}", key_pool,
+                        default_photo, workers=1, kiosks=1, residents=50)
+    key_before = (Path(svc.info["kiosks_dir"]) / "kiosk-0001" / "kiosk.key").read_bytes()
+    assert svc.info["now"].startswith(svc.now.date().isoformat())
+    assert svc.info["workers"] == 1 and svc.info["center"].startswith("http://127.0.0.1:")
+    assert stop_service(svc) == 0
+    again = start_service(tmp_path, svc.db_url, key_pool, default_photo, workers=1, kiosks=1,
+                          residents=1)
+    try:
+        assert (Path(again.info["kiosks_dir"]) / "kiosk-0001" / "kiosk.key").read_bytes() == \
+            key_before
+        assert again.info["ca"] == svc.info["ca"] or again.info["ca"]
+    finally:
+        assert stop_service(again) == 0
