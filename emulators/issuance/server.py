@@ -88,10 +88,20 @@ def app_from_env() -> FastAPI:
     return app
 
 
+class _DefaultRequestId(logging.Filter):
+    """Every line names its request id ("-" for lines outside a request, e.g. uvicorn's)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = "-"
+        return True
+
+
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(process)d %(name)s"
-                        " [%(request_id)s] %(message)s" if level.lower() == "info" else
-                        "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+                        " %(levelname)s [%(request_id)s] %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DefaultRequestId())
 
 
 def _listen(host: str, port: int) -> socket.socket:
