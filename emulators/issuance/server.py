@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -178,6 +179,10 @@ def serve(db_url: str, *, workers: int = 1, host: str = "127.0.0.1", port: int =
         else:
             config = uvicorn.Config(create_app(_config_from(env)), log_level=log_level,
                                     access_log=False, timeout_graceful_shutdown=5)
+            # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal into the
+            # handler it found: make that one a no-op so the CA stops too and we exit 0.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: None)
             uvicorn.Server(config).run(sockets=[sock])
     finally:
         ca.stop()
