@@ -447,11 +447,22 @@ def create_app(config: CenterConfig) -> FastAPI:
             status = 413 if e.code == "too_large" else 400
             outcome = e.code
             result = ErrorReply(error=e.code, message=str(e), request_id=None)
+        except center.db.backend_errors() as e:
+            # The shared database is unreachable or failing: refuse, typed; the kiosk
+            # retries or cancels. Only the error's type is logged (a driver message can
+            # quote values).
+            status, outcome = 503, "unavailable"
+            log.error("%s kiosk=%s: database error %s", step, kiosk_id, type(e).__name__)
+            result = ErrorReply(error="unavailable", message="the center cannot reach its"
+                                " database; try again later", request_id=_safe(rid))
         ms = (time.perf_counter() - started) * 1000
         center.counters[outcome] += 1
         log.info("%s kiosk=%s outcome=%s %.1f ms", step, kiosk_id, outcome, ms)
-        if kiosk_id != "-" and rid != "-":
-            center.audit(rid, kiosk_id, step, outcome, ms, muni, dtype)
+        if kiosk_id != "-" and rid != "-" and outcome != "unavailable":
+            try:
+                center.audit(rid, kiosk_id, step, outcome, ms, muni, dtype)
+            except center.db.backend_errors() as e:
+                log.error("audit row not written: %s", type(e).__name__)
         return status, result, rid
 
     async def handle(step: str, request: Request, session_id: str | None = None) -> Response:
@@ -478,10 +489,15 @@ def create_app(config: CenterConfig) -> FastAPI:
         return await handle("incidents", request)
 
     @app.get("/health")
-    def health() -> dict[str, str]:
-        with center.db.tx() as t:
-            t.one("SELECT 1")
-        return {"status": "ok", "database": center.db.kind}
+    def health() -> Response:
+        try:
+            with center.db.tx() as t:
+                t.one("SELECT 1")
+        except center.db.backend_errors():
+            return Response(json.dumps({"status": "unavailable", "database": center.db.kind}),
+                            status_code=503, media_type="application/json")
+        return Response(json.dumps({"status": "ok", "database": center.db.kind}),
+                        media_type="application/json")
 
     @app.get("/metrics")
     def metrics() -> Response:

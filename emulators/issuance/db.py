@@ -218,6 +218,14 @@ class Database:
             with contextlib.suppress(Exception):
                 conn.close()
 
+    def backend_errors(self) -> tuple[type[BaseException], ...]:
+        """What the back end raises when it is unreachable, gone or failing."""
+        if self.pg:
+            import psycopg
+
+            return (psycopg.Error, sqlite3.Error)
+        return (sqlite3.Error,)
+
     def integrity_error(self) -> tuple[type[BaseException], ...]:
         """The exception a duplicate key raises on this back end."""
         if self.pg:

@@ -534,3 +534,39 @@ def test_serve_with_one_worker_honours_now_restarts_and_stops_cleanly_on_sigterm
         assert again.info["ca"] == svc.info["ca"] or again.info["ca"]
     finally:
         assert stop_service(again) == 0
+
+
+@pytest.mark.slow
+def test_the_database_vanishing_is_a_typed_refusal_not_a_crash(
+        tmp_path: Path, key_pool: Any, default_photo: bytes, postgres_url: str) -> None:
+    """Force the fault: drop the center's PostgreSQL database under the running service.
+    Kiosks get ``unavailable`` (503), health says so, nothing is issued; the service stays
+    up and stops cleanly."""
+    import psycopg
+
+    from tests.emulators.issuance.conftest import start_service, stop_service
+    from tests.emulators.issuance.test_load import _fresh_pg_database
+
+    url = _fresh_pg_database(postgres_url, "vanish" + tmp_path.name)
+    svc = start_service(tmp_path, url, key_pool, default_photo, workers=2, kiosks=1,
+                        residents=100)
+    try:
+        card = svc.card()
+        assert run(lambda: _issue_with(svc, card)).document.find("name")
+        svc.db.close()
+        name = url.split("?")[0].rsplit("/", 1)[1]
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+        async def go() -> None:
+            async with svc.client() as c:
+                with pytest.raises(IssuanceRefused) as e:
+                    await c.open(new_request_id())
+                assert (e.value.status, e.value.code) == (503, "unavailable")
+
+        run(go)
+        h = httpx.get(svc.info["center"] + "/health")
+        assert h.status_code == 503 and h.json()["status"] == "unavailable"
+        assert "Traceback" not in svc.stderr_text()
+    finally:
+        assert stop_service(svc) == 0
