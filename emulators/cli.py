@@ -221,6 +221,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_common_options(p)
     p.set_defaults(func=cmd_serve)
 
+    from emulators.issuance.cli import register as register_issuance
+
+    register_issuance(esub)
+
     ca = esub.add_parser("ca", help="the emulated JPKI CAs (OCSP, CRL, revocation)")
     casub = ca.add_subparsers(dest="ca_command", required=True)
     p = casub.add_parser("serve", help="run the OCSP responder and CRL server on loopback")

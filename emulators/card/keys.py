@@ -11,9 +11,10 @@ import itertools
 from collections.abc import Iterator
 from typing import Protocol
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
+from cardio.crypto import DIGEST_INFO_PREFIXES
 from cardio.errors import CardioError
 
 KEY_BITS = 2048
@@ -46,6 +47,12 @@ class KeyPool:
         return next(self._cycle)
 
 
+_DIGEST_INFOS: tuple[tuple[bytes, hashes.HashAlgorithm], ...] = tuple(
+    (DIGEST_INFO_PREFIXES[name], algo) for name, algo in
+    (("sha256", hashes.SHA256()), ("sha384", hashes.SHA384()), ("sha512", hashes.SHA512()))
+    if name in DIGEST_INFO_PREFIXES)
+
+
 def key_to_pem(key: rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
@@ -72,6 +79,13 @@ def raw_sign(key: rsa.RSAPrivateKey, payload: bytes) -> bytes:
     k = key.key_size // 8
     if len(payload) > k - 11:
         raise CardKeyError("payload too long for PKCS#1 v1.5 padding")
+    # A standard DigestInfo (the common case: JPKI signatures of SHA-2 digests) gives the
+    # same deterministic PKCS#1 v1.5 signature through OpenSSL, ~10x faster than the
+    # exponentiation below in Python (it matters for load tests with many cards).
+    for prefix, algorithm in _DIGEST_INFOS:
+        if len(payload) == len(prefix) + algorithm.digest_size and payload.startswith(prefix):
+            return key.sign(payload[len(prefix):], padding.PKCS1v15(),
+                            utils.Prehashed(algorithm))
     em = b"\x00\x01" + b"\xff" * (k - 3 - len(payload)) + b"\x00" + payload
     priv = key.private_numbers()
     m = int.from_bytes(em, "big")

@@ -367,3 +367,26 @@ def test_card_directory_secrets_are_private(card_dir: tuple[Path, Profile]) -> N
     assert stat.S_IMODE(path.stat().st_mode) == 0o700
     for name in ("card.json", "state.json", *[f"keys/{k.name}" for k in (path / "keys").iterdir()]):
         assert stat.S_IMODE((path / name).stat().st_mode) == 0o600, name
+
+
+def test_raw_sign_fast_path_equals_the_exponentiation() -> None:
+    """The OpenSSL path for standard DigestInfos gives the very bytes of the textbook
+    PKCS#1 v1.5 exponentiation (which still serves other payloads)."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from cardio.crypto import digest_info
+    from emulators.card.keys import raw_sign
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    n = key.private_numbers().public_numbers.n
+    d = key.private_numbers().d
+    for name in ("sha256", "sha384", "sha512"):
+        payload = digest_info(name, hashlib.new(name, b"nonce").digest())
+        k = 256
+        em = b"\x00\x01" + b"\xff" * (k - 3 - len(payload)) + b"\x00" + payload
+        assert raw_sign(key, payload) == pow(int.from_bytes(em, "big"), d, n).to_bytes(k, "big")
+    odd = b"\x30\x10" + b"\x01" * 16  # not a DigestInfo: the exponentiation path
+    em = b"\x00\x01" + b"\xff" * (256 - 3 - len(odd)) + b"\x00" + odd
+    assert raw_sign(key, odd) == pow(int.from_bytes(em, "big"), d, n).to_bytes(256, "big")
