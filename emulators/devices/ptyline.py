@@ -11,6 +11,7 @@ driver closes and reopens it (a reconnect).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
@@ -57,7 +58,5 @@ class PtyLine:
         if self._thread.is_alive():
             self._thread.join(timeout=2)
         for fd in (self.master, self._slave):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass

@@ -189,11 +189,11 @@ class CreditTracker:
             return [Fault(self.device, "counter-reset",
                           f"acceptor restarted after event {last.counter}: "
                           "unread credits, if any, were lost")]
-        if last.counter == 0:
-            distance = buf.counter  # counting restarted at 1
-        else:
-            distance = counter_distance(last.counter, buf.counter)
-        if distance == 0 or (distance <= 5 and buf.results[distance:] != last.results[:5 - distance]):
+        # After a restart (last counter 0) counting begins again at 1.
+        distance = buf.counter if last.counter == 0 else counter_distance(last.counter,
+                                                                           buf.counter)
+        shifted = distance > 5 or buf.results[distance:] == last.results[:5 - distance]
+        if distance == 0 or not shifted:
             return []  # same counter, different content, or not a shift: garbled, ignore
         if self._candidate != buf:
             self._candidate = buf  # believe it when the next reading agrees
@@ -370,7 +370,8 @@ class HopperDriver:
                 raise DeviceTimeout(f"hopper {self.address} did not take the dispense")
             self.bus.transact(self.address, Header.DISPENSE_HOPPER_COINS, bytes([count]))
             sent += 1
-            status = self._status_until(deadline)  # the counter, not the reply, says whether it was taken
+            # The counter, not the reply, says whether the hopper took it.
+            status = self._status_until(deadline)
         if status.counter != expected:
             raise DeviceFault(f"hopper {self.address}: event counter jumped from "
                               f"{before.counter} to {status.counter} (double dispense?)")

@@ -274,6 +274,11 @@ class Id003Host:
         return self._bill is not None and self._bill.outcome is None
 
     @property
+    def configured(self) -> bool:
+        """Every queued setting and operation was acknowledged."""
+        return not self._ops
+
+    @property
     def idle(self) -> bool:
         """Nothing in flight, nothing queued, and the unit reported a resting state."""
         return (not self.bill_in_flight and not self._ops

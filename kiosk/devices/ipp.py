@@ -23,11 +23,10 @@ import itertools
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 from kiosk.devices.errors import DeviceTimeout, PrintJobFailed
-from kiosk.devices.model import DeviceEvent, Fault
+from kiosk.devices.model import Fault
 
 # -- codec ---------------------------------------------------------------------------------
 
@@ -251,7 +250,7 @@ class JobResult:
     job_id: int
     state: JobState
     reasons: list[str]
-    events: list[DeviceEvent]
+    events: list[Fault]
 
 
 class IppPrinter:
@@ -301,7 +300,7 @@ class IppPrinter:
             (Tag.KEYWORD, "requested-attributes", ["printer-state", "printer-state-reasons"])])
         state = msg.get(Tag.PRINTER, "printer-state")
         reasons = [str(r) for r in msg.get(Tag.PRINTER, "printer-state-reasons")]
-        return PrinterStatus(int(state[0]) if state else 0, reasons,
+        return PrinterStatus(state[0] if state and isinstance(state[0], int) else 0, reasons,
                              reason_faults(reasons, self.device))
 
     def submit(self, document: bytes, *, name: str = "certificate",
@@ -333,20 +332,22 @@ class IppPrinter:
             raise PrintJobFailed(f"job {job_id} unknown to the printer (0x{msg.code:04X})")
         state = msg.get(Tag.JOB, "job-state")
         reasons = [str(r) for r in msg.get(Tag.JOB, "job-state-reasons")]
-        return JobState(int(state[0])), reasons
+        if not state or not isinstance(state[0], int) or state[0] not in set(JobState):
+            raise DeviceTimeout(f"printer {self.url}: job {job_id} without a valid job-state")
+        return JobState(state[0]), reasons
 
     def print_document(self, document: bytes, *, name: str = "certificate",
                        timeout: float = 60.0, poll: float = 0.05) -> JobResult:
         """Print and follow the job; return only when it completed, else raise
         :class:`PrintJobFailed` (with the printer's reasons in the message)."""
-        events: list[DeviceEvent] = []
+        events: list[Fault] = []
         seen: set[str] = set()
         try:
             job_id = self.submit(document, name=name, busy_wait=timeout)
         except DeviceTimeout as exc:
             raise PrintJobFailed(f"printer offline, nothing sent ({exc}); not printed") from None
         deadline = time.monotonic() + timeout
-        state, reasons = JobState.PENDING, []
+        state, reasons = JobState.PENDING, list[str]()
         unreachable_since: float | None = None
         while True:
             try:
