@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import argparse
 import tomllib
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kiosk.devices.errors import DeviceConfigError, DeviceError
