@@ -65,12 +65,19 @@ class BillValidator:
     rejected: list[int] = field(default_factory=list)
     silent: int = 0
     polls: int = 0
+    #: Status requests a moving note spends in each state (a real transport takes about a
+    #: second per step while the host polls every 100–200 ms; a host must never rely on
+    #: seeing every intermediate state exactly once).
+    dwell: dict[Status, int] = field(default_factory=lambda: {
+        Status.ACCEPTING: 2, Status.RETURNING: 2, Status.REJECTING: 2, Status.STACKING: 2})
 
     def __post_init__(self) -> None:
         self._decoder = FrameDecoder()
         self._armed = _Armed()
         self._lock = threading.Lock()
         self._reject_reason = 0x76
+        self._dwelling: Status | None = None
+        self._dwelt = 0
 
     # -- the customer and the test -------------------------------------------------------
     def insert(self, yen: int) -> None:
@@ -197,6 +204,11 @@ class BillValidator:
     def _tick(self) -> None:
         """One step of the mechanism, taken at each status request."""
         s = self.state
+        if s != self._dwelling:
+            self._dwelling, self._dwelt = s, 0
+        self._dwelt += 1
+        if self._dwelt < self.dwell.get(s, 1):
+            return
         if s == Status.DISABLED and not self.inhibited:
             self.state = Status.IDLING
         elif s == Status.IDLING:

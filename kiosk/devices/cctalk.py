@@ -41,7 +41,7 @@ from kiosk.devices.model import (
 HOST = 1
 ACCEPTOR = 2
 FIRST_HOPPER = 3
-MAX_DATA = 252  # a packet is at most 259 bytes with CRC addressing; 5 + 252 + … stays safe
+MAX_DATA = 254  # a block is at most 259 bytes: 5 of framing around the data
 
 
 class Header(enum.IntEnum):
@@ -114,6 +114,10 @@ class PacketDecoder:
         buf = self._buf
         out: list[Packet] = []
         while len(buf) >= 5:
+            if buf[1] > MAX_DATA:
+                del buf[0]
+                self.errors += 1
+                continue
             size = 5 + buf[1]
             if len(buf) < size:
                 break
@@ -185,6 +189,11 @@ class CreditTracker:
             self._candidate = None
             return []
         if buf.counter == 0:
+            # A restart clears the buffer; anything else with counter 0 is garble. Like a
+            # credit, a restart is believed on the second agreeing reading.
+            if any(a or b for a, b in buf.results) or self._candidate != buf:
+                self._candidate = buf if not any(a or b for a, b in buf.results) else None
+                return []
             self.last, self._candidate = buf, None
             return [Fault(self.device, "counter-reset",
                           f"acceptor restarted after event {last.counter}: "

@@ -383,6 +383,12 @@ class Id003Host:
                 self._queue(Request(Frame(Cmd.SET_INHIBIT, b"\x00"), Expect.ECHO))
         elif status == Status.ESCROW:
             code = reply.data[0] if reply.data else -1
+            if bill is not None and (bill.stack_sent or bill.return_sent) and (
+                    ESCROW_YEN.get(code, 0) != bill.yen):
+                # A different note in escrow: ours left without our seeing it go, and it
+                # cannot have been stacked (VEND VALID waits for our ACK), so it went back.
+                events += self._settle(Outcome.RETURNED)
+                bill = None
             if bill is None:
                 self._items += 1
                 yen = ESCROW_YEN.get(code, 0)
