@@ -121,13 +121,15 @@ def make_change(amount: int, stock: dict[int, int]) -> dict[int, int]:
     coin-reachability table in units of the coins' gcd (O(amount × coins)), because greedy
     is only right for coin sets with the divisibility property — yen has it, a future
     hopper set might not."""
-    coins = sorted(c for c, n in stock.items() if c > 0 and n > 0 and c <= amount)
+    # Largest coin first: a sum reachable with big coins is never redone with small ones,
+    # so the plan uses few coins (hoppers are slow; customers dislike a fistful of ¥10).
+    coins = sorted((c for c, n in stock.items() if 0 < c <= amount and n > 0), reverse=True)
     if amount <= 0 or not coins:
         return {}
     unit = math.gcd(*coins)
     total = amount // unit
     inf = 1 << 30
-    count = [inf] * (total + 1)  # fewest coins reaching t (with the coins so far)
+    count = [inf] * (total + 1)  # coins reaching t with the coins so far (inf: unreachable)
     count[0] = 0
     takes: list[list[int]] = []
     for coin in coins:
@@ -135,7 +137,9 @@ def make_change(amount: int, stock: dict[int, int]) -> dict[int, int]:
         used = [0] * (total + 1)
         for t in range(step, total + 1):
             prev = t - step
-            if count[prev] < inf and used[prev] < limit and count[prev] + 1 < count[t]:
+            # Only fill sums not reachable yet: reaching t without this coin (used 0) keeps
+            # the most room for the chain above it (the classic bounded-coins table).
+            if count[t] == inf and count[prev] < inf and used[prev] < limit:
                 count[t] = count[prev] + 1
                 used[t] = used[prev] + 1
         takes.append(used)
