@@ -12,7 +12,7 @@ in escrow whatever the host says), ``cheat`` (the next note is pulled back while
 ``disconnect`` (half the next answer, then silence for N requests), ``corrupt`` (the next
 answer has a bad CRC), ``duplicate`` (the next answer is sent twice), ``power_cycle``
 (now: the unit is off for N requests, then powers up with whatever was in its path),
-``cassette_full`` (capacity becomes what is already stacked).
+``cassette_full`` (the cassette reports full until :meth:`empty_cassette`).
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class BillValidator:
     rejected: list[int] = field(default_factory=list)
     silent: int = 0
     polls: int = 0
+    full: bool = False  # the cassette sensor says full (until emptied)
     #: Status requests a moving note spends in each state (a real transport takes about a
     #: second per step while the host polls every 100–200 ms; a host must never rely on
     #: seeing every intermediate state exactly once).
@@ -91,7 +92,7 @@ class BillValidator:
             elif fault == "disconnect":
                 self.silent = -int(kw.get("polls", 6))  # negative: half a frame first
             elif fault == "cassette_full":
-                self.capacity = len(self.cassette)
+                self.full = True
             elif fault in vars(self._armed):
                 setattr(self._armed, fault, getattr(self._armed, fault) + count)
                 if fault == "reject":
@@ -102,6 +103,7 @@ class BillValidator:
     def empty_cassette(self) -> list[int]:
         with self._lock:
             out, self.cassette = self.cassette, []
+            self.full = False
             return out
 
     def snapshot(self) -> dict[str, Any]:
@@ -197,6 +199,9 @@ class BillValidator:
             return Frame(Status.FAILURE, b"\xa2")
         return Frame(self.state)
 
+    def _is_full(self) -> bool:
+        return self.full or len(self.cassette) >= self.capacity
+
     def _denomination_enabled(self, yen: int) -> bool:
         bit = INHIBIT_BIT.get(yen)
         return bit is not None and not self.denomination_mask >> bit & 1
@@ -214,7 +219,7 @@ class BillValidator:
         elif s == Status.IDLING:
             if self.inhibited:
                 self.state = Status.DISABLED
-            elif len(self.cassette) >= self.capacity:
+            elif self._is_full():
                 self.state = Status.STACKER_FULL
             elif self.queue:
                 self.bill = self.queue.popleft()
@@ -254,14 +259,14 @@ class BillValidator:
             else:
                 self.state = Status.VEND_VALID
         elif s == Status.STACKED:
-            self.state = (Status.STACKER_FULL if len(self.cassette) >= self.capacity
+            self.state = (Status.STACKER_FULL if self._is_full()
                           else Status.IDLING)
         elif s == Status.RETURNING:
             assert self.bill is not None
             self.returned.append(self.bill)
             self.bill = None
             self.state = Status.IDLING
-        elif s == Status.STACKER_FULL and len(self.cassette) < self.capacity:
+        elif s == Status.STACKER_FULL and not self._is_full():
             self.state = Status.IDLING
         elif s == Status.INITIALIZE:
             self.state = Status.DISABLED if self.inhibited else Status.IDLING
