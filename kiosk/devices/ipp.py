@@ -17,6 +17,7 @@ refunds instead of taking money for a certificate that never came out.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import http.client
 import itertools
@@ -336,10 +337,19 @@ class IppPrinter:
             raise DeviceTimeout(f"printer {self.url}: job {job_id} without a valid job-state")
         return JobState(state[0]), reasons
 
+    def cancel(self, job_id: int) -> None:
+        """Best-effort Cancel-Job: a job we gave up on must not print later (a printer
+        waiting for paper would otherwise print it once someone loads some)."""
+        with contextlib.suppress(DeviceTimeout):
+            self._call(Op.CANCEL_JOB, [(Tag.INTEGER, "job-id", [job_id]),
+                                       (Tag.NAME, "requesting-user-name", [self.user])])
+
     def print_document(self, document: bytes, *, name: str = "certificate",
-                       timeout: float = 60.0, poll: float = 0.05) -> JobResult:
+                       timeout: float = 60.0, poll: float = 0.05,
+                       offline_after: float = 5.0) -> JobResult:
         """Print and follow the job; return only when it completed, else raise
-        :class:`PrintJobFailed` (with the printer's reasons in the message)."""
+        :class:`PrintJobFailed` (with the printer's reasons in the message). A printer that
+        does not answer for ``offline_after`` seconds mid-job counts as offline."""
         events: list[Fault] = []
         seen: set[str] = set()
         try:
@@ -357,7 +367,8 @@ class IppPrinter:
             except DeviceTimeout as exc:
                 now = time.monotonic()
                 unreachable_since = unreachable_since or now
-                if now - unreachable_since > min(5.0, timeout) or now > deadline:
+                if now - unreachable_since > offline_after or now > deadline:
+                    self.cancel(job_id)
                     raise PrintJobFailed(f"job {job_id}: printer went offline mid-job "
                                          f"({exc}); not printed") from None
                 time.sleep(poll)
@@ -373,6 +384,7 @@ class IppPrinter:
                     reasons)
                 raise PrintJobFailed(f"job {job_id} {state.name.lower()}: {why}; not printed")
             if time.monotonic() > deadline:
+                self.cancel(job_id)
                 raise PrintJobFailed(f"job {job_id} still {state.name.lower()} after "
                                      f"{timeout:.0f} s; not printed")
             time.sleep(poll)

@@ -152,7 +152,7 @@ def test_hopper_empty_mid_payout_replans_and_records_the_shortfall(rig: Rig) -> 
     paid = sum(r.paid * r.coin_yen for r in results)
     # 2×¥100 then the ¥100 hopper is empty: one ¥50 and four ¥10 are all that is left.
     assert paid == 200 + 50 + 40
-    assert [(r.coin_yen, r.paid, r.unpaid) for r in results][0] == (100, 2, 2)
+    assert (results[0].coin_yen, results[0].paid, results[0].unpaid) == (100, 2, 2)
     physical = sum(h.paid_total * h.coin_yen for h in rig.emu.hoppers.values())
     assert physical == paid
     cash = CashSession(20)
