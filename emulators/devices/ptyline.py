@@ -7,6 +7,12 @@ unchanged — it sets 9600 baud and parity with termios, reads with timeouts, fl
 and a pty is the only thing on Linux that behaves like a serial port for all of that.
 The emulator keeps its own descriptor of the slave open so the line does not hang up when a
 driver closes and reopens it (a reconnect).
+
+A Linux pty quirk handled here: a pty silently drops parity (PARENB), and a ``tcsetattr``
+whose only change is one the pty drops fails with EINVAL. pyserial always applies its
+settings on open, so a driver opening 8E1 a *second* time would fail. The line therefore
+puts the slave's nominal speed back to 38400 after every exchange: the next open then
+changes the speed too, and succeeds — with no effect on the bytes.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import contextlib
 import os
 import pty
 import select
+import termios
 import threading
 import tty
 from collections.abc import Callable
@@ -42,16 +49,28 @@ class PtyLine:
         while not self._stop.is_set():
             ready, _, _ = select.select([self.master], [], [], 0.05)
             if not ready:
+                self._keep_reconfigurable()
                 continue
             try:
                 data = os.read(self.master, 4096)
             except OSError:
                 continue  # no reader on the slave side right now
             self.bytes_in += len(data)
+            self._keep_reconfigurable()
             out = self._answer(data)
             if out:
                 self.bytes_out += len(out)
                 os.write(self.master, out)
+
+    def _keep_reconfigurable(self) -> None:
+        try:
+            attrs = termios.tcgetattr(self._slave)
+            if attrs[4] != termios.B38400:
+                attrs[2] = (attrs[2] & ~termios.CBAUD) | termios.B38400
+                attrs[4] = attrs[5] = termios.B38400
+                termios.tcsetattr(self._slave, termios.TCSANOW, attrs)
+        except termios.error:
+            pass
 
     def close(self) -> None:
         self._stop.set()

@@ -152,3 +152,18 @@ def test_cassette_full_stops_taking_notes(rig: Rig) -> None:
     rig.unit.empty_cassette()
     rig.settle()
     assert rig.settled()[-1] == (1000, Outcome.STACKED)
+
+
+def test_reopening_the_port_mid_note_does_not_credit_twice(rig: Rig) -> None:
+    rig.unit.insert(1000)
+    while rig.unit.state != Status.VEND_VALID:
+        for e in rig.driver.step():
+            rig.sink(e)
+    for e in rig.driver.step():  # VEND VALID seen and credited; its ACK still to come
+        rig.sink(e)
+    port = rig.driver.port
+    rig.driver.close()
+    rig.driver = Id003Driver(port, rig.host, timeout=0.05)  # same host state, new line
+    rig.settle()
+    assert rig.settled() == [(1000, Outcome.STACKED)]
+    rig.books_match_the_machine()
