@@ -13,7 +13,7 @@ Why the kiosk cares: the session may only end once the card is out (カード取
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kiosk.devices.model import DeviceEvent
@@ -56,30 +56,39 @@ class CardSlotCore:
 class CardSlot:
     """Watch one PC/SC reader on a thread; events go to ``sink``."""
 
-    def __init__(self, reader: str, sink: Callable[[DeviceEvent], None], *,
-                 watch: Callable[[str, float], Iterator[str]] | None = None) -> None:
-        from cardio import pcsc
-
+    def __init__(self, reader: str, sink: Callable[[DeviceEvent], None]) -> None:
         self.reader = reader
         self.core = CardSlotCore()
         self._sink = sink
-        self._watch = watch or (lambda r, t: pcsc.watch(r, t))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="card-slot")
         self.error: BaseException | None = None
 
-    def start(self, present: bool | None = None) -> CardSlot:
-        self.core.present = present
+    def start(self) -> CardSlot:
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
 
+    def _present(self) -> bool | None:
+        from cardio import pcsc
+
+        for info in pcsc.list_readers():
+            if info.name == self.reader:
+                return info.card_present
+        return None
+
     def _run(self) -> None:
+        from cardio import pcsc
+
         try:
             while not self._stop.is_set():
-                for change in self._watch(self.reader, 0.5):
+                # The state between two watches is read too, so a change that fell in the
+                # gap is still reported (once).
+                for event in self.core.on_state(self._present()):
+                    self._sink(event)
+                for change in pcsc.watch(self.reader, 0.5):
                     for event in self.core.on_change(change):
                         self._sink(event)
                     if self._stop.is_set():
