@@ -66,6 +66,7 @@ class BillValidator:
     silent: int = 0
     polls: int = 0
     full: bool = False  # the cassette sensor says full (until emptied)
+    escrowed: bool = False  # the note in the path was validated and reported
     #: Status requests a moving note spends in each state (a real transport takes about a
     #: second per step while the host polls every 100–200 ms; a host must never rely on
     #: seeing every intermediate state exactly once).
@@ -223,6 +224,7 @@ class BillValidator:
                 self.state = Status.STACKER_FULL
             elif self.queue:
                 self.bill = self.queue.popleft()
+                self.escrowed = False
                 self.state = Status.ACCEPTING
         elif s == Status.ACCEPTING:
             assert self.bill is not None
@@ -239,6 +241,7 @@ class BillValidator:
                     self._armed.stuck -= 1
                     self.bill_stuck = True
                 self.state = Status.ESCROW
+                self.escrowed = True
         elif s == Status.REJECTING:
             assert self.bill is not None
             self.rejected.append(self.bill)
@@ -290,6 +293,8 @@ class BillValidator:
             elif self.state in (Status.POWER_UP_BILL_IN_STACKER, Status.STACKING,
                                 Status.VEND_VALID):
                 self.cassette.append(self.bill)
+            elif not self.escrowed:
+                self.rejected.append(self.bill)  # never validated: back like a reject
             else:
                 self.returned.append(self.bill)
         self.bill = None
