@@ -252,5 +252,11 @@ class DeviceService:
                 self._complete(fut, Message("completion", command.qualified,
                                             command.request_id, result, code))
             if self._poll is not None and not self._stop.is_set():
-                for event in self._poll():
+                try:
+                    events = self._poll()
+                except Exception as exc:  # a device error must not end the worker
+                    events = [Fault(self.interface.value, "poll-error",
+                                    f"{type(exc).__name__}: {exc}")]
+                    self._stop.wait(self._poll_interval)
+                for event in events:
                     self._post(event_message(event))
