@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from kiosk.devices.errors import DeviceFault, DeviceTimeout
+from kiosk.devices.errors import DeviceError, DeviceFault, DeviceTimeout
 from kiosk.devices.model import (
     DeviceEvent,
     Fault,
@@ -260,7 +260,10 @@ class CcTalkBus:
         self.port = port
         self.timeout = timeout
         self.retries = retries
-        self._serial = serial.Serial(port, baudrate=baudrate, timeout=timeout)
+        try:
+            self._serial = serial.Serial(port, baudrate=baudrate, timeout=timeout)
+        except (OSError, ValueError) as exc:  # SerialException is an OSError
+            raise DeviceError(f"cannot open the ccTalk bus on {port}: {exc}") from None
         self._decoder = PacketDecoder()
         self.failures = 0  # transactions that got no valid answer
 
@@ -269,6 +272,13 @@ class CcTalkBus:
 
     def transact(self, dest: int, header: int, data: bytes = b"") -> Packet | None:
         """Send once; return the reply, or None when it did not come back intact."""
+        try:
+            return self._transact(dest, header, data)
+        except OSError:  # the line itself failed: like no answer
+            time.sleep(self.timeout)
+            return None
+
+    def _transact(self, dest: int, header: int, data: bytes) -> Packet | None:
         request = encode_packet(dest, HOST, header, data)
         self._serial.reset_input_buffer()
         self._decoder.clear()

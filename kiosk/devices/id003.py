@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from kiosk.devices.errors import DeviceTimeout
+from kiosk.devices.errors import DeviceError, DeviceTimeout
 from kiosk.devices.model import (
     CommunicationLost,
     CommunicationRestored,
@@ -465,9 +465,12 @@ class Id003Driver:
         self.port = port
         self.host = host or Id003Host()
         self.timeout = timeout
-        self._serial = serial.Serial(port, baudrate=baudrate, bytesize=serial.EIGHTBITS,
-                                     parity=serial.PARITY_EVEN, stopbits=serial.STOPBITS_ONE,
-                                     timeout=timeout)
+        try:
+            self._serial = serial.Serial(port, baudrate=baudrate, bytesize=serial.EIGHTBITS,
+                                         parity=serial.PARITY_EVEN,
+                                         stopbits=serial.STOPBITS_ONE, timeout=timeout)
+        except (OSError, ValueError) as exc:  # SerialException is an OSError
+            raise DeviceError(f"cannot open the bill validator on {port}: {exc}") from None
         self._decoder = FrameDecoder()
 
     def close(self) -> None:
@@ -482,12 +485,15 @@ class Id003Driver:
     def step(self) -> list[DeviceEvent]:
         """One request and its answer."""
         request = self.host.next_request()
-        self._serial.reset_input_buffer()  # a duplicated or late frame must not answer this
-        self._decoder.clear()
-        self._serial.write(request.encode())
-        if request.expect is Expect.NOTHING:
-            return self.host.on_reply(request, None)
-        return self.host.on_reply(request, self._read_frame())
+        try:
+            self._serial.reset_input_buffer()  # a duplicated or late frame must not answer
+            self._decoder.clear()
+            self._serial.write(request.encode())
+            reply = None if request.expect is Expect.NOTHING else self._read_frame()
+        except OSError:  # the line itself failed (unplugged adapter): no answer, retry
+            time.sleep(self.timeout)
+            reply = None
+        return self.host.on_reply(request, reply)
 
     def _read_frame(self) -> Frame | None:
         deadline = time.monotonic() + self.timeout

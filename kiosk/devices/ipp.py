@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from kiosk.devices.errors import DeviceTimeout, PrintJobFailed
+from kiosk.devices.errors import DeviceConfigError, DeviceTimeout, PrintJobFailed
 from kiosk.devices.model import Fault
 
 # -- codec ---------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ class IppPrinter:
     def __init__(self, url: str, *, timeout: float = 10.0, user: str = "cardio-kiosk") -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("ipp", "http") or not parts.hostname:
-            raise ValueError(f"not an ipp:// URL: {url!r}")
+            raise DeviceConfigError(f"not an ipp:// printer URL: {url!r}")
         self.url = url
         self.host = parts.hostname
         self.port = parts.port or 631

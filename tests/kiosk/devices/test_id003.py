@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from emulators.devices.bill import BillValidator
 from kiosk.devices.cash import CashSession
+from kiosk.devices.errors import DeviceError
 from kiosk.devices.id003 import (
     Cmd,
     Expect,
     Frame,
     FrameDecoder,
+    Id003Driver,
     Id003Host,
     Request,
     Status,
@@ -201,3 +204,9 @@ def test_fuzz_lost_and_garbled_replies_keep_every_yen() -> None:
     assert inserted == sum(unit.cassette) + sum(unit.returned) + sum(unit.held) + sum(
         unit.rejected)
     assert sum(unit.cassette) > 0
+
+
+def test_a_missing_port_is_a_typed_error() -> None:
+    with pytest.raises(DeviceError, match="cannot open the bill validator") as info:
+        Id003Driver("/dev/nonexistent-cardio-tty")
+    assert info.value.exit_code == 21
