@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 from kiosk.devices.errors import DeviceError, DeviceFault, DeviceTimeout
 from kiosk.devices.model import (
+    CommunicationLost,
+    CommunicationRestored,
     DeviceEvent,
     Fault,
     ItemRejected,
@@ -322,6 +324,8 @@ class CoinAcceptorDriver:
         self.bus = bus
         self.address = address
         self.tracker = tracker or CreditTracker()
+        self.online = True
+        self._misses = 0
 
     def set_enabled(self, enabled: bool, coins: Sequence[int] = (10, 50, 100, 500)) -> None:
         mask = 0
@@ -339,7 +343,15 @@ class CoinAcceptorDriver:
             reply = self.bus.transact(self.address, Header.READ_BUFFERED_CREDIT)
             buf = CreditBuffer.parse(reply.data) if reply is not None else None
             if buf is None:
+                self._misses += 1
+                if self._misses >= 3 and self.online:
+                    self.online = False
+                    events.append(CommunicationLost(self.device))
                 continue
+            self._misses = 0
+            if not self.online:
+                self.online = True
+                events.append(CommunicationRestored(self.device))
             events += self.tracker.on_buffer(buf)
             if not self.tracker.awaiting_confirmation:
                 break

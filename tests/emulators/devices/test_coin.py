@@ -84,6 +84,15 @@ def test_line_faults_never_lose_or_double_a_credit(rig: Rig, fault: str) -> None
     assert sum(rig.credited()) == sum(rig.emu.acceptor.cashbox)
 
 
+def test_a_dead_line_is_reported_and_its_coins_credited_on_recovery(rig: Rig) -> None:
+    rig.emu.arm("disconnect", packets=12)
+    rig.emu.insert(500)
+    rig.poll_until_settled()
+    kinds = [type(e).__name__ for e in rig.events]
+    assert kinds.index("CommunicationLost") < kinds.index("CommunicationRestored")
+    assert rig.credited() == [500]
+
+
 def test_reconnect_never_credits_twice(rig: Rig) -> None:
     rig.emu.insert(500)
     rig.poll_until_settled()
