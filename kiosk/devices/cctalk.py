@@ -328,6 +328,16 @@ class CoinAcceptorDriver:
         self._misses = 0
 
     def set_enabled(self, enabled: bool, coins: Sequence[int] = (10, 50, 100, 500)) -> None:
+        """Enable the coins (or inhibit all). A tracker without a baseline takes it first,
+        while the acceptor is still inhibited: a coin taken before the baseline would be
+        mistaken for an old event and never credited."""
+        if enabled and self.tracker.last is None:
+            while self.tracker.last is None:
+                reply = self.bus.call(self.address, Header.READ_BUFFERED_CREDIT)
+                buf = CreditBuffer.parse(reply.data)
+                if buf is None:
+                    raise DeviceTimeout(f"coin acceptor {self.address}: malformed buffer")
+                self.tracker.on_buffer(buf)
         mask = 0
         if enabled:
             for yen in coins:

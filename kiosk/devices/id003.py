@@ -227,6 +227,7 @@ class _Bill:
     stacking: bool = False
     returning: bool = False
     escrow_polls: int = 0
+    decision: bool | None = None
     outcome: Outcome | None = None
 
 
@@ -240,14 +241,16 @@ LOST_AFTER = 3
 class Id003Host:
     """The host side of ID-003 as a pure object: :meth:`next_request` says what to send,
     :meth:`on_reply` takes the unit's answer (or ``None`` for none/garbled) and returns
-    device events. ``accept(yen) -> bool`` decides stack (True) or return for a note in
-    escrow; ``enabled`` says whether the unit should take notes at all."""
+    device events. ``accept(yen)`` decides for a note in escrow: True stack, False return,
+    None hold it there until :meth:`decide` (the reference's advice: keep the note that
+    completes a payment in escrow until the issuance commits, so a failure hands it back
+    rather than making a refund). ``enabled`` says whether the unit takes notes at all."""
 
     device = "bill_validator"
 
-    def __init__(self, accept: Callable[[int], bool] | None = None,
+    def __init__(self, accept: Callable[[int], bool | None] | None = None,
                  denominations: Iterable[int] = (1000, 2000, 5000, 10000)) -> None:
-        self.accept: Callable[[int], bool] = accept or (lambda yen: True)
+        self.accept: Callable[[int], bool | None] = accept or (lambda yen: True)
         self.denominations = frozenset(denominations)
         self.enabled = False
         self._ops: deque[Request] = deque()
@@ -272,6 +275,21 @@ class Id003Host:
     def bill_in_flight(self) -> bool:
         """A note was seen in escrow and has no outcome yet."""
         return self._bill is not None and self._bill.outcome is None
+
+    @property
+    def held_yen(self) -> int:
+        """Yen of a note held in escrow awaiting :meth:`decide` (0 if none)."""
+        bill = self._bill
+        if bill is None or bill.outcome is not None or bill.stack_sent or bill.return_sent:
+            return 0
+        return bill.yen
+
+    def decide(self, stack: bool) -> None:
+        """Stack (True) or hand back (False) the note held in escrow; applied at the next
+        poll. Without a held note this does nothing."""
+        if self.held_yen:
+            assert self._bill is not None
+            self._bill.decision = stack
 
     @property
     def configured(self) -> bool:
@@ -396,7 +414,12 @@ class Id003Host:
                 if yen:
                     events.append(ItemEscrowed(self.device, bill.item, yen))
             if not bill.stack_sent and not bill.return_sent:
-                if bill.yen and bill.yen in self.denominations and self.accept(bill.yen):
+                valid = bool(bill.yen) and bill.yen in self.denominations
+                choice = (bill.decision if bill.decision is not None
+                          else self.accept(bill.yen)) if valid else False
+                if choice is None:
+                    pass  # held in escrow until decide(): asked again at every poll
+                elif choice:
                     bill.stack_sent = True
                     self._queue(Request(Frame(Cmd.STACK_1), Expect.ACK))
                 else:

@@ -5,10 +5,12 @@ This is the layer the kiosk controller (the next issue) drives: it sends command
 acknowledgements, events and completions, and never touches a serial port. Each service owns
 its adapters; a printer that hangs in an HTTP call stalls only the printer's thread.
 
-Cash acceptance policy (why): a note is stacked only while the fee is not yet covered; once
-it is, acceptance is switched off and a further note in escrow is handed back, so a customer
-is never made to wait for change they did not need. ``CashInRollback`` gives back everything
-that was credited (as change from the hoppers; what they cannot pay becomes refund due).
+Cash acceptance policy (why): a note is stacked only while the fee is not yet covered; the
+note that covers it is *held in escrow* until ``CashInEnd`` (the issuance committed: stack
+it) or ``CashInRollback`` (printing failed: hand the very note back) — the reference's
+cleanest answer to "paid but not printed". Once the fee is covered acceptance is switched
+off and a further note is handed back. A rollback gives back everything: the held note
+itself, the rest as coins from the hoppers (what they cannot pay becomes refund due).
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ class CashAcceptor:
 
     def __init__(self, bill: Id003Driver | None, coins: CoinAcceptorDriver | None,
                  hoppers: dict[int, HopperDriver], *, believed_stock: int = 100,
-                 settle_timeout: float = 15.0) -> None:
+                 settle_timeout: float = 15.0, hold_last_note: bool = True) -> None:
         self.bill = bill
         self.coins = coins
         self.hoppers = hoppers
         self.believed_stock = believed_stock
         self.settle_timeout = settle_timeout
+        self.hold_last_note = hold_last_note
         self.session: CashSession | None = None
         self._accepting = False
 
@@ -66,7 +69,14 @@ class CashAcceptor:
         session = CashSession(fee)
         self.session = session
         if self.bill is not None:
-            self.bill.host.accept = lambda _yen: session.credited < session.price
+            def accept(yen: int) -> bool | None:
+                if session.credited >= session.price:
+                    return False
+                if self.hold_last_note and session.credited + yen >= session.price:
+                    return None  # this note completes the payment: hold it until commit
+                return True
+
+            self.bill.host.accept = accept
         self._set_accepting(True)
         return {"fee": fee}
 
@@ -79,9 +89,19 @@ class CashAcceptor:
         if self.session is not None and not self.session.closed:
             for event in events:
                 self.session.apply(event)
-            if self.session.paid_enough:
+            if self.covered >= self.session.price:
                 self._set_accepting(False)
         return events
+
+    @property
+    def held(self) -> int:
+        """Yen of the note held in escrow (0 if none)."""
+        return self.bill.host.held_yen if self.bill is not None else 0
+
+    @property
+    def covered(self) -> int:
+        """Credited plus the note held in escrow: what the customer has put in so far."""
+        return (self.session.credited if self.session is not None else 0) + self.held
 
     def _settle(self) -> list[str]:
         """Drive the devices until nothing is in flight (bounded)."""
@@ -105,8 +125,12 @@ class CashAcceptor:
         if session is None or session.closed:
             raise DeviceError("no cash-in is open")
         self._set_accepting(False)
+        want = bool(payload.get("sold", True))
+        if self.bill is not None and self.held:
+            # Commit: stack the held note if the sale needs it; rollback: hand it back.
+            self.bill.host.decide(want and session.credited < session.price)
         problems = self._settle()
-        sold = bool(payload.get("sold", True)) and session.paid_enough
+        sold = want and session.paid_enough
         owed = session.change_owed(sold)
 
         def dispense(coin: int, count: int) -> Any:
@@ -130,6 +154,7 @@ class CashAcceptor:
             out["bill_online"] = self.bill.host.online
         if self.session is not None:
             out["credited"] = self.session.credited
+            out["held"] = self.held
         return out
 
 

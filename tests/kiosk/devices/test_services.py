@@ -46,8 +46,8 @@ def test_cash_in_with_change_while_the_printer_is_wedged() -> None:
                                                  {"fee": 350}))
         assert started.code is CompletionCode.SUCCESS
         unit.insert(1000)
-        settled = await _wait_for(cash_svc, "CashAcceptor.ItemsSettledEvent")
-        assert settled.payload["yen"] == 1000 and settled.payload["outcome"] == "stacked"
+        held = await _wait_for(cash_svc, "CashAcceptor.InsertItemsEvent")
+        assert held.payload["yen"] == 1000  # covers the fee: held in escrow until the end
         unit.insert(5000)  # the fee is covered: this note must come back
         end = await cash_svc.execute(Command(Interface.CASH_ACCEPTOR, "CashInEnd",
                                              {"sold": True}))
@@ -68,3 +68,55 @@ def test_cash_in_with_change_while_the_printer_is_wedged() -> None:
     assert unit.cassette == [1000]  # the 5000 was refused (handed back or never taken)
     paid = {h.coin_yen: h.paid_total for h in coins.hoppers.values()}
     assert paid == {500: 1, 100: 1, 50: 1, 10: 0}
+
+
+def _cash_rig() -> tuple[BillValidator, CcTalkBusEmulator, CashAcceptor, list[PtyLine]]:
+    unit = BillValidator()
+    coins = CcTalkBusEmulator(stock=20, coin_period=0.001)
+    lines = [PtyLine(unit.receive, "bill").start(), PtyLine(coins.receive, "coin").start()]
+    bus = CcTalkBus(lines[1].path, timeout=0.05)
+    cash = CashAcceptor(Id003Driver(lines[0].path, timeout=0.05), CoinAcceptorDriver(bus),
+                        {h.coin_yen: HopperDriver(bus, a, h.coin_yen)
+                         for a, h in coins.hoppers.items()}, believed_stock=20)
+    return unit, coins, cash, lines
+
+
+def _held_then(commit: bool) -> tuple[BillValidator, dict[str, Any]]:
+    unit, coins, cash, lines = _cash_rig()
+
+    async def main() -> dict[str, Any]:
+        svc = cash.service()
+        await svc.start()
+        await svc.execute(Command(Interface.CASH_ACCEPTOR, "CashInStart", {"fee": 300}))
+        coins.insert(100)
+        await _wait_for(svc, "CashAcceptor.ItemsSettledEvent")
+        unit.insert(1000)  # completes the payment: held in escrow, not stacked
+        escrowed = await _wait_for(svc, "CashAcceptor.InsertItemsEvent")
+        assert escrowed.payload["yen"] == 1000
+        status = await svc.execute(Command(Interface.CASH_ACCEPTOR, "Status"))
+        assert (status.payload["credited"], status.payload["held"]) == (100, 1000)
+        assert unit.cassette == []
+        name = "CashInEnd" if commit else "CashInRollback"
+        end = await svc.execute(Command(Interface.CASH_ACCEPTOR, name, {"sold": True}))
+        await svc.stop()
+        assert end.code is CompletionCode.SUCCESS, end.payload
+        return end.payload
+
+    try:
+        return unit, asyncio.run(main())
+    finally:
+        for line in lines:
+            line.close()
+
+
+def test_the_note_completing_the_payment_is_stacked_on_commit() -> None:
+    unit, result = _held_then(commit=True)
+    assert unit.cassette == [1000] and result["sold"]
+    assert (result["change_owed"], result["change_paid"]) == (800, 800)
+
+
+def test_rollback_hands_back_the_held_note_itself() -> None:
+    unit, result = _held_then(commit=False)
+    assert unit.cassette == [] and unit.returned == [1000] and not result["sold"]
+    assert (result["returned"], result["change_owed"], result["change_paid"]) == (1000, 100,
+                                                                                  100)
