@@ -280,7 +280,8 @@ class Id003Host:
     def held_yen(self) -> int:
         """Yen of a note held in escrow awaiting :meth:`decide` (0 if none)."""
         bill = self._bill
-        if bill is None or bill.outcome is not None or bill.stack_sent or bill.return_sent:
+        if (bill is None or bill.outcome is not None or bill.stack_sent or bill.return_sent
+                or bill.decision is not None):
             return 0
         return bill.yen
 

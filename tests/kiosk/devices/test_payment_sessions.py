@@ -67,8 +67,12 @@ def kiosk() -> Iterator[Kiosk]:
 
 
 def _settle_bill(k: Kiosk, cash: CashSession) -> None:
-    k.bill.run_until(lambda: k.unit.unsettled() == 0 and k.bill.host.idle
-                     and k.unit.state == Status.IDLING, sink=cash.apply, timeout=30)
+    """Until the note rests: settled with the unit idle, or held in escrow for the end."""
+    k.bill.run_until(lambda: (k.unit.unsettled() == 0 and k.bill.host.idle
+                              and k.unit.state == Status.IDLING)
+                     or (bool(k.bill.host.held_yen) and k.unit.state == Status.ESCROW
+                         and not k.unit.queue),
+                     sink=cash.apply, timeout=30)
 
 
 def _settle_coins(k: Kiosk, cash: CashSession) -> None:
@@ -100,7 +104,16 @@ def _session(k: Kiosk, rng: random.Random) -> None:
     before = _truth(k)
     inserted = 0
     cancel = rng.random() < 0.1
-    while cash.credited < fee and (not cancel or inserted == 0) and inserted < 40000:
+
+    def accept(yen: int) -> bool | None:
+        # The service's policy: the note that completes the fee waits in escrow.
+        if cash.credited >= fee:
+            return False
+        return None if cash.credited + yen >= fee else True
+
+    k.bill.host.accept = accept
+    while (cash.credited + k.bill.host.held_yen < fee and (not cancel or inserted == 0)
+           and inserted < 40000):
         if rng.random() < 0.5:
             yen = rng.choice(BILLS)
             fault = rng.choice(BILL_FAULTS) if rng.random() < 0.3 else None
@@ -121,7 +134,12 @@ def _session(k: Kiosk, rng: random.Random) -> None:
             k.coins.insert(yen)
             inserted += yen
             _settle_coins(k, cash)
-    sold = cash.credited >= fee and not cancel
+    commit = not cancel and rng.random() < 0.85  # else: printing failed, roll back
+    if k.bill.host.held_yen:
+        k.bill.host.decide(commit and cash.credited < fee)
+    _settle_bill(k, cash)
+    _settle_coins(k, cash)
+    sold = commit and cash.credited >= fee
     owed = cash.change_owed(sold)
 
     def dispense(coin: int, count: int) -> PayoutResult:
