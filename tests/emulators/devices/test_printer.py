@@ -111,3 +111,51 @@ def test_toner_low_is_a_warning_and_the_job_prints(printer: PrinterEmulator,
     assert result.state is JobState.COMPLETED
     assert "toner-low" in [f.kind for f in result.events]
     assert _spooled(printer, result.job_id).read_bytes() == doc
+
+
+@pytest.mark.parametrize("jam", [False, True])
+def test_paid_then_jammed_hands_the_note_back(printer: PrinterEmulator, client: IppPrinter,
+                                             jam: bool) -> None:
+    """The integrator's nightmare — the printer jams after the money is taken — end to end:
+    the note that paid waits in escrow while the certificate prints; a jam rolls the payment
+    back and hands that very note back; a good print commits it."""
+    import asyncio
+
+    from kiosk.devices.model import Command, CompletionCode, Interface
+    from kiosk.devices.services import DocumentPrinter
+    from tests.kiosk.devices.test_services import _cash_rig, _wait_for
+
+    unit, _coins, cash, lines = _cash_rig()
+    doc = _pdf(f"paid-{jam}")
+
+    async def main() -> tuple[str, dict[str, object]]:
+        cash_svc = cash.service()
+        print_svc = DocumentPrinter(IppPrinter(printer.url, timeout=5), job_timeout=20).service()
+        await cash_svc.start()
+        await print_svc.start()
+        await cash_svc.execute(Command(Interface.CASH_ACCEPTOR, "CashInStart", {"fee": 300}))
+        unit.insert(1000)
+        await _wait_for(cash_svc, "CashAcceptor.InsertItemsEvent")  # held in escrow
+        job = asyncio.create_task(print_svc.execute(Command(
+            Interface.DOCUMENT_PRINTER, "PrintJob", {"document": doc})))
+        if jam:
+            await asyncio.to_thread(_wait_processing, printer, client)
+            printer.fault("jam")
+        printed = await asyncio.wait_for(job, 30)
+        name = "CashInEnd" if printed.code is CompletionCode.SUCCESS else "CashInRollback"
+        end = await cash_svc.execute(Command(Interface.CASH_ACCEPTOR, name, {"sold": True}))
+        await cash_svc.stop()
+        await print_svc.stop()
+        return name, end.payload
+
+    try:
+        name, result = asyncio.run(main())
+    finally:
+        for line in lines:
+            line.close()
+    if jam:
+        assert name == "CashInRollback" and not result["sold"]
+        assert unit.returned == [1000] and unit.cassette == [] and result["refund_due"] == 0
+    else:
+        assert name == "CashInEnd" and result["sold"] and unit.cassette == [1000]
+        assert result["change_paid"] == 700
