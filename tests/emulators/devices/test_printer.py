@@ -4,6 +4,7 @@ job, never a printed one."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +15,9 @@ import pytest
 from emulators.devices.printer import PrinterEmulator, PrinterUnavailable, unavailable_reason
 from kiosk.devices.errors import PrintJobFailed
 from kiosk.devices.ipp import IppPrinter, JobState
+from kiosk.devices.model import Command, CompletionCode, Interface
+from kiosk.devices.services import DocumentPrinter
+from tests.kiosk.devices.test_services import _cash_rig, _wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -119,12 +123,6 @@ def test_paid_then_jammed_hands_the_note_back(printer: PrinterEmulator, client: 
     """The integrator's nightmare — the printer jams after the money is taken — end to end:
     the note that paid waits in escrow while the certificate prints; a jam rolls the payment
     back and hands that very note back; a good print commits it."""
-    import asyncio
-
-    from kiosk.devices.model import Command, CompletionCode, Interface
-    from kiosk.devices.services import DocumentPrinter
-    from tests.kiosk.devices.test_services import _cash_rig, _wait_for
-
     unit, _coins, cash, lines = _cash_rig()
     doc = _pdf(f"paid-{jam}")
 
