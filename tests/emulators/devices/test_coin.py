@@ -49,7 +49,7 @@ class Rig:
 def rig() -> Iterator[Rig]:
     emu = CcTalkBusEmulator(stock=50, coin_period=0.001)
     line = PtyLine(emu.receive, "coin").start()
-    bus = CcTalkBus(line.path, timeout=0.05)
+    bus = CcTalkBus(line.path, timeout=0.05, retries=10)
     r = Rig(emu, line, bus, CoinAcceptorDriver(bus),
             {h.coin_yen: HopperDriver(bus, a, h.coin_yen) for a, h in emu.hoppers.items()})
     r.acceptor.set_enabled(True)
@@ -98,7 +98,7 @@ def test_reconnect_never_credits_twice(rig: Rig) -> None:
     rig.poll_until_settled()
     tracker = rig.acceptor.tracker
     rig.bus.close()
-    rig.bus = CcTalkBus(rig.line.path, timeout=0.05)  # the cable was replugged
+    rig.bus = CcTalkBus(rig.line.path, timeout=0.05, retries=10)  # the cable was replugged
     rig.acceptor = CoinAcceptorDriver(rig.bus, tracker=tracker)
     rig.poll_until_settled()
     rig.emu.insert(100)

@@ -51,7 +51,7 @@ def kiosk() -> Iterator[Kiosk]:
     coins = CcTalkBusEmulator(stock=0, coin_period=0.0)
     lines = [PtyLine(unit.receive, "bill").start(), PtyLine(coins.receive, "coin").start()]
     bill = Id003Driver(lines[0].path, timeout=0.03)
-    bus = CcTalkBus(lines[1].path, timeout=0.03)
+    bus = CcTalkBus(lines[1].path, timeout=0.03, retries=10)
     k = Kiosk(unit, coins, bill, CoinAcceptorDriver(bus),
               {h.coin_yen: HopperDriver(bus, a, h.coin_yen) for a, h in coins.hoppers.items()})
     bill.host.set_enabled(True)

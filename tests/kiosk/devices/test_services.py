@@ -28,7 +28,7 @@ def test_cash_in_with_change_while_the_printer_is_wedged() -> None:
     unit = BillValidator()
     coins = CcTalkBusEmulator(stock=20, coin_period=0.001)
     lines = [PtyLine(unit.receive, "bill").start(), PtyLine(coins.receive, "coin").start()]
-    bus = CcTalkBus(lines[1].path, timeout=0.05)
+    bus = CcTalkBus(lines[1].path, timeout=0.05, retries=10)
     cash = CashAcceptor(Id003Driver(lines[0].path, timeout=0.05), CoinAcceptorDriver(bus),
                         {h.coin_yen: HopperDriver(bus, a, h.coin_yen)
                          for a, h in coins.hoppers.items()}, believed_stock=20)
@@ -74,7 +74,7 @@ def _cash_rig() -> tuple[BillValidator, CcTalkBusEmulator, CashAcceptor, list[Pt
     unit = BillValidator()
     coins = CcTalkBusEmulator(stock=20, coin_period=0.001)
     lines = [PtyLine(unit.receive, "bill").start(), PtyLine(coins.receive, "coin").start()]
-    bus = CcTalkBus(lines[1].path, timeout=0.05)
+    bus = CcTalkBus(lines[1].path, timeout=0.05, retries=10)
     cash = CashAcceptor(Id003Driver(lines[0].path, timeout=0.05), CoinAcceptorDriver(bus),
                         {h.coin_yen: HopperDriver(bus, a, h.coin_yen)
                          for a, h in coins.hoppers.items()}, believed_stock=20)
