@@ -226,7 +226,8 @@ class _Bill:
     return_sent: bool = False
     stacking: bool = False
     returning: bool = False
-    escrow_polls: int = 0
+    escrow_polls: int = 0  # polls held in escrow (awaiting decide)
+    stuck_polls: int = 0  # polls still in escrow after STACK/RETURN was acknowledged
     decision: bool | None = None
     outcome: Outcome | None = None
 
@@ -234,6 +235,8 @@ class _Bill:
 #: Polls with a note still in escrow after the unit acknowledged STACK/RETURN before the host
 #: declares it stuck.
 STUCK_POLLS = 8
+#: Status polls between HOLD commands while a note is held in escrow.
+HOLD_EVERY = 20
 #: Consecutive unanswered requests before the host reports communication lost.
 LOST_AFTER = 3
 
@@ -393,8 +396,10 @@ class Id003Host:
             self._last_fault = None
         bill = self._bill if self.bill_in_flight else None
         if status in (Status.IDLING, Status.DISABLED, Status.ACCEPTING):
-            if bill is not None and (bill.returning or bill.return_sent or bill.stack_sent):
-                # Back at rest with a note we never saw stacked: the unit handed it back.
+            if bill is not None:
+                # At rest with a note we never saw stacked: the unit handed it back (it
+                # cannot stack without our ACK of VEND VALID), whether we asked it to or a
+                # held note's escrow timed out.
                 events += self._settle(Outcome.RETURNED)
             if status == Status.IDLING and not self.enabled:
                 self._queue(Request(Frame(Cmd.SET_INHIBIT, b"\x01"), Expect.ECHO))
@@ -419,7 +424,11 @@ class Id003Host:
                 choice = (bill.decision if bill.decision is not None
                           else self.accept(bill.yen)) if valid else False
                 if choice is None:
-                    pass  # held in escrow until decide(): asked again at every poll
+                    # Held until decide(), asked again at every poll; a unit returns a note
+                    # left in escrow too long, so HOLD is repeated to keep it there.
+                    bill.escrow_polls += 1
+                    if bill.escrow_polls % HOLD_EVERY == 0:
+                        self._queue(Request(Frame(Cmd.HOLD), Expect.ACK))
                 elif choice:
                     bill.stack_sent = True
                     self._queue(Request(Frame(Cmd.STACK_1), Expect.ACK))
@@ -427,8 +436,8 @@ class Id003Host:
                     bill.return_sent = True
                     self._queue(Request(Frame(Cmd.RETURN), Expect.ACK))
             else:
-                bill.escrow_polls += 1
-                if bill.escrow_polls >= STUCK_POLLS:
+                bill.stuck_polls += 1
+                if bill.stuck_polls >= STUCK_POLLS:
                     events.append(Fault(self.device, "stuck-in-escrow",
                                         f"¥{bill.yen} did not leave escrow"))
                     events += self._settle(Outcome.REFUND_DUE, "stuck in escrow")

@@ -210,3 +210,18 @@ def test_a_missing_port_is_a_typed_error() -> None:
     with pytest.raises(DeviceError, match="cannot open the bill validator") as info:
         Id003Driver("/dev/nonexistent-cardio-tty")
     assert info.value.exit_code == 21
+
+
+def test_a_held_note_is_kept_with_hold_and_settles_once_the_unit_gives_it_back() -> None:
+    host = Id003Host(accept=lambda yen: None)  # hold every note
+    host.set_enabled(True)
+    _drive(host, [Frame(Status.ESCROW, b"\x64")] * 19)
+    assert host.held_yen == 10000
+    events = _drive(host, [Frame(Status.ESCROW, b"\x64")])
+    assert host.next_request() == Request(Frame(Cmd.HOLD), Expect.ACK)
+    assert not [e for e in events if isinstance(e, ItemSettled)]
+    # The unit's escrow timer ran out anyway: back at rest, the note went back.
+    events = _drive(host, [Frame(Status.IDLING)])
+    assert [(e.yen, e.outcome) for e in events if isinstance(e, ItemSettled)] == [
+        (10000, Outcome.RETURNED)]
+    assert host.held_yen == 0
