@@ -221,9 +221,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_common_options(p)
     p.set_defaults(func=cmd_serve)
 
+    from emulators.devices.cli import register as register_devices
     from emulators.issuance.cli import register as register_issuance
 
     register_issuance(esub)
+    register_devices(esub)
 
     ca = esub.add_parser("ca", help="the emulated JPKI CAs (OCSP, CRL, revocation)")
     casub = ca.add_subparsers(dest="ca_command", required=True)

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 DEBS=(python3 python3-venv python3-pip python3-dev gcc openssl fonts-ipafont-gothic
       pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools iproute2 util-linux
-      postgresql)
+      postgresql cups-ipp-utils avahi-daemon dbus)
 
 missing=()
 for p in "${DEBS[@]}"; do

@@ -1,0 +1,140 @@
+"""``cardio kiosk devices check --config FILE``: open the kiosk's devices (real or emulated)
+and print their status — the first thing an integrator runs after cabling a kiosk.
+
+The configuration is TOML (read with the standard library's ``tomllib``); every section is
+optional, and only the devices named are checked::
+
+    [bill_validator]            # JCM ID-003, 9600 8E1
+    port = "/dev/ttyUSB0"
+
+    [coin_acceptor]             # the ccTalk bus (acceptor and hoppers share it)
+    port = "/dev/ttyUSB1"
+    address = 2                 # default 2
+
+    [[hopper]]                  # one per coin value, on the same bus
+    address = 3
+    coin = 500
+
+    [printer]
+    url = "ipp://127.0.0.1:631/ipp/print"
+
+    [card_slot]
+    reader = "0"                # index, exact name, or unique substring of a PC/SC reader
+
+The command exits 0 when every configured device answered, else 21.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kiosk.devices.errors import DeviceConfigError, DeviceError
+
+
+def register(kiosk_sub: Any) -> None:
+    """Add ``devices check`` to the ``kiosk`` sub-commands."""
+    devices = kiosk_sub.add_parser("devices", help="the kiosk's peripherals")
+    dsub = devices.add_subparsers(dest="devices_command", required=True)
+    p = dsub.add_parser("check", help="open each configured device and print its status")
+    p.add_argument("--config", type=Path, required=True, help="devices TOML file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_check)
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    try:
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DeviceConfigError(f"cannot read device configuration {path}: {exc.strerror}"
+                                ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise DeviceConfigError(f"{path} is not valid TOML: {exc}") from None
+    known = {"bill_validator", "coin_acceptor", "hopper", "printer", "card_slot"}
+    unknown = set(config) - known
+    if unknown:
+        raise DeviceConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; "
+                                f"known: {', '.join(sorted(known))}")
+    for name in ("bill_validator", "coin_acceptor"):
+        if name in config and not isinstance(config[name].get("port"), str):
+            raise DeviceConfigError(f"{path}: [{name}] needs port = \"/dev/tty…\"")
+    if "hopper" in config and "coin_acceptor" not in config:
+        raise DeviceConfigError(f"{path}: [[hopper]] needs the [coin_acceptor] bus port")
+    return config
+
+
+def _check_bill(cfg: dict[str, Any]) -> dict[str, Any]:
+    from kiosk.devices.id003 import Id003Driver, Status
+
+    with Id003Driver(cfg["port"]) as driver:
+        driver.run_until(lambda: driver.host.status is not None and driver.host.configured,
+                         timeout=float(cfg.get("timeout", 3.0)))
+        status = driver.host.status
+    return {"status": Status(status).name.lower() if status is not None else None}
+
+
+def _check_coins(cfg: dict[str, Any], hoppers: list[dict[str, Any]]) -> dict[str, Any]:
+    from kiosk.devices.cctalk import CcTalkBus, Header, HopperDriver
+
+    bus = CcTalkBus(cfg["port"])
+    try:
+        address = int(cfg.get("address", 2))
+        bus.call(address, Header.SIMPLE_POLL)
+        category = bus.call(address, Header.REQUEST_EQUIPMENT_CATEGORY).data.decode(
+            "ascii", errors="replace")
+        out: dict[str, Any] = {"status": "ok", "category": category, "hoppers": []}
+        for h in hoppers:
+            st = HopperDriver(bus, int(h["address"]), int(h["coin"])).status()
+            out["hoppers"].append({"coin": int(h["coin"]), "address": int(h["address"]),
+                                   "event_counter": st.counter, "busy": bool(st.remaining)})
+        return out
+    finally:
+        bus.close()
+
+
+def _check_printer(cfg: dict[str, Any]) -> dict[str, Any]:
+    from kiosk.devices.ipp import IppPrinter
+
+    st = IppPrinter(str(cfg["url"]), timeout=float(cfg.get("timeout", 5.0))).status()
+    states = {3: "idle", 4: "processing", 5: "stopped"}
+    return {"status": states.get(st.state, str(st.state)), "reasons": st.reasons,
+            "faults": [f.kind for f in st.faults]}
+
+
+def _check_card_slot(cfg: dict[str, Any]) -> dict[str, Any]:
+    from cardio import pcsc
+
+    reader = pcsc.resolve_reader(str(cfg.get("reader", "0")))
+    info = next(r for r in pcsc.list_readers() if r.name == reader)
+    return {"status": "ok", "reader": reader, "card_present": info.card_present}
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from cardio.cli import emit
+    from cardio.errors import CardioError
+
+    config = load_config(args.config)
+    results: dict[str, Any] = {}
+    checks: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("bill_validator", lambda: _check_bill(config["bill_validator"])),
+        ("coin_acceptor", lambda: _check_coins(config["coin_acceptor"],
+                                               list(config.get("hopper", [])))),
+        ("printer", lambda: _check_printer(config["printer"])),
+        ("card_slot", lambda: _check_card_slot(config["card_slot"])),
+    ]
+    for name, check in checks:
+        if name not in config:
+            continue
+        try:
+            results[name] = {"ok": True, **check()}
+        except (CardioError, OSError) as exc:
+            results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    lines = []
+    for name, r in results.items():
+        detail = r.get("error") or ", ".join(f"{k}={v}" for k, v in r.items() if k != "ok")
+        lines.append(f"{name:15} {'OK  ' if r['ok'] else 'FAIL'} {detail}")
+    emit(args, {"devices": results}, lines)
+    return 0 if all(r["ok"] for r in results.values()) else DeviceError.exit_code
