@@ -70,10 +70,11 @@ class DocumentIssuer:
             atomic_write(key_path, key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption()), private=True)
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+            raise TypeError(f"{key_path} is not an EC key")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        return cls(municipality, key, scr_path.read_bytes(),
+        return cls(municipality, loaded, scr_path.read_bytes(),
                    datetime.fromisoformat(meta["not_before"]),
                    datetime.fromisoformat(meta["not_after"]))
 

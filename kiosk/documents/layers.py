@@ -108,15 +108,21 @@ class PagePlanes:
 
     def lightness(self) -> np.ndarray:
         """Luminance of the visible view, float32 in [0, 1]."""
-        rgb = self.visible_rgb().astype(np.float32) / 255.0
-        return rgb[..., 0] * 0.2126 + rgb[..., 1] * 0.7152 + rgb[..., 2] * 0.0722
+        k = self.k.astype(np.float32) / 255.0
+        grey = (1.0 - k) * (1.0 - self.g.astype(np.float32) / 255.0)
+        if not self.r.any():
+            return grey
+        r = self.r.astype(np.float32) / 255.0
+        out: np.ndarray = grey * (0.2126 * (1.0 - 0.1 * r) + 0.7874 * (1.0 - 0.85 * r))
+        return out
 
     def ir(self) -> np.ndarray:
         """Near-IR reflectance, float32 in [0, 1] (what an IR camera sees)."""
         k = self.k.astype(np.float32) / 255.0
         g = self.g.astype(np.float32) / 255.0
         r = self.r.astype(np.float32) / 255.0
-        return (1.0 - 0.9 * k) * (1.0 - 0.05 * g) * (1.0 - 0.05 * r)
+        out: np.ndarray = (1.0 - 0.9 * k) * (1.0 - 0.05 * g) * (1.0 - 0.05 * r)
+        return out
 
 
 @dataclass(frozen=True)
@@ -233,9 +239,11 @@ class ScrambleImage:
         img = Image.new("L", (w, h), 0)
         draw = ImageDraw.Draw(img)
         px = h // (len(lines) + 1)
-        font = pil_font("gothic", int(px * 0.8))
+        longest = max((len(line) for line in lines), default=1)
+        size = int(min(px * 0.8, (w - self.block) / max(longest, 1)))
         for i, line in enumerate(lines):
-            draw.text((self.block // 2, px // 2 + i * px), line, font=font, fill=255)
+            draw.text((self.block // 2, px // 2 + i * px), line, font=pil_font("gothic", size),
+                      fill=255)
         return np.asarray(img) > 127
 
     def _blocks(self, img: np.ndarray) -> np.ndarray:
@@ -279,12 +287,12 @@ class ScrambleImage:
         g = grey if grey.dtype == np.uint8 else np.clip(grey * 255, 0, 255).astype(np.uint8)
         _, bw = cv2.threshold(cv2.GaussianBlur(g, (3, 3), 0), 0, 255,
                               cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
-        contours, hier = cv2.findContours(bw, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        contours, _ = cv2.findContours(bw, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
         oh, ow = self.outer_shape
         want = ow / oh
         best = None
         for c in contours:
-            x, y, w, h = cv2.boundingRect(c)
+            _, _, w, h = cv2.boundingRect(c)
             if h < 20 or abs(w / h - want) > 0.08 * want:
                 continue
             approx = cv2.approxPolyDP(c, 0.02 * cv2.arcLength(c, True), True)

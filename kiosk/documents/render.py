@@ -39,8 +39,8 @@ __all__ = [
     "SecurityParams",
     "layout",
     "rasterize",
-    "render_pdf",
     "render_pages",
+    "render_pdf",
 ]
 
 A4_MM = (210.0, 297.0)
@@ -162,7 +162,7 @@ def _stamp(cx: float, cy: float, text: str, size: float = 21.0) -> list[Op]:
 
 def _scramble_lines(doc: Document) -> list[str]:
     vals = [doc.find(k)[0] for k in SEAL_FIELDS[doc.doc_type] if doc.find(k)]
-    return [doc.title + "　" + doc.issue_number, *vals][:4]
+    return [doc.title, doc.issue_number, *vals][:5]
 
 
 def layout(doc: Document, seal: bytes, scramble_key: bytes,

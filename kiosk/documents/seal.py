@@ -258,7 +258,8 @@ def read_seal_bytes(image: Any) -> tuple[list[bytes], bool]:
     but could not be decoded)."""
     import zxingcpp
 
-    found = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.DataMatrix,
+    found = zxingcpp.read_barcodes(image,
+                                   formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.DataMatrix),
                                    try_rotate=True, try_invert=False, return_errors=True)
     ok = [bytes(b.bytes) for b in found if b.valid]
     return ok, any(not b.valid for b in found)

@@ -20,7 +20,7 @@ import hashlib
 import io
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,7 @@ def _norm(s: str) -> str:
 def verify_seal(seal: bytes, trust: list[TrustEntry], *, now: datetime | None = None,
                 content: Document | None = None, page_text: str | None = None) -> Verdict:
     """Verify one seal's bytes against ``trust`` at ``now`` (default: the current time)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     try:
         msg = decode_cose(seal)
     except SealFormatError as e:
