@@ -95,6 +95,12 @@ class PagePlanes:
     def shape(self) -> tuple[int, int]:
         return (int(self.k.shape[0]), int(self.k.shape[1]))
 
+    def crop(self, y0: int, y1: int, x0: int, x1: int) -> PagePlanes:
+        """A window of the page (copier and camera models are local, so measuring on a
+        window with a margin gives the page's figures at a fraction of the cost)."""
+        return PagePlanes(self.k[y0:y1, x0:x1], self.g[y0:y1, x0:x1], self.r[y0:y1, x0:x1],
+                          self.dpi)
+
     def visible_rgb(self) -> np.ndarray:
         """sRGB-ish uint8 image of the page as the eye sees it."""
         grey = (255 - self.k.astype(np.uint16)) * (255 - self.g.astype(np.uint16)) // 255
@@ -309,9 +315,9 @@ class ScrambleImage:
         s, d = pts.sum(1), np.diff(pts, axis=1).ravel()
         src = np.array([pts[np.argmin(s)], pts[np.argmin(d)], pts[np.argmax(s)],
                         pts[np.argmax(d)]], np.float32)
-        dst = np.array([[0, 0], [ow, 0], [ow, oh], [0, oh]], np.float32)
+        dst = np.array([[0, 0], [ow - 1, 0], [ow - 1, oh - 1], [0, oh - 1]], np.float32)
         m = cv2.getPerspectiveTransform(src, dst)
-        rect = cv2.warpPerspective(g, m, (ow, oh), flags=cv2.INTER_AREA)
+        rect = cv2.warpPerspective(g, m, (ow, oh), flags=cv2.INTER_LINEAR)
         fg = self.frame_dots + self.gap_dots
         inner = rect[fg:oh - fg, fg:ow - fg].astype(np.float32) / 255.0
         return 1.0 - inner
