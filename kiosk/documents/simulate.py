@@ -172,7 +172,7 @@ def phone_photo(page_rgb: np.ndarray, s: PhoneSettings) -> bytes:
     light = cv2.resize(light, (fw, fh), interpolation=cv2.INTER_LINEAR)
     out = img.astype(np.float32) * light[..., None]
     if s.noise > 0:
-        out += rng.normal(0, s.noise, out.shape).astype(np.float32)
+        out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(s.noise)
     ok, jpeg = cv2.imencode(".jpg", np.clip(out, 0, 255).astype(np.uint8),
                             [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality])
     assert ok

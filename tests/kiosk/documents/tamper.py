@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from kiosk.documents.model import Document, DocumentType, Field, Section
 from kiosk.documents.samples import sample_document
-from kiosk.documents.seal import cose_sign1, decode_cose, key_id, sign_document
+from kiosk.documents.seal import decode_cose, key_id, sign_document
 from kiosk.documents.trust import TrustEntry
 from kiosk.documents.verify import VerifyStatus
 from tests.kiosk.documents.conftest import JST, NOW, entry_for
@@ -51,8 +51,8 @@ def _changed(doc: Document, rng: np.random.Generator) -> Document:
     fi = int(rng.integers(len(s.fields)))
     f = s.fields[fi]
     new_f = Field(f.key, f.label, f.value + "一")
-    fields = s.fields[:fi] + (new_f,) + s.fields[fi + 1:]
-    sections = doc.sections[:si] + (Section(s.title, fields),) + doc.sections[si + 1:]
+    fields = (*s.fields[:fi], new_f, *s.fields[fi + 1:])
+    sections = (*doc.sections[:si], Section(s.title, fields), *doc.sections[si + 1:])
     return dataclasses.replace(doc, sections=sections)
 
 
@@ -88,9 +88,10 @@ def cases(n: int, key: ec.EllipticCurvePrivateKey, seed: int = 0) -> Iterator[Ca
             # The attacker's signature under the trusted key's kid.
             protected = cbor2.dumps({1: -7, 4: key_id(key.public_key())})
             real = decode_cose(sign_document(_changed(doc, rng), attacker))
-            from kiosk.documents.seal import _sig_structure
             from cryptography.hazmat.primitives import hashes
             from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+            from kiosk.documents.seal import _sig_structure
             r, s = decode_dss_signature(attacker.sign(_sig_structure(protected, real.payload),
                                                       ec.ECDSA(hashes.SHA256())))
             forged = cbor2.dumps(cbor2.CBORTag(18, [protected, {}, real.payload,

@@ -51,7 +51,7 @@ def test_masks_are_page_sized_and_where_the_elements_are(
             m = rp.masks[name]
             assert m.shape == rp.planes.shape and m.any(), name
     seal = front.masks["seal"]
-    ys, xs = np.nonzero(seal)
+    _, xs = np.nonzero(seal)
     side_mm = (xs.max() - xs.min() + 1) / DEVICE_DPI * 25.4
     assert side_mm <= 25.0
     # The pantograph is kept out of the seal's quiet zone.

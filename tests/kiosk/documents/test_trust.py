@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ def test_a_kid_that_does_not_match_its_key_is_rejected_naming_the_file(tmp_path:
     obj = json.loads(path.read_text())
     obj["kid"] = "00" * 8
     path.write_text(json.dumps(obj))
-    with pytest.raises(TrustListError, match=path.name):
+    with pytest.raises(TrustListError, match=re.escape(path.name)):
         load_trust_list(tmp_path)
 
 
@@ -33,5 +34,5 @@ def test_garbage_and_missing_directories_are_typed_errors(tmp_path: Path) -> Non
     with pytest.raises(TrustListError):
         load_trust_list(tmp_path / "nope")
     (tmp_path / "x.json").write_text("{not json")
-    with pytest.raises(TrustListError, match="x.json"):
+    with pytest.raises(TrustListError, match=r"x\.json"):
         load_trust_list(tmp_path)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import zxingcpp
 from cryptography.hazmat.primitives.asymmetric import ec
-from PIL import Image
 
 from kiosk.documents.render import render_pdf
 from kiosk.documents.samples import sample_document
