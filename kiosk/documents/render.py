@@ -398,9 +398,10 @@ def _pantograph(params: VoidPantograph, shape_600: tuple[int, int],
 
 
 def rasterize(page: Page, dpi: int = DEVICE_DPI, *, masks: bool = False,
-              params: SecurityParams | None = None) -> RenderedPage:
+              params: SecurityParams | None = None, pantograph: bool = True) -> RenderedPage:
     """Draw ``page`` into ink planes at ``dpi``. The けん制文字 is generated in 600 dpi device
-    dots and area-averaged to other resolutions (it is a print-engine feature)."""
+    dots and area-averaged to other resolutions (it is a print-engine feature);
+    ``pantograph=False`` leaves it out (the bench's baseline)."""
     params = params or SecurityParams()
     shape = page_shape(dpi)
     canvas = _Canvas(shape, dpi, masks)
@@ -410,6 +411,11 @@ def rasterize(page: Page, dpi: int = DEVICE_DPI, *, masks: bool = False,
     g = np.asarray(canvas.planes["g"])
     red = np.asarray(canvas.planes["red"])
     out_masks = {name: np.asarray(m) > 0 for name, m in canvas.masks.items()}
+    if not pantograph:
+        for op in canvas.bitmaps:
+            canvas.place(op, k, out_masks)
+        return RenderedPage(page, PagePlanes(k, np.ascontiguousarray(g),
+                                             np.ascontiguousarray(red), dpi), out_masks)
     dots, area, word_dots = _pantograph(params.pantograph, page_shape(DEVICE_DPI),
                                         page.pantograph_keepout)
     if dpi == DEVICE_DPI:

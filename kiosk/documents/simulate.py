@@ -46,9 +46,14 @@ class CopierSettings:
     threshold: float = 0.6
     colour: bool = False
     gcr: float = 0.6  # share of a grey the colour copier prints in K
+    # 下地除去 (background suppression): scanned lightness at or above this level prints as
+    # paper white, the rest is stretched to fill the range. None: off.
+    background_removal: float | None = None
 
     def label(self) -> str:
         m = f"thr {self.threshold:.2f}" if self.mode == "threshold" else "halftone"
+        if self.background_removal is not None:
+            m += f" + bg removal {self.background_removal:.2f}"
         return f"{self.dpi} dpi, blur {self.blur_px:.1f} px, {m}" + (", colour" if self.colour
                                                                       else "")
 
@@ -71,6 +76,8 @@ def copy_page(page: PagePlanes, s: CopierSettings) -> PagePlanes:
     """The copy of ``page`` as the copier prints it, back at the original's resolution."""
     light = page.lightness()
     scan = _scan(light, page.dpi, s)
+    if s.background_removal is not None:
+        scan = np.minimum(scan / np.float32(s.background_removal), np.float32(1.0))
     h, w = page.shape
     if s.colour:
         dark = 1.0 - scan
