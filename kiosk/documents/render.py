@@ -192,6 +192,9 @@ def layout(doc: Document, seal: bytes, scramble_key: bytes,
                 fronts.append([])
                 ops = fronts[-1]
                 y = 44.0
+                ops.append(Text(label_x, y + row_h - 2.4, 9.5, f"【{section.title}】（続き）",
+                                "gothic"))
+                y += row_h
             ops.append(Line(label_x, y, right, y, 0.2))
             ops.append(Text(label_x + 1, y + row_h - 2.4, size, f.label, "gothic"))
             for i, line in enumerate(lines):
