@@ -86,3 +86,21 @@ def test_png_at_other_resolutions_keeps_page_geometry(
     (rp,) = render_pages(doc, sign_document(doc, issuer_key), SCRAMBLE_KEY, 200, which=[0])
     assert rp.planes.shape == (round(297 / 25.4 * 200), round(210 / 25.4 * 200))
     assert verify_image([(rp.planes.lightness() * 255).astype(np.uint8)], trust, now=NOW).valid
+
+
+def test_the_pdf_keeps_the_latent_marks_ink_separation(koseki_pdf: bytes) -> None:
+    """The printer must get the mark in K and its surround in C+M+Y, not one grey."""
+    import base64
+    import zlib
+
+    ops = b""
+    for m in re.finditer(rb"stream\r?\n(.*?)endstream", koseki_pdf, re.S):
+        data = m.group(1).strip()
+        if data.endswith(b"~>"):  # reportlab writes page content as ASCII85 over Flate
+            data = base64.a85decode(data[:-2])
+        try:
+            ops += zlib.decompressobj().decompress(data)
+        except zlib.error:
+            continue
+    assert re.search(rb"\b0 0 0 \.35 k\b", ops), "mark not in K"
+    assert re.search(rb"(?m)^\.35 \.35 \.35 0 k$", ops), "surround not in CMY"
