@@ -153,8 +153,8 @@ class SealClaims:
         }
 
 
-def build_claims(doc: Document) -> SealClaims:
-    keys = SEAL_FIELDS[doc.doc_type]
+def build_claims(doc: Document, max_fields: int | None = None) -> SealClaims:
+    keys = SEAL_FIELDS[doc.doc_type][:max_fields]
     if FORBIDDEN_KEYS & set(keys):  # pragma: no cover - guards future edits of SEAL_FIELDS
         raise SealFormatError("a seal must never carry 個人番号 or 住民票コード")
     fields: dict[str, str] = {}
@@ -234,8 +234,24 @@ def cose_verify(msg: CoseSign1, public_key: ec.EllipticCurvePublicKey) -> bool:
 
 
 def sign_document(doc: Document, key: ec.EllipticCurvePrivateKey) -> bytes:
-    """The seal bytes for ``doc`` (what the DataMatrix carries)."""
-    return cose_sign1(build_claims(doc).to_cbor(), key)
+    """The seal bytes for ``doc`` (what the DataMatrix carries).
+
+    A long value (an address with a building name) can push the seal past 72×72 modules;
+    then the relying-party fields are dropped from the end of the type's list until it fits.
+    The digest still covers every printed character, so nothing becomes unverifiable — the
+    relying party just compares fewer fields by eye. Only if even the bare claims do not fit
+    is it an error."""
+    n = len(SEAL_FIELDS[doc.doc_type])
+    while True:
+        seal = cose_sign1(build_claims(doc, n).to_cbor(), key)
+        try:
+            seal_matrix(seal)
+        except SealTooLargeError:
+            if n == 0:
+                raise
+            n -= 1
+            continue
+        return seal
 
 
 def seal_matrix(seal: bytes) -> np.ndarray:

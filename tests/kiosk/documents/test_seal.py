@@ -80,3 +80,22 @@ def test_malformed_claims_are_a_format_error() -> None:
 def test_only_p256_keys_sign() -> None:
     with pytest.raises(SealFormatError):
         cose_sign1(b"x", ec.generate_private_key(ec.SECP384R1()))
+
+
+def test_a_very_long_address_drops_fields_but_still_fits(
+        issuer_key: ec.EllipticCurvePrivateKey) -> None:
+    import dataclasses
+
+    from kiosk.documents.model import Field, Section
+
+    doc = sample_document("fuhyo")
+    long_address = ("見本県見本市中央区青葉台三丁目4番5号　" + "みほんグランドレジデンス" * 6
+                    + "1201号")
+    sections = tuple(
+        Section(s.title, tuple(Field(f.key, f.label, long_address) if f.key == "address"
+                               else f for f in s.fields)) for s in doc.sections)
+    doc = dataclasses.replace(doc, sections=sections)
+    seal = sign_document(doc, issuer_key)
+    assert max(seal_matrix(seal).shape) <= 72
+    claims = SealClaims.from_cbor(decode_cose(seal).payload)
+    assert "address" not in claims.fields and claims.fields["honseki"]
