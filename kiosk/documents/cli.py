@@ -1,0 +1,256 @@
+"""``doc`` commands: render a sample certificate, verify a page offline, descramble the
+スクランブル画像, export the emulated issuers' trust list.
+
+Registered into the ``cardio`` command line through the ``cardio.commands`` entry point
+(:func:`register`); errors and exit codes are the host's (:func:`cardio.cli.run`). This is
+CLI wiring, so it may use ``emulators`` (the emulated municipal issuers' keys); the library
+modules of ``kiosk.documents`` never do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from cardio.errors import CardioError
+from kiosk.documents.model import Document, DocumentType
+
+__all__ = ["register"]
+
+VERDICT_EXIT = 3  # `doc verify` exit code when the page does not verify as valid
+
+
+class DocumentCliError(CardioError):
+    """Bad arguments to a ``doc`` command (the message says which and why)."""
+
+    exit_code = 2
+
+
+def emit(args: argparse.Namespace, obj: dict[str, Any], lines: Sequence[str]) -> None:
+    """Human lines, or one JSON object with ``--json`` (the cardio CLI's convention)."""
+    if getattr(args, "json", False):
+        print(json.dumps(obj, ensure_ascii=False, indent=2))
+    else:
+        for line in lines:
+            print(line)
+
+
+def _jlis(args: argparse.Namespace) -> Path | None:
+    return Path(args.jlis) if getattr(args, "jlis", None) else None
+
+
+def _sample_issuer(args: argparse.Namespace) -> Any:
+    from emulators.document_issuers import DocumentIssuer
+    from kiosk.documents.samples import SAMPLE_MUNICIPALITY
+
+    return DocumentIssuer.load_or_create(SAMPLE_MUNICIPALITY, _jlis(args))
+
+
+def _save_mask(path: Path, mask: np.ndarray) -> None:
+    Image.fromarray(mask.astype(np.uint8) * 255).save(path, optimize=False, compress_level=1)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from kiosk.documents.layers import DEVICE_DPI
+    from kiosk.documents.render import layout, render_pages, render_pdf
+    from kiosk.documents.samples import sample_document
+    from kiosk.documents.seal import seal_matrix, sign_document
+
+    issuer = _sample_issuer(args)
+    doc = sample_document(args.sample)
+    seal = sign_document(doc, issuer.signing_key)
+    out = Path(args.out)
+    dpi = args.dpi or DEVICE_DPI
+    n_pages = len(layout(doc, seal, issuer.scramble_key))
+    written: list[str] = []
+    if args.png:
+        want_masks = args.layers_out is not None
+        for i, rp in enumerate(render_pages(doc, seal, issuer.scramble_key, dpi,
+                                            masks=want_masks)):
+            sheet, back = divmod(i, 2)
+            stem = out.stem + (f"-{sheet + 1}" if sheet else "") + ("-back" if back else "")
+            path = out if i == 0 else out.with_name(stem + out.suffix)
+            Image.fromarray(rp.planes.visible_rgb()).save(path, dpi=(dpi, dpi),
+                                                          compress_level=1)
+            written.append(str(path))
+            if want_masks and sheet == 0:
+                _write_masks(Path(args.layers_out), rp.masks, "back-" if back else "")
+    else:
+        out.write_bytes(render_pdf(doc, seal, issuer.scramble_key))
+        written.append(str(out))
+        if args.layers_out is not None:
+            for i, rp in enumerate(render_pages(doc, seal, issuer.scramble_key, dpi,
+                                                masks=True, which=[0, 1])):
+                _write_masks(Path(args.layers_out), rp.masks, "back-" if i else "")
+    modules = seal_matrix(seal).shape
+    obj = {"doc_type": doc.doc_type.value, "files": written, "pages": n_pages,
+           "dpi": dpi if args.png else None, "seal_bytes": len(seal),
+           "seal_modules": [int(modules[1]), int(modules[0])],
+           "seal_mm": round(modules[1] * 8 / DEVICE_DPI * 25.4, 2), "kid": issuer.kid.hex(),
+           "layers_out": args.layers_out}
+    emit(args, obj, [f"{doc.title}: {n_pages} pages ({n_pages // 2} sheets) → "
+                     + ", ".join(written),
+                     f"seal: {len(seal)} bytes, {modules[1]}×{modules[0]} modules, "
+                     f"{obj['seal_mm']} mm, kid {obj['kid']}"])
+    return 0
+
+
+# Masks that exist once per page pair keep their plain names; the back's copies of elements
+# both sides have get a "back-" prefix (the latent mark and the scramble live on the back).
+_BACK_ONLY = {"latent", "latent-surround", "scramble"}
+
+
+def _write_masks(directory: Path, masks: dict[str, np.ndarray], prefix: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    index_path = directory / "layers.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    for name, m in masks.items():
+        fname = (name if name in _BACK_ONLY else prefix + name) + ".png"
+        _save_mask(directory / fname, m)
+        index[fname] = {"side": "back" if prefix or name in _BACK_ONLY else "front",
+                        "element": name, "pixels": int(m.sum()),
+                        "size": [int(m.shape[1]), int(m.shape[0])]}
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+def _trust(args: argparse.Namespace) -> list[Any]:
+    from kiosk.documents.trust import load_trust_list
+
+    if args.trust:
+        return load_trust_list(Path(args.trust))
+    from emulators.document_issuers import DocumentIssuer
+
+    return [i.trust_entry() for i in DocumentIssuer.all(_jlis(args))]
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from kiosk.documents.verify import verify_file
+
+    content = None
+    if args.content:
+        try:
+            content = Document.from_canonical(Path(args.content).read_bytes())
+        except OSError as e:
+            raise DocumentCliError(f"--content {args.content}: {e.strerror}") from None
+    now = None
+    if args.now:
+        try:
+            now = datetime.fromisoformat(args.now)
+        except ValueError:
+            raise DocumentCliError("--now must be an ISO 8601 time with offset") from None
+        if now.tzinfo is None:
+            raise DocumentCliError("--now must carry a UTC offset")
+    v = verify_file(Path(args.file), _trust(args), now=now, content=content)
+    lines = [f"{v.status.value}: {v.reason}"]
+    lines += [f"  {k}: {val}" for k, val in v.fields.items()]
+    emit(args, v.to_json(), lines)
+    return 0 if v.valid else VERDICT_EXIT
+
+
+def _key(spec: str, args: argparse.Namespace) -> bytes:
+    if spec == "emu":
+        return bytes(_sample_issuer(args).scramble_key)
+    if spec.startswith("@"):
+        try:
+            raw = Path(spec[1:]).read_bytes()
+        except OSError as e:
+            raise DocumentCliError(f"--key {spec}: {e.strerror}") from None
+        if len(raw) == 32:
+            return raw
+        spec = raw.decode("ascii", "replace").strip()
+    try:
+        key = bytes.fromhex(spec)
+    except ValueError:
+        raise DocumentCliError("--key is 64 hex digits, @FILE, or 'emu'") from None
+    if len(key) != 32:
+        raise DocumentCliError("--key must be 32 bytes (64 hex digits)")
+    return key
+
+
+def cmd_descramble(args: argparse.Namespace) -> int:
+    from kiosk.documents.layers import ScrambleError, ScrambleImage
+    from kiosk.documents.verify import DocumentInputError, load_pages
+
+    key = _key(args.key, args)
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as e:
+        raise DocumentInputError(f"{args.file}: cannot read: {e.strerror}") from None
+    sc = ScrambleImage()
+    last: ScrambleError | None = None
+    for page in load_pages(data, args.file).images:
+        try:
+            plain = sc.descramble(sc.extract(page), key)
+        except ScrambleError as e:
+            last = e
+            continue
+        out = Path(args.out)
+        Image.fromarray(((1.0 - np.clip(plain, 0, 1)) * 255).astype(np.uint8)).save(out)
+        emit(args, {"out": str(out), "blocks": [sc.cols, sc.rows]},
+             [f"descrambled image written to {out}"])
+        return 0
+    raise last or ScrambleError("no page in the input")
+
+
+def cmd_trust(args: argparse.Namespace) -> int:
+    from emulators.document_issuers import export_trust_list
+    from kiosk.documents.samples import SAMPLE_MUNICIPALITY
+
+    entries = export_trust_list(Path(args.out), _jlis(args), ensure=(SAMPLE_MUNICIPALITY,))
+    obj = {"out": args.out, "keys": [{"kid": e.kid.hex(), "issuer": e.issuer, "name": e.name,
+                                      "not_after": e.not_after.isoformat()} for e in entries]}
+    emit(args, obj, [f"{len(entries)} issuer keys written to {args.out}"]
+         + [f"  {e.kid.hex()} {e.issuer} {e.name}" for e in entries])
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add the ``doc`` group to the top-level sub-parsers (the ``cardio.commands`` hook)."""
+    doc = sub.add_parser("doc", help="certificate documents: render, verify, descramble")
+    dsub = doc.add_subparsers(dest="doc_command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="print one JSON object")
+        p.add_argument("--jlis", metavar="DIR",
+                       help="emulated J-LIS directory (default: $CARDIO_JLIS_DIR)")
+
+    p = dsub.add_parser("render", help="render a sample certificate with all layers")
+    p.add_argument("--sample", required=True, choices=[t.value for t in DocumentType])
+    p.add_argument("--out", required=True, help="output file (PDF, or PNG with --png)")
+    p.add_argument("--png", action="store_true", help="write PNG pages instead of a PDF")
+    p.add_argument("--dpi", type=int, default=None, help="PNG resolution (default 600)")
+    p.add_argument("--layers-out", metavar="DIR",
+                   help="write each element's mask as PNG at the page's pixel size")
+    common(p)
+    p.set_defaults(func=cmd_render)
+
+    p = dsub.add_parser("verify", help="verify a PDF, scan or photo offline")
+    p.add_argument("file")
+    p.add_argument("--trust", metavar="DIR",
+                   help="trust list directory (default: the emulated issuers)")
+    p.add_argument("--content", metavar="JSON",
+                   help="the document (canonical JSON) to check against the sealed digest")
+    p.add_argument("--now", help="verification time, ISO 8601 with offset (default: now)")
+    common(p)
+    p.set_defaults(func=cmd_verify)
+
+    p = dsub.add_parser("descramble", help="reveal the スクランブル画像 of a page")
+    p.add_argument("file")
+    p.add_argument("--key", required=True,
+                   help="scramble key: @FILE (preferred), 64 hex digits, or 'emu'")
+    p.add_argument("--out", required=True, help="PNG to write")
+    common(p)
+    p.set_defaults(func=cmd_descramble)
+
+    p = dsub.add_parser("trust", help="export the emulated issuers' public keys")
+    p.add_argument("--out", required=True, metavar="DIR")
+    common(p)
+    p.set_defaults(func=cmd_trust)

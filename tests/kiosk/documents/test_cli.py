@@ -1,0 +1,121 @@
+"""The ``doc`` commands end to end, as a user runs them (a separate process each)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kiosk.documents.samples import sample_document
+
+# The one place that knows how the doc commands are invoked: `cardio doc` run by the
+# interpreter under test.
+DOC_ARGV = [sys.executable, "-m", "cardio.cli", "doc"]
+
+
+def doc(*args: str, jlis: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CARDIO_JLIS_DIR": str(jlis)}
+    p = subprocess.run([*DOC_ARGV, *args], capture_output=True, text=True, env=env,
+                       timeout=300)
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+@pytest.fixture(scope="module")
+def jlis(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("jlis")
+
+
+@pytest.fixture(scope="module")
+def trust_dir(jlis: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trust")
+    p = doc("trust", "--out", str(out), "--json", jlis=jlis)
+    keys = json.loads(p.stdout)["keys"]
+    assert len(keys) == 1 and keys[0]["issuer"] == "999997"
+    assert len(list(out.glob("*.json"))) == 1
+    return out
+
+
+@pytest.mark.slow
+def test_render_pdf_then_verify_with_the_exported_trust_list(
+        jlis: Path, trust_dir: Path, tmp_path: Path) -> None:
+    pdf = tmp_path / "k.pdf"
+    r = json.loads(doc("render", "--sample", "koseki", "--out", str(pdf), "--json",
+                       jlis=jlis).stdout)
+    assert r["pages"] >= 4 and r["seal_mm"] <= 25
+    p = doc("verify", str(pdf), "--trust", str(trust_dir), "--json", jlis=jlis)
+    v = json.loads(p.stdout)  # exactly one JSON object
+    assert v["valid"] is True and v["status"] == "valid"
+    assert v["fields"]["hittosha"] == "青葉　太郎"
+    # The same page against an empty trust list: untrusted, exit code 3.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    p = doc("verify", str(pdf), "--trust", str(empty), "--json", jlis=jlis, check=False)
+    assert p.returncode == 3 and json.loads(p.stdout)["status"] == "untrusted"
+
+
+@pytest.mark.slow
+def test_render_png_with_layer_masks_and_descramble(jlis: Path, trust_dir: Path,
+                                                    tmp_path: Path) -> None:
+    png, layers = tmp_path / "j.png", tmp_path / "layers"
+    doc("render", "--sample", "juminhyo", "--out", str(png), "--png", "--dpi", "300",
+        "--layers-out", str(layers), jlis=jlis)
+    with Image.open(png) as im:
+        size = im.size
+    assert size == (2480, 3508)
+    for name in ("pantograph-word.png", "latent.png", "seal.png", "scramble.png", "stamp.png",
+                 "text.png", "back-pantograph-word.png"):
+        with Image.open(layers / name) as m:
+            assert m.size == size and np.asarray(m).any(), name
+    index = json.loads((layers / "layers.json").read_text())
+    assert index["latent.png"]["side"] == "back"
+    # Content check with the document itself: the sample's canonical JSON.
+    content = tmp_path / "doc.json"
+    content.write_bytes(sample_document("juminhyo").canonical_bytes())
+    v = json.loads(doc("verify", str(png), "--trust", str(trust_dir), "--content",
+                       str(content), "--json", jlis=jlis).stdout)
+    assert v["valid"] and v["content"] == "digest-match"
+    assert "my_number" not in json.dumps(v) and "123456789018" not in json.dumps(v)
+    other = tmp_path / "other.json"
+    other.write_bytes(sample_document("juminhyo", serial=7).canonical_bytes())
+    p = doc("verify", str(png), "--trust", str(trust_dir), "--content", str(other), "--json",
+            jlis=jlis, check=False)
+    assert p.returncode == 3 and json.loads(p.stdout)["status"] == "invalid_signature"
+    out = tmp_path / "plain.png"
+    back = tmp_path / "j-back.png"
+    doc("descramble", str(back), "--key", "emu", "--out", str(out), jlis=jlis)
+    with Image.open(out) as im:
+        plain = np.asarray(im.convert("L")) < 128
+    assert 0.01 < plain.mean() < 0.4  # readable text on white, not 50 % noise
+    p = doc("descramble", str(back), "--key", "00" * 32, "--out", str(out), jlis=jlis)
+    with Image.open(out) as im:
+        assert (np.asarray(im.convert("L")) < 128).mean() > 0.4  # wrong key: still noise
+
+
+def test_bad_input_is_a_clear_error_with_its_exit_code(jlis: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"this is not an image")
+    p = doc("verify", str(junk), jlis=jlis, check=False)
+    assert p.returncode == 2 and "neither a PDF nor a readable image" in p.stderr
+    assert "Traceback" not in p.stderr
+    p = doc("verify", str(tmp_path / "missing.pdf"), jlis=jlis, check=False)
+    assert p.returncode == 2 and "cannot read" in p.stderr
+    p = doc("descramble", str(junk), "--key", "zz", "--out", str(tmp_path / "o.png"),
+            jlis=jlis, check=False)
+    assert p.returncode == 2 and "--key" in p.stderr
+    p = doc("verify", str(junk), "--trust", str(tmp_path / "nowhere"), jlis=jlis, check=False)
+    assert p.returncode == 2 and "trust list" in p.stderr
+
+
+def test_a_blank_page_has_no_seal(jlis: Path, trust_dir: Path, tmp_path: Path) -> None:
+    blank = tmp_path / "blank.png"
+    Image.new("L", (800, 1100), 255).save(blank)
+    p = doc("verify", str(blank), "--trust", str(trust_dir), "--json", jlis=jlis, check=False)
+    assert p.returncode == 3 and json.loads(p.stdout)["status"] == "no_seal"
