@@ -87,7 +87,8 @@ class RecoveryPort(Protocol):
     def print_slip(self, key: str, txn: str, yen: int, reason: str) -> bool:
         """The 未交付 slip; False if it could not print (the refund stands regardless)."""
 
-    def card_present(self) -> bool: ...
+    def card_in_slot(self) -> bool:
+        """Whether a card is in the slot now (the interlock holds across a restart)."""
 
     def release_pages(self, key: str) -> None:
         """Open the held output (called only while no card is in the slot)."""
@@ -382,7 +383,7 @@ class Journal:
         pages = bool(s["printed"]) or bool(self._db.execute(
             "SELECT 1 FROM commands WHERE txn=? AND kind='printslip' AND done=1 AND result=1",
             (txn,)).fetchone())
-        if port.card_present():
+        if port.card_in_slot():
             # The interlock holds across a crash: nothing is released, the session does not
             # end, while a card is in the slot. Money is settled already.
             with self._tx() as db:

@@ -196,6 +196,9 @@ class World:
             self.results[key] = [1]
         return bool(self.results[key][0])
 
+    def card_in_slot(self) -> bool:
+        return self.card_present
+
     def release_pages(self, key: str) -> None:
         if key in self.results:
             return
