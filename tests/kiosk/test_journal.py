@@ -144,7 +144,7 @@ def test_recovery_returns_an_escrow_never_stacked(tmp_path: Path) -> None:
 
 def test_recovery_after_stack_without_print_refunds_with_a_slip(flow: Flow) -> None:
     flow.until_stacking(1000)
-    flow.w.perform([c for c in flow.log if isinstance(c, C.StackEscrow)][0], Chooser(), CERT)
+    flow.w.perform(next(c for c in flow.log if isinstance(c, C.StackEscrow)), Chooser(), CERT)
     # crashed before the stack's answer was journalled
     flow.w.card_present = False
     (r,) = flow.j.recover(flow.w)

@@ -82,10 +82,10 @@ def test_happy_path_orders_money_paper_and_card() -> None:
     assert d.s.state is State.STACKING
     d(E.EscrowStacked(d.key(C.StackEscrow), 1600))
     assert d.s.state is State.PAYING_CHANGE
-    assert [c for c in d.log if isinstance(c, C.PayChange)][0].yen == 1300
+    assert next(c for c in d.log if isinstance(c, C.PayChange)).yen == 1300
     d(E.ChangePaid(d.key(C.PayChange), 1300))
     assert d.s.state is State.PRINTING
-    print_cmd = [c for c in d.log if isinstance(c, C.PrintDocument)][0]
+    print_cmd = next(c for c in d.log if isinstance(c, C.PrintDocument))
     assert print_cmd.document is DOC and "DOC" not in repr(print_cmd)
     d(E.PrintDone(d.key(C.PrintDocument)))
     assert d.s.state is State.AWAIT_CARD_REMOVAL  # pages held: the card is still in
@@ -168,7 +168,7 @@ def test_print_failure_after_stacking_prints_a_slip_and_owes_the_fee() -> None:
     d(E.EscrowStacked(d.key(C.StackEscrow), 1000))
     d(E.ChangePaid(d.key(C.PayChange), 700))
     d(E.PrintFailed(d.key(C.PrintDocument), "media-jam"))
-    slip = [c for c in d.log if isinstance(c, C.PrintSlip)][0]
+    slip = next(c for c in d.log if isinstance(c, C.PrintSlip))
     assert (slip.txn, slip.yen, slip.reason) == ("txn", 300, "print_failed:media-jam")
     d(E.PrintDone(slip.key))
     assert d.s.state is State.AWAIT_CARD_REMOVAL
