@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -34,7 +35,7 @@ __all__ = ["Chooser", "SimDocument", "SimKiosk", "Violation", "World", "letters"
 DENOMINATIONS = (10, 50, 100, 500, 1000, 2000, 5000, 10000)
 DOC_TYPES = ("juminhyo", "kisai-jiko", "inkan", "tax", "koseki", "fuhyo")
 #: Short time-outs so simulated waits cost few events (the logic is the same at any scale).
-SIM_TIMEOUTS = Timeouts(warn=4, wipe=7, card=3, center=4, cash=3, printer=6, remind=(2, 5))
+SIM_TIMEOUTS = Timeouts(warn=4, wipe=7, card=5, center=5, cash=3, printer=6, remind=(2, 5))
 
 
 class Violation(AssertionError):
@@ -57,36 +58,45 @@ def pin_token(pin: str) -> re.Pattern[str]:
 
 
 class Chooser:
-    """Decisions from a list of numbers (drawn by hypothesis, or scripted); exhausted → 0.
+    """Decisions from a list of numbers (drawn by hypothesis, or scripted), then from a
+    seeded stream for at most ``budget`` more decisions.
 
     ``chaos`` and ``faults`` are percentages: a decision leaves the happy path when its number
-    mod 100 falls below them.
+    mod 100 falls below them. Once the numbers run out every decision is the happy one, so
+    every run ends.
     """
 
-    def __init__(self, numbers: list[int] | None = None, chaos: int = 0,
-                 faults: int = 0) -> None:
+    def __init__(self, numbers: list[int] | None = None, chaos: int = 0, faults: int = 0,
+                 *, seed: int | None = None, budget: int = 400) -> None:
         self._it: Iterator[int] = iter(numbers or [])
         self.chaos, self.faults = chaos, faults
+        self._rng = random.Random(seed) if seed is not None else None
+        self._budget = budget
 
-    def _next(self) -> int:
-        return next(self._it, 0)
+    def _next(self) -> int | None:
+        v = next(self._it, None)
+        if v is None and self._rng is not None and self._budget > 0:
+            self._budget -= 1
+            v = self._rng.randrange(1 << 16)
+        return v
 
     def pick(self, n: int) -> int:
-        """0 (happy) or, with probability ``chaos``, one of 1..n-1."""
+        """0 (happy) or, with probability ``chaos``, one of 1..n-1. Exhausted: always 0."""
         v = self._next()
-        if n <= 1 or v % 100 >= self.chaos:
+        if v is None or n <= 1 or v % 100 >= self.chaos:
             return 0
         return 1 + (v // 100) % (n - 1)
 
     def fault(self, kinds: int) -> int:
         """0 (no fault) or, with probability ``faults``, one of 1..kinds."""
         v = self._next()
-        if kinds <= 0 or v % 100 >= self.faults:
+        if v is None or kinds <= 0 or v % 100 >= self.faults:
             return 0
         return 1 + (v // 100) % kinds
 
     def number(self, n: int) -> int:
-        return self._next() % n if n > 0 else 0
+        v = self._next()
+        return v % n if v is not None and n > 0 else 0
 
 
 @dataclass(frozen=True)
@@ -418,6 +428,7 @@ class SimKiosk:
         self.timeouts = timeouts
         self.record_texts = record_texts
         self.on_step = on_step or (lambda _where: None)
+        self._wrong_left = 0
 
     def new_session(self) -> IssuanceSession:
         w = self.world
@@ -426,10 +437,13 @@ class SimKiosk:
         return IssuanceSession(w.txn, w.request_id, "kiosk-aa", sim_binding_check,
                                timeouts=self.timeouts)
 
-    def run(self, ch: Chooser, *, max_events: int = 3000) -> SessionRecord:
-        """One session from card insertion to ``DONE``; raises :class:`Violation`."""
+    def run(self, ch: Chooser, *, wrong_pins: int = 0, max_events: int = 3000
+            ) -> SessionRecord:
+        """One session from card insertion to ``DONE``; raises :class:`Violation`.
+        ``wrong_pins``: how many wrong PINs the person types before the right one."""
         w = self.world
-        if w.tries == 0 and ch.pick(2) == 0:
+        self._wrong_left = wrong_pins
+        if w.tries == 0 and ch.number(3) == 0:
             w.tries = 3  # the resident had the PIN reset at the office since
         w.reservation = ch.number(3) != 0  # made a facepin reservation on the phone
         s = self.new_session()
@@ -462,9 +476,12 @@ class SimKiosk:
         else:
             happy = self._happy_user(s, ch)
         alts: list[Gesture] = [lambda: [E.Tick()]]
-        if w.card_present and s.state is not State.IDLE:
+        # Ending gestures (pulling the card, cancelling, walking away) are drawn less often
+        # than mistakes, so that runs also get deep into the flow.
+        ending = ch.number(6) == 0
+        if ending and w.card_present and s.state is not State.IDLE:
             alts.append(self._pull_card)
-        alts += self._other_user(s, ch)
+        alts += self._other_user(s, ch, ending)
         if len(queue) > 1:
             alts.append(lambda: [queue.pop(-1)])  # replies out of order
         choice = ch.pick(1 + len(alts))
@@ -477,6 +494,10 @@ class SimKiosk:
     def _happy_user(self, s: IssuanceSession, ch: Chooser) -> Gesture:
         w, st = self.world, s.state
         if st in (State.PIN_ENTRY, State.RESET_PIN_ENTRY):
+            if self._wrong_left > 0:
+                self._wrong_left -= 1
+                wrong = f"{(int(w.pin) + 1 + ch.number(9998)) % 10000:04d}"
+                return lambda: self._type_pin(wrong)
             return lambda: self._type_pin(w.pin)
         if st is State.MENU:
             avail = [t for t, i in s.menu.items() if not i.refusal]
@@ -496,13 +517,15 @@ class SimKiosk:
             return self._pull_card
         return lambda: [E.Tick()]
 
-    def _other_user(self, s: IssuanceSession, ch: Chooser) -> list[Gesture]:
+    def _other_user(self, s: IssuanceSession, ch: Chooser, ending: bool) -> list[Gesture]:
         w, st = self.world, s.state
         out: list[Gesture] = []
         if s.accepts(E.Cancel):
-            out.append(lambda: [E.Cancel()])
             out.append(lambda: [E.Extend()])
-            out.append(lambda: [E.Tick()] * self.timeouts.wipe)  # walked away
+            out.append(lambda: [E.Tick()] * self.timeouts.warn)  # hesitated
+            if ending:
+                out.append(lambda: [E.Cancel()])
+                out.append(lambda: [E.Tick()] * self.timeouts.wipe)  # walked away
         if st in (State.PIN_ENTRY, State.RESET_PIN_ENTRY):
             wrong = f"{(int(w.pin) + 1 + ch.number(9998)) % 10000:04d}"
             out.append(lambda: self._type_pin(wrong))
