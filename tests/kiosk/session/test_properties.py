@@ -53,8 +53,8 @@ day = st.tuples(st.sampled_from(["7391", "2846", "5173"]), st.integers(0, 20_000
 def test_random_sessions_keep_every_invariant() -> None:
     seen: collections.Counter[str] = collections.Counter()
 
-    @settings(max_examples=math.ceil(SESSIONS / PER_DAY), deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=math.ceil(SESSIONS / PER_DAY), deadline=None, database=None,
+              derandomize=True, suppress_health_check=list(HealthCheck))
     @given(day)
     def run(plan: tuple[str, int, list[tuple[int, int, list[int], int, int]]]) -> None:
         pin, hopper, sessions = plan
