@@ -224,3 +224,19 @@ def test_a_file_that_is_not_a_journal_is_a_typed_error(tmp_path: Path) -> None:
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(JournalError, match="cannot open the kiosk journal"):
         Journal(bad)
+
+
+def test_a_journal_that_cannot_write_stops_the_side_effect(flow: Flow) -> None:
+    flow.until_stacking(1000)
+    flow.j._db.execute("PRAGMA query_only=1")  # forced fault: every write now fails
+    with pytest.raises(JournalError, match="kiosk journal write failed"):
+        flow(flow.perform(C.StackEscrow))
+    # Nothing to perform was handed out, and the journal still shows the last durable state
+    # (the runner stops; recovery at restart re-asks the stack under its key).
+    assert not any(isinstance(c, C.PayChange) for c in flow.log)
+    flow.j._db.execute("PRAGMA query_only=0")
+    assert flow.j.session_row("tflow")["state"] == "stacking"
+    flow.w.card_present = False
+    (recovered,) = flow.j.recover(flow.w)
+    assert recovered.outcome == "failed_refund_due"
+    assert flow.j.ledger().balanced and flow.w.change_paid == 700
