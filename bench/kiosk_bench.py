@@ -71,7 +71,7 @@ def main() -> None:
     shm = Path(tempfile.mkdtemp(prefix="kiosk-bench-", dir="/dev/shm")) \
         if os.path.isdir("/dev/shm") else disk
     print(f"kiosk controller, {n} simulated sessions per row; µs per event")
-    print(f"{'configuration':44} {'events':>7} {'writes':>7} {'p50':>8} {'p99':>8} "
+    print(f"{'configuration':52} {'events':>7} {'writes':>7} {'p50':>8} {'p99':>8} "
           f"{'max':>9}")
     base: dict[int, float] = {}
     for chaos in (0, 15):
@@ -84,7 +84,7 @@ def main() -> None:
             if not journal:
                 base[chaos] = p99
             ratio = f"  p99 ×{p99 / base[chaos]:.0f} of core" if journal else ""
-            print(f"{label + ', ' + name:44} {len(j.samples):7d} {j.writes:7d} {p50:8.1f} "
+            print(f"{label + ', ' + name:52} {len(j.samples):7d} {j.writes:7d} {p50:8.1f} "
                   f"{p99:8.1f} {max(j.samples):9.1f}{ratio}")
     for d in {disk, shm}:
         for f in d.iterdir():
