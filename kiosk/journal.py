@@ -1,0 +1,417 @@
+"""The kiosk's write-ahead journal and its recovery: no crash loses a yen, prints twice, or
+ends a session with the card left behind.
+
+SQLite in WAL mode with ``synchronous=FULL`` (the WAL is fsynced at every commit). The
+runner calls :meth:`Journal.step` for every event: the session handles it, and the new
+state, the event's kind and every command the session wants performed — with its
+idempotency key — are committed in one transaction *before* the runner performs any of them.
+A reply marks its command done in the same transaction that records its effect.
+
+:meth:`Journal.recover` (run at every start) brings each unfinished session to a defined
+outcome through a :class:`RecoveryPort` (the runner's devices): an escrow never stacked is
+returned; a stack, change payout or print left unanswered is re-issued under its original
+key (the devices act at most once per key and report the first result); a document the
+journal cannot show as printed is refunded with a 未交付 slip — the document itself is never
+at rest, so it is never re-printed — and a center finalize is recorded as owed. Recovery
+journals its own intents first, so a crash during recovery is recovered the same way.
+
+What is at rest: ids, amounts, states, reason codes and digests (as raw bytes). Never a PIN
+(the session never has one), never personal data or document content.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cardio.errors import CardioError
+from kiosk.session import commands as C
+from kiosk.session import events as E
+from kiosk.session.core import CENTER_OUTCOME, IssuanceSession, Outcome, Snapshot, State
+
+__all__ = ["Journal", "JournalError", "Ledger", "Recovered", "RecoveryPort"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    txn TEXT PRIMARY KEY, request_id TEXT NOT NULL, session_id TEXT NOT NULL,
+    state TEXT NOT NULL, fee INTEGER NOT NULL, escrow INTEGER NOT NULL,
+    cash_in INTEGER NOT NULL, stacked INTEGER NOT NULL, change_due INTEGER NOT NULL,
+    change_paid INTEGER NOT NULL, refund INTEGER NOT NULL, fee_refunded INTEGER NOT NULL,
+    printed INTEGER NOT NULL, card_present INTEGER NOT NULL, outcome TEXT NOT NULL,
+    reason TEXT NOT NULL, doc_digest BLOB, finalize_outcome TEXT NOT NULL DEFAULT '',
+    finalize_done INTEGER NOT NULL DEFAULT 0, closed INTEGER NOT NULL DEFAULT 0,
+    recovered INTEGER NOT NULL DEFAULT 0, held INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS steps (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, txn TEXT NOT NULL, event TEXT NOT NULL,
+    reply_key TEXT NOT NULL, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS commands (
+    key TEXT PRIMARY KEY, txn TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+    yen INTEGER NOT NULL, detail TEXT NOT NULL, digest BLOB,
+    done INTEGER NOT NULL DEFAULT 0, result INTEGER);
+CREATE INDEX IF NOT EXISTS commands_txn ON commands (txn, kind);
+CREATE INDEX IF NOT EXISTS sessions_open ON sessions (closed);
+"""
+
+#: Commands that change nothing outside the screen are not journalled.
+_UI_ONLY = (C.Show, C.RemindCard, C.Wipe)
+
+
+class JournalError(CardioError):
+    """The journal cannot be opened or written (disk full, not a journal, locked)."""
+
+    exit_code = 1
+
+
+class RecoveryPort(Protocol):
+    """What recovery needs from the devices. Every call is idempotent by ``key``: repeated
+    with the same key it acts at most once and returns the first result."""
+
+    def return_escrow(self, key: str) -> tuple[int, int]:
+        """Hand back what is in escrow: ``(yen returned, yen held by the machine)``."""
+
+    def stack_escrow(self, key: str) -> int:
+        """Yen stacked under ``key`` (performing the stack if it never happened)."""
+
+    def pay_change(self, key: str, yen: int) -> int:
+        """Yen paid under ``key`` (≤ ``yen``)."""
+
+    def settle_print(self, key: str) -> bool:
+        """Wait for job ``key`` to end, or cancel it: True only if it printed completely; once
+        this returns False the job never prints."""
+
+    def print_slip(self, key: str, txn: str, yen: int, reason: str) -> bool:
+        """The 未交付 slip; False if it could not print (the refund stands regardless)."""
+
+    def card_in_slot(self) -> bool:
+        """Whether a card is in the slot now (the interlock holds across a restart)."""
+
+    def release_pages(self, key: str) -> None:
+        """Open the held output (called only while no card is in the slot)."""
+
+
+@dataclass(frozen=True)
+class Ledger:
+    cash_in: int
+    change_out: int
+    fees_printed: int
+    refunds_due: int
+    sessions_open: int
+    documents_printed: int
+
+    @property
+    def balanced(self) -> bool:
+        """Every yen taken in went out as change, paid for a printed document, or is owed."""
+        return self.cash_in == self.change_out + self.fees_printed + self.refunds_due
+
+    def as_dict(self) -> dict[str, int | bool]:
+        return {"cash_in": self.cash_in, "change_out": self.change_out,
+                "fees_printed": self.fees_printed, "refunds_due": self.refunds_due,
+                "sessions_open": self.sessions_open,
+                "documents_printed": self.documents_printed, "balanced": self.balanced}
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """What recovery did with one session."""
+
+    txn: str
+    outcome: str
+    held_for_card: bool  # still open: pages wait until the card leaves the slot
+    actions: tuple[str, ...]
+
+
+def _digest(hexdigest: str) -> bytes | None:
+    try:
+        return bytes.fromhex(hexdigest) if hexdigest else None
+    except ValueError:
+        return None
+
+
+class Journal:
+    """One kiosk's journal file. Not thread-safe: one runner owns it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as e:
+            raise JournalError(f"cannot open the kiosk journal {self.path}: {e}") from None
+        self._last: dict[str, Snapshot] = {}
+        self._seq: dict[str, int] = {}
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise JournalError(f"kiosk journal write failed: {e}") from None
+
+    # -- the write-ahead path ----------------------------------------------------------------
+
+    def step(self, session: IssuanceSession, event: E.Event) -> list[C.Command]:
+        """Apply ``event`` to ``session`` and journal the result; return the commands, which
+        the caller performs only after this returns (the commit is durable by then)."""
+        cmds = session.handle(event)
+        self.record(session, event, cmds)
+        return cmds
+
+    def record(self, session: IssuanceSession, event: E.Event,
+               cmds: list[C.Command]) -> None:
+        snap = session.snapshot()
+        durable = [c for c in cmds if not isinstance(c, _UI_ONLY)]
+        reply_key = event.key if isinstance(event, E.Reply) else ""
+        if not durable and not reply_key and self._last.get(snap.txn) == snap:
+            return  # a tick or a keypad count that changed nothing at rest
+        with self._tx() as db:
+            self._write_session(db, snap)
+            db.execute("INSERT INTO steps (txn, event, reply_key, state) VALUES (?,?,?,?)",
+                       (snap.txn, type(event).__name__, reply_key, snap.state.value))
+            if reply_key:
+                db.execute("UPDATE commands SET done=1, result=? WHERE key=?",
+                           (_reply_result(event), reply_key))
+            n = self._seq.get(snap.txn, 0)
+            for c in durable:
+                n += 1
+                self._insert_command(db, snap.txn, n, c)
+            self._seq[snap.txn] = n
+        self._last[snap.txn] = snap
+        if snap.state is State.DONE:
+            self._last.pop(snap.txn, None)
+            self._seq.pop(snap.txn, None)
+
+    def _insert_command(self, db: sqlite3.Connection, txn: str, n: int,
+                        c: C.Command) -> None:
+        f = c.journal_fields()
+        digest = _digest(str(f.pop("digest", "")))
+        yen = int(f.pop("yen", 0) or f.pop("fee", 0))
+        db.execute("INSERT OR IGNORE INTO commands (key, txn, seq, kind, yen, detail, digest) "
+                   "VALUES (?,?,?,?,?,?,?)",
+                   (c.key, txn, n, type(c).__name__.lower(), yen,
+                    json.dumps(f, sort_keys=True, ensure_ascii=True), digest))
+
+    def _write_session(self, db: sqlite3.Connection, s: Snapshot) -> None:
+        closed = int(s.state is State.DONE)
+        fin_outcome = ""
+        if s.session_id and s.outcome and s.state is State.DONE:
+            fin_outcome = CENTER_OUTCOME.get(Outcome(s.outcome), "cancelled")
+        db.execute(
+            "INSERT INTO sessions (txn, request_id, session_id, state, fee, escrow, cash_in,"
+            " stacked, change_due, change_paid, refund, fee_refunded, printed, card_present,"
+            " outcome, reason, doc_digest, finalize_outcome, finalize_done, closed)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(txn) DO UPDATE SET session_id=excluded.session_id,"
+            " state=excluded.state, fee=excluded.fee, escrow=excluded.escrow,"
+            " cash_in=excluded.cash_in, stacked=excluded.stacked,"
+            " change_due=excluded.change_due, change_paid=excluded.change_paid,"
+            " refund=excluded.refund, fee_refunded=excluded.fee_refunded,"
+            " printed=excluded.printed, card_present=excluded.card_present,"
+            " outcome=excluded.outcome, reason=excluded.reason,"
+            " doc_digest=excluded.doc_digest,"
+            " finalize_outcome=CASE WHEN excluded.finalize_outcome != ''"
+            "   THEN excluded.finalize_outcome ELSE sessions.finalize_outcome END,"
+            " finalize_done=MAX(sessions.finalize_done, excluded.finalize_done),"
+            " closed=excluded.closed",
+            (s.txn, s.request_id, s.session_id, s.state.value, s.fee, s.escrow, s.cash_in,
+             s.stacked, s.change_due, s.change_paid, s.refund, int(s.fee_refunded),
+             int(s.printed), int(s.card_present), s.outcome, s.reason,
+             _digest(s.doc_digest), fin_outcome,
+             int(closed == 1 and bool(s.session_id) and not s.finalize_owed), closed))
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def ledger(self) -> Ledger:
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(cash_in),0), COALESCE(SUM(change_paid),0),"
+            " COALESCE(SUM(CASE WHEN printed=1 THEN fee ELSE 0 END),0),"
+            " COALESCE(SUM(refund),0), COALESCE(SUM(1-closed),0), COALESCE(SUM(printed),0)"
+            " FROM sessions").fetchone()
+        return Ledger(*(int(v) for v in row))
+
+    def open_sessions(self) -> list[str]:
+        return [r[0] for r in self._db.execute(
+            "SELECT txn FROM sessions WHERE closed=0 ORDER BY rowid")]
+
+    def owed_finalizes(self) -> list[tuple[str, str, str, str]]:
+        """``(txn, request_id, session_id, outcome)`` the center has not acknowledged."""
+        return [tuple(r) for r in self._db.execute(
+            "SELECT txn, request_id, session_id, finalize_outcome FROM sessions"
+            " WHERE closed=1 AND session_id != '' AND finalize_outcome != ''"
+            " AND finalize_done=0 ORDER BY rowid")]
+
+    def mark_finalized(self, txn: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE sessions SET finalize_done=1 WHERE txn=?", (txn,))
+
+    def session_row(self, txn: str) -> dict[str, object]:
+        cur = self._db.execute("SELECT * FROM sessions WHERE txn=?", (txn,))
+        names = [d[0] for d in cur.description]
+        row = cur.fetchone()
+        if row is None:
+            raise JournalError(f"no session {txn!r} in the journal")
+        return dict(zip(names, row, strict=True))
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def recover(self, port: RecoveryPort) -> list[Recovered]:
+        """Bring every unfinished session to a defined outcome (see the module docstring).
+        Idempotent: run it at every start, and again once a held card has been taken."""
+        return [self._recover_one(txn, port) for txn in self.open_sessions()]
+
+    def _commands(self, txn: str) -> dict[str, tuple[str, int, int | None]]:
+        """Latest command of each kind: ``kind → (key, done, result)``."""
+        out: dict[str, tuple[str, int, int | None]] = {}
+        for key, kind, done, result in self._db.execute(
+                "SELECT key, kind, done, result FROM commands WHERE txn=? ORDER BY seq, rowid",
+                (txn,)):
+            out[kind] = (key, done, result)
+        return out
+
+    def _intent(self, txn: str, key: str, kind: str, yen: int) -> None:
+        with self._tx() as db:
+            n = db.execute("SELECT COALESCE(MAX(seq),0)+1 FROM commands WHERE txn=?",
+                           (txn,)).fetchone()[0]
+            db.execute("INSERT OR IGNORE INTO commands (key, txn, seq, kind, yen, detail)"
+                       " VALUES (?,?,?,?,?,?)", (key, txn, n, kind, yen, '{"recovery":1}'))
+
+    def _settle(self, txn: str, key: str, result: int, **changes: object) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE commands SET done=1, result=? WHERE key=?", (result, key))
+            if changes:
+                cols = ", ".join(f"{k}=?" for k in changes)
+                db.execute(f"UPDATE sessions SET {cols} WHERE txn=?",
+                           (*changes.values(), txn))
+
+    def _recover_one(self, txn: str, port: RecoveryPort) -> Recovered:
+        s = self.session_row(txn)
+        cmds = self._commands(txn)
+        actions: list[str] = []
+
+        def key_for(kind: str) -> tuple[str, bool]:
+            if kind in cmds:
+                return cmds[kind][0], bool(cmds[kind][1])
+            return f"{txn}:r:{kind}", False
+
+        cash_in, refund = int(s["cash_in"]), int(s["refund"])  # type: ignore[call-overload]
+        fee = int(s["fee"])  # type: ignore[call-overload]
+        outcome, reason = str(s["outcome"]), str(s["reason"])
+        slip = False
+        if "stackescrow" not in cmds:
+            key, done = key_for("returnescrow")
+            if not done:
+                self._intent(txn, key, "returnescrow", int(s["escrow"]))  # type: ignore
+                returned, held = port.return_escrow(key)
+                cash_in, refund = cash_in + held, refund + held
+                reason = reason or ("escrow_stuck" if held else "")
+                self._settle(txn, key, returned, cash_in=cash_in, refund=refund, escrow=0)
+                actions.append(f"escrow returned {returned}, held {held}")
+            outcome = outcome or Outcome.CANCELLED.value
+            reason = reason or "recovered"
+            slip = refund > 0  # held escrow or a stray credit: the customer needs the slip
+        else:
+            stacked, change_due = int(s["stacked"]), int(s["change_due"])  # type: ignore
+            fee_refunded, printed = bool(s["fee_refunded"]), bool(s["printed"])
+            key, done = key_for("stackescrow")
+            if not done:
+                stacked = port.stack_escrow(key)
+                cash_in += stacked
+                if stacked < fee:
+                    refund, fee_refunded = refund + stacked, True
+                    outcome, reason = Outcome.FAILED_REFUND_DUE.value, "payment_short"
+                change_due = max(0, stacked - fee)
+                self._settle(txn, key, stacked, stacked=stacked, cash_in=cash_in,
+                             refund=refund, fee_refunded=int(fee_refunded),
+                             change_due=change_due, escrow=0)
+                actions.append(f"stack confirmed {stacked}")
+            if not fee_refunded and not printed:
+                key, done = key_for("paychange")
+                if change_due > 0 and not done:
+                    self._intent(txn, key, "paychange", change_due)
+                    paid = min(port.pay_change(key, change_due), change_due)
+                    refund += change_due - paid
+                    self._settle(txn, key, paid, change_paid=paid, refund=refund)
+                    actions.append(f"change paid {paid} of {change_due}")
+                key, done = key_for("printdocument")
+                if "printdocument" in cmds and not done and port.settle_print(key):
+                    printed = True
+                    outcome, reason = Outcome.PRINTED.value, ""
+                    self._settle(txn, key, 1, printed=1)
+                    actions.append("print confirmed")
+                else:
+                    if "printdocument" in cmds and not done:
+                        self._settle(txn, key, 0)
+                    refund, fee_refunded = refund + fee, True
+                    outcome, reason = Outcome.FAILED_REFUND_DUE.value, "recovered_unprinted"
+                    with self._tx() as db:
+                        db.execute("UPDATE sessions SET refund=?, fee_refunded=1 WHERE txn=?",
+                                   (refund, txn))
+                    actions.append(f"refund due {fee}")
+            slip = outcome == Outcome.FAILED_REFUND_DUE.value
+        if slip:
+            key, done = key_for("printslip")
+            if not done:
+                self._intent(txn, key, "printslip", refund)
+                ok = port.print_slip(key, txn, refund, reason)
+                self._settle(txn, key, int(ok))
+                actions.append("slip printed" if ok else "slip failed")
+        with self._tx() as db:
+            db.execute("UPDATE sessions SET outcome=?, reason=?, recovered=1 WHERE txn=?",
+                       (outcome, reason, txn))
+        s = self.session_row(txn)
+        pages = bool(s["printed"]) or bool(self._db.execute(
+            "SELECT 1 FROM commands WHERE txn=? AND kind='printslip' AND done=1 AND result=1",
+            (txn,)).fetchone())
+        if port.card_in_slot():
+            # The interlock holds across a crash: nothing is released, the session does not
+            # end, while a card is in the slot. Money is settled already.
+            with self._tx() as db:
+                db.execute("UPDATE sessions SET held=1, state=? WHERE txn=?",
+                           (State.AWAIT_CARD_REMOVAL.value, txn))
+            return Recovered(txn, outcome, True, tuple(actions))
+        key, done = key_for("releasepages")
+        if pages and not done:
+            self._intent(txn, key, "releasepages", 0)
+            port.release_pages(key)
+            self._settle(txn, key, 1)
+            actions.append("pages released")
+        fin = ""
+        if s["session_id"] and not s["finalize_done"]:
+            fin = CENTER_OUTCOME.get(Outcome(outcome), "cancelled")
+            actions.append(f"finalize owed: {fin}")
+        with self._tx() as db:
+            db.execute("UPDATE sessions SET closed=1, held=0, state=?, finalize_outcome="
+                       "CASE WHEN ?='' THEN finalize_outcome ELSE ? END WHERE txn=?",
+                       (State.DONE.value, fin, fin, txn))
+        return Recovered(txn, outcome, False, tuple(actions))
+
+
+def _reply_result(event: E.Event) -> int:
+    """The number a reply contributes to its command row (yen, tries, or 1/0)."""
+    for name in ("yen", "tries_left"):
+        v = getattr(event, name, None)
+        if isinstance(v, int):
+            return v
+    return 0 if isinstance(event, (E.PrintFailed, E.CardFailed, E.ServerRefused,
+                                   E.ServerUnavailable, E.PinResetRefused)) else 1
