@@ -23,10 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from kiosk.journal import Journal
 from kiosk.session import commands as C
 from kiosk.session import events as E
 from kiosk.session.core import IssuanceSession
+from kiosk.session.journal import Journal
 from kiosk.session.sim import Chooser, SimKiosk
 
 

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cardio.errors import CardioError
+from cardio.errors import EXIT_INTERNAL, CardioError
 from kiosk.session import commands as C
 from kiosk.session import events as E
 
@@ -56,6 +56,14 @@ class SessionProtocolError(CardioError):
     duplicated or foreign reply). The session is unchanged."""
 
     exit_code = 1
+
+
+class InvariantViolation(CardioError, AssertionError):
+    """The session broke one of its own invariants (a bug in the controller, never the
+    user's input): the kiosk must stop and be serviced. Checked on every transition, not
+    only under ``python -O`` like a bare ``assert``."""
+
+    exit_code = EXIT_INTERNAL
 
 
 class State(enum.StrEnum):
@@ -344,7 +352,7 @@ class IssuanceSession:
         handler: Callable[[Any, list[C.Command]], None] = getattr(self, edge.handler)
         handler(event, out)
         if self.state not in edge.targets:  # the table is the contract; a handler bug is loud
-            raise AssertionError(f"{edge.handler} led {before.value} to {self.state.value}")
+            raise InvariantViolation(f"{edge.handler} led {before.value} to {self.state.value}")
         if self.state is not before:
             self._ticks, self._warned = 0, False
         return out
@@ -370,7 +378,7 @@ class IssuanceSession:
         cmd = cls(key=f"{self.txn}:{self._n}:{name}", **kw)
         if cls.expects_reply:
             if self._pending:
-                raise AssertionError(f"{name} issued while {self._pending} is pending")
+                raise InvariantViolation(f"{name} issued while {self._pending} is pending")
             self._pending, self._pending_kind = cmd.key, cls
         out.append(cmd)
         return cmd
@@ -387,7 +395,7 @@ class IssuanceSession:
 
     def _verify_pin(self, out: list[C.Command], cls: type[C.Command]) -> None:
         if self.tries_left == 0:  # defence in depth: the table never gets here with 0
-            raise AssertionError("a locked PIN must never be verified again")
+            raise InvariantViolation("a locked PIN must never be verified again")
         self.digits = 0
         self._cmd(out, cls)
 

@@ -3,7 +3,7 @@ at the kiosk, the card, the cash devices, the printer and the center — for pro
 the crash-at-every-point driver and the bench.
 
 Nothing here replaces the code under test: :class:`~kiosk.session.core.IssuanceSession` and
-:class:`~kiosk.journal.Journal` run unchanged; this module plays the *outside*. Every
+:class:`~kiosk.session.journal.Journal` run unchanged; this module plays the *outside*. Every
 decision (what the user does next, whether a device faults) comes from a :class:`Chooser`,
 so a run is reproducible from its choices and a property-test engine can drive and shrink it
 (choice 0 is always the happy path). The world keeps the physical truth — where every yen
@@ -11,7 +11,7 @@ is, what the printer really put out, whether the card was in the slot — indepe
 the kiosk's books, so the invariants compare two accounts instead of one with itself.
 
 Device commands are idempotent by key, as the adapters must be: performing a key again
-returns its first result; this is also the :class:`~kiosk.journal.RecoveryPort`.
+returns its first result; this is also the :class:`~kiosk.session.journal.RecoveryPort`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kiosk.journal import Journal
 from kiosk.session import commands as C
 from kiosk.session import events as E
-from kiosk.session.core import ExpectedBinding, IssuanceSession, Outcome, State, Timeouts
+from kiosk.session.core import (
+    ExpectedBinding,
+    InvariantViolation,
+    IssuanceSession,
+    Outcome,
+    State,
+    Timeouts,
+)
+from kiosk.session.journal import Journal
 
 __all__ = ["Chooser", "SimDocument", "SimKiosk", "Violation", "World", "letters",
            "pin_token"]
@@ -38,8 +45,9 @@ DOC_TYPES = ("juminhyo", "kisai-jiko", "inkan", "tax", "koseki", "fuhyo")
 SIM_TIMEOUTS = Timeouts(warn=4, wipe=7, card=5, center=5, cash=3, printer=6, remind=(2, 5))
 
 
-class Violation(AssertionError):
-    """An invariant broke in a simulated run."""
+class Violation(InvariantViolation):
+    """An invariant broke in a simulated run (money, documents, PIN handling across
+    sessions — the simulator's checks beside the session's own)."""
 
 
 def letters(n: int, width: int = 6) -> str:

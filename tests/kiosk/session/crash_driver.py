@@ -20,7 +20,7 @@ import signal
 import sys
 from pathlib import Path
 
-from kiosk.journal import Journal
+from kiosk.session.journal import Journal
 from kiosk.session.sim import Chooser, SimKiosk, World
 
 

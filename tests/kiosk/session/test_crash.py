@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.journal import Journal
+from kiosk.session.journal import Journal
 from kiosk.session.sim import Violation, World, check_books, journal_bytes_free_of
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kiosk.journal import Journal
 from kiosk.session import events as E
 from kiosk.session.core import IssuanceSession, SessionProtocolError
+from kiosk.session.journal import Journal
 from kiosk.session.sim import (
     Chooser,
     SimKiosk,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.journal import Journal, JournalError
 from kiosk.session import commands as C
 from kiosk.session import events as E
 from kiosk.session.core import IssuanceSession, State
+from kiosk.session.journal import Journal, JournalError
 from kiosk.session.sim import (
     SIM_TIMEOUTS,
     Chooser,
