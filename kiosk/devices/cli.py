@@ -53,7 +53,9 @@ def load_config(path: Path) -> dict[str, Any]:
                                 ) from None
     except tomllib.TOMLDecodeError as exc:
         raise DeviceConfigError(f"{path} is not valid TOML: {exc}") from None
-    known = {"bill_validator", "coin_acceptor", "hopper", "printer", "card_slot"}
+    # [emulator] control = "…/control.sock": the emulated devices' control socket, through
+    # which 'cardio kiosk issue' inserts money (ignored by the check).
+    known = {"bill_validator", "coin_acceptor", "hopper", "printer", "card_slot", "emulator"}
     unknown = set(config) - known
     if unknown:
         raise DeviceConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; "

@@ -1,0 +1,757 @@
+"""The kiosk runner: the asyncio adapter between the sans-IO issuance session
+(:mod:`kiosk.session.core`) and the real parts — the card (``cardio`` over PC/SC or any
+registered reader scheme), the center (:class:`~kiosk.center_client.CenterClient`), the cash
+devices (ID-003 bills, ccTalk coins and hoppers, through
+:class:`~kiosk.devices.services.CashAcceptor`), the printer (held output, plus IPP when
+configured), the keypad/UI and a 1 Hz timer.
+
+What it guarantees (``docs/kiosk-session.md``, "What the runner must provide"):
+
+* every event goes through :meth:`Journal.step` and the commands it returns are performed
+  only after the commit, in order;
+* every command that expects a reply gets one: each adapter call runs under its own
+  deadline and any failure (exception, device fault, time-out) becomes the reply event —
+  a card or center failure is ``CardFailed``/``ServerUnavailable``, a print failure
+  ``PrintFailed``; only money whose fate a device cannot tell is left unanswered, so the
+  core shows CALL_STAFF and recovery settles it (never guessed);
+* the keypad holds the PIN and drops it on ``VerifyPin`` and ``Wipe``: the PIN goes to the
+  card and nowhere else (no event, no journal row, no log line carries it);
+* the printer holds its output (``OUT/.held``) until ``ReleasePages``, which the core
+  issues only after the card left the slot.
+
+The :class:`Ui` is the seam for the next issue's screens; :class:`HeadlessUi` is the scripted
+customer of ``cardio kiosk issue``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cardio.errors import CardioError
+from kiosk.center_client import CenterClient, CenterUnavailable, IssuanceRefused
+from kiosk.documents.model import Document
+from kiosk.protocol.binding import BadDocumentSignature, BindingMismatch, ExpectedSession
+from kiosk.protocol.binding import check_binding as protocol_check_binding
+from kiosk.protocol.credentials import KioskCredentials
+from kiosk.protocol.messages import IssuedDocument, SessionOpened
+from kiosk.session import commands as C
+from kiosk.session import events as E
+from kiosk.session.core import ExpectedBinding, IssuanceSession, State, Timeouts
+from kiosk.session.journal import Journal
+from kiosk.session.ports import ConservativePort, release_held, slip_text
+
+__all__ = ["CardAdapter", "CashAdapter", "HeadlessUi", "Keypad", "KioskError",
+           "PrinterAdapter", "Runner", "SessionResult", "Ui"]
+
+
+class KioskError(CardioError):
+    """The runner could not complete (a configuration it cannot use, a session that did not
+    end within its bound: the journal keeps it open for ``cardio kiosk recover``)."""
+
+    exit_code = 25
+
+
+# -- the keypad: the only holder of the PIN ---------------------------------------------------
+
+
+class Keypad:
+    """Holds what the customer typed until the card needs it. The value is never part of an
+    event, a command, a log line or an exception; :meth:`take` hands it over once."""
+
+    def __init__(self) -> None:
+        self._value: str | None = None
+
+    def enter(self, value: str) -> int:
+        self._value = value
+        return len(value)
+
+    def take(self) -> str:
+        value, self._value = self._value, None
+        if value is None:
+            raise KioskError("the keypad holds no PIN")
+        return value
+
+    def wipe(self) -> None:
+        self._value = None
+
+
+# -- card -------------------------------------------------------------------------------------
+
+
+class CardAdapter:
+    """The card through ``cardio``: retry counter and certificate, VERIFY with the keypad's
+    PIN, the 利用者証明用 signature over the center's nonce. Blocking calls run on a worker
+    thread, one at a time (a card is a serial device)."""
+
+    def __init__(self, reader: str, keypad: Keypad) -> None:
+        self.reader_spec = reader
+        self.keypad = keypad
+        self._card: Any = None
+        self._jpki: Any = None
+        self._lock = asyncio.Lock()
+
+    def _open(self) -> Any:
+        if self._jpki is None:
+            from cardio.card import MyNumberCard
+            from cardio.jpki import JpkiApplication
+            from cardio.readers import open_reader
+
+            reader = open_reader(self.reader_spec)
+            self._card = MyNumberCard(reader.transport)
+            self._card.begin_session()
+            self._jpki = JpkiApplication(self._card)
+        return self._jpki
+
+    def close(self) -> None:
+        if self._card is not None:
+            with contextlib.suppress(Exception):
+                self._card.close()
+        self._card = self._jpki = None
+
+    async def _call(self, fn: Callable[[], Any]) -> Any:
+        async with self._lock:
+            return await asyncio.to_thread(fn)
+
+    async def read(self, key: str) -> E.Event:
+        def read() -> E.Event:
+            app = self._open()
+            tries = app.tries_left("auth")
+            cert = app.certificate_der("auth")
+            return E.CardRead(key, tries if tries is not None else 3,
+                              hashlib.sha256(cert).hexdigest())
+        try:
+            event: E.Event = await self._call(read)
+            return event
+        except CardioError as e:
+            return E.CardFailed(key, type(e).__name__)
+
+    async def verify(self, key: str) -> E.Event:
+        from cardio.apdu.errors import PinBlocked, VerificationFailed
+
+        pin = self.keypad.take()  # dropped from the keypad before the card sees it
+
+        def verify() -> E.Event:
+            app = self._open()
+            try:
+                app.verify_pin("auth", pin)
+            except PinBlocked:
+                return E.PinResult(key, False, 0)
+            except VerificationFailed as e:
+                return E.PinResult(key, False, int(e.tries_left or 0))
+            tries = app.tries_left("auth")
+            return E.PinResult(key, True, tries if tries is not None else 3)
+        try:
+            event: E.Event = await self._call(verify)
+            return event
+        except CardioError as e:
+            return E.CardFailed(key, type(e).__name__)
+        finally:
+            del pin
+
+    async def cert_and_sign(self, nonce: bytes) -> tuple[bytes, bytes]:
+        def sign() -> tuple[bytes, bytes]:
+            app = self._open()
+            return app.certificate_der("auth"), app.sign("auth", nonce)
+        result: tuple[bytes, bytes] = await self._call(sign)
+        return result
+
+
+# -- center -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Fetched:
+    """The center's answer, opaque to the core: the binding check fills ``document``."""
+
+    issued: IssuedDocument = field(repr=False)
+    document: Document | None = field(default=None, repr=False)
+    fee: int = 0
+
+
+def signed_digest(issued: IssuedDocument) -> str:
+    body = json.dumps(issued.signed.document, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def binding_check(creds: KioskCredentials) -> Callable[[ExpectedBinding, object], str | None]:
+    """``kiosk.protocol``'s check adapted to the core's ``(ExpectedBinding, document)``."""
+
+    def check(exp: ExpectedBinding, document: object) -> str | None:
+        if not isinstance(document, Fetched):
+            return "bad_document"
+        try:
+            document.document = protocol_check_binding(ExpectedSession(
+                exp.request_id, exp.session_id, exp.kiosk_id, exp.cert_sha256,
+                exp.municipality_code, exp.doc_type), document.issued.signed,
+                creds.municipality_keys)
+        except BindingMismatch:
+            return "binding_mismatch"
+        except BadDocumentSignature:
+            return "bad_signature"
+        return None
+    return check
+
+
+# -- cash -------------------------------------------------------------------------------------
+
+
+class CashAdapter:
+    """The cash devices behind one worker thread (they share nothing with the card or the
+    printer, so a wedged serial line stalls only money). The acceptor runs without hoppers:
+    stacking and paying change are two journalled steps, as the core orders them."""
+
+    def __init__(self, config: dict[str, Any], *, settle_timeout: float = 8.0) -> None:
+        from kiosk.devices.cctalk import CcTalkBus, CoinAcceptorDriver, HopperDriver
+        from kiosk.devices.id003 import Id003Driver
+        from kiosk.devices.services import CashAcceptor
+
+        bill = config.get("bill_validator")
+        coin = config.get("coin_acceptor")
+        self.bill = Id003Driver(bill["port"], timeout=0.05) if bill else None
+        self.bus = CcTalkBus(coin["port"], timeout=0.05, retries=10) if coin else None
+        coins = CoinAcceptorDriver(self.bus, int(coin.get("address", 2))) if self.bus and coin \
+            else None
+        self.hoppers = {int(h["coin"]): HopperDriver(self.bus, int(h["address"]), int(h["coin"]))
+                        for h in config.get("hopper", [])} if self.bus else {}
+        self.stock = {c: int(h.get("stock", 100)) for c, h in
+                      ((int(h["coin"]), h) for h in config.get("hopper", []))}
+        self.acceptor = CashAcceptor(self.bill, coins, {}, settle_timeout=settle_timeout)
+        self._covered = 0
+        self.on_credit: Callable[[int], None] = lambda _yen: None
+        self.on_fault: Callable[[str], None] = lambda _kind: None
+        self._jobs: asyncio.Queue[Any] | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._cmds: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._cmd_lock = threading.Lock()
+        self.results: dict[str, int] = {}  # key -> yen: idempotent by key
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="kiosk-cash", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        with contextlib.suppress(Exception):
+            if self.bill is not None:
+                self.bill.close()
+        with contextlib.suppress(Exception):
+            if self.bus is not None:
+                self.bus.close()
+
+    def _post(self, fn: Callable[[], None]) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(fn)
+
+    def _run(self) -> None:
+        from kiosk.devices.model import Fault
+
+        while not self._stop.is_set():
+            with self._cmd_lock:
+                cmds, self._cmds = self._cmds, []
+            for fn, fut in cmds:
+                try:
+                    res, exc = fn(), None
+                except Exception as e:  # the reply carries it
+                    res, exc = None, e
+                self._post(lambda f=fut, r=res, x=exc: _resolve(f, r, x))
+            try:
+                events = self.acceptor.poll()
+            except Exception as e:
+                events = [Fault("cash", "poll-error", type(e).__name__)]
+                self._stop.wait(0.05)
+            for ev in events:
+                if isinstance(ev, Fault):
+                    self._post(lambda k=ev.kind: self.on_fault(k))
+            self._credit()
+            self._stop.wait(0.01)
+
+    def _credit(self) -> None:
+        s = self.acceptor.session
+        if s is None or s.closed:
+            return
+        covered = self.acceptor.covered
+        if covered > self._covered:
+            delta, self._covered = covered - self._covered, covered
+            self._post(lambda: self.on_credit(delta))
+
+    async def call(self, fn: Callable[[], Any], timeout: float) -> Any:
+        assert self._loop is not None
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        with self._cmd_lock:
+            self._cmds.append((fn, fut))
+        return await asyncio.wait_for(fut, timeout)
+
+    # the blocking steps (worker thread)
+
+    def start_cash_in(self, fee: int) -> None:
+        self._covered = 0
+        self.acceptor.cash_in_start({"fee": fee})
+
+    def end(self, sold: bool) -> dict[str, Any]:
+        if self.acceptor.session is None or self.acceptor.session.closed:
+            return {"stacked": 0, "returned": 0, "held": 0, "problems": []}
+        return self.acceptor.cash_in_end({"sold": sold})
+
+    def pay(self, yen: int) -> int:
+        from kiosk.devices.cash import pay_change
+        from kiosk.devices.errors import DeviceError
+
+        paid = 0
+        try:
+            for r in pay_change(yen, [(c, self.stock.get(c, 100)) for c in self.hoppers],
+                                lambda coin, n: self.hoppers[coin].dispense(n)):
+                paid += r.paid * r.coin_yen
+                self.stock[r.coin_yen] = max(0, self.stock.get(r.coin_yen, 0) - r.paid)
+        except DeviceError:
+            pass  # what was not paid is owed (the reply says how much was)
+        return min(paid, yen)
+
+
+def _resolve(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+# -- printer ----------------------------------------------------------------------------------
+
+
+class PrinterAdapter:
+    """Renders the verified document and prints it into the held output ``out/.held`` (and
+    to the IPP printer, when one is configured); :meth:`release` opens the held output."""
+
+    def __init__(self, out: Path, ipp_url: str | None = None, *, job_timeout: float = 120.0
+                 ) -> None:
+        self.out = out
+        self.ipp_url = ipp_url
+        self.job_timeout = job_timeout
+        self.done: dict[str, bool] = {}  # key -> printed (idempotent by key)
+        self.files: list[Path] = []
+        self.print_started: float | None = None
+
+    def _held(self) -> Path:
+        held = self.out / ".held"
+        held.mkdir(parents=True, exist_ok=True)
+        return held
+
+    def _ipp(self, data: bytes, name: str) -> str | None:
+        if not self.ipp_url:
+            return None
+        from kiosk.devices.ipp import IppPrinter
+
+        result = IppPrinter(self.ipp_url, timeout=10.0).print_document(
+            data, name=name, timeout=self.job_timeout)
+        state = result.state.name.lower()
+        return None if state == "completed" else state
+
+    def print_document(self, key: str, fetched: object, name: str) -> str | None:
+        """``None`` when printed completely, else the failure's reason code."""
+        if key in self.done:
+            return None if self.done[key] else "failed"
+        self.print_started = time.perf_counter()
+        if not isinstance(fetched, Fetched) or fetched.document is None:
+            self.done[key] = False
+            return "no_document"
+        from kiosk.documents.render import render_pdf
+
+        signature = base64.b64decode(fetched.issued.signed.signature)
+        # The protocol carries no 2D-code seal or scramble key for the page (a gap the next
+        # protocol version closes); the page's code carries the municipality's signature.
+        pdf = render_pdf(fetched.document, signature, hashlib.sha256(signature).digest())
+        failure = self._ipp(pdf, name)
+        if failure is None:
+            path = self._held() / f"{name}.pdf"
+            path.write_bytes(pdf)
+            self.files.append(self.out / path.name)
+        self.done[key] = failure is None
+        return failure
+
+    def print_slip(self, key: str, txn: str, yen: int, reason: str) -> str | None:
+        if key in self.done:
+            return None if self.done[key] else "failed"
+        text = slip_text(txn, yen, reason)
+        path = self._held() / f"slip-{txn}.txt"
+        path.write_text(text, encoding="utf-8")
+        self.files.append(self.out / path.name)
+        self.done[key] = True
+        return None
+
+    def release(self) -> None:
+        release_held(self.out)
+
+
+# -- the UI seam ----------------------------------------------------------------------------
+
+
+class Ui:
+    """What the screen does with ``Show``/``RemindCard``: the next issue's UI subclasses it
+    and feeds the person's actions back with ``runner.put``."""
+
+    def attach(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def show(self, cmd: C.Show) -> None:
+        """Put the screen up."""
+
+    def remind(self, cmd: C.RemindCard) -> None:
+        """The card-left-behind reminder."""
+
+    def cash_in(self, fee: int) -> None:
+        """Acceptance is open for ``fee``."""
+
+
+class HeadlessUi(Ui):
+    """The scripted customer of ``cardio kiosk issue``: types the PIN, chooses ``doc`` with
+    ``options``, accepts the fee, inserts ``insert`` (through ``feed``), takes the card when
+    reminded; cancels on a wrong PIN, a refused item, or money that does not reach the fee
+    once every item has settled."""
+
+    def __init__(self, pin: str, doc: str, options: tuple[str, ...], insert: list[int],
+                 feed: Callable[[int], None], *, settle: float = 4.0) -> None:
+        self._pin: str | None = pin
+        self.doc, self.options, self.insert, self.feed = doc, options, insert, feed
+        self.settle = settle
+        self.took_card = False
+        self.note = ""
+
+    def show(self, cmd: C.Show) -> None:
+        r, S = self.runner, C.Screen
+        if cmd.screen is S.PIN and self._pin is not None:
+            count = r.keypad.enter(self._pin)
+            self._pin = None
+            r.put(E.PinDigits(count))
+            r.put(E.PinSubmitted())
+        elif cmd.screen in (S.PIN_WRONG, S.PIN_INCOMPLETE):
+            self.note = "wrong_pin" if cmd.screen is S.PIN_WRONG else "pin_incomplete"
+            r.put(E.Cancel())
+        elif cmd.screen is S.MENU:
+            if self.doc in r.menu_offered():
+                r.put(E.Choose(self.doc))
+            else:
+                self.note = "not_on_menu"
+                r.put(E.Cancel())
+        elif cmd.screen is S.REFUSED and r.session is not None and \
+                r.session.state is State.MENU:
+            self.note = cmd.detail
+            r.put(E.Cancel())
+        elif cmd.screen is S.OPTIONS:
+            r.put(E.OptionsConfirmed(self.options))
+        elif cmd.screen is S.QUOTE:
+            r.put(E.QuoteAccepted())
+        elif cmd.screen is S.TAKE_CARD:
+            self._take_card()
+
+    def remind(self, cmd: C.RemindCard) -> None:
+        self._take_card()
+
+    def _take_card(self) -> None:
+        if not self.took_card:
+            self.took_card = True
+            self.runner.put(E.CardRemoved())
+
+    def cash_in(self, fee: int) -> None:
+        async def pay() -> None:
+            for yen in self.insert:
+                await asyncio.to_thread(self.feed, yen)
+                await asyncio.sleep(0.3)
+            await asyncio.sleep(self.settle)
+            s = self.runner.session
+            if s is not None and s.state is State.PAYMENT:
+                self.note = "insufficient_money"
+                self.runner.put(E.Cancel())
+        self.runner.spawn(pay())
+
+
+def lab_feeder(control: str) -> Callable[[int], None]:
+    """Insert money into emulated devices through their control socket (one JSON object per
+    line: ``{"device": …, "op": "insert", "yen": …}``): bills ≥ 1000 to the validator,
+    coins to the acceptor. The kiosk speaks the socket's protocol; it imports nothing of
+    the emulators."""
+
+    def feed(yen: int) -> None:
+        device = "bill_validator" if yen >= 1000 else "coin_acceptor"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(control)
+            s.sendall(json.dumps({"device": device, "op": "insert", "yen": yen}).encode()
+                      + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        reply = json.loads(data or b"{}")
+        if not reply.get("ok"):
+            raise KioskError(f"the device lab refused ¥{yen}: {reply.get('error')}")
+    return feed
+
+
+# -- the runner ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SessionResult:
+    txn: str
+    request_id: str
+    outcome: str
+    reason: str
+    fee: int
+    paid: int
+    change: int
+    refund: int
+    document: str
+    files: list[str]
+
+
+class Runner:
+    """One kiosk: the journal, the adapters, the UI, the timer. :meth:`run_session` runs one
+    card's session to ``DONE``."""
+
+    def __init__(self, journal: Journal, *, creds: KioskCredentials, card: CardAdapter,
+                 cash: CashAdapter, printer: PrinterAdapter, ui: Ui, keypad: Keypad,
+                 timeouts: Timeouts | None = None, tick: float = 1.0,
+                 center: CenterClient | None = None) -> None:
+        self.journal, self.creds, self.card, self.cash = journal, creds, card, cash
+        self.printer, self.ui, self.keypad = printer, ui, keypad
+        self.timeouts = timeouts or Timeouts()
+        self.tick = tick
+        self.center = center or CenterClient(creds)
+        self.session: IssuanceSession | None = None
+        self._queue: asyncio.Queue[E.Event] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._menu: dict[str, list[str]] = {}
+        self._opened: SessionOpened | None = None
+        self.marks: dict[str, float] = {}
+        ui.attach(self)
+        cash.on_credit = lambda yen: self.put(E.CashCredited(yen))
+        cash.on_fault = lambda kind: self.put(E.DeviceFault("cash", kind))
+
+    def put(self, event: E.Event) -> None:
+        self._queue.put_nowait(event)
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def menu_offered(self) -> dict[str, list[str]]:
+        return self._menu
+
+    async def run_session(self, *, deadline: float = 300.0) -> SessionResult:
+        txn = "T" + secrets.token_hex(6)
+        rid = "req-" + secrets.token_hex(8)
+        s = IssuanceSession(txn, rid, self.creds.kiosk_id, binding_check(self.creds),
+                            timeouts=self.timeouts, pin_reset=False)
+        self.session = s
+        ticker = asyncio.get_running_loop().create_task(self._ticker())
+        self.put(E.CardInserted())
+        end = time.monotonic() + deadline
+        try:
+            while s.state is not State.DONE:
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise KioskError(f"session {txn} did not end within {deadline:.0f} s"
+                                     f" (state {s.state.value}); the journal keeps it for"
+                                     " 'cardio kiosk recover'")
+                try:
+                    ev = await asyncio.wait_for(self._queue.get(), left)
+                except TimeoutError:
+                    continue
+                if not isinstance(ev, E.Reply) and not s.accepts(type(ev)):
+                    continue  # e.g. a second tap, a tick while idle: nothing to say
+                for cmd in self.journal.step(s, ev):
+                    await self._perform(s, cmd)
+        finally:
+            ticker.cancel()
+            for t in list(self._tasks):
+                t.cancel()
+            self.keypad.wipe()
+            self.card.close()
+        doc = s.item.doc_type if s.item else ""
+        return SessionResult(txn, rid, s.outcome.value if s.outcome else "", s.reason, s.fee,
+                             s.cash_in, s.change_paid, s.refund, doc,
+                             [str(p) for p in self.printer.files])
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            self.put(E.Tick())
+
+    def _reply(self, key: str, coro: Any, timeout: float,
+               on_timeout: Callable[[str], E.Event] | None) -> None:
+        async def run() -> None:
+            try:
+                ev = await asyncio.wait_for(coro, timeout)
+            except TimeoutError:
+                if on_timeout is None:
+                    return  # money whose fate is unknown: the core's time-out calls staff
+                ev = on_timeout(key)
+            self.put(ev)
+        self.spawn(run())
+
+    async def _perform(self, s: IssuanceSession, cmd: C.Command) -> None:
+        t = self.timeouts
+        k = cmd.key
+        if isinstance(cmd, C.Show):
+            self.ui.show(cmd)
+        elif isinstance(cmd, C.RemindCard):
+            self.ui.remind(cmd)
+        elif isinstance(cmd, C.Wipe):
+            self.keypad.wipe()
+        elif isinstance(cmd, C.ReadCard):
+            self._reply(k, self.card.read(k), t.card, lambda k: E.CardFailed(k, "timeout"))
+        elif isinstance(cmd, C.VerifyPin):
+            self.marks["pin"] = time.perf_counter()
+            self._reply(k, self.card.verify(k), t.card, lambda k: E.CardFailed(k, "timeout"))
+        elif isinstance(cmd, C.Authenticate):
+            self._reply(k, self._center(k, self._authenticate(k, cmd.request_id)), t.center,
+                        lambda k: E.ServerUnavailable(k))
+        elif isinstance(cmd, C.LoadMenu):
+            self._reply(k, self._center(k, self._load_menu(k, cmd)), t.center,
+                        lambda k: E.ServerUnavailable(k))
+        elif isinstance(cmd, C.RequestDocument):
+            self._reply(k, self._center(k, self._request(k, cmd)), t.center,
+                        lambda k: E.ServerUnavailable(k))
+        elif isinstance(cmd, C.Finalize):
+            self._reply(k, self._center(k, self._finalize(k, cmd)), t.center,
+                        lambda k: E.ServerUnavailable(k))
+        elif isinstance(cmd, C.ReportIncident):
+            self.spawn(self._incident(cmd))
+        elif isinstance(cmd, C.StartCashIn):
+            await self.cash.call(lambda: self.cash.start_cash_in(cmd.fee), t.cash)
+            self.ui.cash_in(cmd.fee)
+        elif isinstance(cmd, C.EndCashIn):
+            pass  # acceptance stops by itself once covered; the escrow stays until decided
+        elif isinstance(cmd, C.StackEscrow):
+            self._reply(k, self._stack(k), t.cash * 3, None)
+        elif isinstance(cmd, C.ReturnEscrow):
+            self._reply(k, self._return(k), t.cash * 3, None)
+        elif isinstance(cmd, C.PayChange):
+            self._reply(k, self._pay(k, cmd.yen), t.cash * 3, None)
+        elif isinstance(cmd, C.PrintDocument):
+            self.marks["print"] = time.perf_counter()
+            name = f"{s.item.doc_type if s.item else 'document'}-{s.request_id}"
+            doc = cmd.document
+            self._reply(k, self._printing(k, lambda: self.printer.print_document(k, doc, name),
+                                          E.PrintDone, E.PrintFailed),
+                        t.printer, lambda k: E.PrintFailed(k, "timeout"))
+        elif isinstance(cmd, C.PrintSlip):
+            self._reply(k, self._printing(k, lambda: self.printer.print_slip(
+                k, cmd.txn, cmd.yen, cmd.reason), E.PrintDone, E.PrintFailed), t.printer,
+                lambda k: E.PrintFailed(k, "timeout"))
+        elif isinstance(cmd, C.ReleasePages):
+            self.printer.release()
+            self.put(E.PagesReleased(k))
+        else:  # RedeemPinReset: the PIN-reset path is not offered headless
+            raise KioskError(f"the runner cannot perform {type(cmd).__name__}")
+
+    # center steps
+
+    async def _center(self, key: str, coro: Any) -> E.Event:
+        try:
+            ev: E.Event = await coro
+            return ev
+        except IssuanceRefused as e:
+            return E.ServerRefused(key, e.code)
+        except CenterUnavailable:
+            return E.ServerUnavailable(key)
+        except CardioError as e:  # the card failed while signing the nonce
+            return E.CardFailed(key, type(e).__name__)
+
+    async def _authenticate(self, key: str, request_id: str) -> E.Event:
+        opened = await self.center.open(request_id)
+        cert, sig = await self.card.cert_and_sign(base64.b64decode(opened.nonce))
+        auth = await self.center.authenticate(opened, cert, sig)
+        self._opened = opened
+        return E.Authenticated(key, opened.session_id, auth.municipality_code)
+
+    async def _load_menu(self, key: str, cmd: C.LoadMenu) -> E.Event:
+        menu = await self.center.menu(cmd.request_id, cmd.session_id)
+        self._menu = {i.doc_type: list(i.options) for i in menu.items}
+        items = [E.MenuItem(i.doc_type, i.fee, tuple(sorted(i.options))) for i in menu.items]
+        items += [E.MenuItem(r.doc_type, 0, (), r.reason) for r in menu.refused]
+        self._option_values = {i.doc_type: dict(i.options) for i in menu.items}
+        return E.MenuReceived(key, tuple(items))
+
+    async def _request(self, key: str, cmd: C.RequestDocument) -> E.Event:
+        allowed = self._option_values.get(cmd.doc_type, {})
+        # An option ticked takes its non-default value (the first listed is the default).
+        opts = {n: (allowed[n][1] if len(allowed[n]) > 1 else allowed[n][0])
+                for n in cmd.options if allowed.get(n)}
+        issued = await self.center.request_document(cmd.request_id, cmd.session_id,
+                                                    cmd.doc_type, opts)
+        return E.DocumentReceived(key, Fetched(issued, fee=issued.fee), signed_digest(issued))
+
+    async def _finalize(self, key: str, cmd: C.Finalize) -> E.Event:
+        await self.center.finalize(cmd.request_id, cmd.session_id, cmd.outcome)
+        return E.Finalized(key)
+
+    async def _incident(self, cmd: C.ReportIncident) -> None:
+        with contextlib.suppress(CardioError):
+            await self.center.report_incident(cmd.request_id, cmd.session_id, cmd.kind,
+                                              "kiosk binding check")
+
+    # cash steps: each answered with what the devices counted
+
+    async def _stack(self, key: str) -> E.Event:
+        if key not in self.cash.results:
+            res = await self.cash.call(lambda: self.cash.end(True), self.timeouts.cash * 3)
+            self.cash.results[key] = int(res["stacked"])
+        return E.EscrowStacked(key, self.cash.results[key])
+
+    async def _return(self, key: str) -> E.Event:
+        if key not in self.cash.results:
+            res = await self.cash.call(lambda: self.cash.end(False), self.timeouts.cash * 3)
+            back = int(res.get("stacked", 0))  # stacked items are repaid from the hoppers
+            paid = await self.cash.call(lambda: self.cash.pay(back), self.timeouts.cash * 3) \
+                if back else 0
+            self.cash.results[key] = int(res.get("returned", 0)) + int(paid)
+        return E.EscrowReturned(key, self.cash.results[key])
+
+    async def _pay(self, key: str, yen: int) -> E.Event:
+        if key not in self.cash.results:
+            self.cash.results[key] = int(await self.cash.call(lambda: self.cash.pay(yen),
+                                                              self.timeouts.cash * 3))
+        return E.ChangePaid(key, self.cash.results[key])
+
+    async def _printing(self, key: str, job: Callable[[], str | None],
+                        ok: type[E.PrintDone], failed: type[E.PrintFailed]) -> E.Event:
+        try:
+            failure = await asyncio.to_thread(job)
+        except CardioError as e:
+            failure = type(e).__name__
+        except OSError as e:
+            failure = f"os_error:{e.errno}"
+        return ok(key) if failure is None else failed(key, failure)
+
+    async def aclose(self) -> None:
+        await self.center.aclose()
+
+
+def start_recovery(journal: Journal, out: Path | None) -> list[dict[str, Any]]:
+    """Recovery at start, with the conservative port (see :mod:`kiosk.session.ports`)."""
+    return [{"txn": r.txn, "outcome": r.outcome, "held_for_card": r.held_for_card,
+             "actions": list(r.actions)}
+            for r in journal.recover(ConservativePort(journal, out=out))]

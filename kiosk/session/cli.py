@@ -1,0 +1,204 @@
+"""``cardio kiosk ledger|recover|issue|run``: the kiosk's journal and its runner on the
+command line (registered by :mod:`kiosk.cli`).
+
+* ``ledger --journal PATH`` — the books: cash in, change out, fees of printed documents,
+  refunds due, open sessions, documents printed, and whether they balance (exit 1 if not);
+* ``recover --journal PATH [--out DIR]`` — bring unfinished sessions to an outcome (also
+  run at every start of ``issue`` and ``run``), with the conservative port of
+  :mod:`kiosk.session.ports`;
+* ``issue`` — one headless issuance: a software or PC/SC card, the center over HTTP, the
+  cash devices named in ``--devices`` (the ``kiosk devices check`` TOML), the document
+  rendered into ``--out``;
+* ``run --config FILE`` — the kiosk itself (:mod:`kiosk.run`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from cardio.errors import CardioError, UsageError
+from kiosk.session.journal import Journal, JournalError
+
+__all__ = ["register"]
+
+
+class BooksUnbalanced(CardioError):
+    """The journal's books do not balance: cash in ≠ change out + fees printed + refunds."""
+
+    exit_code = 1
+
+
+def _journal(path: Path, *, create: bool = False) -> Journal:
+    if not create and not path.is_file():
+        raise JournalError(f"no kiosk journal at {path}")
+    return Journal(path)
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from cardio.cli import emit
+
+    with _journal(args.journal) as j:
+        ledger = j.ledger()
+    d = ledger.as_dict()
+    emit(args, d, [f"{k:18} {v}" for k, v in d.items()])
+    return 0 if ledger.balanced else BooksUnbalanced.exit_code
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from cardio.cli import emit
+    from kiosk.runner import start_recovery
+
+    with _journal(args.journal) as j:
+        done = start_recovery(j, args.out)
+        ledger = j.ledger()
+    emit(args, {"recovered": done, "ledger": ledger.as_dict()},
+         [f"{r['txn']}: {r['outcome']}" + (" (held: card in slot)" if r["held_for_card"]
+                                           else "") + "".join(f"\n  {a}" for a in r["actions"])
+          for r in done] or ["nothing to recover"])
+    return 0
+
+
+def find_credentials(center: str, explicit: Path | None) -> Any:
+    """``--credentials DIR``, else the kiosk the emulated operator enrolled for ``center``
+    under ``$CARDIO_JLIS_DIR/kiosks/`` (the first whose ``kiosk.json`` names that URL)."""
+    import json
+
+    from kiosk.protocol.credentials import KioskCredentials
+
+    if explicit is not None:
+        return KioskCredentials.load(explicit)
+    base = os.environ.get("CARDIO_JLIS_DIR")
+    if not base:
+        raise UsageError("no kiosk credentials: give --credentials DIR (or set"
+                         " CARDIO_JLIS_DIR to the emulated J-LIS directory)")
+    for d in sorted((Path(base) / "kiosks").glob("kiosk-*")):
+        try:
+            meta = json.loads((d / "kiosk.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if str(meta.get("center", "")).rstrip("/") == center.rstrip("/"):
+            return KioskCredentials.load(d)
+    raise UsageError(f"no kiosk enrolled for {center} under {base}/kiosks: give"
+                     " --credentials DIR")
+
+
+def _yen_list(value: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--insert takes yen amounts separated by commas: {value!r}") from None
+    valid = {10, 50, 100, 500, 1000, 2000, 5000, 10000}
+    bad = [v for v in out if v not in valid]
+    if bad:
+        raise UsageError(f"--insert: no such bill or coin: {bad[0]} (yen: "
+                         f"{', '.join(map(str, sorted(valid)))})")
+    return out
+
+
+def cmd_issue(args: argparse.Namespace) -> int:
+    from cardio.cli import SecretSource, emit
+    from kiosk.devices.cli import load_config
+    from kiosk.runner import (
+        CardAdapter,
+        CashAdapter,
+        HeadlessUi,
+        Keypad,
+        KioskError,
+        PrinterAdapter,
+        Runner,
+        lab_feeder,
+        start_recovery,
+    )
+
+    insert = _yen_list(args.insert)
+    pin = SecretSource(args).get("auth PIN")  # from $NAME only; never an argument
+    creds = find_credentials(args.center, args.credentials)
+    creds.center_url = args.center
+    devices = load_config(args.devices)
+    control = devices.get("emulator", {}).get("control")
+    if insert and not control:
+        raise UsageError("--insert needs emulated devices: [emulator] control = SOCKET in"
+                         " the --devices file (a real kiosk takes money from people)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    journal = _journal(args.journal, create=True)
+    try:
+        recovered = start_recovery(journal, args.out)
+        keypad = Keypad()
+        cash = CashAdapter(devices)
+        printer = PrinterAdapter(args.out, devices.get("printer", {}).get("url"))
+        ui = HeadlessUi(pin, args.document, tuple(args.option or ()), insert,
+                        lab_feeder(str(control)) if control else lambda _y: None)
+        del pin
+
+        async def main() -> Any:
+            runner = Runner(journal, creds=creds, card=CardAdapter(args.reader, keypad),
+                            cash=cash, printer=printer, ui=ui, keypad=keypad)
+            await cash.start()
+            try:
+                return await runner.run_session(deadline=args.deadline)
+            finally:
+                cash.stop()
+                await runner.aclose()
+
+        result = asyncio.run(main())
+        ledger = journal.ledger()
+    finally:
+        journal.close()
+    if result.outcome == "cancelled" and ui.note:
+        reason = ui.note
+    else:
+        reason = result.reason
+    obj = {"request_id": result.request_id, "txn": result.txn, "document": result.document
+           or args.document, "fee": result.fee, "paid": result.paid, "change": result.change,
+           "refund_due": result.refund, "outcome": result.outcome, "reason": reason,
+           "files": result.files, "recovered": recovered, "balanced": ledger.balanced}
+    emit(args, obj, [f"{result.outcome}: {args.document} (request {result.request_id})",
+                     f"fee {result.fee} yen, paid {result.paid}, change {result.change},"
+                     f" refund due {result.refund}" + (f", reason {reason}" if reason else "")]
+         + [f"  {f}" for f in result.files])
+    if result.outcome not in ("printed", "refused", "cancelled", "failed_refund_due"):
+        raise KioskError(f"unexpected outcome {result.outcome!r}")
+    return 0 if result.outcome == "printed" else 3
+
+
+def register(ksub: Any) -> None:
+    """Add ``ledger``, ``recover``, ``issue`` and ``run`` to the ``kiosk`` sub-commands."""
+    p = ksub.add_parser("ledger", help="the journal's books: cash in, change, fees, refunds")
+    p.add_argument("--journal", type=Path, required=True)
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_ledger)
+
+    p = ksub.add_parser("recover", help="settle unfinished sessions (also run at every start)")
+    p.add_argument("--journal", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=None,
+                   help="held-output directory (未交付 slips are written there)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_recover)
+
+    p = ksub.add_parser("issue", help="one headless issuance on emulated cash devices")
+    p.add_argument("--reader", required=True, help="emu:DIR or a PC/SC reader name")
+    p.add_argument("--center", required=True, help="the center's URL")
+    p.add_argument("--document", required=True, help="document type (juminhyo, …)")
+    p.add_argument("--option", action="append", metavar="NAME", help="an option to tick")
+    p.add_argument("--pin-env", metavar="NAME", required=True,
+                   help="read the auth PIN from $NAME")
+    p.add_argument("--insert", required=True, metavar="YEN[,YEN…]",
+                   help="bills and coins to insert, in order")
+    p.add_argument("--journal", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="where the printer's output goes")
+    p.add_argument("--devices", type=Path, required=True,
+                   help="devices TOML (as for 'kiosk devices check', plus [emulator] control)")
+    p.add_argument("--credentials", type=Path, default=None,
+                   help="kiosk credentials directory (default: the emulated operator's)")
+    p.add_argument("--deadline", type=float, default=300.0,
+                   help="give up (journal left for recover) after this many seconds")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_issue)
+
+    from kiosk import run
+
+    run.register(ksub)

@@ -1,0 +1,95 @@
+"""Recovery ports: what :meth:`kiosk.session.journal.Journal.recover` may ask of the devices
+when the kiosk starts (or when an operator runs ``cardio kiosk recover``).
+
+:class:`ConservativePort` is the port for a kiosk whose devices cannot tell what happened
+to a key — no devices configured, or devices that lost their state across the restart (the
+emulated ones do; a real ID-003 unit reports its escrow after power-up, which a device port
+would ask). Its rule is the journal's own: money is never guessed *in the kiosk's favour*.
+An escrow whose return cannot be confirmed is held by the machine and owed back; a stack
+that was asked for is taken as done for the amount journalled (the customer's money is in
+the machine either way, and the unprinted document makes all of it a refund); change it
+cannot pay is owed; a print it cannot confirm did not happen (refunded, slip). With
+hoppers it pays what it can, and with an output directory it writes the 未交付 slip there.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from kiosk.session.journal import Journal
+
+__all__ = ["ConservativePort"]
+
+
+class ConservativePort:
+    """A :class:`~kiosk.session.journal.RecoveryPort` that never assumes money left the
+    customer's side without a device saying so. ``pay`` (coin yen → paid) and ``out``
+    (the held-output directory) are optional."""
+
+    def __init__(self, journal: Journal, *, pay: Callable[[int], int] | None = None,
+                 out: Path | None = None, card_present: Callable[[], bool] | None = None
+                 ) -> None:
+        self.journal = journal
+        self.pay = pay
+        self.out = out
+        self.card_present = card_present
+        self.actions: list[str] = []
+
+    def _journalled_yen(self, key: str) -> int:
+        db = sqlite3.connect(self.journal.path)
+        try:
+            row = db.execute("SELECT yen FROM commands WHERE key=?", (key,)).fetchone()
+        finally:
+            db.close()
+        return int(row[0]) if row else 0
+
+    def return_escrow(self, key: str) -> tuple[int, int]:
+        yen = self._journalled_yen(key)
+        self.actions.append(f"{key}: escrow of {yen} not confirmed returned: owed")
+        return 0, yen
+
+    def stack_escrow(self, key: str) -> int:
+        return self._journalled_yen(key)
+
+    def pay_change(self, key: str, yen: int) -> int:
+        return min(yen, self.pay(yen)) if self.pay is not None else 0
+
+    def settle_print(self, key: str) -> bool:
+        return False  # unconfirmed: never counted as printed (the fee is refunded)
+
+    def print_slip(self, key: str, txn: str, yen: int, reason: str) -> bool:
+        if self.out is None:
+            return False
+        held = self.out / ".held"
+        held.mkdir(parents=True, exist_ok=True)
+        (held / f"slip-{txn}.txt").write_text(slip_text(txn, yen, reason), encoding="utf-8")
+        return True
+
+    def card_in_slot(self) -> bool:
+        return self.card_present() if self.card_present is not None else False
+
+    def release_pages(self, key: str) -> None:
+        if self.out is not None:
+            release_held(self.out)
+
+
+def slip_text(txn: str, yen: int, reason: str) -> str:
+    """The 未交付 slip: transaction id, amount owed, reason code — nothing personal."""
+    return (f"未交付のお知らせ / NOT ISSUED\n取引番号 transaction: {txn}\n"
+            f"返金額 refund due: {yen} 円\n理由 reason: {reason}\n"
+            "この紙を店員にお見せください / Please show this slip to the staff.\n")
+
+
+def release_held(out: Path) -> list[Path]:
+    """Open the held output: move everything in ``out/.held`` into ``out``."""
+    held = out / ".held"
+    moved: list[Path] = []
+    if not held.is_dir():
+        return moved
+    for f in sorted(held.iterdir()):
+        target = out / f.name
+        f.replace(target)
+        moved.append(target)
+    return moved
