@@ -518,7 +518,8 @@ class SessionResult:
     outcome: str
     reason: str
     fee: int
-    paid: int
+    paid: int  # inserted and credited
+    cash_in: int  # kept by the machine (stacked, or held and owed)
     change: int
     refund: int
     document: str
@@ -545,8 +546,13 @@ class Runner:
         self._opened: SessionOpened | None = None
         self.marks: dict[str, float] = {}
         ui.attach(self)
-        cash.on_credit = lambda yen: self.put(E.CashCredited(yen))
+        self.inserted = 0
+        cash.on_credit = self._credited
         cash.on_fault = lambda kind: self.put(E.DeviceFault("cash", kind))
+
+    def _credited(self, yen: int) -> None:
+        self.inserted += yen
+        self.put(E.CashCredited(yen))
 
     def put(self, event: E.Event) -> None:
         self._queue.put_nowait(event)
@@ -591,7 +597,7 @@ class Runner:
             self.card.close()
         doc = s.item.doc_type if s.item else ""
         return SessionResult(txn, rid, s.outcome.value if s.outcome else "", s.reason, s.fee,
-                             s.cash_in, s.change_paid, s.refund, doc,
+                             self.inserted, s.cash_in, s.change_paid, s.refund, doc,
                              [str(p) for p in self.printer.files])
 
     async def _ticker(self) -> None:

@@ -154,7 +154,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
         reason = result.reason
     obj = {"request_id": result.request_id, "txn": result.txn, "document": result.document
            or args.document, "fee": result.fee, "paid": result.paid, "change": result.change,
-           "refund_due": result.refund, "outcome": result.outcome, "reason": reason,
+           "returned": result.paid - result.cash_in, "refund_due": result.refund, "outcome": result.outcome, "reason": reason,
            "files": result.files, "recovered": recovered, "balanced": ledger.balanced}
     emit(args, obj, [f"{result.outcome}: {args.document} (request {result.request_id})",
                      f"fee {result.fee} yen, paid {result.paid}, change {result.change},"
