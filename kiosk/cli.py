@@ -17,7 +17,8 @@ from kiosk.session import cli as session_cli
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Entry point (``cardio.commands``): the ``kiosk`` group and its areas."""
-    kiosk = sub.add_parser("kiosk", help="the コンビニ交付 kiosk: run, issue, ledger, recover, devices")
+    kiosk = sub.add_parser("kiosk", help="the コンビニ交付 kiosk: run, issue, ledger,"
+                           " recover, devices")
     ksub = kiosk.add_subparsers(dest="kiosk_command", required=True)
     devices_cli.register(ksub)
     session_cli.register(ksub)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import secrets
@@ -157,8 +158,6 @@ class CardAdapter:
             return event
         except CardioError as e:
             return E.CardFailed(key, type(e).__name__)
-        finally:
-            del pin
 
     async def cert_and_sign(self, nonce: bytes) -> tuple[bytes, bytes]:
         def sign() -> tuple[bytes, bytes]:
@@ -271,7 +270,7 @@ class CashAdapter:
                     res, exc = fn(), None
                 except Exception as e:  # the reply carries it
                     res, exc = None, e
-                self._post(lambda f=fut, r=res, x=exc: _resolve(f, r, x))
+                self._post(functools.partial(_resolve, fut, res, exc))
             try:
                 events = self.acceptor.poll()
             except Exception as e:
@@ -279,7 +278,7 @@ class CashAdapter:
                 self._stop.wait(0.05)
             for ev in events:
                 if isinstance(ev, Fault):
-                    self._post(lambda k=ev.kind: self.on_fault(k))
+                    self._post(functools.partial(self.on_fault, ev.kind))
             self._credit()
             self._stop.wait(0.01)
 

@@ -148,13 +148,12 @@ def cmd_issue(args: argparse.Namespace) -> int:
         ledger = journal.ledger()
     finally:
         journal.close()
-    if result.outcome == "cancelled" and ui.note:
-        reason = ui.note
-    else:
-        reason = result.reason
+    # A headless cancel says why the scripted customer gave up (wrong PIN, short money).
+    reason = ui.note if result.outcome == "cancelled" and ui.note else result.reason
     obj = {"request_id": result.request_id, "txn": result.txn, "document": result.document
            or args.document, "fee": result.fee, "paid": result.paid, "change": result.change,
-           "returned": result.paid - result.cash_in, "refund_due": result.refund, "outcome": result.outcome, "reason": reason,
+           "returned": result.paid - result.cash_in, "refund_due": result.refund,
+           "outcome": result.outcome, "reason": reason,
            "files": result.files, "recovered": recovered, "balanced": ledger.balanced}
     emit(args, obj, [f"{result.outcome}: {args.document} (request {result.request_id})",
                      f"fee {result.fee} yen, paid {result.paid}, change {result.change},"

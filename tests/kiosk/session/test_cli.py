@@ -23,7 +23,7 @@ def _drive_to_payment(j: Journal, txn: str, yen: int, fee: int = 200) -> Issuanc
         return j.step(s, ev)
 
     def reply(cls: type[E.Reply], **kw: object) -> list[C.Command]:
-        return step(cls(key=s.pending, **kw))  # type: ignore[arg-type]
+        return step(cls(key=s.pending, **kw))
 
     step(E.CardInserted())
     reply(E.CardRead, tries_left=3, cert_sha256="00" * 32)
@@ -46,7 +46,7 @@ def crashed_journal(path: Path) -> None:
         s = _drive_to_payment(j, "Tpay", 500, fee=1000)
         assert s.state is State.PAYMENT
         s = _drive_to_payment(j, "Tprint", 1000)
-        assert s.state is State.FETCHING
+        assert s.state.value == "fetching"
         j.step(s, E.DocumentReceived(key=s.pending, document=object(), digest="ab" * 32))
         j.step(s, E.EscrowStacked(key=s.pending, yen=1000))
         j.step(s, E.ChangePaid(key=s.pending, yen=800))
