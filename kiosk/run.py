@@ -1,9 +1,217 @@
-"""``cardio kiosk run --config FILE``: the kiosk as a long-running process."""
+"""``cardio kiosk run --config FILE``: the kiosk as a long-running process.
+
+One TOML file configures it — the device sections of ``kiosk devices check`` plus
+``[kiosk]`` and, optionally, ``[ui]`` (``docs/kiosk-session.md``, "Running the kiosk")::
+
+    [kiosk]
+    journal = "/var/lib/cardio-kiosk/journal.db"
+    out = "/var/spool/cardio-kiosk"        # the held output tray (and 未交付 slips)
+    center = "https://center.example"
+    reader = "0"                           # PC/SC reader name, or emu:DIR
+    credentials = "/etc/cardio-kiosk"      # optional with the emulated operator's kiosks
+    tick = 1.0                             # the core's clock, seconds per Tick
+
+    [ui]                                   # optional: a scripted customer (demos, tests)
+    pin_env = "KIOSK_PIN"
+    document = "juminhyo"
+    insert = [1000]
+
+What it does: recovery first (the journal's unfinished sessions, before any new card is
+served), then one JSON line ``{"event": "ready", …}`` on stdout; then it watches the card
+slot and runs one session per inserted card, the cash devices polled all along on their own
+thread. The screens go to stdout as ``{"event": "screen", …}`` lines — the seam the next
+issue's UI attaches to — and each session ends with ``{"event": "session", …}``. The card
+slot, not the UI, reports the card's removal.
+
+SIGTERM or SIGINT: no new session starts; a session in progress runs to its end (bounded by
+its deadline — money and paper are never abandoned halfway), the journal is closed and the
+process exits 0 after ``{"event": "stopped"}``. A harder kill is what recovery is for.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tomllib
+from pathlib import Path
 from typing import Any
+
+from kiosk.devices.errors import DeviceConfigError
+from kiosk.runner import HeadlessUi
+from kiosk.session import commands as C
+
+__all__ = ["load_run_config", "register"]
+
+
+def load_run_config(path: Path) -> dict[str, Any]:
+    from kiosk.devices.cli import validate_config
+
+    try:
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DeviceConfigError(f"cannot read kiosk configuration {path}: {exc.strerror}"
+                                ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise DeviceConfigError(f"{path} is not valid TOML: {exc}") from None
+    validate_config(config, path, extra=frozenset({"kiosk", "ui"}))
+    k = config.get("kiosk")
+    if not isinstance(k, dict):
+        raise DeviceConfigError(f"{path}: a [kiosk] section is needed (journal, out, center,"
+                                " reader)")
+    missing = [n for n in ("journal", "out", "center", "reader") if not isinstance(k.get(n), str)]
+    if missing:
+        raise DeviceConfigError(f"{path}: [kiosk] needs {', '.join(missing)} (strings)")
+    ui = config.get("ui", {})
+    if ui and not (isinstance(ui.get("pin_env"), str) and isinstance(ui.get("document"), str)):
+        raise DeviceConfigError(f"{path}: [ui] needs pin_env and document")
+    return config
+
+
+class Slot:
+    """Whether a card is in the reader: a PC/SC reader's state, or — for a reader scheme
+    such as ``emu:DIR`` — whether its location exists (a software card is "inserted" while
+    its directory is there)."""
+
+    def __init__(self, spec: str) -> None:
+        from cardio.readers import reader_scheme
+
+        self.spec = spec
+        self.location = Path(spec.partition(":")[2]) if reader_scheme(spec) else None
+
+    def present(self) -> bool:
+        if self.location is not None:
+            return self.location.exists()
+        from cardio import pcsc
+
+        return any(r.name == self.spec and r.card_present for r in pcsc.list_readers())
+
+
+def _line(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+class StreamUi(HeadlessUi):
+    """Screens as JSON lines on stdout (the UI's seam); with ``scripted``, the scripted
+    customer of ``[ui]`` answers them, otherwise nobody does and the core's time-outs end
+    the session (until the next issue's UI feeds the person's actions)."""
+
+    def __init__(self, *args: Any, scripted: bool, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.scripted = scripted
+
+    def show(self, cmd: C.Show) -> None:
+        _line({"event": "screen", "screen": cmd.screen.value, "detail": cmd.detail,
+               "amount": cmd.amount})
+        if self.scripted:
+            super().show(cmd)
+
+    def cash_in(self, fee: int) -> None:
+        if self.scripted:
+            super().cash_in(fee)
+
+
+async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
+    from kiosk.runner import (
+        CardAdapter,
+        CashAdapter,
+        Keypad,
+        PrinterAdapter,
+        Runner,
+        lab_feeder,
+        start_recovery,
+    )
+    from kiosk.session import events as E
+    from kiosk.session.cli import find_credentials
+    from kiosk.session.journal import Journal
+
+    k = config["kiosk"]
+    out = Path(k["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    creds = find_credentials(k["center"], Path(k["credentials"]) if k.get("credentials")
+                             else None)
+    creds.center_url = k["center"]
+    slot = Slot(k["reader"])
+    control = config.get("emulator", {}).get("control")
+    ui_cfg = config.get("ui", {})
+    journal = Journal(k["journal"])
+    cash = CashAdapter(config)
+    try:
+        recovered = start_recovery(journal, out)
+        await cash.start()
+        _line({"event": "ready", "pid": os.getpid(), "journal": str(journal.path),
+               "recovered": recovered, "ledger": journal.ledger().as_dict()})
+        while not stop.is_set():
+            if not await asyncio.to_thread(slot.present):
+                await _wait(stop, 0.2)
+                continue
+            keypad = Keypad()
+            pin = os.environ.get(str(ui_cfg.get("pin_env", "")), "") if ui_cfg else ""
+            ui = StreamUi(pin, str(ui_cfg.get("document", "")),
+                          tuple(ui_cfg.get("options", ())),
+                          [int(y) for y in ui_cfg.get("insert", [])],
+                          lab_feeder(str(control)) if control else lambda _y: None,
+                          take_card=False, scripted=bool(ui_cfg))
+            del pin
+            runner = Runner(journal, creds=creds, card=CardAdapter(k["reader"], keypad),
+                            cash=cash, printer=PrinterAdapter(out, config.get(
+                                "printer", {}).get("url")), ui=ui, keypad=keypad,
+                            tick=float(k.get("tick", 1.0)))
+
+            async def watch_removal(r: Runner = runner) -> None:
+                while True:
+                    await asyncio.sleep(0.2)
+                    s = r.session
+                    if s is not None and s.card_present and \
+                            not await asyncio.to_thread(slot.present):
+                        r.put(E.CardRemoved())
+                        return
+
+            watcher = asyncio.get_running_loop().create_task(watch_removal())
+            try:
+                result = await runner.run_session(deadline=float(k.get("deadline", 600)))
+            finally:
+                watcher.cancel()
+                await runner.aclose()
+            _line({"event": "session", "txn": result.txn, "request_id": result.request_id,
+                   "outcome": result.outcome, "reason": result.reason,
+                   "document": result.document, "fee": result.fee, "paid": result.paid,
+                   "change": result.change, "refund_due": result.refund,
+                   "files": result.files})
+            while not stop.is_set() and await asyncio.to_thread(slot.present):
+                await _wait(stop, 0.2)  # the same card again is not a new session
+        _line({"event": "stopped", "ledger": journal.ledger().as_dict()})
+    finally:
+        cash.stop()
+        journal.close()
+    return 0
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_run_config(args.config)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await serve(config, stop)
+
+    return asyncio.run(main())
 
 
 def register(ksub: Any) -> None:
-    """Placeholder until the runner loop lands."""
+    p = ksub.add_parser("run", help="run the kiosk on real or emulated devices")
+    p.add_argument("--config", type=Path, required=True, help="kiosk TOML file")
+    p.set_defaults(func=cmd_run)

@@ -427,10 +427,12 @@ class HeadlessUi(Ui):
     once every item has settled."""
 
     def __init__(self, pin: str, doc: str, options: tuple[str, ...], insert: list[int],
-                 feed: Callable[[int], None], *, settle: float = 4.0) -> None:
+                 feed: Callable[[int], None], *, settle: float = 4.0,
+                 take_card: bool = True) -> None:
         self._pin: str | None = pin
         self.doc, self.options, self.insert, self.feed = doc, options, insert, feed
         self.settle = settle
+        self.take_card = take_card  # False: the card slot reports the removal
         self.took_card = False
         self.note = ""
 
@@ -465,7 +467,7 @@ class HeadlessUi(Ui):
         self._take_card()
 
     def _take_card(self) -> None:
-        if not self.took_card:
+        if self.take_card and not self.took_card:
             self.took_card = True
             self.runner.put(E.CardRemoved())
 

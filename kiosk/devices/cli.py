@@ -53,10 +53,17 @@ def load_config(path: Path) -> dict[str, Any]:
                                 ) from None
     except tomllib.TOMLDecodeError as exc:
         raise DeviceConfigError(f"{path} is not valid TOML: {exc}") from None
+    return validate_config(config, path)
+
+
+def validate_config(config: dict[str, Any], path: Path, *,
+                    extra: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Check the device sections of a parsed configuration (``extra``: sections the caller
+    reads itself, e.g. ``kiosk run``'s ``[kiosk]`` and ``[ui]``)."""
     # [emulator] control = "…/control.sock": the emulated devices' control socket, through
     # which 'cardio kiosk issue' inserts money (ignored by the check).
     known = {"bill_validator", "coin_acceptor", "hopper", "printer", "card_slot", "emulator"}
-    unknown = set(config) - known
+    unknown = set(config) - known - extra
     if unknown:
         raise DeviceConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; "
                                 f"known: {', '.join(sorted(known))}")

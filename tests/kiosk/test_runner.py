@@ -179,3 +179,76 @@ def test_usage_errors_are_one_line(tmp_path: Path) -> None:
                           str(tmp_path)], capture_output=True, text=True, env=env, timeout=60)
     assert res.returncode == 2 and res.stderr.count("\n") == 1
     assert "no such bill or coin: 7" in res.stderr and "1234" not in res.stderr
+
+
+def _read_until(proc: subprocess.Popen[str], pred: Any, timeout: float = 60.0
+                ) -> list[dict[str, Any]]:
+    """JSON lines from ``kiosk run`` until one satisfies ``pred`` (bounded)."""
+    import select
+    import time
+
+    assert proc.stdout is not None
+    seen: list[dict[str, Any]] = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, end - time.monotonic()))
+        if not ready:
+            break
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(json.loads(line))
+        if pred(seen[-1]):
+            return seen
+    raise AssertionError(f"kiosk run never said so; it said {seen[-5:]}")
+
+
+def test_kiosk_run_serves_a_card_and_stops_on_sigterm(backend: Service, lab: dict[str, Any],
+                                                      tmp_path: Path) -> None:
+    """The long-running kiosk: recovery and a ready line, a session per inserted card
+    (the slot — here the software card's directory appearing and leaving — drives it,
+    the cash devices credit the money), and a clean stop on SIGTERM."""
+    card = backend.card()
+    parked = card.path.with_name(card.path.name + "-wallet")  # same file system
+    card.path.rename(parked)  # no card in the slot yet
+    config = tmp_path / "kiosk.toml"
+    config.write_text(lab["toml"].read_text() + f'''
+[kiosk]
+journal = "{tmp_path / 'journal.db'}"
+out = "{tmp_path / 'out'}"
+center = "{backend.info['center']}"
+reader = "emu:{card.path}"
+
+[ui]
+pin_env = "KIOSK_PIN"
+document = "juminhyo"
+insert = [1000]
+''')
+    proc = subprocess.Popen([*CARDIO, "kiosk", "run", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**backend.env, "KIOSK_PIN": card.pin})
+    try:
+        ready = _read_until(proc, lambda m: m["event"] == "ready")[-1]
+        assert ready["recovered"] == [] and ready["ledger"]["balanced"]
+        parked.rename(card.path)  # the card goes in
+        seen = _read_until(proc, lambda m: m.get("screen") == "printing")
+        card.path.rename(parked)  # and is taken while the page prints
+        seen += _read_until(proc, lambda m: m["event"] == "session")
+        done = seen[-1]
+        assert done["outcome"] == "printed" and done["paid"] == 1000
+        assert done["change"] == 1000 - done["fee"]
+        assert [Path(f).read_bytes()[:5] for f in done["files"]] == [b"%PDF-"]
+        screens = [m["screen"] for m in seen if m["event"] == "screen"]
+        # the pages are released only after the card left
+        assert "take-pages" in screens and screens.index("take-pages") > screens.index(
+            "printing")
+        proc.send_signal(signal.SIGTERM)
+        stopped = _read_until(proc, lambda m: m["event"] == "stopped")[-1]
+        assert stopped["ledger"]["balanced"] and stopped["ledger"]["documents_printed"] == 1
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    err = proc.stderr.read() if proc.stderr else ""
+    assert card.pin not in err.replace(done["request_id"], "")
