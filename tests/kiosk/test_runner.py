@@ -181,26 +181,42 @@ def test_usage_errors_are_one_line(tmp_path: Path) -> None:
     assert "no such bill or coin: 7" in res.stderr and "1234" not in res.stderr
 
 
-def _read_until(proc: subprocess.Popen[str], pred: Any, timeout: float = 60.0
-                ) -> list[dict[str, Any]]:
-    """JSON lines from ``kiosk run`` until one satisfies ``pred`` (bounded)."""
-    import select
-    import time
+class Lines:
+    """The JSON lines of a process's stdout, read on a thread (``select`` on a buffered
+    pipe misses lines already in the buffer)."""
 
-    assert proc.stdout is not None
-    seen: list[dict[str, Any]] = []
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, end - time.monotonic()))
-        if not ready:
-            break
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(json.loads(line))
-        if pred(seen[-1]):
-            return seen
-    raise AssertionError(f"kiosk run never said so; it said {seen[-5:]}")
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        import queue
+        import threading
+
+        self.q: queue.Queue[str] = queue.Queue()
+        assert proc.stdout is not None
+        out = proc.stdout
+
+        def pump() -> None:
+            for line in out:
+                self.q.put(line)
+            self.q.put("")
+        threading.Thread(target=pump, daemon=True).start()
+
+    def until(self, pred: Any, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Lines until one satisfies ``pred`` (bounded)."""
+        import queue
+        import time
+
+        seen: list[dict[str, Any]] = []
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.q.get(timeout=max(0.01, end - time.monotonic()))
+            except queue.Empty:
+                break
+            if not line:
+                break
+            seen.append(json.loads(line))
+            if pred(seen[-1]):
+                return seen
+        raise AssertionError(f"kiosk run never said so; it said {seen[-5:]}")
 
 
 def test_kiosk_run_serves_a_card_and_stops_on_sigterm(backend: Service, lab: dict[str, Any],
@@ -227,13 +243,14 @@ insert = [1000]
     proc = subprocess.Popen([*CARDIO, "kiosk", "run", "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**backend.env, "KIOSK_PIN": card.pin})
+    lines = Lines(proc)
     try:
-        ready = _read_until(proc, lambda m: m["event"] == "ready")[-1]
+        ready = lines.until(lambda m: m["event"] == "ready")[-1]
         assert ready["recovered"] == [] and ready["ledger"]["balanced"]
         parked.rename(card.path)  # the card goes in
-        seen = _read_until(proc, lambda m: m.get("screen") == "printing")
+        seen = lines.until(lambda m: m.get("screen") == "printing")
         card.path.rename(parked)  # and is taken while the page prints
-        seen += _read_until(proc, lambda m: m["event"] == "session")
+        seen += lines.until(lambda m: m["event"] == "session")
         done = seen[-1]
         assert done["outcome"] == "printed" and done["paid"] == 1000
         assert done["change"] == 1000 - done["fee"]
@@ -243,7 +260,7 @@ insert = [1000]
         assert "take-pages" in screens and screens.index("take-pages") > screens.index(
             "printing")
         proc.send_signal(signal.SIGTERM)
-        stopped = _read_until(proc, lambda m: m["event"] == "stopped")[-1]
+        stopped = lines.until(lambda m: m["event"] == "stopped")[-1]
         assert stopped["ledger"]["balanced"] and stopped["ledger"]["documents_printed"] == 1
         assert proc.wait(30) == 0
     finally:
