@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from kiosk import runner_cli
 from kiosk.devices import cli as devices_cli
-from kiosk.session import cli as session_cli
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                            " recover, devices")
     ksub = kiosk.add_subparsers(dest="kiosk_command", required=True)
     devices_cli.register(ksub)
-    session_cli.register(ksub)
+    runner_cli.register(ksub)
 
 
 __all__ = ["register"]

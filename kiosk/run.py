@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -122,11 +123,11 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
         Keypad,
         PrinterAdapter,
         Runner,
+        find_credentials,
         lab_feeder,
         start_recovery,
     )
     from kiosk.session import events as E
-    from kiosk.session.cli import find_credentials
     from kiosk.session.journal import Journal
 
     k = config["kiosk"]
@@ -192,10 +193,8 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
 import secrets
 import socket
 import threading
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cardio.errors import CardioError
+from cardio.errors import CardioError, UsageError
 from kiosk.center_client import CenterClient, CenterUnavailable, IssuanceRefused
 from kiosk.documents.model import Document
 from kiosk.protocol.binding import BadDocumentSignature, BindingMismatch, ExpectedSession
@@ -54,7 +55,7 @@ from kiosk.session.journal import Journal
 from kiosk.session.ports import ConservativePort, release_held, slip_text
 
 __all__ = ["CardAdapter", "CashAdapter", "HeadlessUi", "Keypad", "KioskError",
-           "PrinterAdapter", "Runner", "SessionResult", "Ui"]
+           "PrinterAdapter", "Runner", "SessionResult", "Ui", "find_credentials"]
 
 
 class KioskError(CardioError):
@@ -755,6 +756,26 @@ class Runner:
 
     async def aclose(self) -> None:
         await self.center.aclose()
+
+
+def find_credentials(center: str, explicit: Path | None) -> KioskCredentials:
+    """``--credentials DIR``, else the kiosk the emulated operator enrolled for ``center``
+    under ``$CARDIO_JLIS_DIR/kiosks/`` (the first whose ``kiosk.json`` names that URL)."""
+    if explicit is not None:
+        return KioskCredentials.load(explicit)
+    base = os.environ.get("CARDIO_JLIS_DIR")
+    if not base:
+        raise UsageError("no kiosk credentials: give --credentials DIR (or set"
+                         " CARDIO_JLIS_DIR to the emulated J-LIS directory)")
+    for d in sorted((Path(base) / "kiosks").glob("kiosk-*")):
+        try:
+            meta = json.loads((d / "kiosk.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if str(meta.get("center", "")).rstrip("/") == center.rstrip("/"):
+            return KioskCredentials.load(d)
+    raise UsageError(f"no kiosk enrolled for {center} under {base}/kiosks: give"
+                     " --credentials DIR")
 
 
 def start_recovery(journal: Journal, out: Path | None) -> list[dict[str, Any]]:

@@ -76,7 +76,7 @@ def ledger(tmp: Path) -> dict[str, Any]:
     res = subprocess.run([*CARDIO, "kiosk", "ledger", "--journal", str(tmp / "journal.db"),
                           "--json"], capture_output=True, text=True, timeout=60)
     out: dict[str, Any] = json.loads(res.stdout)
-    assert res.returncode == (0 if out["balanced"] else 1)
+    assert res.returncode == (0 if out["balanced"] else 24)
     return out
 
 
@@ -130,7 +130,7 @@ def test_insufficient_money_is_handed_back(backend: Service, lab: dict[str, Any]
     card = backend.card()
     before = hoppers_paid(lab)
     res, out = kiosk_issue(backend, lab, card, tmp_path, "100,50")
-    assert res.returncode == 3, res.stderr
+    assert res.returncode == 26, res.stderr
     assert out["outcome"] == "cancelled" and out["reason"] == "insufficient_money"
     assert out["paid"] == 150 and out["returned"] == 150 and out["refund_due"] == 0
     assert hoppers_paid(lab) - before == 150  # the coins went back through the hoppers
@@ -145,7 +145,7 @@ def test_wrong_pin_is_not_retried(backend: Service, lab: dict[str, Any],
     card = backend.card()
     wrong = "0000" if card.pin != "0000" else "1111"
     res, out = kiosk_issue(backend, lab, card, tmp_path, "1000", pin=wrong)
-    assert res.returncode == 3 and out["outcome"] == "cancelled"
+    assert res.returncode == 26 and out["outcome"] == "cancelled"
     assert out["reason"] == "wrong_pin" and out["paid"] == 0
     assert card.jpki().tries_left("auth") == 2  # one try spent, no more
     assert_pin_nowhere(wrong, res, tmp_path, [out["request_id"], out["txn"]])
@@ -163,7 +163,7 @@ def test_stopped_municipality_is_refused(backend: Service, lab: dict[str, Any],
         res, out = kiosk_issue(backend, lab, card, tmp_path, "1000")
     finally:
         assert backend.cli("clear", muni).returncode == 0
-    assert res.returncode == 3, res.stderr
+    assert res.returncode == 26, res.stderr
     assert out["outcome"] == "refused" and out["reason"] == "municipality_stopped"
     assert out["paid"] == 0 and out["files"] == []
     assert ledger(tmp_path)["balanced"]

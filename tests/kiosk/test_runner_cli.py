@@ -56,7 +56,7 @@ def crashed_journal(path: Path) -> None:
 def test_ledger_and_recover(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     journal = tmp_path / "journal.db"
     crashed_journal(journal)
-    assert main(["kiosk", "ledger", "--journal", str(journal), "--json"]) == 1
+    assert main(["kiosk", "ledger", "--journal", str(journal), "--json"]) == 24
     before = json.loads(capsys.readouterr().out)
     # Open: the ¥1000 stacked is in, ¥800 went out, nothing printed, nothing yet owed.
     assert before == {"cash_in": 1000, "change_out": 800, "fees_printed": 0,
@@ -90,7 +90,7 @@ def test_ledger_and_recover(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "balanced           True" in capsys.readouterr().out
 
 
-def test_unbalanced_books_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unbalanced_books_exit_24(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     journal = tmp_path / "journal.db"
     crashed_journal(journal)
     assert main(["kiosk", "recover", "--journal", str(journal)]) == 0
@@ -99,7 +99,7 @@ def test_unbalanced_books_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[s
     db.commit()
     db.close()
     capsys.readouterr()
-    assert main(["kiosk", "ledger", "--journal", str(journal), "--json"]) == 1
+    assert main(["kiosk", "ledger", "--journal", str(journal), "--json"]) == 24
     assert json.loads(capsys.readouterr().out)["balanced"] is False
 
 

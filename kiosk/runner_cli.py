@@ -2,7 +2,7 @@
 command line (registered by :mod:`kiosk.cli`).
 
 * ``ledger --journal PATH`` — the books: cash in, change out, fees of printed documents,
-  refunds due, open sessions, documents printed, and whether they balance (exit 1 if not);
+  refunds due, open sessions, documents printed, and whether they balance (exit 24 if not);
 * ``recover --journal PATH [--out DIR]`` — bring unfinished sessions to an outcome (also
   run at every start of ``issue`` and ``run``), with the conservative port of
   :mod:`kiosk.session.ports`;
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,17 @@ __all__ = ["register"]
 
 
 class BooksUnbalanced(CardioError):
-    """The journal's books do not balance: cash in ≠ change out + fees printed + refunds."""
+    """The journal's books do not balance: cash in ≠ change out + fees printed + refunds
+    (the cash-ledger code: an attendant must settle it)."""
 
-    exit_code = 1
+    exit_code = 24
+
+
+class NotIssued(CardioError):
+    """``kiosk issue`` ended without a printed document (refused, cancelled, refund due);
+    the JSON says which and why."""
+
+    exit_code = 26
 
 
 def _journal(path: Path, *, create: bool = False) -> Journal:
@@ -62,30 +69,6 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
-def find_credentials(center: str, explicit: Path | None) -> Any:
-    """``--credentials DIR``, else the kiosk the emulated operator enrolled for ``center``
-    under ``$CARDIO_JLIS_DIR/kiosks/`` (the first whose ``kiosk.json`` names that URL)."""
-    import json
-
-    from kiosk.protocol.credentials import KioskCredentials
-
-    if explicit is not None:
-        return KioskCredentials.load(explicit)
-    base = os.environ.get("CARDIO_JLIS_DIR")
-    if not base:
-        raise UsageError("no kiosk credentials: give --credentials DIR (or set"
-                         " CARDIO_JLIS_DIR to the emulated J-LIS directory)")
-    for d in sorted((Path(base) / "kiosks").glob("kiosk-*")):
-        try:
-            meta = json.loads((d / "kiosk.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if str(meta.get("center", "")).rstrip("/") == center.rstrip("/"):
-            return KioskCredentials.load(d)
-    raise UsageError(f"no kiosk enrolled for {center} under {base}/kiosks: give"
-                     " --credentials DIR")
-
-
 def _yen_list(value: str) -> list[int]:
     try:
         out = [int(v) for v in value.split(",") if v.strip()]
@@ -110,6 +93,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
         KioskError,
         PrinterAdapter,
         Runner,
+        find_credentials,
         lab_feeder,
         start_recovery,
     )
@@ -161,7 +145,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
          + [f"  {f}" for f in result.files])
     if result.outcome not in ("printed", "refused", "cancelled", "failed_refund_due"):
         raise KioskError(f"unexpected outcome {result.outcome!r}")
-    return 0 if result.outcome == "printed" else 3
+    return 0 if result.outcome == "printed" else NotIssued.exit_code
 
 
 def register(ksub: Any) -> None:
