@@ -42,15 +42,20 @@ def backend(tmp_path_factory: pytest.TempPathFactory, key_pool: KeyPool,
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """``cardio emu devices serve`` (no printer: the kiosk's held output is the directory)
-    and the devices TOML a kiosk integrator writes for it."""
-    proc, info = start_serve("--no-printer")
+    """``cardio emu devices serve`` (with its IPP printer where this machine can run it;
+    the held output is the ``--out`` directory either way) and the devices TOML a kiosk
+    integrator writes for it."""
+    from emulators.devices.printer import unavailable_reason
+
+    printer = unavailable_reason() is None
+    proc, info = start_serve() if printer else start_serve("--no-printer")
     toml = tmp_path_factory.mktemp("kiosk-lab") / "devices.toml"
     hoppers = "".join(f"[[hopper]]\naddress = {a}\ncoin = {c}\n"
                       for a, c in ((3, 500), (4, 100), (5, 50), (6, 10)))
     toml.write_text(f'[bill_validator]\nport = "{info["bill_validator"]}"\n'
                     f'[coin_acceptor]\nport = "{info["coin_acceptor"]}"\n{hoppers}'
-                    f'[emulator]\ncontrol = "{info["control"]}"\n')
+                    f'[emulator]\ncontrol = "{info["control"]}"\n' +
+                    (f'[printer]\nurl = "{info["printer"]}"\n' if printer else ""))
     try:
         yield {**info, "toml": toml}
     finally:
@@ -137,6 +142,34 @@ def test_insufficient_money_is_handed_back(backend: Service, lab: dict[str, Any]
     assert out["files"] == []
     book = ledger(tmp_path)
     assert book["balanced"] and book["cash_in"] == 0 and book["documents_printed"] == 0
+    assert_pin_nowhere(card.pin, res, tmp_path, [out["request_id"], out["txn"]])
+
+
+def test_printer_jam_refunds_the_fee_with_a_slip(backend: Service, lab: dict[str, Any],
+                                                  tmp_path: Path) -> None:
+    """A jam at the printer (forced through the lab): the change was already paid, the fee
+    is refunded, a 未交付 slip says so, nothing counts as printed — and the books balance."""
+    if not lab["printer"]:
+        pytest.skip("the emulated IPP printer cannot run on this machine")
+    card = backend.card()
+    control(lab["control"], device="printer", op="fault", fault="jam")
+    try:
+        res, out = kiosk_issue(backend, lab, card, tmp_path, "1000")
+    finally:
+        control(lab["control"], device="printer", op="clear")
+    assert res.returncode == 26, res.stderr
+    assert out["outcome"] == "failed_refund_due" and out["reason"].startswith("print_failed")
+    assert out["change"] == 1000 - out["fee"] and out["refund_due"] == out["fee"]
+    slips = [Path(f) for f in out["files"]]
+    assert [f.name for f in slips] == [f"slip-{out['txn']}.txt"]
+    assert f"{out['fee']} 円" in slips[0].read_text()
+    assert not list((tmp_path / "out").glob("*.pdf"))
+    book = ledger(tmp_path)
+    assert book["balanced"] and book["documents_printed"] == 0
+    assert book["refunds_due"] == out["fee"]
+    with backend.db.tx() as t:
+        row = t.one("SELECT outcome FROM issuances WHERE request_id=?", (out["request_id"],))
+    assert row is not None and row[0] == "failed"
     assert_pin_nowhere(card.pin, res, tmp_path, [out["request_id"], out["txn"]])
 
 
