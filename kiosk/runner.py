@@ -131,6 +131,8 @@ class CardAdapter:
             app = self._open()
             tries = app.tries_left("auth")
             cert = app.certificate_der("auth")
+            # A card that does not tell its counter is verified (the core never verifies
+            # at 0, and the card itself refuses when blocked).
             return E.CardRead(key, tries if tries is not None else 3,
                               hashlib.sha256(cert).hexdigest())
         try:
@@ -448,8 +450,8 @@ class HeadlessUi(Ui):
             self.note = "wrong_pin" if cmd.screen is S.PIN_WRONG else "pin_incomplete"
             r.put(E.Cancel())
         elif cmd.screen is S.MENU:
-            if self.doc in r.menu_offered():
-                r.put(E.Choose(self.doc))
+            if r.session is not None and self.doc in r.session.menu:
+                r.put(E.Choose(self.doc))  # a refused item shows its reason, then we go
             else:
                 self.note = "not_on_menu"
                 r.put(E.Cancel())
@@ -458,7 +460,12 @@ class HeadlessUi(Ui):
             self.note = cmd.detail
             r.put(E.Cancel())
         elif cmd.screen is S.OPTIONS:
-            r.put(E.OptionsConfirmed(self.options))
+            offered = r.session.item.options if r.session and r.session.item else ()
+            if set(self.options) <= set(offered):
+                r.put(E.OptionsConfirmed(self.options))
+            else:
+                self.note = "option_not_offered"
+                r.put(E.Cancel())
         elif cmd.screen is S.QUOTE:
             r.put(E.QuoteAccepted())
         elif cmd.screen is S.TAKE_CARD:
@@ -544,9 +551,10 @@ class Runner:
         self.session: IssuanceSession | None = None
         self._queue: asyncio.Queue[E.Event] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._menu: dict[str, list[str]] = {}
+        self._option_values: dict[str, dict[str, list[str]]] = {}
         self._opened: SessionOpened | None = None
         self.marks: dict[str, float] = {}
+        self.failures: list[str] = []  # keys left unanswered (cash devices that failed)
         ui.attach(self)
         self.inserted = 0
         cash.on_credit = self._credited
@@ -563,9 +571,6 @@ class Runner:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def menu_offered(self) -> dict[str, list[str]]:
-        return self._menu
 
     async def run_session(self, *, deadline: float = 300.0) -> SessionResult:
         txn = "T" + secrets.token_hex(6)
@@ -608,14 +613,20 @@ class Runner:
             self.put(E.Tick())
 
     def _reply(self, key: str, coro: Any, timeout: float,
-               on_timeout: Callable[[str], E.Event] | None) -> None:
+               on_failure: Callable[[str], E.Event] | None) -> None:
+        """Run ``coro`` under ``timeout``; its event, or ``on_failure``'s when it raised or
+        ran out of time. ``None`` for money whose fate the device did not tell: no reply is
+        made up — the core's time-out shows CALL_STAFF, and recovery settles the key."""
         async def run() -> None:
             try:
                 ev = await asyncio.wait_for(coro, timeout)
-            except TimeoutError:
-                if on_timeout is None:
-                    return  # money whose fate is unknown: the core's time-out calls staff
-                ev = on_timeout(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a time-out or any failure of the adapter: an event
+                if on_failure is None:
+                    self.failures.append(key)
+                    return
+                ev = on_failure(key)
             self.put(ev)
         self.spawn(run())
 
@@ -648,7 +659,11 @@ class Runner:
         elif isinstance(cmd, C.ReportIncident):
             self.spawn(self._incident(cmd))
         elif isinstance(cmd, C.StartCashIn):
-            await self.cash.call(lambda: self.cash.start_cash_in(cmd.fee), t.cash)
+            try:
+                await self.cash.call(lambda: self.cash.start_cash_in(cmd.fee), t.cash)
+            except Exception:  # acceptors that cannot open: the payment is refused
+                self.put(E.DeviceFault("cash", "cash_in_failed"))
+                return
             self.ui.cash_in(cmd.fee)
         elif isinstance(cmd, C.EndCashIn):
             pass  # acceptance stops by itself once covered; the escrow stays until decided
@@ -697,7 +712,6 @@ class Runner:
 
     async def _load_menu(self, key: str, cmd: C.LoadMenu) -> E.Event:
         menu = await self.center.menu(cmd.request_id, cmd.session_id)
-        self._menu = {i.doc_type: list(i.options) for i in menu.items}
         items = [E.MenuItem(i.doc_type, i.fee, tuple(sorted(i.options))) for i in menu.items]
         items += [E.MenuItem(r.doc_type, 0, (), r.reason) for r in menu.refused]
         self._option_values = {i.doc_type: dict(i.options) for i in menu.items}

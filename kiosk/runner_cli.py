@@ -100,6 +100,8 @@ def cmd_issue(args: argparse.Namespace) -> int:
 
     insert = _yen_list(args.insert)
     pin = SecretSource(args).get("auth PIN")  # from $NAME only; never an argument
+    if not (len(pin) == 4 and pin.isascii() and pin.isdigit()):
+        raise UsageError(f"the auth PIN in ${args.pin_env} is not 4 digits")  # not echoed
     creds = find_credentials(args.center, args.credentials)
     creds.center_url = args.center
     devices = load_config(args.devices)

@@ -202,6 +202,23 @@ def test_stopped_municipality_is_refused(backend: Service, lab: dict[str, Any],
     assert ledger(tmp_path)["balanced"]
 
 
+def test_a_refused_item_takes_no_money(backend: Service, lab: dict[str, Any],
+                                       tmp_path: Path) -> None:
+    """The rules refuse the chosen item (no registered seal for 印鑑登録証明書): the menu
+    shows the reason, the customer gives up, no money is asked for."""
+    with backend.db.tx() as t:
+        rid = t.one("SELECT r.id FROM residents r WHERE r.id NOT IN"
+                    " (SELECT resident_id FROM inkan) AND r.birth < '1990-01-01'"
+                    " AND r.status = 'active' AND r.support_measure = 0"
+                    " AND r.gaiji_pending = 0 ORDER BY r.id LIMIT 1")[0]
+    card = backend.card(rid)
+    res, out = kiosk_issue(backend, lab, card, tmp_path, "1000", document="inkan")
+    assert res.returncode == 26, res.stderr
+    assert out["outcome"] == "cancelled" and out["reason"] == "no_inkan", out["reason"]
+    assert out["paid"] == 0 and out["fee"] == 0 and out["files"] == []
+    assert ledger(tmp_path)["balanced"]
+
+
 def test_usage_errors_are_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "KIOSK_PIN": "1234"}
     res = subprocess.run([*CARDIO, "kiosk", "issue", "--reader", "emu:/nonexistent",
@@ -212,6 +229,15 @@ def test_usage_errors_are_one_line(tmp_path: Path) -> None:
                           str(tmp_path)], capture_output=True, text=True, env=env, timeout=60)
     assert res.returncode == 2 and res.stderr.count("\n") == 1
     assert "no such bill or coin: 7" in res.stderr and "1234" not in res.stderr
+    env["KIOSK_PIN"] = "12a4"
+    res = subprocess.run([*CARDIO, "kiosk", "issue", "--reader", "emu:/nonexistent",
+                          "--center", "http://127.0.0.1:9", "--document", "juminhyo",
+                          "--pin-env", "KIOSK_PIN", "--insert", "1000",
+                          "--journal", str(tmp_path / "j.db"), "--out", str(tmp_path / "o"),
+                          "--devices", str(tmp_path / "d.toml"), "--credentials",
+                          str(tmp_path)], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 2 and "is not 4 digits" in res.stderr
+    assert "12a4" not in res.stderr and not (tmp_path / "j.db").exists()
 
 
 class Lines:
