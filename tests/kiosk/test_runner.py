@@ -64,11 +64,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def kiosk_issue(backend: Service, lab: dict[str, Any], card: Card, tmp: Path, insert: str,
-                *, document: str = "juminhyo", pin: str | None = None
+                *, document: str = "juminhyo", pin: str | None = None,
+                center: str | None = None, extra: tuple[str, ...] = ()
                 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     env = {**backend.env, "KIOSK_PIN": pin if pin is not None else card.pin}
-    res = subprocess.run([*CARDIO, "kiosk", "issue", "--reader", f"emu:{card.path}",
-                          "--center", backend.info["center"], "--document", document,
+    res = subprocess.run([*CARDIO, "kiosk", "issue", "--reader", f"emu:{card.path}", *extra,
+                          "--center", center or backend.info["center"], "--document", document,
                           "--pin-env", "KIOSK_PIN", "--insert", insert,
                           "--journal", str(tmp / "journal.db"), "--out", str(tmp / "out"),
                           "--devices", str(lab["toml"]), "--json"],
@@ -217,6 +218,31 @@ def test_a_refused_item_takes_no_money(backend: Service, lab: dict[str, Any],
     assert out["outcome"] == "cancelled" and out["reason"] == "no_inkan", out["reason"]
     assert out["paid"] == 0 and out["fee"] == 0 and out["files"] == []
     assert ledger(tmp_path)["balanced"]
+
+
+def test_card_and_center_failures_become_refusals(backend: Service, lab: dict[str, Any],
+                                                  tmp_path: Path) -> None:
+    """Forced faults end as outcomes, never hangs: a reader that cannot be opened
+    (``CardFailed``), a center that refuses connections (``ServerUnavailable``)."""
+    card = backend.card()
+    gone = Card(card.path.with_name("no-such-card"), card.pin, card.resident_id)
+    res, out = kiosk_issue(backend, lab, gone, tmp_path / "a", "1000")
+    assert res.returncode == 26, res.stderr
+    assert (out["outcome"], out["reason"], out["paid"]) == ("refused", "card_error", 0)
+
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    creds = Path(backend.info["kiosks_dir"]) / "kiosk-0001"
+    res, out = kiosk_issue(backend, lab, card, tmp_path / "b", "1000", center=dead,
+                           extra=("--credentials", str(creds)))
+    assert res.returncode == 26, res.stderr
+    assert (out["outcome"], out["reason"], out["paid"]) == ("refused", "center_unavailable",
+                                                            0)
+    assert card.jpki().tries_left("auth") == 3  # the PIN was verified once, correctly
+    assert ledger(tmp_path / "b")["balanced"]
 
 
 def test_usage_errors_are_one_line(tmp_path: Path) -> None:
