@@ -17,7 +17,8 @@ One TOML file configures it — the device sections of ``kiosk devices check`` p
     insert = [1000]
 
 What it does: recovery first (the journal's unfinished sessions, before any new card is
-served), then one JSON line ``{"event": "ready", …}`` on stdout; then it watches the card
+served) and the finalizes the journal owes the center (again after every session), then
+one JSON line ``{"event": "ready", …}`` on stdout; then it watches the card
 slot and runs one session per inserted card, the cash devices polled all along on their own
 thread. The screens go to stdout as ``{"event": "screen", …}`` lines — the seam the next
 issue's UI attaches to — and each session ends with ``{"event": "session", …}``. The card
@@ -117,6 +118,7 @@ class StreamUi(HeadlessUi):
 
 
 async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
+    from kiosk.center_client import CenterClient
     from kiosk.runner import (
         CardAdapter,
         CashAdapter,
@@ -124,6 +126,7 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
         PrinterAdapter,
         Runner,
         find_credentials,
+        flush_finalizes,
         lab_feeder,
         start_recovery,
     )
@@ -143,9 +146,12 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
     cash = CashAdapter(config)
     try:
         recovered = start_recovery(journal, out)
+        async with CenterClient(creds) as center:
+            finalizes = await flush_finalizes(journal, center)
         await cash.start()
         _line({"event": "ready", "pid": os.getpid(), "journal": str(journal.path),
-               "recovered": recovered, "ledger": journal.ledger().as_dict()})
+               "recovered": recovered, "finalizes": finalizes,
+               "ledger": journal.ledger().as_dict()})
         while not stop.is_set():
             if not await asyncio.to_thread(slot.present):
                 await _wait(stop, 0.2)
@@ -178,6 +184,8 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
             finally:
                 watcher.cancel()
                 await runner.aclose()
+            async with CenterClient(creds) as center:
+                await flush_finalizes(journal, center)
             _line({"event": "session", "txn": result.txn, "request_id": result.request_id,
                    "outcome": result.outcome, "reason": result.reason,
                    "document": result.document, "fee": result.fee, "paid": result.paid,

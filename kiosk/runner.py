@@ -792,6 +792,30 @@ def find_credentials(center: str, explicit: Path | None) -> KioskCredentials:
                      " --credentials DIR")
 
 
+#: Center refusals that are its final word on a finalize: nothing is left to send.
+FINAL_REFUSALS = frozenset({"already_finalized", "nothing_to_finalize", "unknown_session"})
+
+
+async def flush_finalizes(journal: Journal, center: CenterClient) -> dict[str, int]:
+    """Send the finalizes the journal owes the center (a session that ended while the
+    center could not be told, or one recovery closed). Stops at the first unreachable
+    center — the rest stay owed for the next flush."""
+    sent = refused = 0
+    for txn, rid, sid, outcome in journal.owed_finalizes():
+        try:
+            await center.finalize(rid, sid, outcome)
+        except IssuanceRefused as e:
+            if e.code not in FINAL_REFUSALS:
+                continue
+            refused += 1
+        except CenterUnavailable:
+            break
+        else:
+            sent += 1
+        journal.mark_finalized(txn)
+    return {"sent": sent, "refused": refused, "owed": len(journal.owed_finalizes())}
+
+
 def start_recovery(journal: Journal, out: Path | None) -> list[dict[str, Any]]:
     """Recovery at start, with the conservative port (see :mod:`kiosk.session.ports`)."""
     return [{"txn": r.txn, "outcome": r.outcome, "held_for_card": r.held_for_card,

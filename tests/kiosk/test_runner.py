@@ -306,9 +306,30 @@ class Lines:
 
 def test_kiosk_run_serves_a_card_and_stops_on_sigterm(backend: Service, lab: dict[str, Any],
                                                       tmp_path: Path) -> None:
-    """The long-running kiosk: recovery and a ready line, a session per inserted card
+    """The long-running kiosk: recovery and the owed finalizes, a ready line, a session per
+    inserted card
     (the slot — here the software card's directory appearing and leaving — drives it,
     the cash devices credit the money), and a clean stop on SIGTERM."""
+    import asyncio
+
+    from kiosk.session.journal import Journal
+    from tests.emulators.issuance.kiosk_sim import open_and_authenticate
+    from tests.kiosk.test_runner_cli import crashed_at_print
+
+    # Before the start: a session the center issued a document for, which the kiosk
+    # crashed while printing (its journal says so; the center was never told).
+    other = backend.card()
+
+    async def issued_not_finalized() -> tuple[str, str, str]:
+        async with backend.client() as client:
+            opened, auth, _ = await open_and_authenticate(client, other)
+            await client.request_document(opened.request_id, opened.session_id, "juminhyo")
+            return opened.request_id, opened.session_id, auth.municipality_code
+
+    rid, sid, muni = asyncio.run(issued_not_finalized())
+    with Journal(tmp_path / "journal.db") as j:
+        crashed_at_print(j, "Tcrashed", request_id=rid, session_id=sid, municipality=muni)
+
     card = backend.card()
     parked = card.path.with_name(card.path.name + "-wallet")  # same file system
     card.path.rename(parked)  # no card in the slot yet
@@ -331,7 +352,14 @@ insert = [1000]
     lines = Lines(proc)
     try:
         ready = lines.until(lambda m: m["event"] == "ready")[-1]
-        assert ready["recovered"] == [] and ready["ledger"]["balanced"]
+        # Recovery first (fee refunded, slip), then the owed finalize reaches the center.
+        assert [(r["txn"], r["outcome"]) for r in ready["recovered"]] == [
+            ("Tcrashed", "failed_refund_due")]
+        assert ready["finalizes"] == {"sent": 1, "refused": 0, "owed": 0}
+        assert ready["ledger"]["balanced"] and ready["ledger"]["refunds_due"] == 200
+        with backend.db.tx() as t:
+            assert t.one("SELECT outcome FROM issuances WHERE request_id=?", (rid,))[0] == \
+                "failed"
         parked.rename(card.path)  # the card goes in
         seen = lines.until(lambda m: m.get("screen") == "printing")
         card.path.rename(parked)  # and is taken while the page prints
@@ -347,6 +375,7 @@ insert = [1000]
         proc.send_signal(signal.SIGTERM)
         stopped = lines.until(lambda m: m["event"] == "stopped")[-1]
         assert stopped["ledger"]["balanced"] and stopped["ledger"]["documents_printed"] == 1
+        assert stopped["ledger"]["refunds_due"] == 200
         assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:

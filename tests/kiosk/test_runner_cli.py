@@ -16,8 +16,10 @@ from kiosk.session.core import IssuanceSession, State
 from kiosk.session.journal import Journal
 
 
-def _drive_to_payment(j: Journal, txn: str, yen: int, fee: int = 200) -> IssuanceSession:
-    s = IssuanceSession(txn, f"req-{txn}", "kiosk-0001", lambda _e, _d: None, pin_reset=False)
+def _drive_to_payment(j: Journal, txn: str, yen: int, fee: int = 200, *, request_id: str = "",
+                      session_id: str = "", municipality: str = "131016") -> IssuanceSession:
+    s = IssuanceSession(txn, request_id or f"req-{txn}", "kiosk-0001", lambda _e, _d: None,
+                        pin_reset=False)
 
     def step(ev: E.Event) -> list[C.Command]:
         return j.step(s, ev)
@@ -30,7 +32,8 @@ def _drive_to_payment(j: Journal, txn: str, yen: int, fee: int = 200) -> Issuanc
     step(E.PinDigits(4))
     step(E.PinSubmitted())
     reply(E.PinResult, verified=True, tries_left=3)
-    reply(E.Authenticated, session_id=f"sess-{txn}", municipality_code="131016")
+    reply(E.Authenticated, session_id=session_id or f"sess-{txn}",
+          municipality_code=municipality)
     reply(E.MenuReceived, items=(E.MenuItem("juminhyo", fee),))
     step(E.Choose("juminhyo"))
     step(E.OptionsConfirmed(()))
@@ -39,18 +42,24 @@ def _drive_to_payment(j: Journal, txn: str, yen: int, fee: int = 200) -> Issuanc
     return s
 
 
+def crashed_at_print(j: Journal, txn: str, **ids: str) -> None:
+    """A session whose print was sent and never answered: ¥1000 stacked for a ¥200 fee,
+    ¥800 change paid."""
+    s = _drive_to_payment(j, txn, 1000, **ids)
+    assert s.state is State.FETCHING
+    j.step(s, E.DocumentReceived(key=s.pending, document=object(), digest="ab" * 32))
+    j.step(s, E.EscrowStacked(key=s.pending, yen=1000))
+    j.step(s, E.ChangePaid(key=s.pending, yen=800))
+    assert s.state.value == "printing"
+
+
 def crashed_journal(path: Path) -> None:
     """Two sessions a crash left open: one paying (¥500 in escrow of a ¥1000 fee), one
     whose print was sent and never answered (fee ¥200) (¥1000 stacked, ¥800 change paid)."""
     with Journal(path) as j:
         s = _drive_to_payment(j, "Tpay", 500, fee=1000)
         assert s.state is State.PAYMENT
-        s = _drive_to_payment(j, "Tprint", 1000)
-        assert s.state.value == "fetching"
-        j.step(s, E.DocumentReceived(key=s.pending, document=object(), digest="ab" * 32))
-        j.step(s, E.EscrowStacked(key=s.pending, yen=1000))
-        j.step(s, E.ChangePaid(key=s.pending, yen=800))
-        assert s.state is State.PRINTING
+        crashed_at_print(j, "Tprint")
 
 
 def test_ledger_and_recover(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
