@@ -740,7 +740,9 @@ class Runner:
     async def _stack(self, key: str) -> E.Event:
         if key not in self.cash.results:
             res = await self.cash.call(lambda: self.cash.end(True), self.timeouts.cash * 3)
-            self.cash.results[key] = int(res["stacked"])
+            # A note that jammed on its way to the cassette is in the machine's custody as
+            # much as a stacked one: the customer paid it (staff clear the jam).
+            self.cash.results[key] = int(res["stacked"]) + int(res.get("held", 0))
         return E.EscrowStacked(key, self.cash.results[key])
 
     async def _return(self, key: str) -> E.Event:

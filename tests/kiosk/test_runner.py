@@ -174,6 +174,20 @@ def test_printer_jam_refunds_the_fee_with_a_slip(backend: Service, lab: dict[str
     assert_pin_nowhere(card.pin, res, tmp_path, [out["request_id"], out["txn"]])
 
 
+def test_bill_jam_while_stacking(backend: Service, lab: dict[str, Any],
+                                 tmp_path: Path) -> None:
+    """The held note jams on its way to the cassette (forced through the lab): it is in
+    the machine's custody, so the sale goes on; every yen is accounted for."""
+    card = backend.card()
+    control(lab["control"], device="bill_validator", op="fault", fault="jam")
+    res, out = kiosk_issue(backend, lab, card, tmp_path, "1000")
+    assert res.returncode == 0, res.stderr
+    assert control(lab["control"], op="state")["bill_validator"]["held"] == [1000]
+    assert (out["outcome"], out["paid"], out["change"]) == ("printed", 1000, 1000 - out["fee"])
+    book = ledger(tmp_path)
+    assert book["balanced"] and book["cash_in"] == 1000
+
+
 def test_wrong_pin_is_not_retried(backend: Service, lab: dict[str, Any],
                                   tmp_path: Path) -> None:
     card = backend.card()
