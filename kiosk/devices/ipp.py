@@ -266,12 +266,16 @@ class IppPrinter:
     device = "printer"
 
     def __init__(self, url: str, *, timeout: float = 10.0, user: str = "cardio-kiosk") -> None:
-        parts = urlsplit(url)
+        try:  # urlsplit and .port raise ValueError ("[::1", a port over 65535)
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise DeviceConfigError(f"not an ipp:// printer URL: {url!r} ({exc})") from None
         if parts.scheme not in ("ipp", "http") or not parts.hostname:
             raise DeviceConfigError(f"not an ipp:// printer URL: {url!r}")
         self.url = url
         self.host = parts.hostname
-        self.port = parts.port or 631
+        self.port = port or 631
         self.path = parts.path or "/ipp/print"
         self.timeout = timeout
         self.user = user
