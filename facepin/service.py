@@ -38,6 +38,7 @@ import hashlib
 import json
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -505,9 +506,36 @@ def serve(config: ServiceConfig, host: str, port: int, *, limit_concurrency: int
                                          "stream": "ext://sys.stderr"}
     log_config["loggers"]["facepin"] = {"handlers": ["facepin"], "level": "INFO",
                                         "propagate": False}
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info",
-                access_log=False, log_config=log_config, limit_concurrency=limit_concurrency,
-                timeout_keep_alive=5)
+    _check_bind(host, port)
+    try:
+        uvicorn.run(create_app(config), host=host, port=port, log_level="info",
+                    access_log=False, log_config=log_config,
+                    limit_concurrency=limit_concurrency, timeout_keep_alive=5)
+    except SystemExit as exc:
+        # uvicorn exits with 3 when it cannot start — the CLI's "wrong PIN" code.
+        if exc.code in (0, None):
+            raise
+        raise ServeError(f"the service did not start on {host}:{port} (uvicorn exit"
+                         f" {exc.code}; its log line above says why)") from None
+
+
+class ServeError(CardioError):
+    """The service cannot listen where it was told to (an address not of this host, a
+    port in use): the operator's configuration, exit 1 — not uvicorn's exit 3, which
+    the CLI documents as a wrong PIN."""
+
+
+def _check_bind(host: str, port: int) -> None:
+    """Bind once before uvicorn does, so a bad ``--host``/``--port`` is one clear line."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, kind, proto, _name, addr = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+    except OSError as exc:  # socket.gaierror is an OSError
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _verified_face(body: ReservationIn, nonce: bytes, trust: TrustStore) -> CardFace:
