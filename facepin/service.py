@@ -61,6 +61,7 @@ from cardio.records import CardFace, RecordError
 from cardio.trust import TrustStore
 from facepin.face import THRESHOLD, FaceEngine, FaceError, Outcome, load_image, match_probe
 from facepin.liveness import LivenessSession, Prompt, Verdict, random_challenge
+from facepin.registry import RegistryError
 from facepin.store import Reservation, Store
 
 log = logging.getLogger("facepin.service")
@@ -232,7 +233,8 @@ def create_app(config: ServiceConfig) -> BodyLimit:
     def issued_card(fp: str) -> tuple[str, str]:
         try:
             found = config.registry(fp)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, RegistryError):
+            # RegistryError: FileCardRegistry's damaged or missing file (it was a 500).
             log.warning("card registry unavailable")
             raise Refused(503, "registry_unavailable", "the card registry cannot be read;"
                           " try again later") from None
