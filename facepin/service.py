@@ -72,6 +72,9 @@ CHALLENGE_TTL = 300.0
 RESERVATION_TTL = 24 * 3600.0
 MAX_ATTEMPTS_PER_DAY = 5
 MAX_IMAGE = 4 * 1024 * 1024
+MAX_FRAME_PIXELS = 4096 * 4096
+"""A camera frame decoded by the service: bounded by its pixels, not only by its bytes (a
+small PNG can hold a huge, compressible image)."""
 MAX_FRAMES = 90
 MAX_RESERVATION_BODY = 16 * 1024 * 1024
 """A reservation request: up to 90 camera frames (a 640×480 JPEG is ~50 KB, ~70 KB in
@@ -299,7 +302,7 @@ def create_app(config: ServiceConfig) -> BodyLimit:
             try:
                 reference = engine.encode(load_image(face_record.photo), allow_several=True,
                                           check_quality=False)
-                first = load_image(_b64(body.frames[0], "frame"))
+                first = load_image(_b64(body.frames[0], "frame"), max_pixels=MAX_FRAME_PIXELS)
             except FaceError:
                 raise Refused(400, "bad_image", "an image cannot be decoded") from None
             if reference.encoding is None:
@@ -318,7 +321,7 @@ def create_app(config: ServiceConfig) -> BodyLimit:
                                       threshold=config.threshold)
             for raw, t in zip(body.frames, body.frame_times, strict=True):
                 try:
-                    frame = load_image(_b64(raw, "frame"))
+                    frame = load_image(_b64(raw, "frame"), max_pixels=MAX_FRAME_PIXELS)
                 except FaceError:
                     raise Refused(400, "bad_image", "a frame cannot be decoded") from None
                 if session.feed_frame(engine, frame, t) is not Verdict.IN_PROGRESS:
