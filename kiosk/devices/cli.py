@@ -122,7 +122,9 @@ def _check_bill(cfg: dict[str, Any]) -> dict[str, Any]:
         driver.run_until(lambda: driver.host.status is not None and driver.host.configured,
                          timeout=float(cfg.get("timeout", 3.0)))
         status = driver.host.status
-    return {"status": Status(status).name.lower() if status is not None else None}
+        version = driver.version()  # an echoing line passes the status poll, not this
+    return {"status": Status(status).name.lower() if status is not None else None,
+            "version": version}
 
 
 def _check_coins(cfg: dict[str, Any], hoppers: list[dict[str, Any]]) -> dict[str, Any]:
