@@ -260,6 +260,10 @@ class JobResult:
     events: list[Fault]
 
 
+MAX_RESPONSE = 1024 * 1024
+"""An IPP response the kiosk reads (status, job state: a few kB in practice)."""
+
+
 class IppPrinter:
     """An IPP Everywhere printer at an ``ipp://host:port/path`` URL."""
 
@@ -294,13 +298,19 @@ class IppPrinter:
         try:
             conn.request("POST", self.path, body, {"Content-Type": "application/ipp"})
             response = conn.getresponse()
-            payload = response.read()
+            # Read one byte past the bound: a Content-Length of 10^12 made read() ask for
+            # the whole buffer at once (MemoryError, exit 70).
+            payload = response.read(MAX_RESPONSE + 1)
         except (OSError, http.client.HTTPException) as exc:
-            raise DeviceTimeout(f"printer {self.url} does not answer ({exc})") from None
+            raise DeviceTimeout(f"printer {self.url} does not answer"
+                                f" ({' '.join(repr(str(exc))[1:-1].split())})") from None
         finally:
             conn.close()
         if response.status != 200:
             raise DeviceTimeout(f"printer {self.url}: HTTP {response.status}")
+        if len(payload) > MAX_RESPONSE:
+            raise DeviceTimeout(f"printer {self.url}: an IPP response of more than"
+                                f" {MAX_RESPONSE:,} bytes; not a printer's status")
         try:
             return decode(payload)
         except IppDecodeError as exc:
