@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cardio import constants as c
+from cardio.apdu import builders
 from cardio.card import MyNumberCard, atomic
+from cardio.crypto import digest_info_of
 from cardio.identity import validate_code_a, validate_code_b
 from cardio.records import CardFace, VisualBasicInfo
 from cardio.text import TextApplication
@@ -39,7 +41,25 @@ class VisualApplication:
         self.card.verify(c.Credential.VISUAL_B, validate_code_b(code))
 
     def card_face(self) -> CardFace:
-        return CardFace.parse(self.card.read_tlv_ef(c.AID_VISUAL, c.VISUAL_FACE, "the card face"))
+        return CardFace.parse(self.card_face_raw())
+
+    def card_face_raw(self) -> bytes:
+        """The card face record as stored (J-LIS-signed), for a relying party that checks
+        it itself (the PIN-reset service)."""
+        return self.card.read_tlv_ef(c.AID_VISUAL, c.VISUAL_FACE, "the card face")
+
+    def cv_certificate_raw(self) -> bytes:
+        return self.card.read_tlv_ef(c.AID_VISUAL, c.VISUAL_CV_CERT, "the CV certificate")
+
+    @atomic
+    def presence_signature(self, challenge: bytes) -> bytes:
+        """Card-presence check: the AP's own key signs a SHA-256 DigestInfo of
+        ``challenge`` (a 照合番号 verified first). The key's public half is in the card face,
+        so whoever holds the face can check the signature was made by this very card."""
+        self.card.select(c.AID_VISUAL)
+        return self.card.send_checked(
+            builders.compute_signature(digest_info_of("sha256", challenge), 0x00,
+                                       current_key=False), "card-face presence signature")
 
     def basic_info(self) -> VisualBasicInfo:
         return VisualBasicInfo.parse(
@@ -49,6 +69,6 @@ class VisualApplication:
     def read_verified(self, trust: TrustStore | None = None) -> VisualData:
         """Read the card face (照合番号A or B verified first) and check its signature."""
         face = self.card_face()
-        cv_raw = self.card.read_tlv_ef(c.AID_VISUAL, c.VISUAL_CV_CERT, "the CV certificate")
+        cv_raw = self.cv_certificate_raw()
         status, reason = check_record_signature(cv_raw, trust, face.verify)
         return VisualData(face, status, reason)

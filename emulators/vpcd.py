@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cardio.constants import VPCD_PORT
 from cardio.errors import CardioError
 from cardio.transport import CardRemovedError
 from emulators.card.card import Faults, SoftwareCard
@@ -58,7 +59,6 @@ def check_port(port: int) -> int:
                           f" (35963 for 'Virtual PCD 00 00')")
     return port
 
-VPCD_PORT = 35963
 MIN_OUT_SECONDS = 0.6
 """How long a removed card stays out before it may connect again: longer than pcscd's
 ~400 ms presence poll, or vpcd may never notice the removal and never accept the new

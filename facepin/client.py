@@ -16,14 +16,11 @@ import httpx
 
 from cardio import constants as c
 from cardio import pinreset
-from cardio.apdu import builders
 from cardio.card import MyNumberCard
 from cardio.common_ap import CommonApplication
-from cardio.crypto import digest_info_of
 from cardio.errors import CardioError
 from cardio.identity import validate_four_digit_pin, validate_sign_password
 from cardio.jpki import JpkiApplication
-from cardio.text import TextApplication
 from cardio.visual import VisualApplication
 
 
@@ -69,17 +66,11 @@ def gather_evidence(card: MyNumberCard, nonce: bytes, auth_pin: str, text_pin: s
     jpki.verify_pin("auth", auth_pin)
     cert = jpki.certificate_der("auth")
     sig = jpki.sign("auth", nonce)
-    text = TextApplication(card)
-    text.verify_pin(text_pin)
-    my_number = text.my_number()
     visual = VisualApplication(card)
-    visual.verify_code_a(my_number)
-    del my_number
-    face = card.read_tlv_ef(c.AID_VISUAL, c.VISUAL_FACE, "the card face")
-    cv = card.read_tlv_ef(c.AID_VISUAL, c.VISUAL_CV_CERT, "the CV certificate")
-    presence = card.send_checked(builders.compute_signature(digest_info_of("sha256", nonce), 0x00,
-                                                    current_key=False),
-                         "card-face presence signature")
+    visual.unlock_with_text_pin(text_pin)
+    face = visual.card_face_raw()
+    cv = visual.cv_certificate_raw()
+    presence = visual.presence_signature(nonce)
     return CardEvidence(serial, cert, sig, face, cv, presence)
 
 

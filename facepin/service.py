@@ -34,7 +34,6 @@ import base64
 import binascii
 import contextvars
 import copy
-import hashlib
 import json
 import logging
 import secrets
@@ -46,7 +45,7 @@ from typing import Annotated, Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -108,7 +107,6 @@ class ServiceConfig:
     max_attempts: int = MAX_ATTEMPTS_PER_DAY
     body_timeout: float = BODY_TIMEOUT
     max_buffered: int = MAX_BUFFERED
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ChallengeOut(BaseModel):
@@ -563,10 +561,3 @@ def _verified_face(body: ReservationIn, nonce: bytes, trust: TrustStore) -> Card
                       " challenge") from None
     return face
 
-
-def certificate_b64(cert: x509.Certificate) -> str:
-    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
-
-
-def hash_hex(value: bytes) -> str:
-    return hashlib.sha256(value).hexdigest()
