@@ -118,3 +118,14 @@ def test_a_port_in_use_is_one_line_exit_1(jlis_env: Path, tmp_path: Path,
     assert code == 1 and out == "" and err.count("\n") == 1
     assert err.startswith(f"cardio: error: cannot listen on 127.0.0.1:{port}")
     assert not (tmp_path / "f.db").exists()
+
+
+@pytest.mark.parametrize("threshold", ["nan", "inf", "-5", "0", "1.5"])
+def test_a_threshold_out_of_range_is_a_usage_error(tmp_path: Path, threshold: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """NaN and inf printed invalid JSON ("NaN", "Infinity") and inf matched any two faces;
+    the value is refused before any image or card is touched."""
+    code = main(["facepin", "verify", "--reference", str(tmp_path / "none.jpg"), "--probe",
+                 str(tmp_path / "none.jpg"), "--threshold", threshold, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.count("\n") == 1 and "--threshold" in err
