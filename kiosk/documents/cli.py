@@ -82,7 +82,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             sheet, back = divmod(i, 2)
             stem = out.stem + (f"-{sheet + 1}" if sheet else "") + ("-back" if back else "")
             path = out if i == 0 else out.with_name(stem + out.suffix)
-            Image.fromarray(rp.planes.visible_rgb()).save(path, dpi=(dpi, dpi),
+            Image.fromarray(rp.planes.visible_rgb()).save(path, format="PNG", dpi=(dpi, dpi),
                                                           compress_level=1)
             written.append(str(path))
             if want_masks and sheet == 0:
@@ -206,7 +206,8 @@ def cmd_descramble(args: argparse.Namespace) -> int:
             last = e
             continue
         out = Path(args.out)
-        Image.fromarray(((1.0 - np.clip(plain, 0, 1)) * 255).astype(np.uint8)).save(out)
+        Image.fromarray(((1.0 - np.clip(plain, 0, 1)) * 255).astype(np.uint8)).save(
+            out, format="PNG")  # "--out PNG", whatever its name: "x.out" was exit 70
         emit(args, {"out": str(out), "blocks": [sc.cols, sc.rows]},
              [f"descrambled image written to {out}"])
         return 0

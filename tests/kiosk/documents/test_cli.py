@@ -141,3 +141,18 @@ def test_render_refuses_a_resolution_out_of_range(jlis: Path, tmp_path: Path,
             "--dpi", dpi, jlis=jlis, check=False)
     assert p.returncode == 2 and "--dpi is 100 to 1200" in p.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_png_outputs_without_a_png_name(jlis: Path, tmp_path: Path) -> None:
+    """``--out`` names the PNG to write: a name without ``.png`` was Pillow's "unknown file
+    extension" ValueError, an internal error (exit 70), after all the work was done."""
+    page = tmp_path / "page"
+    doc("render", "--sample", "juminhyo", "--out", str(page), "--png", "--dpi", "100",
+        jlis=jlis)
+    back = tmp_path / "page-back"
+    assert page.read_bytes()[:8] == back.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plain = tmp_path / "plain.out"
+    p = doc("descramble", str(back), "--key", "emu", "--out", str(plain), jlis=jlis,
+            check=False)
+    assert p.returncode == 0, p.stderr
+    assert plain.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
