@@ -311,10 +311,18 @@ class MyNumberCard:
         :class:`PinBlocked` when the key is blocked. The secret never appears in the
         error."""
         self.select(credential.aid)
+        # Unlocked until the card says otherwise: if the answer is lost (a reader timeout,
+        # an exception after the APDU went out), the card may have taken the PIN, so the
+        # session must end with a reset. A definite refusal restores what was before.
+        before = (self.unlocked, self._shared.unlocked if self._shared is not None else False)
+        self._mark_unlocked()
         resp = self.send(builders.verify(secret, sfi=credential.fid))
         if resp.sw == SW_OK:
-            self._mark_unlocked()
             return
+        self.unlocked = before[0]
+        if self._shared is not None:
+            self._shared.unlocked = before[1]
+        self._release_if_idle()  # held while the answer was pending; nothing to reset
         err = error_for_status(resp.sw, credential.label)
         if isinstance(err, VerificationFailed) and err.tries_left == 0:
             raise PinBlocked(resp.sw, credential.label,

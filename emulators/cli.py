@@ -79,11 +79,17 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from PIL import Image
+
     from emulators.card.images import photo_jp2
 
     profile = _load_profile(args.profile) if args.profile else Profile()
     jlis = _jlis(args.jlis)
-    photo = photo_jp2(args.photo) if args.photo else None
+    try:
+        photo = photo_jp2(args.photo) if args.photo else None
+    except Image.DecompressionBombError:  # not an OSError: it was an internal error (70)
+        raise CardioError(f"--photo {args.photo}: the image is too large (over"
+                          f" {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels)") from None
     create_card(args.dir, profile, jlis, photo=photo)
     from emulators.jpki_ca import JpkiAuthority
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -129,6 +129,12 @@ class JpkiAuthority:
                     ) -> Revocation:
         """Revoke a software card's ``auth`` or ``sign`` certificate."""
         cert = card_certificate(card_dir, which)
+        ca = self.ca(which)
+        try:  # another J-LIS directory's card: its CA would never list the revocation
+            cert.verify_directly_issued_by(ca.cert)
+        except (ValueError, TypeError, InvalidSignature):
+            raise CaError(f"the {which} certificate of {card_dir} was not issued by the"
+                          f" emulated J-LIS in {self.jlis.path}; give its --jlis") from None
         return self.revoke(which, cert.serial_number, reason)
 
     def card_event(self, card_dir: Path, event: str) -> list[Revocation]:

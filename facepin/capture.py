@@ -17,6 +17,10 @@ from facepin.face import FaceError
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 
+MAX_CAMERA = 63
+"""The highest camera index taken (V4L2 numbers devices /dev/video0..63)."""
+
+
 def frames(source: str | Path, *, max_frames: int = 90, step: int = 3) -> Iterator[np.ndarray]:
     """RGB frames from a video file or ``camera`` / ``camera:N`` (device index)."""
     try:
@@ -25,7 +29,13 @@ def frames(source: str | Path, *, max_frames: int = 90, step: int = 3) -> Iterat
         raise FaceError("video and camera capture need opencv-python-headless") from exc
     spec = str(source)
     if spec == "camera" or spec.startswith("camera:"):
-        index = int(spec.split(":", 1)[1]) if ":" in spec else 0
+        number = spec.split(":", 1)[1] if ":" in spec else "0"
+        # Checked before OpenCV sees it: camera:-1 crashed the process (SIGSEGV), camera:x
+        # and a number beyond a C long were internal errors.
+        if not (number.isascii() and number.isdigit() and int(number) <= MAX_CAMERA):
+            raise FaceError(f"{spec!r}: a camera is camera or camera:N with N from 0 to"
+                            f" {MAX_CAMERA}")
+        index = int(number)
         cap = cv2.VideoCapture(index)
         what = f"camera {index}"
     else:

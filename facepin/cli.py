@@ -33,6 +33,9 @@ from facepin.registry import FileCardRegistry
 
 MASTER_KEY_ENV = "CARDIO_FACEPIN_MASTER_KEY_FILE"
 REGISTRY_ENV = "CARDIO_FACEPIN_CARD_REGISTRY"
+MAX_THRESHOLD = 1.0
+"""A distance threshold above this matches nearly any two faces (the calibrated one is
+0.523)."""
 MASTER_KEY_MIN = 32  # bytes; cardio.pinreset derives per-card keys from it
 
 
@@ -40,6 +43,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from facepin.capture import frames, is_video
     from facepin.face import THRESHOLD, FaceEngine, MatchResult, Outcome, load_image, verify
 
+    # Checked before the card is touched: NaN or inf printed invalid JSON ("NaN",
+    # "Infinity"), and inf (or anything near it) matches any two faces.
+    if args.threshold is not None and not 0 < args.threshold <= MAX_THRESHOLD:
+        raise UsageError(f"--threshold is a face distance above 0 and at most"
+                         f" {MAX_THRESHOLD} (default {THRESHOLD})")
     if args.reference == "card":
         card, _trust = open_card(args, pin=True)
         visual = VisualApplication(card)

@@ -37,6 +37,7 @@ import copy
 import json
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ from cardio.records import CardFace, RecordError
 from cardio.trust import TrustStore
 from facepin.face import THRESHOLD, FaceEngine, FaceError, Outcome, load_image, match_probe
 from facepin.liveness import LivenessSession, Prompt, Verdict, random_challenge
+from facepin.registry import RegistryError
 from facepin.store import Reservation, Store
 
 log = logging.getLogger("facepin.service")
@@ -69,6 +71,9 @@ CHALLENGE_TTL = 300.0
 RESERVATION_TTL = 24 * 3600.0
 MAX_ATTEMPTS_PER_DAY = 5
 MAX_IMAGE = 4 * 1024 * 1024
+MAX_FRAME_PIXELS = 4096 * 4096
+"""A camera frame decoded by the service: bounded by its pixels, not only by its bytes (a
+small PNG can hold a huge, compressible image)."""
 MAX_FRAMES = 90
 MAX_RESERVATION_BODY = 16 * 1024 * 1024
 """A reservation request: up to 90 camera frames (a 640×480 JPEG is ~50 KB, ~70 KB in
@@ -229,7 +234,8 @@ def create_app(config: ServiceConfig) -> BodyLimit:
     def issued_card(fp: str) -> tuple[str, str]:
         try:
             found = config.registry(fp)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, RegistryError):
+            # RegistryError: FileCardRegistry's damaged or missing file (it was a 500).
             log.warning("card registry unavailable")
             raise Refused(503, "registry_unavailable", "the card registry cannot be read;"
                           " try again later") from None
@@ -294,7 +300,7 @@ def create_app(config: ServiceConfig) -> BodyLimit:
             try:
                 reference = engine.encode(load_image(face_record.photo), allow_several=True,
                                           check_quality=False)
-                first = load_image(_b64(body.frames[0], "frame"))
+                first = load_image(_b64(body.frames[0], "frame"), max_pixels=MAX_FRAME_PIXELS)
             except FaceError:
                 raise Refused(400, "bad_image", "an image cannot be decoded") from None
             if reference.encoding is None:
@@ -313,7 +319,7 @@ def create_app(config: ServiceConfig) -> BodyLimit:
                                       threshold=config.threshold)
             for raw, t in zip(body.frames, body.frame_times, strict=True):
                 try:
-                    frame = load_image(_b64(raw, "frame"))
+                    frame = load_image(_b64(raw, "frame"), max_pixels=MAX_FRAME_PIXELS)
                 except FaceError:
                     raise Refused(400, "bad_image", "a frame cannot be decoded") from None
                 if session.feed_frame(engine, frame, t) is not Verdict.IN_PROGRESS:
@@ -503,9 +509,36 @@ def serve(config: ServiceConfig, host: str, port: int, *, limit_concurrency: int
                                          "stream": "ext://sys.stderr"}
     log_config["loggers"]["facepin"] = {"handlers": ["facepin"], "level": "INFO",
                                         "propagate": False}
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info",
-                access_log=False, log_config=log_config, limit_concurrency=limit_concurrency,
-                timeout_keep_alive=5)
+    _check_bind(host, port)
+    try:
+        uvicorn.run(create_app(config), host=host, port=port, log_level="info",
+                    access_log=False, log_config=log_config,
+                    limit_concurrency=limit_concurrency, timeout_keep_alive=5)
+    except SystemExit as exc:
+        # uvicorn exits with 3 when it cannot start — the CLI's "wrong PIN" code.
+        if exc.code in (0, None):
+            raise
+        raise ServeError(f"the service did not start on {host}:{port} (uvicorn exit"
+                         f" {exc.code}; its log line above says why)") from None
+
+
+class ServeError(CardioError):
+    """The service cannot listen where it was told to (an address not of this host, a
+    port in use): the operator's configuration, exit 1 — not uvicorn's exit 3, which
+    the CLI documents as a wrong PIN."""
+
+
+def _check_bind(host: str, port: int) -> None:
+    """Bind once before uvicorn does, so a bad ``--host``/``--port`` is one clear line."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, kind, proto, _name, addr = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+    except OSError as exc:  # socket.gaierror is an OSError
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _verified_face(body: ReservationIn, nonce: bytes, trust: TrustStore) -> CardFace:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,6 +70,14 @@ class Reservation:
     used_at: float | None
 
 
+def _is_db_error(exc: BaseException) -> bool:
+    """sqlite3's or psycopg's error class (psycopg imported only when it is in use)."""
+    if isinstance(exc, sqlite3.Error):
+        return True
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.Error)
+
+
 class Store:
     def __init__(self, url: str) -> None:
         self._lock = threading.Lock()
@@ -91,6 +100,19 @@ class Store:
             types = {"blob": "BLOB", "real": "REAL"}
         else:
             raise StoreError("database URL must be sqlite:///PATH or postgresql://...")
+        try:
+            self._create(types)
+        except Exception as exc:
+            # The file is not a database, the directory is read-only, the server is down:
+            # the operator's configuration, said in one line (exit 1), not a bug (70). The
+            # URL itself is left out: a PostgreSQL URL may carry a password.
+            if not _is_db_error(exc):
+                raise
+            where = "PostgreSQL" if self.postgres else f"SQLite {self.path}"
+            raise StoreError(f"cannot open the database ({where}): "
+                             f"{' '.join(str(exc).split())}") from None
+
+    def _create(self, types: dict[str, str]) -> None:
         with self._conn() as db:
             if not self.postgres and self._memory is None:
                 db.execute("PRAGMA journal_mode=WAL")

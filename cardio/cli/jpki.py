@@ -21,7 +21,7 @@ from cardio.cli.framework import (
 )
 from cardio.errors import EXIT_NOT_VALID, UsageError
 from cardio.jpki import HASHES, JpkiApplication, KeyKind
-from cardio.pki import CertificateValidator, Validation, load_certificate
+from cardio.pki import MAX_CERT, CertificateValidator, Validation, load_certificate
 from cardio.trust import TrustStore
 
 _PROMPTS = {"auth": "JPKI auth PIN", "sign": "JPKI signature password"}
@@ -52,6 +52,14 @@ def cmd_cert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _head(path: Path, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of a file whose loader refuses more than ``limit``: a
+    certificate or signature named as ``/dev/zero`` (or a multi-GB file by mistake) is the
+    loader's one-line size error, not a process that eats memory until it is killed."""
+    with open(path, "rb") as f:
+        return f.read(limit + 1)
+
+
 def cmd_sign(args: argparse.Namespace) -> int:
     data = args.input.read_bytes()
     card, _trust = open_card(args, pin=True)
@@ -80,7 +88,7 @@ def cmd_verify_cert(args: argparse.Namespace) -> int:
             _unlock(jpki, args, "sign")
         cert = jpki.certificate(args.card)
     elif args.file is not None:
-        cert = load_certificate(args.file.read_bytes())
+        cert = load_certificate(_head(args.file, MAX_CERT))
     else:
         raise UsageError("give a certificate FILE or --card auth|sign")
     validator = CertificateValidator(trust_for(args, reader_trust))
@@ -111,9 +119,9 @@ def cmd_cms_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_cms_verify(args: argparse.Namespace) -> int:
-    from cardio.cms import verify_detached
+    from cardio.cms import MAX_CMS, verify_detached
 
-    sig = verify_detached(args.sig.read_bytes(), args.input.read_bytes())
+    sig = verify_detached(_head(args.sig, MAX_CMS), args.input.read_bytes())
     validator = CertificateValidator(trust_for(args))
     # No timestamp tokens yet (issue 15): signingTime is only what the signer claims.
     claimed = args.at_signing_time and sig.signing_time is not None

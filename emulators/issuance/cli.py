@@ -41,6 +41,19 @@ def _emit(args: argparse.Namespace, obj: Any, lines: Sequence[str]) -> None:
             print(line, flush=True)
 
 
+MAX_RESIDENTS = 10_000_000
+"""A synthetic population no larger than Tokyo's: 1000 residents take about 0.1 s, so the
+bound is minutes of work, not a process that never ends."""
+MAX_KIOSKS = 10_000
+
+
+def _count(option: str, value: int, most: int) -> None:
+    """A count from the command line: negative ones were taken as zero or worse
+    (``--residents -5`` printed "-2 residents"), huge ones ran until killed."""
+    if not 0 <= value <= most:
+        raise UsageError(f"{option} is 0..{most:,}, not {value}")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from emulators.issuance.server import parse_now, serve
 
@@ -53,6 +66,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.workers < 1 or args.workers > 64:
         raise UsageError("--workers is 1..64")
+    _count("--kiosks", args.kiosks, MAX_KIOSKS)
+    _count("--seed-residents", args.seed_residents, MAX_RESIDENTS)
     return serve(_db_url(args), workers=args.workers, host=args.host,
                  port=port_number(args.port),
                  now=parse_now(args.now) if args.now else None, jlis_dir=_jlis_dir(args),
@@ -66,6 +81,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from emulators.issuance.db import Database
     from emulators.issuance.population import seed
 
+    _count("--residents", args.residents, MAX_RESIDENTS)
     started = time.perf_counter()
     counts = seed(Database(_db_url(args)), args.residents, args.municipalities,
                   rng_seed=args.seed)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -145,7 +146,19 @@ class Database:
         self._pool: queue.LifoQueue[Any] = queue.LifoQueue()
         self._slots = threading.Semaphore(pool_size)
         if create:
-            self.create_schema()
+            try:
+                self.create_schema()
+            except Exception as exc:
+                # Not a database, a read-only directory, a server that is down: the
+                # operator's configuration in one line (exit 1), not a bug (70). The URL is
+                # left out: a PostgreSQL URL may carry a password.
+                pg_module = sys.modules.get("psycopg")
+                if not (isinstance(exc, sqlite3.Error)
+                        or (pg_module is not None and isinstance(exc, pg_module.Error))):
+                    raise
+                where = "PostgreSQL" if self.pg else f"SQLite {self.path}"
+                raise DatabaseError(f"cannot open the database ({where}): "
+                                    f"{' '.join(str(exc).split())}") from None
 
     @property
     def kind(self) -> str:

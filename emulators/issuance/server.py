@@ -48,9 +48,9 @@ def parse_now(value: str) -> dt.datetime:
     try:
         when = dt.datetime.fromisoformat(value)
     except ValueError as e:
-        from cardio.errors import CardioError
+        from cardio.errors import UsageError
 
-        raise CardioError(f"--now must be an ISO 8601 time: {e}") from None
+        raise UsageError(f"--now must be an ISO 8601 time: {e}") from None
     return when if when.tzinfo else when.replace(tzinfo=JST)
 
 

@@ -31,6 +31,7 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from kiosk.devices.errors import DeviceConfigError, DeviceError
 
@@ -46,11 +47,17 @@ def register(kiosk_sub: Any) -> None:
 
 
 def load_config(path: Path) -> dict[str, Any]:
+    """Read and check the whole file before any device is opened: a value of the wrong
+    type (``bill_validator = 3``, ``address = "x"``, ``timeout = "abc"``) is a one-line
+    :class:`DeviceConfigError` (exit 22) naming the key, never a crash halfway through the
+    checks."""
     try:
         config = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise DeviceConfigError(f"cannot read device configuration {path}: {exc.strerror}"
                                 ) from None
+    except UnicodeDecodeError as exc:
+        raise DeviceConfigError(f"{path} is not UTF-8 text: {exc.reason}") from None
     except tomllib.TOMLDecodeError as exc:
         raise DeviceConfigError(f"{path} is not valid TOML: {exc}") from None
     return validate_config(config, path)
@@ -67,12 +74,54 @@ def validate_config(config: dict[str, Any], path: Path, *,
     if unknown:
         raise DeviceConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; "
                                 f"known: {', '.join(sorted(known))}")
+    for name in ("bill_validator", "coin_acceptor", "printer", "card_slot"):
+        if name in config and not isinstance(config[name], dict):
+            raise DeviceConfigError(f"{path}: {name} must be a [{name}] table")
     for name in ("bill_validator", "coin_acceptor"):
         if name in config and not isinstance(config[name].get("port"), str):
             raise DeviceConfigError(f"{path}: [{name}] needs port = \"/dev/tty…\"")
-    if "hopper" in config and "coin_acceptor" not in config:
-        raise DeviceConfigError(f"{path}: [[hopper]] needs the [coin_acceptor] bus port")
+    if "hopper" in config:
+        hoppers = config["hopper"]
+        if not (isinstance(hoppers, list) and all(isinstance(h, dict) for h in hoppers)):
+            raise DeviceConfigError(f"{path}: hopper must be [[hopper]] tables")
+        if "coin_acceptor" not in config:
+            raise DeviceConfigError(f"{path}: [[hopper]] needs the [coin_acceptor] bus port")
+        for h in hoppers:
+            _integer(path, "[[hopper]] address", h.get("address"), 1, 255)
+            _integer(path, "[[hopper]] coin", h.get("coin"), 1, 100_000)
+    if "coin_acceptor" in config and "address" in config["coin_acceptor"]:
+        _integer(path, "[coin_acceptor] address", config["coin_acceptor"]["address"], 1, 255)
+    if "printer" in config:
+        url = config["printer"].get("url")
+        if not isinstance(url, str):
+            raise DeviceConfigError(f"{path}: [printer] needs url = \"ipp://host:631/…\"")
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 -- raises ValueError on a port out of range
+        except ValueError as exc:
+            raise DeviceConfigError(f"{path}: [printer] url {url!r}: {exc}") from None
+    if "card_slot" in config and not isinstance(config["card_slot"].get("reader", "0"),
+                                                str | int):
+        raise DeviceConfigError(f"{path}: [card_slot] reader is a reader index or name")
+    for name in ("bill_validator", "printer"):
+        if name in config and "timeout" in config[name]:
+            t = config[name]["timeout"]
+            if isinstance(t, bool) or not isinstance(t, int | float) \
+                    or not 0 < t <= MAX_TIMEOUT:
+                raise DeviceConfigError(f"{path}: [{name}] timeout is seconds, more than 0"
+                                        f" and at most {MAX_TIMEOUT:g}")
     return config
+
+
+MAX_TIMEOUT = 300.0
+"""Seconds; a device that has not answered by then is not going to."""
+
+
+def _integer(path: Path, what: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise DeviceConfigError(f"{path}: {what} must be a whole number from {low} to {high},"
+                                f" not {value!r}")
+    return value
 
 
 def _check_bill(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +131,9 @@ def _check_bill(cfg: dict[str, Any]) -> dict[str, Any]:
         driver.run_until(lambda: driver.host.status is not None and driver.host.configured,
                          timeout=float(cfg.get("timeout", 3.0)))
         status = driver.host.status
-    return {"status": Status(status).name.lower() if status is not None else None}
+        version = driver.version()  # an echoing line passes the status poll, not this
+    return {"status": Status(status).name.lower() if status is not None else None,
+            "version": version}
 
 
 def _check_coins(cfg: dict[str, Any], hoppers: list[dict[str, Any]]) -> dict[str, Any]:

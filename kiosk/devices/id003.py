@@ -528,6 +528,27 @@ class Id003Driver:
             reply = None
         return self.host.on_reply(request, reply)
 
+    def version(self) -> str:
+        """The unit's version string (GET_VERSION). It also proves a unit is there: on a
+        line that echoes (a loop-back plug, a ccTalk bus) the status request comes back as
+        IDLING (both are ``0x11``) and the settings as their own acknowledgement, but the
+        version request comes back without the version."""
+        request = Frame(Cmd.GET_VERSION)
+        for _ in range(3):
+            try:
+                self._serial.reset_input_buffer()
+                self._decoder.clear()
+                self._serial.write(request.encode())
+                reply = self._read_frame()
+            except OSError:
+                reply = None
+            if reply is not None and reply.cmd == Cmd.GET_VERSION and reply.data:
+                return reply.data.decode("ascii", errors="replace")
+            if reply == request:
+                raise DeviceError(f"no bill validator on {self.port}: the line echoes what"
+                                  " is sent (a loop-back, or the ccTalk bus?)")
+        raise DeviceTimeout(f"bill validator on {self.port}: no answer to GET_VERSION")
+
     def _read_frame(self) -> Frame | None:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:

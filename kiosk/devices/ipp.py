@@ -260,18 +260,26 @@ class JobResult:
     events: list[Fault]
 
 
+MAX_RESPONSE = 1024 * 1024
+"""An IPP response the kiosk reads (status, job state: a few kB in practice)."""
+
+
 class IppPrinter:
     """An IPP Everywhere printer at an ``ipp://host:port/path`` URL."""
 
     device = "printer"
 
     def __init__(self, url: str, *, timeout: float = 10.0, user: str = "cardio-kiosk") -> None:
-        parts = urlsplit(url)
+        try:  # urlsplit and .port raise ValueError ("[::1", a port over 65535)
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise DeviceConfigError(f"not an ipp:// printer URL: {url!r} ({exc})") from None
         if parts.scheme not in ("ipp", "http") or not parts.hostname:
             raise DeviceConfigError(f"not an ipp:// printer URL: {url!r}")
         self.url = url
         self.host = parts.hostname
-        self.port = parts.port or 631
+        self.port = port or 631
         self.path = parts.path or "/ipp/print"
         self.timeout = timeout
         self.user = user
@@ -290,13 +298,19 @@ class IppPrinter:
         try:
             conn.request("POST", self.path, body, {"Content-Type": "application/ipp"})
             response = conn.getresponse()
-            payload = response.read()
+            # Read one byte past the bound: a Content-Length of 10^12 made read() ask for
+            # the whole buffer at once (MemoryError, exit 70).
+            payload = response.read(MAX_RESPONSE + 1)
         except (OSError, http.client.HTTPException) as exc:
-            raise DeviceTimeout(f"printer {self.url} does not answer ({exc})") from None
+            raise DeviceTimeout(f"printer {self.url} does not answer"
+                                f" ({' '.join(repr(str(exc))[1:-1].split())})") from None
         finally:
             conn.close()
         if response.status != 200:
             raise DeviceTimeout(f"printer {self.url}: HTTP {response.status}")
+        if len(payload) > MAX_RESPONSE:
+            raise DeviceTimeout(f"printer {self.url}: an IPP response of more than"
+                                f" {MAX_RESPONSE:,} bytes; not a printer's status")
         try:
             return decode(payload)
         except IppDecodeError as exc:

@@ -24,6 +24,9 @@ from kiosk.documents.model import Document, DocumentType
 
 __all__ = ["register"]
 
+MIN_DPI, MAX_DPI = 100, 1200
+"""PNG resolutions ``doc render`` takes: an A4 page at 1200 dpi is already ~10000 × 14000
+pixels per plane."""
 VERDICT_EXIT = 3  # `doc verify` exit code when the page does not verify as valid
 
 
@@ -67,7 +70,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     doc = sample_document(args.sample)
     seal = sign_document(doc, issuer.signing_key)
     out = Path(args.out)
-    dpi = args.dpi or DEVICE_DPI
+    dpi = DEVICE_DPI if args.dpi is None else args.dpi
+    if not MIN_DPI <= dpi <= MAX_DPI:  # 0 or less crashed Pillow; 100000 ate all memory
+        raise DocumentCliError(f"--dpi is {MIN_DPI} to {MAX_DPI}, not {dpi}")
     n_pages = len(layout(doc, seal, issuer.scramble_key))
     written: list[str] = []
     if args.png:
@@ -77,7 +82,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             sheet, back = divmod(i, 2)
             stem = out.stem + (f"-{sheet + 1}" if sheet else "") + ("-back" if back else "")
             path = out if i == 0 else out.with_name(stem + out.suffix)
-            Image.fromarray(rp.planes.visible_rgb()).save(path, dpi=(dpi, dpi),
+            Image.fromarray(rp.planes.visible_rgb()).save(path, format="PNG", dpi=(dpi, dpi),
                                                           compress_level=1)
             written.append(str(path))
             if want_masks and sheet == 0:
@@ -121,9 +126,18 @@ def _write_masks(directory: Path, masks: dict[str, np.ndarray], prefix: str) -> 
 
 
 def _trust(args: argparse.Namespace) -> list[Any]:
+    """The trust list named by ``--trust``. There is no default: falling back to the
+    emulated issuers would make any page sealed with the test keys (which every
+    installation can create with ``doc render``) print ``valid`` on a machine that forgot
+    the option — the rule facepin follows for its master key. ``--trust emu`` asks for the
+    emulated issuers explicitly."""
     from kiosk.documents.trust import load_trust_list
 
-    if args.trust:
+    if not args.trust:
+        raise DocumentCliError("no trust list: give --trust DIR (the issuers' published keys;"
+                               " 'cardio doc trust --out DIR' exports the emulated ones) or"
+                               " --trust emu for the emulated issuers")
+    if args.trust != "emu":
         return load_trust_list(Path(args.trust))
     from emulators.document_issuers import DocumentIssuer
 
@@ -192,7 +206,8 @@ def cmd_descramble(args: argparse.Namespace) -> int:
             last = e
             continue
         out = Path(args.out)
-        Image.fromarray(((1.0 - np.clip(plain, 0, 1)) * 255).astype(np.uint8)).save(out)
+        Image.fromarray(((1.0 - np.clip(plain, 0, 1)) * 255).astype(np.uint8)).save(
+            out, format="PNG")  # "--out PNG", whatever its name: "x.out" was exit 70
         emit(args, {"out": str(out), "blocks": [sc.cols, sc.rows]},
              [f"descrambled image written to {out}"])
         return 0
@@ -235,7 +250,7 @@ def register(sub: Any) -> None:
     p = dsub.add_parser("verify", help="verify a PDF, scan or photo offline")
     p.add_argument("file")
     p.add_argument("--trust", metavar="DIR",
-                   help="trust list directory (default: the emulated issuers)")
+                   help="trust list directory (required; 'emu': the emulated issuers)")
     p.add_argument("--content", metavar="JSON",
                    help="the document (canonical JSON) to check against the sealed digest")
     p.add_argument("--now", help="verification time, ISO 8601 with offset (default: now)")

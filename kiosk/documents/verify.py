@@ -48,6 +48,10 @@ __all__ = [
     "verify_seal",
 ]
 
+MAX_PDF_PAGES = 50
+MAX_PAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+"""A PDF page rasterised at PDF_DPI may hold no more pixels than Pillow lets an image have
+(A4 at 300 dpi is 8.7 million): a 5 m page would otherwise be gigabytes of bitmap."""
 PDF_DPI = 300  # enough for 0.34 mm modules (4 px) and for 2D-Doc's 300 dpi minimum
 
 
@@ -179,7 +183,16 @@ def load_pages(data: bytes, source: str = "<input>") -> _Input:
             raise DocumentInputError(f"{source}: unreadable PDF: {e}") from None
         images, texts = [], []
         try:
+            if len(pdf) > MAX_PDF_PAGES:
+                raise DocumentInputError(f"{source}: {len(pdf)} pages; a certificate has at"
+                                         f" most {MAX_PDF_PAGES}")
             for page in pdf:
+                width, height = page.get_size()  # points: checked before any pixel exists
+                pixels = (width * PDF_DPI / 72) * (height * PDF_DPI / 72)
+                if not pixels <= MAX_PAGE_PIXELS:
+                    raise DocumentInputError(
+                        f"{source}: a page of {width / 72 * 25.4:.0f} × "
+                        f"{height / 72 * 25.4:.0f} mm is too large to be a certificate")
                 bitmap = page.render(scale=PDF_DPI / 72, grayscale=True)
                 images.append(_grey(bitmap.to_pil()))
                 texts.append(page.get_textpage().get_text_range())
@@ -190,6 +203,9 @@ def load_pages(data: bytes, source: str = "<input>") -> _Input:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             return _Input([_grey(img)], None)
+    except Image.DecompressionBombError:  # Pillow's own limit (not an OSError)
+        raise DocumentInputError(f"{source}: the image is too large to be a page (over"
+                                 f" {2 * MAX_PAGE_PIXELS:,} pixels)") from None
     except (UnidentifiedImageError, OSError) as e:
         raise DocumentInputError(f"{source}: neither a PDF nor a readable image ({e})") from None
 

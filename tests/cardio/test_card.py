@@ -14,7 +14,12 @@ from cardio.card import MyNumberCard
 from cardio.jpki import JpkiApplication
 from cardio.pcsc import PcscTransport
 from cardio.text import TextApplication
-from cardio.transport import CardResetError, InProcessTransport, SharedTransport
+from cardio.transport import (
+    CardResetError,
+    InProcessTransport,
+    SharedTransport,
+    TransportError,
+)
 from emulators.card import Profile, SoftwareCard
 
 
@@ -30,6 +35,7 @@ class LockingTransport(InProcessTransport):
         self.unlocked = False
         self.sent = 0
         self.reset_before: set[int] = set()
+        self.lose_answer: set[int] = set()
 
     def begin_transaction(self) -> bool:
         self.log.append("begin")
@@ -53,7 +59,10 @@ class LockingTransport(InProcessTransport):
             self.soft.reset()
             raise CardResetError()
         self.log.append(apdu[:2].hex())
-        return super().transmit(apdu)
+        answer = super().transmit(apdu)
+        if self.sent in self.lose_answer:  # the card acted; its answer never came back
+            raise TransportError("reader timed out waiting for the answer")
+        return answer
 
 
 @pytest.fixture
@@ -178,3 +187,26 @@ def test_emulated_pyscard_reader_is_reset_after_a_pin_session(software_card: obj
     with pytest.raises(SecurityStatusNotSatisfied):
         text.my_number()
     card.close()
+
+
+def test_a_verify_whose_answer_is_lost_still_resets_the_card(locking: LockingTransport,
+                                                             profile: Profile) -> None:
+    """The card may have accepted the PIN even though its answer never arrived (a reader
+    timeout, a cut USB cable that comes back): the session must end with a reset, or the
+    next program inherits an unlocked card."""
+    card = MyNumberCard(locking)
+    text = TextApplication(card)
+    locking.lose_answer = {2}  # 1: SELECT, 2: VERIFY
+    with card.session(), pytest.raises(TransportError):
+        text.verify_pin(profile.text_pin)
+    assert locking.log[-1] == "end-reset"
+    with pytest.raises(SecurityStatusNotSatisfied):
+        text.my_number()  # really reset: nobody inherits the verified PIN
+
+
+def test_a_wrong_pin_outside_a_session_lets_the_card_go(locking: LockingTransport,
+                                                        profile: Profile) -> None:
+    card = MyNumberCard(locking)
+    with pytest.raises(VerificationFailed):
+        TextApplication(card).verify_pin("0000" if profile.text_pin != "0000" else "1111")
+    assert locking.log[-1] == "end" and not card.unlocked  # not held, not reset

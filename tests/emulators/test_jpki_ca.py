@@ -214,3 +214,19 @@ def test_server_memory_stays_bounded_under_hostile_bodies(tmp_path: Path) -> Non
     assert any(status_of(a) == 503 for a in probe_answers), probe_answers
     bound = 16 * 1024  # KiB: 32 connection threads × (64 KiB body + stack in use) and slack
     assert sampler.peak - before < bound and after - before < bound
+
+
+def test_revoking_another_jlis_card_is_refused(pki: PkiEnv, tmp_path: Path,
+                                               key_pool: object) -> None:
+    """`cardio emu ca revoke CARD --jlis OTHER` used to "revoke" the serial in a hierarchy
+    that never issued the card: exit 0, yet the card's own CA still answered "good"."""
+    from emulators.card import JlisHierarchy
+    from emulators.jpki_ca import CaError, JpkiAuthority
+
+    path, _profile = pki.new_card()
+    other = JpkiAuthority(JlisHierarchy.load_or_create(tmp_path / "other",
+                                                       keys=key_pool))  # type: ignore[arg-type]
+    with pytest.raises(CaError, match="was not issued by the emulated J-LIS"):
+        other.revoke_card(path, "auth")
+    assert other.revocations("auth") == []
+    assert pki.authority.revoke_card(path, "auth").serial  # its own J-LIS still can

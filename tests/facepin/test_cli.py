@@ -93,3 +93,39 @@ def test_card_registry_is_required_and_checked(jlis_env: Path, tmp_path: Path,
     assert code == 1 and err.count("\n") == 1 and "cards.json" in err
     assert list(jlis_env.iterdir()) == []
     assert not (tmp_path / "f.db").exists()
+
+
+def test_a_port_in_use_is_one_line_exit_1(jlis_env: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn exits 3 when it cannot bind — the CLI's wrong-PIN code — after several log
+    lines; the service checks the address first and says it in one line, exit 1."""
+    import socket
+
+    key = tmp_path / "master.key"
+    key.write_bytes(b"\x11" * 32)
+    registry = tmp_path / "cards.json"
+    registry.write_text("{}")
+    monkeypatch.setenv("CARDIO_FACEPIN_MASTER_KEY_FILE", str(key))
+    monkeypatch.setenv("CARDIO_FACEPIN_CARD_REGISTRY", str(registry))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["facepin", "serve", "--db", f"sqlite:///{tmp_path / 'f.db'}",
+                     "--port", str(port), "--trust", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"cardio: error: cannot listen on 127.0.0.1:{port}")
+    assert not (tmp_path / "f.db").exists()
+
+
+@pytest.mark.parametrize("threshold", ["nan", "inf", "-5", "0", "1.5"])
+def test_a_threshold_out_of_range_is_a_usage_error(tmp_path: Path, threshold: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """NaN and inf printed invalid JSON ("NaN", "Infinity") and inf matched any two faces;
+    the value is refused before any image or card is touched."""
+    code = main(["facepin", "verify", "--reference", str(tmp_path / "none.jpg"), "--probe",
+                 str(tmp_path / "none.jpg"), "--threshold", threshold, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.count("\n") == 1 and "--threshold" in err

@@ -165,3 +165,19 @@ def test_cli_verify_image_video_and_card(tmp_path: Path) -> None:
     res = cli("facepin", "verify", "--reference", str(img("deepface_id00/img1.jpg")),
               "--probe", "camera:7")
     assert res.returncode == 1 and "cannot open camera 7" in res.stderr
+
+
+def test_an_image_with_too_many_pixels_is_refused_before_decoding() -> None:
+    """A 41 kB PNG of 144 million pixels took 880 MB to decode; the service decodes what
+    clients send, so the size is checked from the header first."""
+    from facepin.face import FaceError, load_image
+
+    buf = io.BytesIO()
+    Image.new("1", (12000, 12000), 1).save(buf, format="PNG")
+    with pytest.raises(FaceError, match="more than the 50,000,000 accepted"):
+        load_image(buf.getvalue())
+    small = io.BytesIO()
+    Image.new("RGB", (300, 200)).save(small, format="PNG")
+    with pytest.raises(FaceError, match="more than the 10,000 accepted"):
+        load_image(small.getvalue(), max_pixels=10_000)
+    assert load_image(small.getvalue()).shape == (200, 300, 3)

@@ -727,3 +727,45 @@ def test_non_finite_numbers_are_422_not_500(service: Service) -> None:
         r = http.post("/v1/reservations", content="[" + "9" * 5000 + "]",
                       headers={"Content-Type": "application/json"})
         assert 400 <= r.status_code < 500
+
+
+@sqlite_only
+def test_a_registry_file_damaged_while_serving_is_503_then_heals(
+        pki: PkiEnv, service: Service, chip: bytes, tmp_path: Path) -> None:
+    """``facepin serve`` reads the registry from a file (FileCardRegistry). Damaged while
+    the service runs, it must refuse with 503 (fail closed, as documented) — it was a 500,
+    since the service caught OSError/ValueError but not RegistryError — and work again
+    once the file is repaired."""
+    import shutil
+
+    import uvicorn
+
+    from facepin.registry import FileCardRegistry
+
+    path, p = pki.new_card(photo=chip)
+    registry_file = tmp_path / "cards.json"
+    shutil.copy(pki.jlis.path / "cards.json", registry_file)
+    config = ServiceConfig(database=f"sqlite:///{tmp_path / 'facepin.db'}", trust=pki.trust,
+                           master_key=pki.jlis.pin_reset_master(),
+                           registry=FileCardRegistry(registry_file))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    url = f"http://127.0.0.1:{port}"
+    try:
+        good = registry_file.read_bytes()
+        registry_file.write_bytes(good[: len(good) // 2])  # a writer cut off mid-file
+        with pytest.raises(ServiceRefused) as exc:
+            reserve(url, card_of(path), p.auth_pin, p.text_pin, probe())
+        assert (exc.value.status, exc.value.code) == (503, "registry_unavailable")
+        registry_file.write_bytes(good)
+        assert reserve(url, card_of(path), p.auth_pin, p.text_pin, probe())["reservation_id"]
+    finally:
+        server.should_exit = True
+        thread.join(10)

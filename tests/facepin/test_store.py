@@ -88,3 +88,22 @@ def test_rate_limit_is_one_atomic_step_across_workers(store: Store) -> None:
     store.finish_attempt(later, True)
     with store._conn() as db:
         assert db.execute("SELECT ok FROM attempts WHERE id=?", (later,)).fetchone()[0] == 1
+
+
+def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    """A damaged or wrong ``--db`` file is the operator's configuration (StoreError, exit
+    1), not an internal error (70)."""
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not an SQLite database" * 100)
+    with pytest.raises(StoreError, match=r"cannot open the database.*not a database"):
+        Store(f"sqlite:///{junk}")
+    assert junk.read_bytes() == b"this is not an SQLite database" * 100  # nothing lost
+
+
+def test_an_unreachable_postgres_is_a_store_error_without_the_password(
+        tmp_path: Path) -> None:
+    pytest.importorskip("psycopg")
+    url = f"postgresql://u:SECRETPW@/nodb?host={tmp_path}/nowhere&connect_timeout=2"
+    with pytest.raises(StoreError, match="cannot open the database") as info:
+        Store(url)
+    assert "SECRETPW" not in str(info.value)

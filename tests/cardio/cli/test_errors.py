@@ -165,3 +165,17 @@ def test_bad_ports_are_usage_errors(tmp_path: Path, card_dir: tuple[Path, Profil
     err = one_line_error(capsys, ["emu", "serve", str(card_dir[0]), str(card_dir[0]),
                                   "--port", "65535"], 2)
     assert "no port for card 2" in err
+
+
+def test_an_endless_certificate_or_signature_file_is_one_line(
+        env: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """``/dev/zero`` as a certificate or a signature: the whole file was read into memory
+    before the size check, so the process grew until it was killed; now at most one byte
+    more than the limit is read."""
+    zero = "/dev/zero"
+    err = one_line_error(capsys, ["jpki", "verify-cert", zero, "--trust", str(env["roots"])],
+                         1)
+    assert "exceeds" in err
+    err = one_line_error(capsys, ["jpki", "cms", "verify", "--in", str(env["doc"]), "--sig",
+                                  zero, "--trust", str(env["roots"])], 6)
+    assert "exceeds" in err

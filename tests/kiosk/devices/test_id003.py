@@ -225,3 +225,39 @@ def test_a_held_note_is_kept_with_hold_and_settles_once_the_unit_gives_it_back()
     assert [(e.yen, e.outcome) for e in events if isinstance(e, ItemSettled)] == [
         (10000, Outcome.RETURNED)]
     assert host.held_yen == 0
+
+
+def test_a_line_that_echoes_is_not_a_bill_validator() -> None:
+    """On a loop-back (or the ccTalk bus, which echoes by design) the status request comes
+    back byte for byte as IDLING — both are 0x11 — and the settings as their own
+    acknowledgement, so ``kiosk devices check`` said "OK idling" with no unit there. The
+    version request comes back without a version: that is refused."""
+    import select
+    import threading
+    import tty
+
+    from kiosk.devices.id003 import Id003Driver
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    stop = threading.Event()
+
+    def loop_back() -> None:
+        while not stop.is_set():
+            if select.select([master], [], [], 0.05)[0]:
+                os.write(master, os.read(master, 4096))
+
+    thread = threading.Thread(target=loop_back, daemon=True)
+    thread.start()
+    try:
+        with Id003Driver(os.ttyname(slave)) as driver:
+            driver.run_until(lambda: driver.host.status is not None and driver.host.configured,
+                             timeout=5)
+            assert driver.host.status == Status.IDLING  # the echo fools the status poll
+            with pytest.raises(DeviceError, match="the line echoes what is sent"):
+                driver.version()
+    finally:
+        stop.set()
+        thread.join(2)
+        os.close(master)
+        os.close(slave)

@@ -83,3 +83,38 @@ def test_reasons_become_faults() -> None:
 def test_a_bad_url_is_a_typed_error() -> None:
     with pytest.raises(DeviceConfigError):
         IppPrinter("lpd://printer/queue")
+
+
+@pytest.mark.parametrize("answer", [
+    # A length of 10^12 made read() allocate it at once: MemoryError, exit 70.
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/ipp\r\nContent-Length: 999999999999\r\n"
+    b"\r\n" + b"\x00" * 100_000,
+    # Not HTTP at all, with a line break in it: still one line in the report.
+    b"\x00\xff garbage\r\n\r\n",
+])
+def test_a_hostile_http_answer_is_a_device_timeout(answer: bytes) -> None:
+    import socket
+    import threading
+
+    from kiosk.devices.errors import DeviceTimeout
+    from kiosk.devices.ipp import IppPrinter
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve_once() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(5)
+            conn.recv(65536)
+            conn.sendall(answer)
+
+    thread = threading.Thread(target=serve_once, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(DeviceTimeout) as info:
+            IppPrinter(f"ipp://127.0.0.1:{port}/ipp/print", timeout=5).status()
+        assert "\n" not in str(info.value) and "\r" not in str(info.value)
+    finally:
+        thread.join(5)
+        server.close()

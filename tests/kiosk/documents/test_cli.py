@@ -102,10 +102,11 @@ def test_render_png_with_layer_masks_and_descramble(jlis: Path, trust_dir: Path,
 def test_bad_input_is_a_clear_error_with_its_exit_code(jlis: Path, tmp_path: Path) -> None:
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"this is not an image")
-    p = doc("verify", str(junk), jlis=jlis, check=False)
+    p = doc("verify", str(junk), "--trust", "emu", jlis=jlis, check=False)
     assert p.returncode == 2 and "neither a PDF nor a readable image" in p.stderr
     assert "Traceback" not in p.stderr
-    p = doc("verify", str(tmp_path / "missing.pdf"), jlis=jlis, check=False)
+    p = doc("verify", str(tmp_path / "missing.pdf"), "--trust", "emu", jlis=jlis,
+            check=False)
     assert p.returncode == 2 and "cannot read" in p.stderr
     p = doc("descramble", str(junk), "--key", "zz", "--out", str(tmp_path / "o.png"),
             jlis=jlis, check=False)
@@ -119,3 +120,39 @@ def test_a_blank_page_has_no_seal(jlis: Path, trust_dir: Path, tmp_path: Path) -
     Image.new("L", (800, 1100), 255).save(blank)
     p = doc("verify", str(blank), "--trust", str(trust_dir), "--json", jlis=jlis, check=False)
     assert p.returncode == 3 and json.loads(p.stdout)["status"] == "no_seal"
+
+
+def test_verify_has_no_default_trust_list(jlis: Path, tmp_path: Path) -> None:
+    """Without --trust nothing is trusted — not the emulated issuers, whose keys any
+    installation creates: a forged page would otherwise print ``valid``."""
+    blank = tmp_path / "blank.png"
+    Image.new("L", (80, 110), 255).save(blank)
+    p = doc("verify", str(blank), jlis=jlis, check=False)
+    assert p.returncode == 2 and "no trust list" in p.stderr and p.stdout == ""
+    assert p.stderr.count("\n") == 1
+    p = doc("verify", str(blank), "--trust", "emu", "--json", jlis=jlis, check=False)
+    assert p.returncode == 3 and json.loads(p.stdout)["status"] == "no_seal"
+
+
+@pytest.mark.parametrize("dpi", ["0", "-5", "100000"])
+def test_render_refuses_a_resolution_out_of_range(jlis: Path, tmp_path: Path,
+                                                  dpi: str) -> None:
+    p = doc("render", "--sample", "juminhyo", "--out", str(tmp_path / "x.png"), "--png",
+            "--dpi", dpi, jlis=jlis, check=False)
+    assert p.returncode == 2 and "--dpi is 100 to 1200" in p.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_png_outputs_without_a_png_name(jlis: Path, tmp_path: Path) -> None:
+    """``--out`` names the PNG to write: a name without ``.png`` was Pillow's "unknown file
+    extension" ValueError, an internal error (exit 70), after all the work was done."""
+    page = tmp_path / "page"
+    doc("render", "--sample", "juminhyo", "--out", str(page), "--png", "--dpi", "100",
+        jlis=jlis)
+    back = tmp_path / "page-back"
+    assert page.read_bytes()[:8] == back.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plain = tmp_path / "plain.out"
+    p = doc("descramble", str(back), "--key", "emu", "--out", str(plain), jlis=jlis,
+            check=False)
+    assert p.returncode == 0, p.stderr
+    assert plain.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -98,3 +98,48 @@ def test_tampered_seals_are_never_valid(issuer_key: ec.EllipticCurvePrivateKey) 
     assert set(seen) == set(tamper.KINDS)
     print(f"\ntampered: {sum(seen.values())} cases, 0 valid; by kind {dict(seen)}; "
           f"verdicts {dict(statuses)}")
+
+
+def _png(img: object) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")  # type: ignore[attr-defined]
+    return buf.getvalue()
+
+
+def test_a_decompression_bomb_is_an_input_error() -> None:
+    """A 90 kB PNG of 400 million pixels: Pillow's DecompressionBombError is no OSError,
+    so it escaped as an internal error (exit 70)."""
+    from PIL import Image
+
+    from kiosk.documents.verify import DocumentInputError, load_pages
+
+    bomb = _png(Image.new("1", (20000, 20000), 1))
+    with pytest.raises(DocumentInputError, match="too large to be a page"):
+        load_pages(bomb, "bomb.png")
+
+
+def test_a_huge_or_long_pdf_is_refused_before_rendering() -> None:
+    """A 200-inch page at 300 dpi is 3.6 GB of bitmap (MemoryError, or the OOM killer);
+    its size is known from the page box before any pixel is made."""
+    import pypdfium2 as pdfium
+
+    from kiosk.documents.verify import MAX_PDF_PAGES, DocumentInputError, load_pages
+
+    def pdf_bytes(pages: int, side: float) -> bytes:
+        import io
+
+        pdf = pdfium.PdfDocument.new()
+        for _ in range(pages):
+            pdf.new_page(side, side)
+        buf = io.BytesIO()
+        pdf.save(buf)
+        pdf.close()
+        return buf.getvalue()
+
+    with pytest.raises(DocumentInputError, match="too large to be a certificate"):
+        load_pages(pdf_bytes(1, 14400), "huge.pdf")
+    with pytest.raises(DocumentInputError, match="pages; a certificate has at most"):
+        load_pages(pdf_bytes(MAX_PDF_PAGES + 1, 72), "long.pdf")
+    assert len(load_pages(pdf_bytes(2, 72), "ok.pdf").images) == 2
