@@ -145,7 +145,7 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
     journal = Journal(k["journal"])
     cash = CashAdapter(config)
     try:
-        recovered = start_recovery(journal, out)
+        recovered = start_recovery(journal, out, cash)
         async with CenterClient(creds) as center:
             finalizes = await flush_finalizes(journal, center)
         await cash.start()

@@ -818,8 +818,10 @@ async def flush_finalizes(journal: Journal, center: CenterClient) -> dict[str, i
     return {"sent": sent, "refused": refused, "owed": len(journal.owed_finalizes())}
 
 
-def start_recovery(journal: Journal, out: Path | None) -> list[dict[str, Any]]:
-    """Recovery at start, with the conservative port (see :mod:`kiosk.session.ports`)."""
+def start_recovery(journal: Journal, out: Path | None, cash: CashAdapter | None = None
+                   ) -> list[dict[str, Any]]:
+    """Recovery at start, with the conservative port (see :mod:`kiosk.session.ports`); with
+    ``cash`` (before its worker starts) change still owed is paid by the real hoppers."""
+    port = ConservativePort(journal, out=out, pay=cash.pay if cash is not None else None)
     return [{"txn": r.txn, "outcome": r.outcome, "held_for_card": r.held_for_card,
-             "actions": list(r.actions)}
-            for r in journal.recover(ConservativePort(journal, out=out))]
+             "actions": list(r.actions)} for r in journal.recover(port)]

@@ -112,9 +112,9 @@ def cmd_issue(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     journal = _journal(args.journal, create=True)
     try:
-        recovered = start_recovery(journal, args.out)
         keypad = Keypad()
         cash = CashAdapter(devices)
+        recovered = start_recovery(journal, args.out, cash)
         printer = PrinterAdapter(args.out, devices.get("printer", {}).get("url"))
         ui = HeadlessUi(pin, args.document, tuple(args.option or ()), insert,
                         lab_feeder(str(control)) if control else lambda _y: None)

@@ -328,7 +328,7 @@ def test_kiosk_run_serves_a_card_and_stops_on_sigterm(backend: Service, lab: dic
 
     from kiosk.session.journal import Journal
     from tests.emulators.issuance.kiosk_sim import open_and_authenticate
-    from tests.kiosk.test_runner_cli import crashed_at_print
+    from tests.kiosk.test_runner_cli import crashed_at_change, crashed_at_print
 
     # Before the start: a session the center issued a document for, which the kiosk
     # crashed while printing (its journal says so; the center was never told).
@@ -343,6 +343,8 @@ def test_kiosk_run_serves_a_card_and_stops_on_sigterm(backend: Service, lab: dic
     rid, sid, muni = asyncio.run(issued_not_finalized())
     with Journal(tmp_path / "journal.db") as j:
         crashed_at_print(j, "Tcrashed", request_id=rid, session_id=sid, municipality=muni)
+        crashed_at_change(j, "Tchange")  # its change is still owed: the hoppers pay it
+    hoppers_before = hoppers_paid(lab)
 
     card = backend.card()
     parked = card.path.with_name(card.path.name + "-wallet")  # same file system
@@ -368,9 +370,11 @@ insert = [1000]
         ready = lines.until(lambda m: m["event"] == "ready")[-1]
         # Recovery first (fee refunded, slip), then the owed finalize reaches the center.
         assert [(r["txn"], r["outcome"]) for r in ready["recovered"]] == [
-            ("Tcrashed", "failed_refund_due")]
-        assert ready["finalizes"] == {"sent": 1, "refused": 0, "owed": 0}
-        assert ready["ledger"]["balanced"] and ready["ledger"]["refunds_due"] == 200
+            ("Tcrashed", "failed_refund_due"), ("Tchange", "failed_refund_due")]
+        assert hoppers_paid(lab) - hoppers_before == 800  # the owed change, by the hoppers
+        # The fake Tchange session is unknown to the center: its final word settles it.
+        assert ready["finalizes"] == {"sent": 1, "refused": 1, "owed": 0}
+        assert ready["ledger"]["balanced"] and ready["ledger"]["refunds_due"] == 400
         with backend.db.tx() as t:
             assert t.one("SELECT outcome FROM issuances WHERE request_id=?", (rid,))[0] == \
                 "failed"
@@ -389,7 +393,7 @@ insert = [1000]
         proc.send_signal(signal.SIGTERM)
         stopped = lines.until(lambda m: m["event"] == "stopped")[-1]
         assert stopped["ledger"]["balanced"] and stopped["ledger"]["documents_printed"] == 1
-        assert stopped["ledger"]["refunds_due"] == 200
+        assert stopped["ledger"]["refunds_due"] == 400
         assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:

@@ -53,6 +53,15 @@ def crashed_at_print(j: Journal, txn: str, **ids: str) -> None:
     assert s.state.value == "printing"
 
 
+def crashed_at_change(j: Journal, txn: str) -> None:
+    """A session that stacked ¥1000 for a ¥200 fee and crashed before the hoppers answered
+    the ¥800 change."""
+    s = _drive_to_payment(j, txn, 1000)
+    j.step(s, E.DocumentReceived(key=s.pending, document=object(), digest="ab" * 32))
+    j.step(s, E.EscrowStacked(key=s.pending, yen=1000))
+    assert s.state.value == "paying-change"
+
+
 def crashed_journal(path: Path) -> None:
     """Two sessions a crash left open: one paying (¥500 in escrow of a ¥1000 fee), one
     whose print was sent and never answered (fee ¥200) (¥1000 stacked, ¥800 change paid)."""
