@@ -180,7 +180,8 @@ def test_bill_jam_while_stacking(backend: Service, lab: dict[str, Any],
     the machine's custody, so the sale goes on; every yen is accounted for."""
     card = backend.card()
     control(lab["control"], device="bill_validator", op="fault", fault="jam")
-    res, out = kiosk_issue(backend, lab, card, tmp_path, "1000")
+    res, out = kiosk_issue(backend, lab, card, tmp_path, "1000",
+                           extra=("--option", "honseki"))  # an option ticked, too
     assert res.returncode == 0, res.stderr
     assert control(lab["control"], op="state")["bill_validator"]["held"] == [1000]
     assert (out["outcome"], out["paid"], out["change"]) == ("printed", 1000, 1000 - out["fee"])
@@ -234,10 +235,11 @@ def test_a_refused_item_takes_no_money(backend: Service, lab: dict[str, Any],
     assert ledger(tmp_path)["balanced"]
 
 
-def test_card_and_center_failures_become_refusals(backend: Service, lab: dict[str, Any],
+def test_failures_and_bad_choices_end_without_money(backend: Service, lab: dict[str, Any],
                                                   tmp_path: Path) -> None:
     """Forced faults end as outcomes, never hangs: a reader that cannot be opened
-    (``CardFailed``), a center that refuses connections (``ServerUnavailable``)."""
+    (``CardFailed``), a center that refuses connections (``ServerUnavailable``); and an
+    option the type does not have."""
     card = backend.card()
     gone = Card(card.path.with_name("no-such-card"), card.pin, card.resident_id)
     res, out = kiosk_issue(backend, lab, gone, tmp_path / "a", "1000")
@@ -257,6 +259,13 @@ def test_card_and_center_failures_become_refusals(backend: Service, lab: dict[st
                                                             0)
     assert card.jpki().tries_left("auth") == 3  # the PIN was verified once, correctly
     assert ledger(tmp_path / "b")["balanced"]
+
+    # An option the menu does not offer for the type: the customer gives up before paying.
+    res, out = kiosk_issue(backend, lab, card, tmp_path / "c", "1000",
+                           extra=("--option", "no-such-option"))
+    assert res.returncode == 26, res.stderr
+    assert (out["outcome"], out["reason"], out["paid"]) == ("cancelled",
+                                                            "option_not_offered", 0)
 
 
 def test_usage_errors_are_one_line(tmp_path: Path) -> None:
