@@ -203,6 +203,12 @@ def run(func: Handler, args: argparse.Namespace) -> int:
     except CardioError as exc:
         print(f"cardio: error: {one_line(exc)}", file=sys.stderr)
         return type(exc).exit_code
+    except BrokenPipeError:
+        # The reader of our output went away (``cardio … | head``): not an error to report.
+        # Point stdout at /dev/null so the interpreter's final flush stays quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_ERROR
     except OSError as exc:  # a file or directory the user named: their data, not a bug
         print(f"cardio: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR

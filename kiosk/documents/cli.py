@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cardio.errors import CardioError
+from cardio.errors import EXIT_NOT_VALID, CardioError
 from kiosk.documents.model import Document, DocumentType
 
 __all__ = ["register"]
@@ -27,7 +27,7 @@ __all__ = ["register"]
 MIN_DPI, MAX_DPI = 100, 1200
 """PNG resolutions ``doc render`` takes: an A4 page at 1200 dpi is already ~10000 × 14000
 pixels per plane."""
-VERDICT_EXIT = 3  # `doc verify` exit code when the page does not verify as valid
+VERDICT_EXIT = EXIT_NOT_VALID  # 6, as for a certificate or CMS signature that is not valid
 
 
 class DocumentCliError(CardioError):
@@ -125,23 +125,43 @@ def _write_masks(directory: Path, masks: dict[str, np.ndarray], prefix: str) -> 
     index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
+TRUST_ENV = "CARDIO_DOC_TRUST_DIR"
+
+
 def _trust(args: argparse.Namespace) -> list[Any]:
-    """The trust list named by ``--trust``. There is no default: falling back to the
-    emulated issuers would make any page sealed with the test keys (which every
-    installation can create with ``doc render``) print ``valid`` on a machine that forgot
-    the option — the rule facepin follows for its master key. ``--trust emu`` asks for the
-    emulated issuers explicitly."""
+    """The trust list: ``--trust DIR``, ``--trust emu`` (the emulated issuers, asked for by
+    name), else ``$CARDIO_DOC_TRUST_DIR``. Without either, only a machine that already runs
+    the emulated J-LIS side (its document issuers exist under the J-LIS directory: ``doc
+    render`` or ``emu issuance`` made them) verifies against those test keys — with a
+    warning on stderr and ``trust_source`` in the JSON. Nothing is created here, so a
+    production verifier with no emulator state never trusts a test key by omission: it
+    refuses with one line (exit 2)."""
+    import os
+    import sys
+
     from kiosk.documents.trust import load_trust_list
 
-    if not args.trust:
-        raise DocumentCliError("no trust list: give --trust DIR (the issuers' published keys;"
-                               " 'cardio doc trust --out DIR' exports the emulated ones) or"
-                               " --trust emu for the emulated issuers")
-    if args.trust != "emu":
+    if args.trust and args.trust != "emu":
+        args.trust_source = f"--trust {args.trust}"
         return load_trust_list(Path(args.trust))
-    from emulators.document_issuers import DocumentIssuer
+    if not args.trust and os.environ.get(TRUST_ENV):
+        args.trust_source = f"${TRUST_ENV}"
+        return load_trust_list(Path(os.environ[TRUST_ENV]))
+    from emulators.document_issuers import DocumentIssuer, issuers_dir
 
-    return [i.trust_entry() for i in DocumentIssuer.all(_jlis(args))]
+    emulated = [i.trust_entry() for i in DocumentIssuer.all(_jlis(args))]
+    if args.trust == "emu":
+        args.trust_source = "emulated issuers (--trust emu)"
+        return emulated
+    if not emulated:
+        raise DocumentCliError("no trust list: give --trust DIR (the issuers' published keys;"
+                               " 'cardio doc trust --out DIR' exports the emulated ones),"
+                               f" set ${TRUST_ENV}, or --trust emu for the emulated issuers")
+    args.trust_source = "emulated issuers (test keys; no --trust given)"
+    print(f"cardio: warning: no --trust given: verifying against the emulated issuers' test"
+          f" keys in {issuers_dir(_jlis(args))}; give --trust DIR for real issuers",
+          file=sys.stderr)
+    return emulated
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -164,7 +184,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     v = verify_file(Path(args.file), _trust(args), now=now, content=content)
     lines = [f"{v.status.value}: {v.reason}"]
     lines += [f"  {k}: {val}" for k, val in v.fields.items()]
-    emit(args, v.to_json(), lines)
+    lines.append(f"  trust: {args.trust_source}")
+    emit(args, {**v.to_json(), "trust_source": args.trust_source}, lines)
     return 0 if v.valid else VERDICT_EXIT
 
 
@@ -250,7 +271,9 @@ def register(sub: Any) -> None:
     p = dsub.add_parser("verify", help="verify a PDF, scan or photo offline")
     p.add_argument("file")
     p.add_argument("--trust", metavar="DIR",
-                   help="trust list directory (required; 'emu': the emulated issuers)")
+                   help="trust list directory, or 'emu' for the emulated issuers (default:"
+                   f" ${TRUST_ENV}; else, with a warning, the emulated issuers if this"
+                   " machine has them)")
     p.add_argument("--content", metavar="JSON",
                    help="the document (canonical JSON) to check against the sealed digest")
     p.add_argument("--now", help="verification time, ISO 8601 with offset (default: now)")

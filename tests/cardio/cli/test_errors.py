@@ -179,3 +179,21 @@ def test_an_endless_certificate_or_signature_file_is_one_line(
     err = one_line_error(capsys, ["jpki", "cms", "verify", "--in", str(env["doc"]), "--sig",
                                   zero, "--trust", str(env["roots"])], 6)
     assert "exceeds" in err
+
+
+def test_a_closed_output_pipe_is_not_reported(tmp_path: Path) -> None:
+    """``cardio … | head``: when the reader has gone, no "Broken pipe" error line and no
+    "Exception ignored" noise from the interpreter's final flush."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "cardio.cli", "emu", "init",
+                             str(tmp_path / "c"), "--jlis", str(tmp_path / "j"), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()                      # the reader is gone before anything is written
+    err = proc.stderr.read()
+    proc.wait(120)
+    assert err == b"", err
+    assert proc.returncode == 1
+    assert (tmp_path / "c" / "card.json").exists()  # the work itself was done

@@ -58,7 +58,7 @@ def test_render_pdf_then_verify_with_the_exported_trust_list(
     empty = tmp_path / "empty"
     empty.mkdir()
     p = doc("verify", str(pdf), "--trust", str(empty), "--json", jlis=jlis, check=False)
-    assert p.returncode == 3 and json.loads(p.stdout)["status"] == "untrusted"
+    assert p.returncode == 6 and json.loads(p.stdout)["status"] == "untrusted"
 
 
 @pytest.mark.slow
@@ -87,7 +87,7 @@ def test_render_png_with_layer_masks_and_descramble(jlis: Path, trust_dir: Path,
     other.write_bytes(sample_document("juminhyo", serial=7).canonical_bytes())
     p = doc("verify", str(png), "--trust", str(trust_dir), "--content", str(other), "--json",
             jlis=jlis, check=False)
-    assert p.returncode == 3 and json.loads(p.stdout)["status"] == "invalid_signature"
+    assert p.returncode == 6 and json.loads(p.stdout)["status"] == "invalid_signature"
     out = tmp_path / "plain.png"
     back = tmp_path / "j-back.png"
     doc("descramble", str(back), "--key", "emu", "--out", str(out), jlis=jlis)
@@ -119,19 +119,36 @@ def test_a_blank_page_has_no_seal(jlis: Path, trust_dir: Path, tmp_path: Path) -
     blank = tmp_path / "blank.png"
     Image.new("L", (800, 1100), 255).save(blank)
     p = doc("verify", str(blank), "--trust", str(trust_dir), "--json", jlis=jlis, check=False)
-    assert p.returncode == 3 and json.loads(p.stdout)["status"] == "no_seal"
+    assert p.returncode == 6 and json.loads(p.stdout)["status"] == "no_seal"
 
 
-def test_verify_has_no_default_trust_list(jlis: Path, tmp_path: Path) -> None:
-    """Without --trust nothing is trusted — not the emulated issuers, whose keys any
-    installation creates: a forged page would otherwise print ``valid``."""
+def test_verify_never_trusts_test_keys_by_omission(jlis: Path, tmp_path: Path) -> None:
+    """Without --trust (or $CARDIO_DOC_TRUST_DIR), a machine with no emulated issuers
+    trusts nothing — verify creates none — and one that runs the emulator verifies against
+    them only with a warning and ``trust_source`` saying so."""
     blank = tmp_path / "blank.png"
     Image.new("L", (80, 110), 255).save(blank)
-    p = doc("verify", str(blank), jlis=jlis, check=False)
+    empty = tmp_path / "empty-jlis"
+    empty.mkdir()
+    p = doc("verify", str(blank), jlis=empty, check=False)
     assert p.returncode == 2 and "no trust list" in p.stderr and p.stdout == ""
     assert p.stderr.count("\n") == 1
+    assert list(empty.iterdir()) == []
     p = doc("verify", str(blank), "--trust", "emu", "--json", jlis=jlis, check=False)
-    assert p.returncode == 3 and json.loads(p.stdout)["status"] == "no_seal"
+    assert p.returncode == 6 and json.loads(p.stdout)["status"] == "no_seal"
+    page = tmp_path / "j.pdf"
+    doc("render", "--sample", "juminhyo", "--out", str(page), jlis=jlis)
+    p = doc("verify", str(page), "--json", jlis=jlis, check=False)
+    out = json.loads(p.stdout)
+    assert p.returncode == 0 and out["status"] == "valid", p.stderr
+    assert "test keys" in out["trust_source"] and "warning" in p.stderr
+    trust_dir = tmp_path / "trust"
+    doc("trust", "--out", str(trust_dir), jlis=jlis)
+    p = subprocess.run([*DOC_ARGV, "verify", str(page), "--json"], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "CARDIO_JLIS_DIR": str(empty),
+                                                    "CARDIO_DOC_TRUST_DIR": str(trust_dir)})
+    assert p.returncode == 0 and json.loads(p.stdout)["trust_source"] == "$CARDIO_DOC_TRUST_DIR"
+    assert p.stderr == ""
 
 
 @pytest.mark.parametrize("dpi", ["0", "-5", "100000"])
