@@ -182,6 +182,31 @@ class Fetched:
     fee: int = 0
 
 
+def page_seal_of(issued: IssuedDocument, document: Document) -> tuple[bytes, bytes]:
+    """The page's 2D-code seal and スクランブル画像 key, as the municipality sent them (issue
+    12's COSE seal, which ``cardio doc verify`` checks offline). The seal is not covered by
+    the binding signature, so it is decoded here and must seal this very content (its
+    SHA-256 digest) — else :class:`~kiosk.documents.seal.SealFormatError`. A center that
+    sends no seal (protocol ``cardio-issuance/1`` before seals) gets the municipality's
+    binding signature in the code instead: the page prints, but offline verification says
+    ``no_seal``/``unreadable``."""
+    from kiosk.documents.seal import SealClaims, SealFormatError, decode_cose
+
+    signed = issued.signed
+    if not signed.seal:
+        signature = base64.b64decode(signed.signature)
+        return signature, hashlib.sha256(signature).digest()
+    try:
+        raw = base64.b64decode(signed.seal, validate=True)
+        key = bytes.fromhex(signed.scramble_key)
+    except ValueError:
+        raise SealFormatError("the page seal or scramble key is not base64/hex") from None
+    claims = SealClaims.from_cbor(decode_cose(raw).payload)
+    if claims.digest != hashlib.sha256(document.canonical_bytes()).digest() or len(key) != 32:
+        raise SealFormatError("the page seal does not seal this document")
+    return raw, key
+
+
 def signed_digest(issued: IssuedDocument) -> str:
     body = json.dumps(issued.signed.document, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(body.encode()).hexdigest()
@@ -377,10 +402,12 @@ class PrinterAdapter:
             return "no_document"
         from kiosk.documents.render import render_pdf
 
-        signature = base64.b64decode(fetched.issued.signed.signature)
-        # The protocol carries no 2D-code seal or scramble key for the page (a gap the next
-        # protocol version closes); the page's code carries the municipality's signature.
-        pdf = render_pdf(fetched.document, signature, hashlib.sha256(signature).digest())
+        try:
+            page_seal, scramble_key = page_seal_of(fetched.issued, fetched.document)
+        except CardioError:
+            self.done[key] = False
+            return "bad_seal"  # never print a page whose seal is not this document's
+        pdf = render_pdf(fetched.document, page_seal, scramble_key)
         failure = self._ipp(pdf, name)
         if failure is None:
             path = self._held() / f"{name}.pdf"

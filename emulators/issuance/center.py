@@ -31,7 +31,8 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidSignature
@@ -99,7 +100,9 @@ class CenterConfig:
     wall: Callable[[], float] = time.time
     """Real time, for the freshness of kiosk request signatures and session expiry."""
     session_ttl: float = SESSION_TTL
-    extra: dict[str, Any] = field(default_factory=dict)
+    jlis_dir: Path | None = None
+    """The emulated J-LIS directory whose document issuers (``emulators.document_issuers``)
+    seal the pages; ``None``: documents carry no page seal."""
 
 
 class _RequestIdFilter(logging.Filter):
@@ -131,7 +134,7 @@ class Center:
     def __init__(self, config: CenterConfig) -> None:
         self.config = config
         self.db = Database(config.database)
-        self.municipalities = MunicipalityServer(self.db)
+        self.municipalities = MunicipalityServer(self.db, config.jlis_dir)
         self._kiosks: dict[str, tuple[ec.EllipticCurvePublicKey | None, float]] = {}
         self._lock = threading.Lock()
         self.counters: Counter[str] = Counter()

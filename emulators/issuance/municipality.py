@@ -11,11 +11,14 @@ name, 公印 identity, settings and signing key.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import datetime as dt
 import json
 import secrets
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -83,8 +86,10 @@ def municipality_public_keys(db: Database) -> dict[str, ec.EllipticCurvePublicKe
 class MunicipalityServer:
     """All emulated municipalities of one database (each answers for its own residents)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, jlis_dir: Path | None = None) -> None:
         self.db = db
+        self.jlis_dir = jlis_dir
+        self._issuers: dict[str, Any] = {}
         self._munis: dict[str, _Muni] = {}
         self._lock = threading.Lock()
 
@@ -182,7 +187,19 @@ class MunicipalityServer:
             issue_number=f"{m.model.code}-{secrets.token_hex(6)}",
             issued_at=now, sections=tuple(sections), certification=CERTIFICATIONS[dtype],
             notes=(f"{_date(now.date())}　{m.model.mayor}",))
-        return sign_document(doc, b, m.key)
+        signed = sign_document(doc, b, m.key)
+        if self.jlis_dir is None:
+            return signed
+        from emulators.document_issuers import DocumentIssuer
+        from kiosk.documents import seal
+
+        issuer = self._issuers.get(m.model.code)
+        if issuer is None:  # read once per worker: the keys exist before workers start
+            issuer = DocumentIssuer.load_or_create(m.model, self.jlis_dir)
+            self._issuers[m.model.code] = issuer
+        return dataclasses.replace(
+            signed, seal=base64.b64encode(seal.sign_document(doc, issuer.signing_key)).decode(),
+            scramble_key=issuer.scramble_key.hex())
 
 
 def _options(settings: Settings, dtype: DocumentType, given: dict[str, str]) -> dict[str, str]:
@@ -299,3 +316,15 @@ _SECTIONS: dict[DocumentType, Any] = {
     DocumentType.INKAN: _inkan, DocumentType.TAX: _tax, DocumentType.KOSEKI: _koseki,
     DocumentType.FUHYO: _fuhyo,
 }
+
+
+def ensure_document_issuers(db: Database, jlis_dir: Path) -> None:
+    """Create each municipality's document-sealing identity (``emulators.document_issuers``)
+    once, before the workers start, so concurrent workers never race to create two keys;
+    ``cardio doc trust --out`` exports them and ``cardio doc verify`` accepts the pages."""
+    from emulators.document_issuers import DocumentIssuer
+
+    with db.tx() as t:
+        rows = t.all("SELECT code, name, mayor, seal_text FROM municipalities")
+    for row in rows:
+        DocumentIssuer.load_or_create(Municipality(row[0], row[1], row[2], row[3]), jlis_dir)

@@ -32,6 +32,7 @@ from cardio.trust import TrustStore
 from emulators.card import JlisHierarchy
 from emulators.issuance.center import CenterConfig, create_app
 from emulators.issuance.db import Database
+from emulators.issuance.municipality import ensure_document_issuers
 from emulators.issuance.operator import ensure_kiosk
 from emulators.issuance.population import seed
 from emulators.issuance.rules import JST
@@ -66,7 +67,8 @@ def shifted_clock(start: dt.datetime | None, wall_start: float) -> Callable[[], 
 def _config_from(env: dict[str, Any]) -> CenterConfig:
     now = dt.datetime.fromisoformat(env["now"]) if env.get("now") else None
     return CenterConfig(database=env["db"], trust=TrustStore.from_dir(Path(env["trust"])),
-                        clock=shifted_clock(now, float(env["wall_start"])))
+                        clock=shifted_clock(now, float(env["wall_start"])),
+                        jlis_dir=Path(env["trust"]))
 
 
 def app_from_env() -> FastAPI:
@@ -148,6 +150,7 @@ def serve(db_url: str, *, workers: int = 1, host: str = "127.0.0.1", port: int =
         kid = f"kiosk-{i:04d}"
         ensure_kiosk(db, kid, center, kiosk_root / kid)
         enrolled.append(kid)
+    ensure_document_issuers(db, jlis.path)  # before any worker: one key per municipality
     db.close()
     env = {"db": db_url, "trust": str(jlis.path), "now": now.isoformat() if now else None,
            "wall_start": wall_start, "log_level": log_level}

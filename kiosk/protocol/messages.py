@@ -203,6 +203,12 @@ class SignedDocument(Message):
     document: dict[str, Any]
     signature: str  # base64 DER ECDSA signature
     key_id: str  # "<municipality code>:<first 16 hex of SHA-256(SubjectPublicKeyInfo)>"
+    seal: str = ""
+    """base64 COSE_Sign1 for the page's 2D code (issue 12, ``kiosk.documents.seal``), by the
+    municipality's document-sealing key: what ``cardio doc verify`` checks offline. Not
+    covered by ``signature``; the kiosk checks it seals this very content before printing."""
+    scramble_key: str = ""
+    """hex, 32 bytes: the municipality's スクランブル画像 key for the back of the page."""
     v: str = PROTOCOL_VERSION
 
 

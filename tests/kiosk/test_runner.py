@@ -120,6 +120,16 @@ def test_issue_prints_pays_change_and_balances(backend: Service, lab: dict[str, 
     assert len(files) == 1 and files[0].parent == tmp_path / "out"
     assert files[0].read_bytes().startswith(b"%PDF-")
     assert not list((tmp_path / "out" / ".held").iterdir())  # released after card removal
+    # The page carries the municipality's COSE seal (issue 12): an offline verifier with the
+    # issuers' published keys says valid, for this municipality and document type.
+    trust = tmp_path / "trust"
+    subprocess.run([*CARDIO, "doc", "trust", "--out", str(trust), "--jlis",
+                    backend.info["jlis_dir"]], check=True, capture_output=True, timeout=120)
+    ver = subprocess.run([*CARDIO, "doc", "verify", str(files[0]), "--trust", str(trust),
+                          "--json"], capture_output=True, text=True, timeout=120)
+    verdict = json.loads(ver.stdout)
+    assert ver.returncode == 0 and verdict["status"] == "valid", ver.stdout + ver.stderr
+    assert verdict["fields"]["doc_type"] == "juminhyo"
     book = ledger(tmp_path)
     assert book["balanced"] and book["documents_printed"] == 1
     assert (book["cash_in"], book["change_out"], book["fees_printed"]) == (
