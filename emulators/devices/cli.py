@@ -19,6 +19,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from cardio.errors import UsageError
+
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON line once ready")
@@ -42,6 +44,8 @@ def register(emu_sub: Any) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from emulators.devices.lab import DeviceLab
 
+    if not 0 <= args.hopper_stock <= 10_000:
+        raise UsageError("--hopper-stock is 0..10000 coins per hopper")
     own = args.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="cardio-devices-")) if own else args.workdir
     stop = threading.Event()

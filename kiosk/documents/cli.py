@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from cardio.cli import emit
 from cardio.errors import EXIT_NOT_VALID, CardioError
 from kiosk.documents.model import Document, DocumentType
 
@@ -34,15 +34,6 @@ class DocumentCliError(CardioError):
     """Bad arguments to a ``doc`` command (the message says which and why)."""
 
     exit_code = 2
-
-
-def emit(args: argparse.Namespace, obj: dict[str, Any], lines: Sequence[str]) -> None:
-    """Human lines, or one JSON object with ``--json`` (the cardio CLI's convention)."""
-    if getattr(args, "json", False):
-        print(json.dumps(obj, ensure_ascii=False, indent=2))
-    else:
-        for line in lines:
-            print(line)
 
 
 def _jlis(args: argparse.Namespace) -> Path | None:

@@ -173,3 +173,15 @@ def test_png_outputs_without_a_png_name(jlis: Path, tmp_path: Path) -> None:
             check=False)
     assert p.returncode == 0, p.stderr
     assert plain.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_json_output_carries_a_non_utf8_path_exactly(jlis: Path, tmp_path: Path) -> None:
+    """The doc commands print through the host's ``emit``: a file name that is not UTF-8
+    comes out as a ``\\udcff`` escape that round-trips, never as raw bytes."""
+    raw = os.fsencode(tmp_path) + b"/trust-\xff"
+    p = subprocess.run([*DOC_ARGV, "trust", "--out", os.fsdecode(raw), "--json"],
+                       capture_output=True, timeout=120,
+                       env={**os.environ, "CARDIO_JLIS_DIR": str(jlis),
+                            "PYTHONIOENCODING": "utf-8:strict"})
+    assert p.returncode == 0, p.stderr
+    assert os.fsencode(json.loads(p.stdout.decode("utf-8"))["out"]) == raw
