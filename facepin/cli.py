@@ -49,7 +49,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise UsageError(f"--threshold is a face distance above 0 and at most"
                          f" {MAX_THRESHOLD} (default {THRESHOLD})")
     if args.reference == "card":
-        card, _trust = open_card(args, pin=True)
+        card, _trust = open_card(args)
         visual = VisualApplication(card)
         visual.unlock_with_text_pin(SecretSource(args).get("券面事項入力補助用 PIN (4 digits)"))
         reference = load_image(visual.card_face().photo)

@@ -71,7 +71,7 @@ def cmd_pin_change(args: argparse.Namespace) -> int:
         again = check(getpass.getpass(f"new {cred.label} again: "))
         if again != new:
             raise UsageError("the two new values differ; nothing was changed")
-    card, _trust = open_card(args, pin=True)
+    card, _trust = open_card(args)
     card.change_reference_data(cred, old, new)
     emit(args, {"changed": args.kind}, [f"Changed the {cred.label}."])
     return 0

@@ -126,14 +126,11 @@ def add_common_options(p: argparse.ArgumentParser, *, secrets: bool = False,
 _OPEN_CARDS: list[MyNumberCard] = []
 
 
-def open_card(args: argparse.Namespace, *, pin: bool = False
-              ) -> tuple[MyNumberCard, TrustStore | None]:
+def open_card(args: argparse.Namespace) -> tuple[MyNumberCard, TrustStore | None]:
     """The card in ``--reader`` and the trust anchors that come with it, as one session:
     on a shared PC/SC reader the command's APDUs run in one transaction, and the card is
-    reset at the end if a PIN was verified (``pin``: the command will verify one — kept
-    for callers' clarity; the reset follows what was actually verified). :func:`run`
-    closes it, whatever happens."""
-    del pin
+    reset at the end if a PIN was verified (whatever was actually verified decides, so
+    callers need not say). :func:`run` closes it, whatever happens."""
     reader = open_reader(args.reader, args.trust)
     card = MyNumberCard(reader.transport)
     card.begin_session()

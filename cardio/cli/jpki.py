@@ -32,7 +32,7 @@ def _unlock(jpki: JpkiApplication, args: argparse.Namespace, key: KeyKind) -> No
 
 
 def cmd_cert(args: argparse.Namespace) -> int:
-    card, _trust = open_card(args, pin=args.which == "sign")
+    card, _trust = open_card(args)
     jpki = JpkiApplication(card)
     if args.which == "sign":
         _unlock(jpki, args, "sign")
@@ -62,7 +62,7 @@ def _head(path: Path, limit: int) -> bytes:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     data = args.input.read_bytes()
-    card, _trust = open_card(args, pin=True)
+    card, _trust = open_card(args)
     jpki = JpkiApplication(card)
     _unlock(jpki, args, args.key)
     sig = jpki.sign(args.key, data, args.hash)
@@ -82,7 +82,7 @@ def _validation_lines(v: Validation) -> list[str]:
 def cmd_verify_cert(args: argparse.Namespace) -> int:
     reader_trust: TrustStore | None = None
     if args.card:
-        card, reader_trust = open_card(args, pin=args.card == "sign")
+        card, reader_trust = open_card(args)
         jpki = JpkiApplication(card)
         if args.card == "sign":
             _unlock(jpki, args, "sign")
@@ -104,7 +104,7 @@ def cmd_cms_sign(args: argparse.Namespace) -> int:
     from cardio.cms import sign_detached
 
     content = args.input.read_bytes()
-    card, _trust = open_card(args, pin=True)
+    card, _trust = open_card(args)
     jpki = JpkiApplication(card)
     key: KeyKind = args.key
     _unlock(jpki, args, key)

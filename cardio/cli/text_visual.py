@@ -17,7 +17,7 @@ TEXT_PIN_PROMPT = "券面事項入力補助用 PIN (4 digits)"
 
 
 def cmd_text_read(args: argparse.Namespace) -> int:
-    card, trust = open_card(args, pin=True)
+    card, trust = open_card(args)
     text = TextApplication(card)
     secrets = SecretSource(args)
     if args.with_ == "pin":
@@ -46,7 +46,7 @@ def cmd_text_read(args: argparse.Namespace) -> int:
 
 
 def cmd_visual_read(args: argparse.Namespace) -> int:
-    card, trust = open_card(args, pin=True)
+    card, trust = open_card(args)
     visual = VisualApplication(card)
     secrets = SecretSource(args)
     if args.with_ == "pin":

@@ -42,6 +42,7 @@ __all__ = [
     "TABLE",
     "BindingCheck",
     "ExpectedBinding",
+    "InvariantViolation",
     "IssuanceSession",
     "Outcome",
     "SessionProtocolError",

@@ -3,6 +3,7 @@ and the issuer-authenticated reset down to the software card."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -61,10 +62,30 @@ class Service:
         return out
 
 
+@contextlib.contextmanager
+def running(config: ServiceConfig) -> Iterator[str]:
+    """The service in a uvicorn thread on a free loopback port; its base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def service(request: pytest.FixtureRequest, pki: PkiEnv,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    import uvicorn
 
     db = tmp_path_factory.mktemp("facepin") / "facepin.db"
     url = f"sqlite:///{db}"
@@ -79,20 +100,8 @@ def service(request: pytest.FixtureRequest, pki: PkiEnv,
     config = ServiceConfig(database=url, trust=pki.trust,
                            master_key=pki.jlis.pin_reset_master(), clock=lambda: clock[0],
                            registry=pki.authority.card_of)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    try:
-        yield Service(f"http://127.0.0.1:{port}", clock, db, url)
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with running(config) as base:
+        yield Service(base, clock, db, url)
 
 
 @pytest.fixture(scope="module")
@@ -738,8 +747,6 @@ def test_a_registry_file_damaged_while_serving_is_503_then_heals(
     once the file is repaired."""
     import shutil
 
-    import uvicorn
-
     from facepin.registry import FileCardRegistry
 
     path, p = pki.new_card(photo=chip)
@@ -748,17 +755,7 @@ def test_a_registry_file_damaged_while_serving_is_503_then_heals(
     config = ServiceConfig(database=f"sqlite:///{tmp_path / 'facepin.db'}", trust=pki.trust,
                            master_key=pki.jlis.pin_reset_master(),
                            registry=FileCardRegistry(registry_file))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with running(config) as url:
         good = registry_file.read_bytes()
         registry_file.write_bytes(good[: len(good) // 2])  # a writer cut off mid-file
         with pytest.raises(ServiceRefused) as exc:
@@ -766,6 +763,3 @@ def test_a_registry_file_damaged_while_serving_is_503_then_heals(
         assert (exc.value.status, exc.value.code) == (503, "registry_unavailable")
         registry_file.write_bytes(good)
         assert reserve(url, card_of(path), p.auth_pin, p.text_pin, probe())["reservation_id"]
-    finally:
-        server.should_exit = True
-        thread.join(10)
