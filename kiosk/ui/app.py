@@ -8,8 +8,8 @@ kiosk has no use for it, and it is one place fewer where a request could be writ
 down).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: FastAPI reads the route functions'
+# annotations (``WebSocket``) as objects, and these are imported inside create_app.
 import asyncio
 import contextlib
 import json
@@ -37,7 +37,7 @@ _HEADERS = {
 
 def create_app(hub: WebHub) -> Any:
     from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
-    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
 
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
@@ -52,6 +52,10 @@ def create_app(hub: WebHub) -> Any:
     @app.get("/")
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+
+    @app.get("/favicon.ico")
+    async def favicon() -> Response:
+        return Response(status_code=204)
 
     @app.get("/messages/{lang}.json")
     async def messages(lang: str) -> JSONResponse:
@@ -128,7 +132,7 @@ class UiServer:
         shown = f"[{bound[0]}]" if family == socket.AF_INET6 else bound[0]
         self.url = f"http://{shown}:{bound[1]}/"
         config = uvicorn.Config(create_app(hub), log_level="warning", access_log=False,
-                                lifespan="off", ws="websockets",
+                                lifespan="off", ws="websockets-sansio",
                                 timeout_graceful_shutdown=2)
         self.server = _quiet_server(config)
         self._task: asyncio.Task[None] | None = None
