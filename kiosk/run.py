@@ -16,13 +16,17 @@ One TOML file configures it — the device sections of ``kiosk devices check`` p
     document = "juminhyo"
     insert = [1000]
 
+    [web]                                  # or the touch screen (kiosk/ui), not both
+    listen = "127.0.0.1:0"
+    lang = "ja"
+
 What it does: recovery first (the journal's unfinished sessions, before any new card is
 served) and the finalizes the journal owes the center (again after every session), then
-one JSON line ``{"event": "ready", …}`` on stdout; then it watches the card
-slot and runs one session per inserted card, the cash devices polled all along on their own
-thread. The screens go to stdout as ``{"event": "screen", …}`` lines — the seam the next
-issue's UI attaches to — and each session ends with ``{"event": "session", …}``. The card
-slot, not the UI, reports the card's removal.
+one JSON line ``{"event": "ready", …}`` on stdout (with ``[web]``, its ``"ui"`` URL); then
+it watches the card slot and runs one session per inserted card, the cash devices polled
+all along on their own thread. The screens go to stdout as ``{"event": "screen", …}`` lines
+(with ``[web]`` also to the browser page, ``docs/kiosk-ui.md``) and each session ends with
+``{"event": "session", …}``. The card slot, not the UI, reports the card's removal.
 
 SIGTERM or SIGINT: no new session starts; a session in progress runs to its end (bounded by
 its deadline — money and paper are never abandoned halfway), the journal is closed and the

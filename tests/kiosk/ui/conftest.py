@@ -137,7 +137,8 @@ tick = 1.0
         ready = k.until(lambda m: m["event"] == "ready")[-1]
     except AssertionError:
         proc.kill()
-        raise AssertionError(f"kiosk run did not start: {proc.communicate()[1][-3000:]}")
+        raise AssertionError(f"kiosk run did not start: {proc.communicate()[1][-3000:]}"
+                             ) from None
     k.url = ready["ui"]
     return k
 

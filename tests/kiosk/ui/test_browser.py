@@ -10,6 +10,7 @@ frames), every DOM the page showed, the kiosk's stdout/stderr and its journal.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,10 +81,8 @@ class Flow:
         self.p.open(kiosk.url)
 
     def _response(self, response: Any) -> None:
-        try:
+        with contextlib.suppress(Exception):  # a WebSocket upgrade has no body
             self.bodies.append(response.body())
-        except Exception:  # a WebSocket upgrade has no body
-            pass
 
     def _sent(self, payload: str | bytes) -> None:
         self.sent.append(payload if isinstance(payload, str) else payload.decode())
@@ -469,7 +468,9 @@ def test_gallery_every_screen(chromium: Any, kiosk: Kiosk, lang: str) -> None:
     """Every screen the flows reached, re-rendered from the state the server really sent,
     screenshotted into the artifacts and scanned by axe-core — plus the axe findings of
     the live flows: 0 serious or critical violations anywhere."""
-    missing = ALL_SCREENS - set(GALLERY) - {"reading", "working", "pin-incomplete"}
+    if len(GALLERY) < 4:
+        pytest.skip("the gallery shows the states of this module's flows: run them too")
+    missing = ALL_SCREENS - set(GALLERY) - {"reading", "working"}
     assert not missing, f"no flow reached {sorted(missing)}"
     out = artifacts() / "screens"
     out.mkdir(exist_ok=True)

@@ -1,0 +1,210 @@
+"""The hub in process, over the real session core: what the page is sent at each step,
+which actions become which events, and the PIN path (digits into the keypad, only the
+count out). The browser tests run the same hub inside ``cardio kiosk run``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from kiosk.runner import Keypad, KioskError
+from kiosk.session import commands as C
+from kiosk.session import events as E
+from kiosk.session.core import IssuanceSession, State
+from kiosk.ui.hub import WebHub, WebUi
+
+PIN = "4826"
+
+
+class Desk:
+    """What the hub touches of a runner (``session``, ``keypad``, ``put``) with the real
+    core behind it: each event is handled at once, screens go to the hub, the keypad hands
+    the PIN to "the card" (``verified``) on ``VerifyPin``."""
+
+    def __init__(self, hub: WebHub) -> None:
+        self.keypad = Keypad()
+        self.session = IssuanceSession("T0a1b2c", "req-00ff", "kiosk-0001",
+                                       lambda exp, doc: None, pin_reset=False)
+        self.events: list[E.Event] = []
+        self.commands: list[C.Command] = []
+        self.verified: list[str] = []
+        self.ui = WebUi(hub)
+        self.ui.attach(self)  # type: ignore[arg-type]
+
+    def put(self, ev: E.Event) -> None:
+        self.events.append(ev)
+        if not isinstance(ev, E.Reply) and not self.session.accepts(type(ev)):
+            return
+        for cmd in self.session.handle(ev):
+            self.commands.append(cmd)
+            if isinstance(cmd, C.Show):
+                self.ui.show(cmd)
+            elif isinstance(cmd, C.RemindCard):
+                self.ui.remind(cmd)
+            elif isinstance(cmd, C.VerifyPin):
+                self.verified.append(self.keypad.take())
+
+    def reply(self, make: Any, *args: Any) -> None:
+        self.put(make(self.session.pending, *args))
+
+
+def to_pin(hub: WebHub) -> Desk:
+    d = Desk(hub)
+    d.put(E.CardInserted())
+    d.reply(E.CardRead, 3, "ab" * 32)
+    assert hub.screen == "pin"
+    return d
+
+
+def to_menu(hub: WebHub) -> Desk:
+    d = to_pin(hub)
+    for k in PIN:
+        hub.act({"op": "key", "key": k})
+    hub.act({"op": "key", "key": "ok"})
+    d.reply(E.PinResult, True, 3)
+    d.reply(E.Authenticated, "S1", "131016")
+    d.reply(E.MenuReceived, (E.MenuItem("juminhyo", 200, ("honseki", "scope")),
+                             E.MenuItem("inkan", 0, (), "no_inkan")))
+    assert hub.screen == "menu"
+    return d
+
+
+def test_the_pin_goes_to_the_keypad_and_only_its_count_to_the_page() -> None:
+    hub = WebHub()
+    q = hub.subscribe()
+    d = to_pin(hub)
+    for k in PIN + "9":  # a fifth digit is ignored, as a keypad does
+        hub.act({"op": "key", "key": k})
+    assert hub.state()["pin"]["count"] == 4
+    hub.act({"op": "key", "key": "back"})
+    assert hub.state()["pin"]["count"] == 3
+    hub.act({"op": "key", "key": "clear"})
+    assert hub.state()["pin"]["count"] == 0
+    for k in PIN:
+        hub.act({"op": "key", "key": k})
+    hub.act({"op": "key", "key": "ok"})
+    assert d.verified == [PIN] and d.keypad.count == 0  # handed over once, then gone
+    assert d.session.state is State.PIN_VERIFYING
+    sent = []
+    while not q.empty():
+        sent.append(q.get_nowait())
+    assert sent and all(PIN not in s and "4826" not in s for s in sent)
+    assert [json.loads(s)["pin"]["count"] for s in sent if json.loads(s)["screen"] == "pin"
+            ][-5:] == [0, 1, 2, 3, 4]
+    assert all(not isinstance(e, E.PinDigits) or e.count <= 4 for e in d.events)
+    assert PIN not in repr(d.events) + repr(d.commands)
+
+
+def test_keys_that_are_not_one_ascii_digit_are_refused_without_repeating_them() -> None:
+    hub = WebHub()
+    d = to_pin(hub)
+    for bad in ("12", "a", "４", "", None, 7):
+        hub.act({"op": "key", "key": bad})
+    assert d.keypad.count == 0 and hub.errors == ["key"] * 6
+    with pytest.raises(KioskError) as err:
+        d.keypad.press("x")
+    assert "x" not in str(err.value).replace("one digit", "")
+
+
+def test_menu_options_quote_payment_figures() -> None:
+    hub = WebHub()
+    d = to_menu(hub)
+    st = hub.state()
+    assert st["menu"] == [
+        {"doc": "juminhyo", "fee": 200, "options": ["honseki", "scope"], "refusal": ""},
+        {"doc": "inkan", "fee": 0, "options": [], "refusal": "no_inkan"}]
+    hub.act({"op": "choose", "item": "inkan"})
+    assert hub.screen == "item-refused" and hub.detail == "no_inkan"
+    assert d.session.state is State.MENU
+    hub.act({"op": "menu"})
+    assert hub.screen == "menu"
+    hub.act({"op": "choose", "item": "koseki"})  # not on this menu: ignored, no crash
+    assert hub.errors == ["choose"]
+    hub.act({"op": "choose", "item": "juminhyo"})
+    assert hub.screen == "options" and hub.state()["offered"] == ["honseki", "scope"]
+    hub.act({"op": "options", "options": ["my_number"]})  # not offered: ignored
+    assert hub.screen == "options"
+    hub.act({"op": "options", "options": ["honseki"]})
+    assert hub.screen == "quote" and hub.state()["fee"] == 200
+    hub.act({"op": "accept"})
+    assert hub.screen == "payment"
+    d.put(E.CashCredited(100))
+    assert (hub.state()["credited"], hub.state()["change"]) == (100, 0)
+    d.put(E.CashCredited(500))
+    assert d.session.state is State.FETCHING
+    assert (hub.state()["credited"], hub.state()["change"]) == (600, 400)
+    hub.act({"op": "cancel"})  # not a user state any more: nothing happens
+    assert d.session.state is State.FETCHING
+
+
+def test_timeout_warning_and_continue() -> None:
+    hub = WebHub()
+    d = to_menu(hub)
+    for _ in range(d.session.timeouts.warn):
+        d.put(E.Tick())
+    assert hub.state()["warning"] == d.session.timeouts.wipe - d.session.timeouts.warn
+    assert hub.screen == "menu"  # the warning is a dialog over the screen
+    hub.act({"op": "extend"})
+    assert hub.state()["warning"] is None
+    for _ in range(d.session.timeouts.wipe):
+        d.put(E.Tick())
+    assert hub.screen == "cancelled" and hub.notice == {
+        "kind": "cancelled", "reason": "timeout", "amount": 0}
+    assert hub.state()["take_card"] is True  # the reason stays up beside the card panel
+
+
+def test_locked_and_the_end_of_a_session_back_to_start() -> None:
+    async def run() -> None:
+        hub = WebHub(done_seconds=0.05)
+        d = Desk(hub)
+        d.put(E.CardInserted())
+        d.reply(E.CardRead, 0, "ab" * 32)
+        assert hub.screen == "pin-locked" and hub.state()["take_card"]
+        d.put(E.CardRemoved())
+        assert hub.screen == "done" and hub.outcome == "refused"
+        hub.end()
+        assert hub.state()["in_session"] is False and hub.screen == "done"
+        await asyncio.sleep(0.2)
+        assert hub.screen == "start"
+        hub.act({"op": "start"})
+        assert hub.screen == "setcard"
+        hub.act({"op": "home"})
+        assert hub.screen == "start"
+    asyncio.run(run())
+
+
+def test_printing_reminders_and_take_card() -> None:
+    hub = WebHub()
+    d = to_menu(hub)
+    hub.act({"op": "choose", "item": "juminhyo"})
+    hub.act({"op": "options", "options": []})
+    hub.act({"op": "accept"})
+    d.put(E.CashCredited(1000))
+    d.reply(E.DocumentReceived, object(), "digest")
+    d.reply(E.EscrowStacked, 1000)
+    d.reply(E.ChangePaid, 800)
+    assert hub.screen == "printing" and hub.state()["remind"] == 1
+    d.reply(E.PrintDone)
+    assert hub.screen == "take-card" and hub.state()["take_card"]
+    for _ in range(d.session.timeouts.remind[0]):
+        d.put(E.Tick())
+    assert hub.state()["remind"] == 2  # spoken from here on
+    d.put(E.CardRemoved())
+    assert hub.state()["remind"] == 0
+    d.reply(E.PagesReleased)
+    d.reply(E.Finalized)
+    st = hub.state()
+    assert (st["screen"], st["outcome"], st["fee"], st["change"]) == ("done", "printed", 200,
+                                                                     800)
+
+
+def test_malformed_and_unknown_actions_are_ignored() -> None:
+    hub = WebHub()
+    for msg in (None, [], {"op": 3}, {"op": "__init__"}, {"op": "publish"}, "x"):
+        hub.act(msg)
+    assert hub.errors == ["malformed", "malformed", "malformed", "unknown_op",
+                          "unknown_op", "malformed"]
+    assert hub.screen == "start"
