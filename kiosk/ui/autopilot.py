@@ -11,6 +11,8 @@ was sent and showed: the screens in order, fee, credited amount, change.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import json
 import shutil
@@ -161,7 +163,25 @@ def drive_issuance(url: str, *, pin: str, document: str, options: Sequence[str] 
     ``reason`` (when it did not print), ``screens`` (in order), ``final_screenshot`` and
     ``screenshots`` (screen → file) when ``screenshots`` is a directory. A session that
     ends early (wrong PIN, refusal) is reported, not raised; a page that stops moving is
-    :class:`PilotError`."""
+    :class:`PilotError`. Called from a thread with a running event loop (or another sync
+    Playwright), it runs on a worker thread and blocks the caller all the same."""
+    args = dict(pin=pin, document=document, options=options, insert=insert,
+                put_card=put_card, take_card=take_card, yen=yen, screenshots=screenshots,
+                lang=lang, timeout=timeout, executable=executable)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _drive(url, **args)
+    # Playwright's sync API refuses to run beside an event loop (or another sync
+    # Playwright) in the same thread: the caller gets the same blocking call, on a thread.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="autopilot") as ex:
+        return ex.submit(_drive, url, **args).result()
+
+
+def _drive(url: str, *, pin: str, document: str, options: Sequence[str],
+           insert: Callable[[int], None], put_card: Callable[[], None],
+           take_card: Callable[[], None], yen: Sequence[int], screenshots: Path | None,
+           lang: str, timeout: float, executable: str) -> dict[str, Any]:
     if screenshots is not None:
         screenshots.mkdir(parents=True, exist_ok=True)
     end = time.monotonic() + timeout

@@ -10,7 +10,7 @@ from kiosk.ui.autopilot import BrowserMissing, drive_issuance
 
 def test_missing_chromium_is_a_typed_error_with_the_fix() -> None:
     called: list[str] = []
-    with pytest.raises(BrowserMissing, match="run bash scripts/setup.sh") as err:
+    with pytest.raises(BrowserMissing, match=r"run bash scripts/setup\.sh") as err:
         drive_issuance("http://127.0.0.1:9/", pin="0000", document="juminhyo",
                        insert=lambda y: called.append("insert"),
                        put_card=lambda: called.append("put"),
