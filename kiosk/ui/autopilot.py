@@ -165,17 +165,19 @@ def drive_issuance(url: str, *, pin: str, document: str, options: Sequence[str] 
     ends early (wrong PIN, refusal) is reported, not raised; a page that stops moving is
     :class:`PilotError`. Called from a thread with a running event loop (or another sync
     Playwright), it runs on a worker thread and blocks the caller all the same."""
-    args = dict(pin=pin, document=document, options=options, insert=insert,
-                put_card=put_card, take_card=take_card, yen=yen, screenshots=screenshots,
-                lang=lang, timeout=timeout, executable=executable)
+    def run() -> dict[str, Any]:
+        return _drive(url, pin=pin, document=document, options=options, insert=insert,
+                      put_card=put_card, take_card=take_card, yen=yen,
+                      screenshots=screenshots, lang=lang, timeout=timeout,
+                      executable=executable)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return _drive(url, **args)
+        return run()
     # Playwright's sync API refuses to run beside an event loop (or another sync
     # Playwright) in the same thread: the caller gets the same blocking call, on a thread.
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="autopilot") as ex:
-        return ex.submit(_drive, url, **args).result()
+        return ex.submit(run).result()
 
 
 def _drive(url: str, *, pin: str, document: str, options: Sequence[str],

@@ -81,6 +81,7 @@ class Kiosk:
     base: Path
     out: list[dict[str, Any]] = field(default_factory=list)
     card: Card | None = None
+    _err: str | None = None
 
     def put(self, card: Card) -> None:
         assert self.card is None and not self.slot.exists()
@@ -101,6 +102,7 @@ class Kiosk:
         return self.until(lambda m: m["event"] == "session", timeout)[-1]
 
     def stop(self) -> str:
+        """SIGTERM (once) and the stderr; the stdout lines up to the end stay readable."""
         self.take()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -109,7 +111,9 @@ class Kiosk:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        return self.proc.stderr.read() if self.proc.stderr else ""
+        if self._err is None:
+            self._err = self.proc.stderr.read() if self.proc.stderr else ""
+        return self._err
 
 
 def start_kiosk(backend: Service, lab: dict[str, Any], base: Path, *,
