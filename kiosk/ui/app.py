@@ -71,6 +71,14 @@ def create_app(hub: WebHub) -> Any:
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
+        # Only the page this server served may drive the kiosk: a WebSocket is not bound by
+        # the same-origin policy, so another origin (a page elsewhere, a rebound DNS name)
+        # is refused before anything is sent.
+        origin = websocket.headers.get("origin")
+        host = websocket.headers.get("host", "")
+        if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
+            await websocket.close(code=1008)
+            return
         await websocket.accept()
         q = hub.subscribe()
 

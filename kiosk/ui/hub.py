@@ -42,6 +42,9 @@ PIN_DIGITS = 4
 #: Between sessions: the hub's own screens.
 START, SETCARD = "start", "setcard"
 
+#: How long "set your card" waits for a card before the start screen comes back.
+SETCARD_SECONDS = 90.0
+
 #: Screens that end a session without a document: they stay up, with the card panel,
 #: until the card leaves.
 _NOTICES = frozenset({C.Screen.REFUSED, C.Screen.CANCELLED, C.Screen.NOT_ISSUED})
@@ -252,6 +255,8 @@ class WebHub:
         self.screen, self.detail, self.amount, self.notice, self.outcome = \
             SETCARD, "", 0, None, ""
         self.publish()
+        with contextlib.suppress(RuntimeError):  # nobody came with a card: start again
+            self._home = asyncio.get_running_loop().call_later(SETCARD_SECONDS, self.home)
         return True
 
     def _op_home(self, msg: dict[str, Any]) -> bool:

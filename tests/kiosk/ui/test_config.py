@@ -98,3 +98,28 @@ def test_server_on_an_ephemeral_port() -> None:
         finally:
             await server.stop()
     asyncio.run(run())
+
+
+def test_websocket_only_from_the_page_s_own_origin() -> None:
+    """The page's origin gets the state; another origin is refused before anything is
+    sent (a WebSocket is not held back by the same-origin policy)."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    async def run() -> None:
+        hub = WebHub()
+        server = UiServer(hub, "127.0.0.1:0")
+        await server.start()
+        ws_url = server.url.replace("http://", "ws://") + "ws"
+        try:
+            async with connect(ws_url, origin=server.url.rstrip("/")) as ws:  # type: ignore[arg-type]
+                assert json.loads(await ws.recv())["screen"] == "start"
+                await ws.send(json.dumps({"op": "start"}))
+                assert json.loads(await ws.recv())["screen"] == "setcard"
+            with pytest.raises(InvalidStatus):
+                async with connect(ws_url, origin="http://evil.example"):  # type: ignore[arg-type]
+                    pass
+            assert hub.screen == "setcard"
+        finally:
+            await server.stop()
+    asyncio.run(run())
