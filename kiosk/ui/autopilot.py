@@ -196,6 +196,7 @@ def _drive(url: str, *, pin: str, document: str, options: Sequence[str],
         p = Pilot(page, screenshots=screenshots)
         p.open(url)
         p.wait("start", timeout=left())  # the kiosk's own language comes back at the start
+        p.seen = ["start"]  # what an earlier customer left on the screen is not this run's
         p.language(lang)
         p.click("#btn-start")
         p.wait("setcard", timeout=left())
