@@ -97,6 +97,10 @@ def _check_web(path: Path, web: object, *, scripted: bool) -> None:
                                 ' listen = "127.0.0.1:0", lang = "ja"')
     if not isinstance(web.get("pin_reset", False), bool):
         raise DeviceConfigError(f"{path}: [web] pin_reset is true or false")
+    if web.get("pin_reset"):
+        raise DeviceConfigError(f"{path}: [web] pin_reset = true: this kiosk runner does not"
+                                " perform the PIN-reset path yet (RedeemPinReset); leave it"
+                                " false (the start screen shows it as not available here)")
     done = web.get("done_seconds", 8)
     if isinstance(done, bool) or not isinstance(done, (int, float)) or not 0 < done <= 600:
         raise DeviceConfigError(f"{path}: [web] done_seconds must be a number of seconds"

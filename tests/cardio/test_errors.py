@@ -19,7 +19,7 @@ from cardio.errors import CardioError
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = (cardio, emulators, facepin, kiosk)
-DOCUMENTED = {1, 2, 3, 4, 5, 6, 20, 21, 22, 23, 24, 25, 26, 70}
+DOCUMENTED = {1, 2, 3, 4, 5, 6, 20, 21, 22, 23, 24, 25, 26, 27, 28, 70}
 
 # Errors outside the hierarchy that another branch is changing right now (issue 9 §5 owns
 # emulators/card/). When one is fixed this test fails until its entry is removed.

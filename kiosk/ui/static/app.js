@@ -232,8 +232,11 @@ function simple(st, name, extra) {
 function render(st) {
   const s = st.screen;
   if (s === "start") {
+    // PIN reset is chosen on the session's menu (a facepin reservation): from here it
+    // starts like a certificate, with the card.
     const reset = el("button", { type: "button", id: "btn-reset", disabled: !st.pin_reset,
-      "aria-describedby": st.pin_reset ? null : "reset-note", text: t("btn.start_reset") });
+      "aria-describedby": st.pin_reset ? null : "reset-note", text: t("btn.start_reset"),
+      onclick: () => send("start") });
     return [title("screen.start.title"), lead(t("screen.start.text")),
       el("div", { class: "big" },
         el("button", { type: "button", class: "primary", id: "btn-start",
@@ -338,11 +341,18 @@ function remindSpeech(st) {
   }
 }
 
+// While the time-out dialog is up, nothing behind it takes focus or clicks.
+function modal(on) {
+  $("main").inert = on;
+  document.querySelector("header").inert = on;
+}
+
 function warning(st) {
   const box = $("warning");
   if (st.warning === null || st.warning === undefined || !st.in_session) {
     if (!box.hidden) {
       box.hidden = true;
+      modal(false);
       clearInterval(S.warnTimer);
       S.warnTimer = null;
       const h = $("screen-title");
@@ -357,6 +367,7 @@ function warning(st) {
   const tick = () => { $("warning-text").textContent = t("warning.text", { n: Math.max(0, S.warnLeft) }); };
   tick();
   box.hidden = false;
+  modal(true);
   $("warning-continue").focus();
   speak(t("warning.title") + " " + $("warning-text").textContent);
   S.warnTimer = setInterval(() => { S.warnLeft -= 1; tick(); }, 1000);
