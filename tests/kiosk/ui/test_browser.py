@@ -508,10 +508,15 @@ def test_gallery_every_screen(chromium: Any, kiosk: Kiosk, lang: str) -> None:
                   " {id: 'canary', src: 'data:,'}))")
     assert any(v["id"] == "image-alt" for v in scan(page)), "axe did not see the canary"
     page.evaluate("document.getElementById('canary').remove()")
+    title = load_catalogue(lang)["app.title"]
     for screen, st in sorted(states.items()):
-        page.evaluate("(st) => window.kioskRender(st)", st)
+        # As if this kiosk's language were the gallery's (else the start screen would
+        # bring the page back to the language the flows' kiosk had).
+        page.evaluate("(st) => window.kioskRender(st)", {**st, "lang": lang})
         page.wait_for_function("(s) => document.body.dataset.screen === s",
                                arg=st["screen"])
+        assert page.evaluate("document.documentElement.lang") == lang, screen
+        assert page.text_content("#app-title") == title, screen
         page.screenshot(path=str(out / f"{lang}-{screen}.png"))
         bad = scan(page)
         if bad:
