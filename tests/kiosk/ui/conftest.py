@@ -117,12 +117,14 @@ class Kiosk:
 
 
 def start_kiosk(backend: Service, lab: dict[str, Any], base: Path, *,
-                timeouts: str = "", web: str = 'listen = "127.0.0.1:0"\nlang = "ja"\n'
-                ) -> Kiosk:
+                timeouts: str = "", web: str = 'listen = "127.0.0.1:0"\nlang = "ja"\n',
+                devices: str | None = None) -> Kiosk:
+    """``devices``: the device sections (default: the lab's). Two kiosks must not share
+    the lab's serial lines — both would poll them — so a second kiosk gets none."""
     base.mkdir(parents=True, exist_ok=True)
     slot = backend.card_dir / f"slot-{base.name}"
     config = base / "kiosk.toml"
-    config.write_text(lab["devices_toml"] + f'''
+    config.write_text((lab["devices_toml"] if devices is None else devices) + f'''
 [kiosk]
 journal = "{base / 'journal.db'}"
 out = "{base / 'out'}"
