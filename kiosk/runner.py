@@ -652,6 +652,7 @@ class Runner:
                     continue  # e.g. a second tap, a tick while idle: nothing to say
                 for cmd in self.journal.step(s, ev):
                     await self._perform(s, cmd)
+            await self._close_cash_in()
         finally:
             ticker.cancel()
             for t in list(self._tasks):
@@ -662,6 +663,17 @@ class Runner:
         return SessionResult(txn, rid, s.outcome.value if s.outcome else "", s.reason, s.fee,
                              self.inserted, s.cash_in, s.change_paid, s.refund, doc,
                              [str(p) for p in self.printer.files])
+
+    async def _close_cash_in(self) -> None:
+        """A session that ended with no stack and no return — cancelled or timed out on the
+        payment screen before any money came, or refused once acceptance had opened —
+        leaves the acceptors' cash-in open (``EndCashIn`` only stops acceptance, the escrow
+        waiting for the decision), and the next customer's ``StartCashIn`` would be refused.
+        At ``DONE`` nothing is in escrow (the core returns it first), so a rollback closes
+        it; an item that arrived after the end is handed back, not kept."""
+        with contextlib.suppress(Exception):  # a unit that cannot answer now: the next
+            # StartCashIn reports it as the device fault it is
+            await self.cash.call(lambda: self.cash.end(False), self.timeouts.cash)
 
     async def _ticker(self) -> None:
         while True:

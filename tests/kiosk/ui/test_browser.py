@@ -329,6 +329,27 @@ def test_refused_item_then_cancel_returns_money(backend: Service, lab: dict[str,
     assert end["files"] == []
 
 
+def test_cancel_at_payment_with_nothing_inserted(backend: Service, lab: dict[str, Any],
+                                                 kiosk: Kiosk, chromium: Any,
+                                                 flows: list[Flow]) -> None:
+    """Cancel on the payment screen before any money: the acceptors are closed again, so
+    the next customer can pay (an acceptor left open would refuse the next cash-in)."""
+    card = backend.card()
+    f = flow(flows, chromium, kiosk, "ja", "cancel-empty")
+    to_menu(f, kiosk, card)
+    bought(f, kiosk, lab, [])
+    f.p.click("#btn-cancel")
+    f.p.wait("cancelled")
+    end = finish(f, kiosk)
+    assert (end["outcome"], end["paid"]) == ("cancelled", 0)
+    nxt = backend.card()
+    g = flow(flows, chromium, kiosk, "ja", "after-empty")
+    to_menu(g, kiosk, nxt)
+    bought(g, kiosk, lab, [1000])
+    end = finish(g, kiosk)
+    assert (end["outcome"], end["reason"], end["paid"]) == ("printed", "", 1000), end
+
+
 @pytest.mark.parametrize("lang", LANGS)
 def test_card_pulled_mid_session(backend: Service, lab: dict[str, Any], kiosk: Kiosk,
                                  chromium: Any, flows: list[Flow], lang: str) -> None:
