@@ -359,6 +359,8 @@ def test_card_pulled_mid_session(backend: Service, lab: dict[str, Any], kiosk: K
     f = flow(flows, chromium, kiosk, lang, "pulled")
     to_menu(f, kiosk, card)
     bought(f, kiosk, lab, [100])
+    f.page.wait_for_function("document.getElementById('pay-credited').textContent"
+                             ".includes('100')")  # the coin counted, then the card goes
     kiosk.take()
     f.p.wait("cancelled", "done")
     end = finish(f, kiosk, take=False)
