@@ -37,6 +37,11 @@ LANGS = tuple(catalogue_languages()) if _LANGS_ENV == "all" else tuple(
 #: sessions are searched for it.
 PIN = "8642"
 
+#: A page that never connects (the gallery feeds it states itself; a live state from the
+#: kiosk must not interleave).
+OFFLINE = ("window.WebSocket = class {"
+           " constructor() { this.readyState = 0; } send() {} close() {} };")
+
 GALLERY: dict[str, dict[str, Any]] = {}  # screen -> the first real state that showed it
 SCANNED: dict[str, list[Any]] = {}  # "lang/screen" -> serious/critical axe violations
 LEAKS: list[str] = []
@@ -415,6 +420,13 @@ def test_keyboard_only_issuance(backend: Service, lab: dict[str, Any], kiosk: Ki
     kb.press("Enter")
     f.page.wait_for_function("document.documentElement.lang === 'en'")
     tab_to("#btn-start")
+    ring = f.page.evaluate("(() => { const s = getComputedStyle(document.activeElement);"
+                           " return [s.outlineStyle, parseFloat(s.outlineWidth),"
+                           " s.boxShadow]; })()")
+    assert ring[0] != "none" and ring[1] >= 3 and ring[2] != "none", ring  # visible focus
+    size = f.page.evaluate("(() => { const r = document.activeElement"
+                           ".getBoundingClientRect(); return [r.width, r.height]; })()")
+    assert min(size) >= 44, size  # a large target
     kb.press("Enter")
     f.p.wait("setcard")
     kiosk.put(card)
@@ -521,8 +533,8 @@ def test_gallery_every_screen(chromium: Any, kiosk: Kiosk, lang: str) -> None:
     out = artifacts() / "screens"
     out.mkdir(exist_ok=True)
     ctx = chromium.new_context(viewport={"width": 1024, "height": 768}, bypass_csp=True)
+    ctx.add_init_script(OFFLINE)
     page = ctx.new_page()
-    page.route("**/ws", lambda route: route.abort())
     page.goto(kiosk.url)
     page.wait_for_function("document.getElementById('langs').children.length > 1")
     page.click(f"#langs button[data-lang='{lang}']")
@@ -547,6 +559,13 @@ def test_gallery_every_screen(chromium: Any, kiosk: Kiosk, lang: str) -> None:
             SCANNED[f"gallery/{lang}/{screen}"] = bad
         text = page.inner_text("#screen")
         assert "screen." not in text and "reason." not in text, (screen, text)
+        small = page.evaluate(
+            "[...document.querySelectorAll('button, .choice')]"
+            ".filter(e => e.getClientRects().length)"
+            ".map(e => { const r = e.getBoundingClientRect();"
+            " return [e.id || e.textContent.trim().slice(0, 20), Math.min(r.width, r.height)]; })"
+            ".filter(x => x[1] < 44)")
+        assert not small, (screen, small)  # every target at least 44 CSS px
     ctx.close()
     assert not SCANNED, SCANNED
 
@@ -563,8 +582,8 @@ def test_spoken_prompts_and_mute(chromium: Any, kiosk: Kiosk) -> None:
         window.speechSynthesis.speak = (u) => window.__spoken.push([u.lang, u.text]);
         window.speechSynthesis.cancel = () => {};
     """)
+    ctx.add_init_script(OFFLINE)
     page = ctx.new_page()
-    page.route("**/ws", lambda route: route.abort())
     page.goto(kiosk.url)
     page.wait_for_selector("#langs button[data-lang='ja']")
     ja = load_catalogue("ja")
