@@ -51,8 +51,8 @@ card's ``80 2A 00`` (``JpkiApplication.sign_digest_info``)."""
 # parses lazily; cryptography adds its own when the certificates are loaded.
 _PARSE_ERRORS: tuple[type[BaseException], ...] = (
     ValueError, TypeError, KeyError, IndexError, OverflowError, UnicodeDecodeError,
-    AttributeError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension,
-    x509.UnsupportedGeneralNameType, RecursionError)
+    UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType)
 
 
 class CmsError(CardioError):
@@ -116,7 +116,9 @@ def sign(content: bytes, cert_der: bytes, signer: Signer, *, detached: bool = Tr
         info["unsigned_attrs"] = _timestamp_attrs(timestamper(signature))
     encap: dict[str, Any] = {"content_type": content_type}
     if not detached:
-        encap["content"] = core.OctetString(content) if content_type == "data" else core.ParsableOctetString(content)
+        # id-data is an OCTET STRING to asn1crypto; other types (TSTInfo) are parsable
+        encap["content"] = (core.OctetString(content) if content_type == "data"
+                            else core.ParsableOctetString(content))
     signed_data = cms.SignedData({
         "version": "v1" if content_type == "data" else "v3",
         "digest_algorithms": [{"algorithm": "sha256"}],

@@ -1,5 +1,5 @@
-"""``cardio jpki …``: 公的個人認証 certificates, signatures, certificate validation and
-detached CMS."""
+"""``cardio jpki …``: 公的個人認証 certificates, signatures, certificate validation, CMS
+(with RFC 3161 time-stamps) and PAdES."""
 
 from __future__ import annotations
 
@@ -101,7 +101,8 @@ def cmd_verify_cert(args: argparse.Namespace) -> int:
 
 
 def cmd_cms_sign(args: argparse.Namespace) -> int:
-    from cardio.cms import sign_detached
+    from cardio.cms import sign
+    from cardio.tsp import TsaClient
 
     content = args.input.read_bytes()
     card, _trust = open_card(args)
@@ -110,36 +111,64 @@ def cmd_cms_sign(args: argparse.Namespace) -> int:
     _unlock(jpki, args, key)
     cert_der = jpki.certificate_der(key)
     ca_der = jpki.certificate_der(f"{key}-ca")
-    p7s = sign_detached(content, cert_der, lambda di: jpki.sign_digest_info(key, di),
-                        extra_certs=(ca_der,) if args.include_ca else ())
+    p7s = sign(content, cert_der, lambda di: jpki.sign_digest_info(key, di),
+               detached=not args.attached, extra_certs=(ca_der,) if args.include_ca else (),
+               timestamper=TsaClient(args.tsa) if args.tsa else None)
     args.out.write_bytes(p7s)
-    emit(args, {"out": str(args.out), "key": key, "bytes": len(p7s), "detached": True},
-         [f"Wrote a detached CMS signature ({len(p7s)} bytes, {key} key) to {args.out}"])
+    form = "an attached" if args.attached else "a detached"
+    stamped = f", time-stamped by {args.tsa}" if args.tsa else ""
+    emit(args, {"out": str(args.out), "key": key, "bytes": len(p7s),
+                "detached": not args.attached, "timestamp": bool(args.tsa)},
+         [f"Wrote {form} CMS signature ({len(p7s)} bytes, {key} key{stamped}) to {args.out}"])
+    return 0
+
+
+def cmd_cms_timestamp(args: argparse.Namespace) -> int:
+    from cardio.cms import MAX_CMS, add_timestamp
+    from cardio.tsp import TsaClient
+
+    p7s = add_timestamp(_head(args.sig, MAX_CMS), TsaClient(args.tsa))
+    out = args.out or args.sig
+    out.write_bytes(p7s)
+    emit(args, {"out": str(out), "bytes": len(p7s), "tsa": args.tsa},
+         [f"Added a signature time-stamp token from {args.tsa} to {out}"])
     return 0
 
 
 def cmd_cms_verify(args: argparse.Namespace) -> int:
-    from cardio.cms import MAX_CMS, verify_detached
+    from cardio.cms import MAX_CMS, verify
+    from cardio.tsp import signing_time_of
 
-    sig = verify_detached(_head(args.sig, MAX_CMS), args.input.read_bytes())
-    validator = CertificateValidator(trust_for(args))
-    # No timestamp tokens yet (issue 15): signingTime is only what the signer claims.
-    claimed = args.at_signing_time and sig.signing_time is not None
-    v = validator.validate(sig.signer, at=sig.signing_time if claimed else parse_time(args.at),
-                           purpose="any")
-    source = ("signingTime (unauthenticated, claimed by the signer)" if claimed else
-              "--at (given by you)" if args.at else "now (this verifier's clock)")
-    warnings = []
-    if claimed:
-        warnings.append("the certificate was checked at the signer's own signingTime, which"
-                        " nothing authenticates: a signer holding a compromised key can"
-                        " backdate it to before a key-compromise revocation")
+    content = args.input.read_bytes() if args.input is not None else None
+    sig = verify(_head(args.sig, MAX_CMS), content)
+    trust = trust_for(args)
+    validator = CertificateValidator(trust)
+    stamp = signing_time_of(sig, trust) if sig.timestamp_token is not None else None
+    at_signing = args.at_signing_time or (stamp is not None and not args.at)
+    when = None
+    warnings: list[str] = []
+    if at_signing:
+        st = stamp or signing_time_of(sig, trust)
+        when, source, warnings = st.at, st.source, st.warnings
+        if when is None:
+            raise UsageError("the signature has neither a time-stamp token nor a signingTime")
+    else:
+        when = parse_time(args.at)
+        source = "--at (given by you)" if args.at else "now (this verifier's clock)"
+    v = validator.validate(sig.signer, at=when, purpose="any")
     obj = {"signature": "valid", "signer": sig.signer.subject.rfc4514_string(),
            "signing_time": sig.signing_time.isoformat() if sig.signing_time else None,
+           "timestamp": None if stamp is None or stamp.timestamp is None else {
+               "gen_time": stamp.timestamp.gen_time.isoformat(),
+               "tsa": stamp.timestamp.tsa.subject.rfc4514_string(),
+               "serial": format(stamp.timestamp.serial, "x")},
+           "attached": sig.content is not None,
            "time_source": source, "warnings": warnings, "certificate": v.to_json()}
+    ts_line = (f"Time-stamp: {obj['timestamp']['gen_time']} by {obj['timestamp']['tsa']}"
+               if isinstance(obj["timestamp"], dict) else "Time-stamp: none")
     emit(args, obj, ["Signature: valid (content matches, RSA verified)",
                      f"Signer: {obj['signer']}", f"Signing time: {obj['signing_time']}",
-                     f"Checked at: {source}", *_validation_lines(v),
+                     ts_line, f"Checked at: {source}", *_validation_lines(v),
                      *(f"WARNING: {w}" for w in warnings)])
     for w in warnings:
         print(f"cardio: warning: {w}", file=sys.stderr)
@@ -171,23 +200,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--purpose", choices=["any", "auth", "sign"], default="any")
     add_common_options(p, secrets=True)
     p.set_defaults(func=cmd_verify_cert)
-    cms = jsub.add_parser("cms", help="detached CMS signatures with the card")
+    cms = jsub.add_parser("cms", help="CMS signatures (detached or attached) with the card")
     csub = cms.add_subparsers(dest="cms_command", required=True)
-    p = csub.add_parser("sign", help="detached CMS SignedData (.p7s)")
+    p = csub.add_parser("sign", help="CMS SignedData (.p7s detached, .p7m attached)")
     p.add_argument("--in", dest="input", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--key", choices=["sign", "auth"], default="sign")
     p.add_argument("--include-ca", action="store_true", help="also embed the CA certificate")
+    p.add_argument("--attached", action="store_true", help="put the content inside")
+    p.add_argument("--tsa", metavar="URL", help="add an RFC 3161 signature time-stamp"
+                   " token from this TSA (e.g. http://127.0.0.1:PORT/tsa)")
     add_common_options(p, secrets=True)
     p.set_defaults(func=cmd_cms_sign)
-    p = csub.add_parser("verify", help="verify a detached CMS signature and its certificate")
-    p.add_argument("--in", dest="input", type=Path, required=True)
+    p = csub.add_parser("timestamp", help="add an RFC 3161 time-stamp token to a signature")
     p.add_argument("--sig", type=Path, required=True)
-    p.add_argument("--at", help="validate the certificate at this time (default now)")
+    p.add_argument("--tsa", metavar="URL", required=True)
+    p.add_argument("--out", type=Path, help="default: rewrite --sig")
+    add_common_options(p)
+    p.set_defaults(func=cmd_cms_timestamp)
+    p = csub.add_parser("verify", help="verify a CMS signature and its certificate")
+    p.add_argument("--in", dest="input", type=Path,
+                   help="the signed content (required for a detached signature)")
+    p.add_argument("--sig", type=Path, required=True)
+    p.add_argument("--at", help="validate the certificate at this time (default: the"
+                   " time-stamp token's genTime if there is one, else now)")
     p.add_argument("--at-signing-time", action="store_true",
-                   help="validate the certificate at the signingTime attribute. WARNING:"
-                   " that time is claimed by the signer, not authenticated (no timestamp"
-                   " token): whoever holds a compromised key can backdate it before the"
-                   " revocation, so a key-compromise revocation may not show")
+                   help="validate the certificate at the time of signing: the time-stamp"
+                   " token's genTime when the signature has one. WARNING: without a token"
+                   " the signingTime attribute is used, which is claimed by the signer, not"
+                   " authenticated: whoever holds a compromised key can backdate it before"
+                   " the revocation, so a key-compromise revocation may not show")
     add_common_options(p)
     p.set_defaults(func=cmd_cms_verify)
