@@ -175,6 +175,68 @@ def cmd_cms_verify(args: argparse.Namespace) -> int:
     return 0 if v.status.value == "valid" else EXIT_NOT_VALID
 
 
+def _quiet_pyhanko() -> None:
+    """pyHanko logs validation failures with tracebacks; the report says what failed."""
+    import logging
+
+    for name in ("pyhanko", "pyhanko_certvalidator"):
+        logging.getLogger(name).addHandler(logging.NullHandler())
+        logging.getLogger(name).propagate = False
+
+
+def cmd_pdf_sign(args: argparse.Namespace) -> int:
+    import os
+
+    from cardio.pdf import MAX_PDF, CardPdfSigner, PdfError, sign_pdf
+
+    _quiet_pyhanko()
+    data = _head(args.input, MAX_PDF)
+    if not data.lstrip()[:5] == b"%PDF-":
+        raise PdfError(f"{args.input} is not a PDF (no %PDF- header)")
+    tsa = args.tsa or os.environ.get("CARDIO_TSA_URL")
+    if args.level != "B-B" and not tsa:
+        raise UsageError(f"PAdES {args.level} needs a time-stamp: give --tsa URL or set"
+                         " CARDIO_TSA_URL")
+    card, reader_trust = open_card(args)
+    trust = trust_for(args, reader_trust)
+    jpki = JpkiApplication(card)
+    _unlock(jpki, args, "sign")
+    signer = CardPdfSigner(jpki.certificate_der("sign"), (jpki.certificate_der("sign-ca"),),
+                           lambda di: jpki.sign_digest_info("sign", di))
+    out = sign_pdf(data, signer, trust, level=args.level, field_name=args.field,
+                   reason=args.reason, location=args.location, tsa_url=tsa,
+                   visible=not args.invisible)
+    args.out.write_bytes(out)
+    emit(args, {"out": str(args.out), "level": args.level, "field": args.field,
+                "bytes": len(out), "tsa": tsa if args.level != "B-B" else None},
+         [f"Signed {args.input} at PAdES {args.level} (field {args.field}) into {args.out}"])
+    return 0
+
+
+def cmd_pdf_verify(args: argparse.Namespace) -> int:
+    from cardio.pdf import MAX_PDF, verify_pdf
+
+    _quiet_pyhanko()
+    reports = verify_pdf(_head(args.file, MAX_PDF), trust_for(args), online=not args.offline)
+    ok = all(r.ok for r in reports)
+    lines = []
+    for r in reports:
+        lines += [f"Signature {r.field_name}: {'VALID' if r.ok else 'NOT VALID'}",
+                  f"  signer        {r.signer}",
+                  f"  integrity     {'intact' if r.intact and r.signature_valid else 'BROKEN'}",
+                  f"  chain         {'trusted' if r.chain_trusted else 'NOT trusted'}",
+                  f"  revocation    {r.revocation} at {r.signing_time} ({r.signing_time_source})",
+                  f"  timestamp     {r.timestamp['time'] if r.timestamp else 'none'}",
+                  f"  coverage      {r.coverage}"
+                  f" ({'whole document' if r.whole_document else 'not the whole document'})",
+                  f"  after signing {r.modifications}"
+                  f"{' (validation data only)' if r.modifications == 'lta_updates' else ''}",
+                  *(f"  problem: {p}" for p in r.problems)]
+    emit(args, {"file": str(args.file), "valid": ok,
+                "signatures": [r.to_json() for r in reports]}, lines)
+    return 0 if ok else EXIT_NOT_VALID
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     jpki = sub.add_parser("jpki", help="公的個人認証 certificates and signatures")
     jsub = jpki.add_subparsers(dest="jpki_command", required=True)
@@ -232,3 +294,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    " the revocation, so a key-compromise revocation may not show")
     add_common_options(p)
     p.set_defaults(func=cmd_cms_verify)
+
+    pdf = jsub.add_parser("pdf", help="PAdES signatures on PDF with the card (pyHanko)")
+    psub = pdf.add_subparsers(dest="pdf_command", required=True)
+    p = psub.add_parser("sign", help="sign a PDF with the signature key")
+    p.add_argument("--in", dest="input", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--level", choices=["B-B", "B-T", "B-LT"], default="B-B",
+                   help="B-T adds a TSA time-stamp, B-LT also the chain, OCSP responses"
+                   " and CRLs (DSS) for offline validation")
+    p.add_argument("--field", default="Signature1", help="signature field (created on page"
+                   " 1 if the PDF has no field of that name)")
+    p.add_argument("--reason")
+    p.add_argument("--location")
+    p.add_argument("--tsa", metavar="URL", help="RFC 3161 TSA (default $CARDIO_TSA_URL)")
+    p.add_argument("--invisible", action="store_true", help="no appearance on the page")
+    add_common_options(p, secrets=True)
+    p.set_defaults(func=cmd_pdf_sign)
+    p = psub.add_parser("verify", help="validate every signature of a PDF")
+    p.add_argument("file", type=Path)
+    p.add_argument("--offline", action="store_true", help="fetch nothing: revocation only"
+                   " from the PDF's DSS (B-LT)")
+    add_common_options(p)
+    p.set_defaults(func=cmd_pdf_verify)
