@@ -90,20 +90,24 @@ class CardPdfSigner(Signer):
         return self._sign(digest_info("sha256", hashlib.sha256(data).digest()))
 
 
-def _asn1_roots(trust: TrustStore) -> list[Any]:
+def _asn1_roots(trust: TrustStore, which: str = "jpki") -> list[Any]:
+    """The JPKI roots (signers), the TSA roots (time-stamps), or both (``all``: only
+    while signing, where pyHanko checks both with one context before embedding data)."""
     from asn1crypto import x509 as asn1_x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    return [asn1_x509.Certificate.load(c.public_bytes(Encoding.DER))
-            for c in trust.x509_roots]
+    roots = {"jpki": trust.x509_roots, "tsa": trust.tsa_roots,
+             "all": [*trust.x509_roots, *trust.tsa_roots]}[which]
+    return [asn1_x509.Certificate.load(c.public_bytes(Encoding.DER)) for c in roots]
 
 
-def _validation_context(trust: TrustStore, *, online: bool, **kw: Any) -> Any:
+def _validation_context(trust: TrustStore, *, online: bool, which: str = "jpki",
+                        **kw: Any) -> Any:
     from pyhanko_certvalidator import ValidationContext
 
     if not online:  # nothing to fetch, nothing given: revocation is then unknown
         kw = {"crls": [], "ocsps": [], **kw}
-    return ValidationContext(trust_roots=_asn1_roots(trust), allow_fetching=online,
+    return ValidationContext(trust_roots=_asn1_roots(trust, which), allow_fetching=online,
                              revocation_mode="hard-fail", **kw)
 
 
@@ -169,7 +173,7 @@ def sign_pdf(data: bytes, signer: CardPdfSigner, trust: TrustStore, *,
         field_name=field_name, md_algorithm="sha256", reason=reason, location=location,
         subfilter=fields.SigSeedSubFilter.PADES,
         embed_validation_info=level == "B-LT",
-        validation_context=_validation_context(trust, online=True)
+        validation_context=_validation_context(trust, online=True, which="all")
         if level == "B-LT" else None)
     timestamper = HTTPTimeStamper(tsa_url) if level != "B-B" and tsa_url else None
     pdf_signer = signers.PdfSigner(meta, signer, timestamper=timestamper,
@@ -241,7 +245,6 @@ def verify_pdf(data: bytes, trust: TrustStore, *, online: bool = True
     from the DSS when it has the answers, else fetched when ``online``), the time-stamp
     token, coverage and what changed after signing. No signature at all is
     :class:`PdfNotValid`."""
-    from pyhanko.sign.validation import validate_pdf_signature
     from pyhanko.sign.validation.dss import DocumentSecurityStore
 
     reader = _reader(data)
@@ -259,26 +262,35 @@ def verify_pdf(data: bytes, trust: TrustStore, *, online: bool = True
     for sig in sigs:
         # The DSS first, with nothing fetched: a B-LT signature must stand on what it
         # carries (and the CA may be long gone); the network only if that is not enough.
-        status = validate_pdf_signature(sig, _context(trust, dss, online and dss is None))
+        status = _validate(sig, trust, dss, online and dss is None)
         if online and dss is not None and not status.bottom_line:
-            status = validate_pdf_signature(sig, _context(trust, dss, True))
+            status = _validate(sig, trust, dss, True)
         ts = status.timestamp_validity
         if (str(status.trust_problem_indic).endswith("REVOKED_NO_POE") and ts is not None
                 and ts.intact and ts.valid and ts.trusted):
             # Revoked now, and a trusted time-stamp proves the signature existed at its
             # genTime: check again at that time (revocation after it does not count).
-            status = validate_pdf_signature(sig, _context(
-                trust, dss, online, moment=ts.timestamp, retroactive_revinfo=True))
+            status = _validate(sig, trust, dss, online, moment=ts.timestamp,
+                               retroactive_revinfo=True)
         reports.append(_report(sig, status, dss is not None))
     return reports
 
 
-def _context(trust: TrustStore, dss: Any, online: bool, **extra: Any) -> Any:
-    kw = {"trust_roots": _asn1_roots(trust), "allow_fetching": online,
+def _validate(sig: Any, trust: TrustStore, dss: Any, online: bool, **extra: Any) -> Any:
+    """pyHanko's validation: the signer against the JPKI roots, its time-stamp against
+    the TSA roots (the ``extra`` settings apply to the signer's context only)."""
+    from pyhanko.sign.validation import validate_pdf_signature
+
+    return validate_pdf_signature(sig, _context(trust, dss, online, "jpki", **extra),
+                                  ts_validation_context=_context(trust, dss, online, "tsa"))
+
+
+def _context(trust: TrustStore, dss: Any, online: bool, which: str, **extra: Any) -> Any:
+    kw = {"trust_roots": _asn1_roots(trust, which), "allow_fetching": online,
           "revocation_mode": "hard-fail", **extra}
     if dss is not None:
         return _dss_context(dss, kw)
-    return _validation_context(trust, online=online, **extra)
+    return _validation_context(trust, online=online, which=which, **extra)
 
 
 def _report(sig: Any, status: Any, has_dss: bool) -> PdfSignatureReport:

@@ -9,8 +9,8 @@ made before it.
 
 The token is CMS SignedData with eContentType id-ct-TSTInfo, parsed and verified by
 :mod:`cardio.cms`; the TSA certificate must carry the critical extended key usage
-id-kp-timeStamping and only it (RFC 3161 §2.3), and be issued by a configured trust
-anchor.
+id-kp-timeStamping and only it (RFC 3161 §2.3), and be issued by a configured TSA trust
+anchor (:attr:`cardio.trust.TrustStore.tsa_roots`, never a JPKI root).
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def token_info(token_der: bytes, data: bytes) -> TimestampInfo:
 
 def check_tsa_certificate(info: TimestampInfo, trust: TrustStore) -> None:
     """The TSA certificate: critical EKU id-kp-timeStamping alone, valid at genTime,
-    issued by a configured trust anchor."""
+    issued by a configured TSA trust anchor (``tsa-*.pem``)."""
     cert = info.tsa
     try:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
@@ -161,7 +161,7 @@ def check_tsa_certificate(info: TimestampInfo, trust: TrustStore) -> None:
                              " §2.3: critical EKU id-kp-timeStamping)")
     if not cert.not_valid_before_utc <= info.gen_time <= cert.not_valid_after_utc:
         raise TimestampError("genTime is outside the TSA certificate's validity")
-    for root in trust.x509_roots:
+    for root in trust.tsa_roots:
         if root.subject != cert.issuer:
             continue
         try:
@@ -169,7 +169,8 @@ def check_tsa_certificate(info: TimestampInfo, trust: TrustStore) -> None:
         except (*PARSE_ERRORS, InvalidSignature):
             continue
         return
-    raise TimestampError("no configured trust anchor issued the TSA certificate"
+    raise TimestampError("no configured TSA trust anchor (tsa-*.pem) issued the TSA"
+                         " certificate"
                          f" ({cert.issuer.rfc4514_string()})")
 
 

@@ -212,3 +212,19 @@ def test_cli_sign_with_tsa_and_timestamp_later(pki: PkiEnv, tmp_path: Path) -> N
          str(tmp_path / "d.p7s"), "-content", str(doc), "-CAfile",
          str(pki.roots / "sign-ca.pem"), "-purpose", "any", "-out", "/dev/null"],
         capture_output=True, text=True, timeout=30).stderr
+
+
+def test_tsa_roots_vouch_for_times_only(pki: PkiEnv) -> None:
+    """tsa-*.pem anchors go to TrustStore.tsa_roots: the TSA's own certificate (issued by
+    such a root) does not pass as a JPKI certificate, and a JPKI root does not make a
+    TSA trusted."""
+    from cardio.pki import CertificateValidator, Status
+
+    assert pki.trust.tsa_roots and all(
+        "TSA" in r.subject.rfc4514_string() for r in pki.trust.tsa_roots)
+    token = TsaClient(pki.server.url + "/tsa")(b"x")
+    info = verify_token(token, b"x", pki.trust)
+    assert CertificateValidator(pki.trust).validate(info.tsa).status is Status.UNTRUSTED
+    swapped = TrustStore(x509_roots=pki.trust.tsa_roots, tsa_roots=pki.trust.x509_roots)
+    with pytest.raises(TimestampError, match="TSA trust anchor"):
+        verify_token(token, b"x", swapped)
