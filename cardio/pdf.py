@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,11 +56,35 @@ class PdfNotValid(CardioError):
 
 
 def ipa_font() -> Path:
-    """The IPA Gothic font the signature appearance is set in (fonts-ipafont-gothic)."""
-    for path in IPA_FONTS:
-        if path.is_file():
-            return path
-    raise PdfError("the IPA font is missing (Debian: fonts-ipafont-gothic)")
+    """The IPA Gothic font the signature appearance is set in (fonts-ipafont-gothic),
+    rescaled to 1000 units per em and cached.
+
+    pyHanko writes a TrueType font's glyph widths (/W) and TJ adjustments in the font's
+    own units, which PDF reads as thousandths of an em: right for 1000-unit fonts, but
+    IPA Gothic has 2048, so every glyph came out twice as wide as laid out and the text
+    ran out of the box. fontTools rescales the font once (several seconds, hence the
+    cache: ``$CARDIO_CACHE_DIR`` or ``$XDG_CACHE_HOME/cardio``, ``~/.cache/cardio``)."""
+    src = next((p for p in IPA_FONTS if p.is_file()), None)
+    if src is None:
+        raise PdfError("the IPA font is missing (Debian: fonts-ipafont-gothic)")
+    cache = Path(os.environ.get("CARDIO_CACHE_DIR") or
+                 Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cardio")
+    st = src.stat()
+    target = cache / f"{src.stem}-1000upem-{st.st_size}-{int(st.st_mtime)}.ttf"
+    if target.is_file():
+        return target
+    from fontTools.ttLib import TTFont
+    from fontTools.ttLib.scaleUpem import scale_upem
+
+    font = TTFont(str(src))
+    if font["head"].unitsPerEm == 1000:
+        return src
+    scale_upem(font, 1000)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    font.save(str(tmp))
+    os.replace(tmp, target)  # atomic: a concurrent signer sees the old state or this one
+    return target
 
 
 class CardPdfSigner(Signer):

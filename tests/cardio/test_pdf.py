@@ -140,6 +140,45 @@ def test_levels_verify_with_pyhanko_and_pdfsig(env: PkiEnv, signed: dict[str, Pa
         assert ("Total document signed" in out) == (level != "B-LT"), out
 
 
+def to_unicode_text(pdf: bytes) -> str:
+    """The characters the embedded fonts' ToUnicode CMaps map to (the appearance's
+    Japanese text is set in a subset font, so it shows here, not as plain text)."""
+    import zlib
+
+    chars = []
+    for m in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S):
+        try:
+            body = zlib.decompress(m.group(1))
+        except zlib.error:
+            continue
+        if b"begincmap" in body:
+            chars += [chr(int(h, 16)) for h in re.findall(rb"<([0-9A-Fa-f]{4})>", body)]
+    return "".join(chars)
+
+
+def test_appearance_is_japanese_in_the_ipa_font(signed: dict[str, Path]) -> None:
+    data = signed["B-B"].read_bytes()
+    assert re.search(rb"/BaseFont\s*/[A-Z]{6}\+IPAGothic", data)
+    text = to_unicode_text(data)
+    assert all(ch in text for ch in "電子署名公的個人認証署名者日時"), text
+    # Widths in thousandths of an em: a full-width kanji is 1000, not IPA's 2048 font
+    # units (pyHanko copies font units; cardio.pdf.ipa_font rescales the font for it).
+    widths = re.search(rb"/W\s*\[(.*?)\]\s*\]?\s*/", data, re.S)
+    assert widths is not None and b"2048" not in widths.group(1)
+    assert b"1000" in widths.group(1)
+    # Rendered (pdfium draws the widget): ink inside the stamp box (36..316 x 36..106
+    # pt at the lower left), none just right of it — the text stays in its box.
+    import pypdfium2 as pdfium
+
+    doc = pdfium.PdfDocument(data)
+    doc.init_forms()
+    image = doc[0].render(scale=1, may_draw_forms=True).to_pil().convert("L")
+    h = image.height
+    inside = image.crop((40, h - 104, 312, h - 40))
+    outside = image.crop((318, h - 104, 560, h - 40))
+    assert inside.getextrema()[0] < 128 and outside.getextrema()[0] > 200
+
+
 def test_cli_verify_json(env: PkiEnv, signed: dict[str, Path]) -> None:
     res = cli("jpki", "pdf", "verify", str(signed["B-T"]), "--trust", str(env.roots), "--json")
     assert res.returncode == 0, res.stderr
