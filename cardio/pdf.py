@@ -268,20 +268,39 @@ def verify_pdf(data: bytes, trust: TrustStore, *, online: bool = True
     """Validate every signature of a PDF with pyHanko's validator: integrity, chain to
     ``trust``, revocation at the time of signing (the time-stamp's time when there is one;
     from the DSS when it has the answers, else fetched when ``online``), the time-stamp
-    token, coverage and what changed after signing. No signature at all is
-    :class:`PdfNotValid`."""
-    from pyhanko.sign.validation.dss import DocumentSecurityStore
+    token, coverage and what changed after signing. No signature at all, or a signature
+    whose CMS cannot even be read, is :class:`PdfNotValid`; a file that does not parse as
+    a PDF is :class:`PdfError` — whatever pyHanko or asn1crypto raised on the way."""
+    from pyhanko.pdf_utils.misc import PdfError as PyHankoPdfError
+    from pyhanko.sign.general import CMSExtractionError, CMSStructuralError
+    from pyhanko.sign.validation.errors import SignatureValidationError
 
     reader = _reader(data)
     try:
-        sigs = list(reader.embedded_signatures)
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise PdfError(f"a damaged PDF: {exc}") from exc
+        return _verify(reader, trust, online)
+    except (SignatureValidationError, CMSExtractionError, CMSStructuralError) as exc:
+        raise PdfNotValid(f"a signature that cannot be validated: {exc}") from exc
+    except PyHankoPdfError as exc:
+        raise PdfError(f"a damaged PDF: {type(exc).__name__}: {exc}") from exc
+    except _DAMAGED as exc:
+        raise PdfError(f"a damaged PDF: {type(exc).__name__}: {exc}") from exc
+
+
+_DAMAGED: tuple[type[Exception], ...] = (ValueError, TypeError, KeyError, IndexError,
+                                         OverflowError, UnicodeDecodeError)
+"""Built-ins pyHanko and asn1crypto raise on damaged input (both parse lazily)."""
+
+
+def _verify(reader: Any, trust: TrustStore, online: bool) -> list[PdfSignatureReport]:
+    from pyhanko.sign.validation.dss import DocumentSecurityStore
+    from pyhanko.sign.validation.errors import NoDSSFoundError
+
+    sigs = list(reader.embedded_signatures)
     if not sigs:
         raise PdfNotValid("the PDF has no signature")
     try:
         dss = DocumentSecurityStore.read_dss(reader)
-    except Exception:
+    except NoDSSFoundError:
         dss = None
     reports = []
     for sig in sigs:

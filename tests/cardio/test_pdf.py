@@ -256,6 +256,39 @@ def test_bad_input_is_a_typed_error(env: PkiEnv, card: tuple[Path, Profile],
     assert res.returncode == 1 and "not a PDF" in res.stderr
 
 
+PDF_MUTANTS = 2000 if os.environ.get("CARDIO_PDF_FULL") == "1" else 120
+
+
+def test_mutated_signed_pdfs_give_typed_errors_only(env: PkiEnv, signed: dict[str, Path]
+                                                    ) -> None:
+    """Byte flips, truncations and insertions anywhere in a B-LT PDF: each is a report
+    (valid or not) or a PdfError/PdfNotValid — never another exception (120 in CI,
+    2,000 with CARDIO_PDF_FULL=1). Offline: nothing is fetched."""
+    import random
+
+    data = signed["B-LT"].read_bytes()
+    rng = random.Random(15)
+    seen: dict[str, int] = {}
+    for _ in range(PDF_MUTANTS):
+        d = bytearray(data)
+        kind = rng.randrange(3)
+        if kind == 0:
+            for _ in range(rng.randint(1, 4)):
+                d[rng.randrange(len(d))] = rng.randrange(256)
+        elif kind == 1:
+            del d[rng.randrange(len(d)):]
+        else:
+            at = rng.randrange(len(d))
+            d[at:at] = rng.randbytes(rng.randint(1, 8))
+        try:
+            reports = verify_pdf(bytes(d), env.trust, online=False)
+            outcome = "valid" if all(r.ok for r in reports) else "not valid"
+        except (PdfError, PdfNotValid) as exc:
+            outcome = type(exc).__name__
+        seen[outcome] = seen.get(outcome, 0) + 1
+    assert seen.get("valid", 0) < PDF_MUTANTS * 0.2, seen
+
+
 def test_revocation_at_signing_time(env: PkiEnv, tmp_path: Path) -> None:
     """B-T made before the key's revocation stays valid (the token dates it); a signature
     made after it is reported revoked, and B-LT refuses to sign with a revoked key."""
