@@ -287,8 +287,11 @@ def verify_pdf(data: bytes, trust: TrustStore, *, online: bool = True
 
 
 _DAMAGED: tuple[type[Exception], ...] = (ValueError, TypeError, KeyError, IndexError,
-                                         OverflowError, UnicodeDecodeError)
-"""Built-ins pyHanko and asn1crypto raise on damaged input (both parse lazily)."""
+                                         OverflowError, UnicodeDecodeError, AttributeError)
+"""Built-ins pyHanko and asn1crypto raise on damaged input (both parse lazily).
+AttributeError too: pyHanko's DSS reader calls ``read_data`` on whatever object the DSS
+names, and a damaged file can put a dictionary where a stream belongs (found by the
+mutation corpus, pyHanko 0.38)."""
 
 
 def _verify(reader: Any, trust: TrustStore, online: bool) -> list[PdfSignatureReport]:

@@ -184,12 +184,21 @@ def _quiet_pyhanko() -> None:
         logging.getLogger(name).propagate = False
 
 
+def _need_pyhanko() -> None:
+    try:
+        import pyhanko  # noqa: F401
+    except ImportError:
+        raise UsageError("PDF signatures need pyHanko: pip install 'cardio[signatures]'"
+                         ) from None
+    _quiet_pyhanko()
+
+
 def cmd_pdf_sign(args: argparse.Namespace) -> int:
     import os
 
+    _need_pyhanko()
     from cardio.pdf import MAX_PDF, CardPdfSigner, PdfError, sign_pdf
 
-    _quiet_pyhanko()
     data = _head(args.input, MAX_PDF)
     if not data.lstrip()[:5] == b"%PDF-":
         raise PdfError(f"{args.input} is not a PDF (no %PDF- header)")
@@ -214,9 +223,9 @@ def cmd_pdf_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_pdf_verify(args: argparse.Namespace) -> int:
+    _need_pyhanko()
     from cardio.pdf import MAX_PDF, verify_pdf
 
-    _quiet_pyhanko()
     reports = verify_pdf(_head(args.file, MAX_PDF), trust_for(args), online=not args.offline)
     ok = all(r.ok for r in reports)
     lines = []

@@ -228,3 +228,28 @@ def test_tsa_roots_vouch_for_times_only(pki: PkiEnv) -> None:
     swapped = TrustStore(x509_roots=pki.trust.tsa_roots, tsa_roots=pki.trust.x509_roots)
     with pytest.raises(TimestampError, match="TSA trust anchor"):
         verify_token(token, b"x", swapped)
+
+
+def test_ca_serve_process_answers_timestamp_queries(tmp_path: Path) -> None:
+    """``cardio emu ca serve`` (a real process, port 0) serves the TSA beside OCSP/CRL."""
+    import os
+    import signal
+
+    env = {**os.environ, "CARDIO_JLIS_DIR": str(tmp_path / "jlis")}
+    proc = subprocess.Popen([sys.executable, "-m", "cardio.cli", "emu", "ca", "serve",
+                             "--port", "0"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "TSA under /tsa" in line
+        url = line.split(" at ")[1].split(";")[0]
+        token = TsaClient(url + "/tsa")(b"served")
+        res = subprocess.run([sys.executable, "-m", "cardio.cli", "emu", "ca", "roots",
+                              "--out", str(tmp_path / "roots")], env=env, capture_output=True,
+                             timeout=60)
+        assert res.returncode == 0
+        info = verify_token(token, b"served", TrustStore.from_dir(tmp_path / "roots"))
+        assert info.policy == "2.999.15.1"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
