@@ -171,8 +171,15 @@ def sign_pdf(data: bytes, signer: CardPdfSigner, trust: TrustStore, *,
     from pyhanko.sign import fields, signers
     from pyhanko.sign.general import SigningError
     from pyhanko.sign.timestamps import HTTPTimeStamper
+    from pyhanko.sign.timestamps.common_utils import TimestampRequestError
     from pyhanko.stamp import TextStampStyle
-    from pyhanko_certvalidator.errors import PathBuildingError, ValidationError
+    from pyhanko_certvalidator.errors import (
+        InsufficientRevinfoError,
+        PathBuildingError,
+        ValidationError,
+    )
+
+    from cardio.tsp import TsaUnavailable
 
     if level not in LEVELS:
         raise PdfError(f"level must be one of {', '.join(LEVELS)}")
@@ -205,16 +212,27 @@ def sign_pdf(data: bytes, signer: CardPdfSigner, trust: TrustStore, *,
                                    stamp_style=style, new_field_spec=new_field)
     out = io.BytesIO()
     try:
-        pdf_signer.sign_pdf(writer, output=out)
+        try:
+            pdf_signer.sign_pdf(writer, output=out)
+        except SigningError as exc:
+            if isinstance(exc.__cause__, (PathBuildingError, ValidationError)):
+                raise exc.__cause__ from exc
+            raise
+    except CardioError:
+        raise  # the card's own errors (wrong state, removed card) keep their exit codes
+    except InsufficientRevinfoError as exc:
+        raise PdfError(f"no revocation information for B-LT (is the CA's OCSP/CRL server"
+                       f" reachable?): {exc}") from exc
     except (PathBuildingError, ValidationError) as exc:
         raise PdfNotValid(f"the signer's certificate does not validate: {exc}") from exc
+    except TimestampRequestError as exc:
+        raise TsaUnavailable(f"TSA {tsa_url}: {exc}") from exc
     except SigningError as exc:
-        if isinstance(exc.__cause__, (PathBuildingError, ValidationError)):
-            raise PdfNotValid("the signer's certificate does not validate:"
-                              f" {exc.__cause__}") from exc
         raise PdfError(f"signing failed: {exc}") from exc
     except PyHankoPdfError as exc:
         raise PdfError(f"a damaged PDF: {exc}") from exc
+    except _DAMAGED as exc:
+        raise PdfError(f"a damaged PDF: {type(exc).__name__}: {exc}") from exc
     return out.getvalue()
 
 

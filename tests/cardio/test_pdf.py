@@ -324,3 +324,19 @@ def test_b_lt_validates_with_the_servers_stopped(env: PkiEnv, signed: dict[str, 
     res = cli("jpki", "pdf", "verify", str(signed["B-LT"]), "--trust", str(env.roots),
               "--offline")
     assert res.returncode == 0 and "VALID" in res.stdout
+
+
+def test_signing_with_the_servers_stopped_is_a_clear_error(
+        env: PkiEnv, card: tuple[Path, Profile]) -> None:
+    """After the previous test stopped the server: B-T cannot reach the TSA, B-LT cannot
+    fetch revocation data — each a typed error that says so (exit 1), not a traceback."""
+    from cardio.tsp import TsaUnavailable
+
+    path, profile = card
+    signer = card_signer(path, profile.sign_password)
+    with pytest.raises(TsaUnavailable):
+        sign_pdf(plain_pdf(), signer, env.trust, level="B-T", tsa_url=env.server.url + "/tsa")
+    with pytest.raises(PdfError, match="no revocation information"):
+        sign_pdf(plain_pdf(), signer, env.trust, level="B-LT",
+                 tsa_url=env.server.url + "/tsa")
+    assert TsaUnavailable.exit_code == PdfError.exit_code == 1
