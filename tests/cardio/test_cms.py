@@ -262,3 +262,17 @@ def test_mutation_corpus_gives_typed_errors_only(pki: PkiEnv, attached: bool) ->
         except CmsError:
             outcomes["error"] += 1
     assert outcomes["error"] > CMS_MUTANTS * 0.9, outcomes
+
+
+def test_signatures_from_the_old_hand_written_encoder_still_verify() -> None:
+    """Byte-level compatibility: ``data/old-encoder.p7s`` was made by the hand-written
+    encoder this module had before issue 15 (software card, fictitious holder). The
+    asn1crypto parser verifies it over the signed attributes exactly as encoded."""
+    data = Path(__file__).parent / "data"
+    p7s, content = (data / "old-encoder.p7s").read_bytes(), (data / "old-encoder.txt"
+                                                             ).read_bytes()
+    sig = verify_detached(p7s, content)
+    assert sig.signing_time is not None and sig.signing_time.year == 2026
+    assert sig.signing_certificate_hash is not None and len(sig.certificates) == 2
+    with pytest.raises(CmsError, match="does not match"):
+        verify_detached(p7s, content + b" ")
