@@ -340,3 +340,14 @@ def test_signing_with_the_servers_stopped_is_a_clear_error(
         sign_pdf(plain_pdf(), signer, env.trust, level="B-LT",
                  tsa_url=env.server.url + "/tsa")
     assert TsaUnavailable.exit_code == PdfError.exit_code == 1
+
+
+def test_kiosk_documents_are_sealed_not_pdf_signed(env: PkiEnv, tmp_path: Path) -> None:
+    """docs/signatures.md: a kiosk certificate's PDF carries the municipality's COSE seal
+    (a DataMatrix), not a PDF signature — `pdf verify` says so, `doc verify` checks it."""
+    jlis_env = {**os.environ, "CARDIO_JLIS_DIR": str(tmp_path / "jlis")}
+    pdf = tmp_path / "juminhyo.pdf"
+    res = cli("doc", "render", "--sample", "juminhyo", "--out", str(pdf), env=jlis_env)
+    assert res.returncode == 0, res.stderr
+    res = cli("jpki", "pdf", "verify", str(pdf), "--trust", str(env.roots))
+    assert res.returncode == 6 and "no signature" in res.stderr
