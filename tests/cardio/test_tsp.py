@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -253,3 +254,32 @@ def test_ca_serve_process_answers_timestamp_queries(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
+
+
+TOKEN_MUTANTS = 5000 if os.environ.get("CARDIO_CMS_FULL") == "1" else 300
+
+
+def test_mutated_stamped_signatures_give_typed_errors_only(pki: PkiEnv) -> None:
+    """Mutations of a time-stamped signature (the token is most of its bytes): parsing,
+    verifying and reading the signing time raise CmsError or TimestampError only (300 in
+    CI, 5,000 with CARDIO_CMS_FULL=1)."""
+    import random
+
+    from cardio.cms import CmsError
+
+    path, profile = pki.new_card()
+    stamped = _sign(pki, path, profile.sign_password, b"stamp me")
+    rng = random.Random(3161)
+    outcomes: dict[str, int] = {}
+    for _ in range(TOKEN_MUTANTS):
+        data = bytearray(stamped)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        try:
+            sig = verify(bytes(data), b"stamp me")
+            signing_time_of(sig, pki.trust)
+            outcome = "valid"
+        except (CmsError, TimestampError) as exc:
+            outcome = type(exc).__name__
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert outcomes.get("TimestampError", 0) > 0 and outcomes.get("CmsError", 0) > 0, outcomes
