@@ -25,6 +25,7 @@ from cardio.trust import TrustStore
 from emulators.card import JlisHierarchy, Profile, SoftwareCard
 from emulators.card.keys import KeyPool
 from emulators.jpki_ca import CaServer, JpkiAuthority, export_roots
+from emulators.pytest_plugin import CardHandle, PcscEnv
 from tests.pki_env import PkiEnv, free_port
 
 pytestmark = pytest.mark.slow
@@ -351,3 +352,38 @@ def test_kiosk_documents_are_sealed_not_pdf_signed(env: PkiEnv, tmp_path: Path) 
     assert res.returncode == 0, res.stderr
     res = cli("jpki", "pdf", "verify", str(pdf), "--trust", str(env.roots))
     assert res.returncode == 6 and "no signature" in res.stderr
+
+
+@pytest.mark.pcsc
+def test_signing_through_pcscd_and_vpcd(pcsc_stack: PcscEnv, pcsc_card: CardHandle,
+                                        tmp_path: Path) -> None:
+    """The card behind the real pcscd (vpcd): `jpki pdf sign` and `jpki cms sign
+    --attached` from the command line, the PIN from stdin; pdfsig and openssl verify."""
+    roots = tmp_path / "roots"
+    export_roots(pcsc_stack.jlis, roots)
+    src = tmp_path / "in.pdf"
+    src.write_bytes(plain_pdf())
+    env = {**os.environ, **pcsc_stack.env}
+    base = [sys.executable, "-m", "cardio.cli", "--reader", pcsc_card.reader, "jpki"]
+    pin = pcsc_card.profile.sign_password + "\n"
+    res = subprocess.run([*base, "pdf", "sign", "--in", str(src), "--out",
+                          str(tmp_path / "out.pdf"), "--trust", str(roots), "--pin-stdin"],
+                         input=pin, capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    assert pcsc_card.profile.sign_password not in res.stdout + res.stderr
+    # No CA server for this J-LIS: integrity and coverage, not revocation.
+    [report] = verify_pdf((tmp_path / "out.pdf").read_bytes(), TrustStore.from_dir(roots),
+                          online=False)
+    assert report.intact and report.signature_valid and report.whole_document
+    if PDFSIG:
+        assert "Signature is Valid." in pdfsig(tmp_path / "out.pdf")
+    res = subprocess.run([*base, "cms", "sign", "--in", str(src), "--out",
+                          str(tmp_path / "out.p7m"), "--attached", "--pin-stdin"],
+                         input=pin, capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    res = subprocess.run(["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in",
+                          str(tmp_path / "out.p7m"), "-CAfile", str(roots / "sign-ca.pem"),
+                          "-purpose", "any", "-out", str(tmp_path / "content.pdf")],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "content.pdf").read_bytes() == src.read_bytes()
