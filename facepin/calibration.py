@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facepin.face import FaceEngine, chip_photo, distance, load_image
+from facepin.face import FaceEngine, accepts, chip_photo, distance, load_image
 
 EVAL_DUPLICATES = frozenset({"fr_obama/examples_obama-480p.jpg",
                              "fr_obama/examples_obama_small.jpg"})
@@ -133,5 +133,33 @@ class Rates:
 
 
 def rates(scores: Scores, threshold: float) -> Rates:
-    return Rates(threshold, sum(d < threshold for d in scores.impostor), len(scores.impostor),
-                 sum(d >= threshold for d in scores.genuine), len(scores.genuine))
+    return Rates(threshold, sum(accepts(d, threshold) for d in scores.impostor),
+                 len(scores.impostor), sum(not accepts(d, threshold) for d in scores.genuine),
+                 len(scores.genuine))
+
+
+def threshold_at_fmr(impostor: list[float], target: float) -> float:
+    """The largest threshold (3 decimals, accept d < t) whose false-match rate on these
+    impostor scores is at most ``target``: with N scores, at most floor(target·N) of them
+    may lie below it. With target·N < 1 this is the "no false match" threshold, which
+    says nothing about FMR at ``target`` — callers print N beside it."""
+    if not impostor:
+        raise ValueError("no impostor scores")
+    ranked = sorted(impostor)
+    allowed = math.floor(target * len(ranked) + 1e-9)
+    if allowed >= len(ranked):
+        return math.floor(ranked[-1] * 1000) / 1000 + 0.001
+    # Accept d < t: t may be as large as the (allowed+1)-th smallest score.
+    return math.floor(ranked[allowed] * 1000) / 1000
+
+
+def det_points(genuine: list[float], impostor: list[float]) -> list[tuple[float, float]]:
+    """(FMR, FNMR) at every distinct score, for a DET curve (accept d < t)."""
+    gen = np.sort(np.asarray(genuine))
+    imp = np.sort(np.asarray(impostor))
+    out = []
+    for t in np.unique(np.concatenate([gen, imp])):
+        fmr = float(np.searchsorted(imp, t, side="left")) / max(1, len(imp))
+        fnmr = float(len(gen) - np.searchsorted(gen, t, side="left")) / max(1, len(gen))
+        out.append((fmr, fnmr))
+    return out
