@@ -90,7 +90,14 @@ def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
         return (0.0, 1.0)
 
     def cdf(p: float, upto: int) -> float:
-        return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(upto + 1))
+        # In logs: math.comb(n, i) overflows a float beyond n ≈ 1,000.
+        if p <= 0.0:
+            return 1.0
+        if p >= 1.0:
+            return 0.0 if upto < n else 1.0
+        lp, lq = math.log(p), math.log1p(-p)
+        return sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+                            + i * lp + (n - i) * lq) for i in range(upto + 1))
 
     def solve(f: float, lo: float, hi: float, target: float, increasing: bool) -> float:
         for _ in range(100):
