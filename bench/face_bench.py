@@ -161,11 +161,32 @@ class Photo:
     probes: dict[str, list[Enc]]
 
 
+def portrait(engine: FaceEngine, rgb: np.ndarray, face_width: int) -> Image.Image:
+    """Head and shoulders of ``rgb`` scaled so that the face box is ``face_width`` wide."""
+    b = engine.encode(rgb, allow_several=True, check_quality=False).box
+    if b is None:
+        return Image.new("RGB", (face_width, face_width), (118, 122, 128))
+    cx, cy, w = (b.left + b.right) / 2, (b.top + b.bottom) / 2, b.width
+    crop = Image.fromarray(rgb).crop((int(cx - 1.1 * w), int(cy - 1.2 * w),
+                                      int(cx + 1.1 * w), int(cy + 1.4 * w)))
+    s = face_width / w
+    return crop.resize((int(crop.width * s), int(crop.height * s)), Image.Resampling.LANCZOS)
+
+
+def composite(people: list[tuple[Image.Image, tuple[float, float]]],
+              size: tuple[int, int] = (960, 720)) -> np.ndarray:
+    canvas = Image.new("RGB", size, (118, 122, 128))
+    for img, (fx, fy) in people:
+        canvas.paste(img, (int(fx * size[0] - img.width / 2), int(fy * size[1] - img.height / 2)))
+    return np.asarray(canvas)
+
+
 class _PhotoEncoder:
     """The variants of one photo, each computed only on a cache miss."""
 
-    def __init__(self, engine: FaceEngine, rel: str, rgb: np.ndarray) -> None:
-        self.engine, self.rel, self.rgb = engine, rel, rgb
+    def __init__(self, engine: FaceEngine, rel: str, rgb: np.ndarray,
+                 bystander: np.ndarray) -> None:
+        self.engine, self.rel, self.rgb, self.bystander = engine, rel, rgb, bystander
         self._chip: bytes | None = None
         self._frames: list[np.ndarray] | None = None
 
@@ -191,6 +212,16 @@ class _PhotoEncoder:
         # The single-photo probes: no yaw gate (the frames of step 3 have it).
         return lambda: self.engine.encode_probe(self.rgb, domain=domain, yaw_gate=False)
 
+    def scene(self, ratio: float, where: tuple[float, float]) -> Callable[[], Encoded]:
+        """A 960×720 camera frame: this photo's person in the middle (face 180 px wide)
+        and another dev identity's face ``ratio`` times as wide at ``where``."""
+        def make() -> Encoded:
+            frame = composite([(portrait(self.engine, self.rgb, 180), (0.5, 0.5)),
+                               (portrait(self.engine, self.bystander, int(180 * ratio)),
+                                where)])
+            return self.engine.encode_probe(frame, yaw_gate=False)
+        return make
+
     def frame(self, k: int, domain: str) -> Callable[[], Encoded]:
         def make() -> Encoded:
             if self._frames is None:
@@ -212,9 +243,12 @@ def encode_split(split: Path, engine: FaceEngine, name: str, *,
     photos = []
     labels = [(r, i) for r, i in read_labels(split) if r not in exclude]
     t0 = time.perf_counter()
+    idents = sorted({i for _r, i in labels})
+    first = {i: next(r for r, j in labels if j == i) for i in idents}
     for n, (rel, ident) in enumerate(labels):
         raw = (split / rel).read_bytes()
-        one = _PhotoEncoder(engine, rel, load_image(raw))
+        other = first[idents[(idents.index(ident) + 1) % len(idents)]]
+        one = _PhotoEncoder(engine, rel, load_image(raw), load_image(split / other))
         digest = hashlib.sha256(raw).hexdigest()
         refs = {"hog1": cache("ref-hog1").get(rel, digest, one.ref(1, False)),
                 "hog10": cache("ref-hog10").get(rel, digest, one.ref(10, False)),
@@ -224,6 +258,10 @@ def encode_split(split: Path, engine: FaceEngine, name: str, *,
         for domain in FRAME_DOMAINS:
             probes[f"frames-{domain}"] = [cache(f"probe-{domain}-f{k}").get(
                 rel, digest, one.frame(k, domain)) for k in range(FUSE_FRAMES)]
+        probes["bystander"] = [cache("probe-scene-small").get(
+            rel, digest, one.scene(0.45, (0.13, 0.2)))]
+        probes["two-people"] = [cache("probe-scene-similar").get(
+            rel, digest, one.scene(0.9, (0.85, 0.5)))]
         photos.append(Photo(rel, ident, refs, probes))
         if (n + 1) % 10 == 0:
             print(f"  [{name}] encoded {n + 1}/{len(labels)} photos"
@@ -421,6 +459,11 @@ STEPS: list[tuple[str, dict[str, object]]] = [
     ("2b ref 10 jitters, CNN box [not adopted]", dict(ref="cnn10", probe="chip")),
     ("3 fused frames (5, yaw-gated)", dict(ref="hog10", probe="frames-chip", fused=True)),
     ("4 several-faces rule", dict(ref="hog10", probe="frames-chip", fused=True, several=True)),
+    ("4' frame with a bystander (face 45 %), former rule", dict(ref="hog10", probe="bystander")),
+    ("4' frame with a bystander (face 45 %), new rule", dict(ref="hog10", probe="bystander",
+                                                          several=True, cosine=True)),
+    ("4' two people of similar size (90 %), new rule", dict(ref="hog10", probe="two-people",
+                                                         several=True, cosine=True)),
     ("5a unit-length encodings", dict(ref="hog10", probe="frames-chip", fused=True,
                                       several=True, cosine=True)),
 ]
@@ -435,8 +478,8 @@ def report(photos: list[Photo], name: str) -> dict[str, Trial]:
           f" {len(steps['0 before'].impostor) + steps['0 before'].impostor_fta} impostor ordered"
           " pairs (chip-like greyscale JP2 reference of A vs probe B)")
     for label, t in steps.items():
-        print("\n".join(describe(label, t, THRESHOLD if label.startswith("5") else
-                                  BEFORE_THRESHOLD)))
+        cosine = bool(dict(STEPS)[label].get("cosine"))
+        print("\n".join(describe(label, t, THRESHOLD if cosine else BEFORE_THRESHOLD)))
     return steps
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 import facepin
 from facepin import face
 from facepin.face import (
+    CHIP_SIZE,
     FUSE_FRAMES,
     MAX_JUMP,
     SECOND_FACE_RATIO,
@@ -22,6 +23,7 @@ from facepin.face import (
     FaceEngine,
     Outcome,
     chip_photo,
+    chip_portrait,
     decide,
     load_image,
     match_frames,
@@ -58,23 +60,32 @@ def test_select_face_takes_the_largest_centred_face_over_much_smaller_ones() -> 
     assert select_face([edge], 960, 720) == edge
 
 
+def towards(d: float, scale: float = 1.0) -> np.ndarray:
+    """An encoding whose unit vector lies at distance ``d`` from the reference's (e0),
+    of length ``scale`` (the length does not count)."""
+    theta = 2 * np.arcsin(d / 2)
+    v = np.zeros(128)
+    v[0], v[1] = np.cos(theta), np.sin(theta)
+    return scale * v
+
+
 def test_the_decision_fuses_the_mean_not_any_frame() -> None:
-    ref = np.zeros(128)
-    unit = np.zeros(128)
-    unit[0] = 1.0
-    # One frame alone would match; the mean of five does not: an impostor gets one
+    ref = towards(0.0, 0.8)
+    assert decide(ref, [towards(0.1, 3.0)]).distance == pytest.approx(0.1)
+    # One frame alone would match; the fused five do not: an impostor gets one
     # comparison per decision, not five tries.
-    frames = [0.1 * unit] + [0.9 * unit] * 4
+    frames = [towards(0.1)] + [towards(0.9)] * 4
     assert decide(ref, frames[:1]).match
     fused = decide(ref, frames)
-    assert not fused.match and fused.distance == pytest.approx(0.74)
+    mean = np.mean([f / np.linalg.norm(f) for f in frames], axis=0)
+    expected = float(np.linalg.norm(ref / 0.8 - mean / np.linalg.norm(mean)))
+    assert not fused.match and fused.distance == pytest.approx(expected)
     assert fused.detail == "5 frames fused"
     # One poor frame among good ones does not sink a genuine stream.
-    good = [0.3 * unit] * 4 + [0.9 * unit]
-    assert decide(ref, good).match
+    assert decide(ref, [towards(0.2)] * 4 + [towards(0.9)]).match
     assert decide(ref, []).outcome is Outcome.NO_FACE
     # margin is what the liveness prompts' turned frames get, nothing else.
-    near = [(THRESHOLD + 0.01) * unit]
+    near = [towards(THRESHOLD + 0.01)]
     assert not decide(ref, near).match and decide(ref, near, margin=0.02).match
 
 
@@ -193,11 +204,13 @@ def test_frames_are_fused_over_one_track(engine: FaceEngine, holder_ref: np.ndar
               scene((person, 0.5, 0.52))]
     res = match_frames(holder_ref, frames, engine=engine)
     assert res.outcome is Outcome.MATCH and res.detail == "3 frames fused"
-    # The fused decision is the distance of the mean encoding, not of any one frame.
+    # The fused decision is the distance of the mean direction, not of any one frame.
     encs = [engine.encode_probe(f).encoding for f in frames[1:]]
-    assert all(e is not None for e in encs)
-    mean = np.mean(np.stack(encs), axis=0)  # type: ignore[arg-type]
-    assert res.distance == pytest.approx(float(np.linalg.norm(mean - holder_ref)))
+    units = [e / np.linalg.norm(e) for e in encs if e is not None]
+    assert len(units) == 3
+    mean = np.mean(units, axis=0)
+    expected = np.linalg.norm(holder_ref / np.linalg.norm(holder_ref) - mean / np.linalg.norm(mean))
+    assert res.distance == pytest.approx(float(expected))
     # It stops after FUSE_FRAMES good frames.
     many = match_frames(holder_ref, [frames[1]] * (FUSE_FRAMES + 3), engine=engine)
     assert many.detail == f"{FUSE_FRAMES} frames fused"
@@ -216,18 +229,22 @@ def test_frames_are_fused_over_one_track(engine: FaceEngine, holder_ref: np.ndar
 
 @needs_faces
 def test_the_probe_is_encoded_in_the_references_domain(engine: FaceEngine) -> None:
-    """A colour probe is encoded exactly as the chip-like portrait chip_photo makes of it,
-    and an ordinary photo given as the reference is made chip-like the same way."""
+    """A colour probe is encoded exactly as the chip-like portrait (the chip photo's
+    framing, resolution and greyscale) is, and an ordinary photo given as the reference
+    is made into a chip-like JPEG 2000 the same way."""
     rgb = load_image(DEV / HOLDER)
     found = engine.encode(rgb)
     assert found.box is not None and found.encoding is not None
-    chip = load_image(chip_photo(rgb, found.box))
-    assert (chip[..., 0] == chip[..., 2]).all()  # greyscale
-    as_chip = engine.encode(chip, allow_several=True, check_quality=False, upsample=1)
+    portrait_ = chip_portrait(rgb, found.box)
+    assert portrait_.mode == "L" and portrait_.size == CHIP_SIZE
+    as_chip = engine.encode(np.asarray(portrait_.convert("RGB")), allow_several=True,
+                            check_quality=False, upsample=1)
     probe = engine.encode_probe(rgb, yaw_gate=False)
     assert probe.encoding is not None and as_chip.encoding is not None
     assert np.abs(probe.encoding - as_chip.encoding).max() < 1e-9
     assert np.abs(probe.encoding - found.encoding).max() > 1e-3  # not the colour encoding
+    chip = load_image(chip_photo(rgb, found.box))
+    assert (chip[..., 0] == chip[..., 2]).all()  # greyscale
     ref_from_photo = engine.encode_reference(rgb, jitters=1)
     ref_from_chip = engine.encode_reference(chip, jitters=1)
     assert ref_from_photo.encoding is not None and ref_from_chip.encoding is not None
