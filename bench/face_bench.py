@@ -382,7 +382,8 @@ def det_plot(curves: list[tuple[str, list[float | None], list[float]]], path: Pa
         _, y = xy(1, 10 ** -dec)
         d.line([(L, y), (W - 20, y)], fill=(220, 220, 220))
         d.text((10, y - 6), f"1e-{dec}", fill="black")
-    d.text((W // 2 - 80, H - 25), "FMR (impostor pairs accepted)", fill="black")
+    d.text((W // 2 - 140, H - 25), "FMR (impostor pairs accepted; 0 is drawn at 1e-4)",
+           fill="black")
     d.text((10, 12), title + ": FNMR (genuine pairs refused, FTA included) vs FMR",
            fill="black")
     colours = [(200, 30, 30), (230, 140, 0), (30, 120, 200), (20, 150, 60), (120, 40, 160)]
