@@ -409,8 +409,9 @@ def timing(engine: FaceEngine) -> None:
     box = engine.encode(ref_rgb, allow_several=True, check_quality=False).box
     assert box is not None
     chip = load_image(chip_photo(ref_rgb, box))
-    frame = np.asarray(Image.open(FACES / "dev" / "deepface_id00" / "img1.jpg").convert("RGB")
-                       .resize((640, 480)))
+    # A webcam-like 640×480 frame: the person's head and shoulders, face 160 px wide.
+    frame = composite([(portrait(engine, load_image(FACES / "dev" / "deepface_id00" / "img1.jpg"),
+                                 160), (0.5, 0.5))], size=(640, 480))
 
     def clock(f: Callable[[], object], runs: int) -> tuple[float, float]:
         f()
@@ -425,6 +426,8 @@ def timing(engine: FaceEngine) -> None:
     old = engine.encode(chip, allow_several=True, check_quality=False, upsample=1).encoding
     new = engine.encode_reference(chip).encoding
     assert old is not None and new is not None
+    outcome = match_probe(new, frame, engine=engine).outcome
+    assert outcome in (Outcome.MATCH, Outcome.NO_MATCH), outcome  # a real decision is timed
     print("\ncost (one process, this machine; median / p95 in ms):")
     rows = [
         ("reference, before: HOG + 1 jitter", lambda: engine.encode(
