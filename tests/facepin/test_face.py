@@ -185,7 +185,9 @@ def test_cli_verify_image_video_and_card(tmp_path: Path) -> None:
     res = cli("facepin", "verify", "--reference", str(img("deepface_id00/img1.jpg")),
               "--probe", str(video), "--json")
     assert res.returncode in (0, 6), res.stderr
-    assert json.loads(res.stdout)["outcome"] in ("match", "no_match")
+    out = json.loads(res.stdout)
+    assert out["outcome"] in ("match", "no_match")
+    assert out["detail"] == "4 frames fused"  # frames 0, 3, 6, 9 of 10: facepin.face.decide
     # The chip photo of a software card personalised with a real photo.
     init = cli("emu", "init", str(tmp_path / "card"), "--photo", str(img("deepface_id00/img1.jpg")),
                "--json")

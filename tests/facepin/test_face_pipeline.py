@@ -121,6 +121,18 @@ def test_the_threshold_and_rule_live_in_one_place() -> None:
                 if any("threshold" in n for n in names) and path.name != "cli.py":
                     offenders.append(f"{path.name}:{node.lineno}")
     assert offenders == []
+    # The CLI and the service run the same pipeline: the reference through
+    # encode_reference, the probe frames through match_frames, nothing encoded otherwise.
+    for name in ("cli.py", "service.py"):
+        tree = ast.parse((root / name).read_text())
+        called = {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
+                  for n in ast.walk(tree) if isinstance(n, ast.Call)}
+        assert {"encode_reference", "match_frames"} <= called, name
+        assert not called & {"encode_probe", "match_probe", "decide"}, name
+        engine_calls = {n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call)
+                        and isinstance(n.func, ast.Attribute)
+                        and isinstance(n.func.value, ast.Name) and n.func.value.id == "engine"}
+        assert engine_calls <= {"encode_reference"}, (name, engine_calls)
 
 
 # --- on real faces ------------------------------------------------------------------------
