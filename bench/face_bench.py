@@ -8,19 +8,23 @@ For every dev photo A and every other photo B (ordered pairs, A ≠ B): the refe
 ``chip_photo(A)`` (ICAO-like crop, greyscale, 240×320, JPEG 2000) and the probe is B as a
 camera would give it. Each row of the table adds one change of issue 16 to the one above:
 
-  0 before          HOG reference, 1 jitter; colour probe; several faces refuse
-  1a grey probe     the whole probe frame greyscale
-  1b chip crop      the probe cut, scaled and greyed as the chip photo is (no JPEG 2000)
-  1c + JP2          ... and JPEG 2000 round-tripped: the probe is in the reference's domain
-  2a ref jitters    reference encoded with 10 jittered copies (HOG box)
-  2b ref CNN        ... and the box from the CNN (MMOD) detector
-  3 fused frames    probe = mean encoding of 5 frames (B and 4 camera-like variants of it:
-                    small shifts, scale, rotation, light, noise, blur, JPEG), yaw-gated
-  4 several faces   the largest centred face is taken when the others are much smaller
-  5 calibrated      the threshold chosen for the target FMR on the dev impostor pool
+  0 before        HOG reference, 1 jitter; colour probe; raw Euclidean distance
+  1a grey probe   the whole probe frame greyscale
+  1b chip domain  the probe cut, scaled and greyed into the chip photo's portrait
+  1c + JP2        ... and JPEG 2000 round-tripped as well (measured: worse; not adopted)
+  2a ref jitters  reference encoded with 10 jittered copies (HOG box)
+  2b ref CNN      ... with the CNN (MMOD) detector's box (measured: no gain; fallback only)
+  3 fused frames  probe = the fusion of 5 frames (B and 4 camera-like variants of it:
+                  small shifts, scale, roll, light, noise, blur, JPEG), yaw-gated
+  4 several faces the largest centred face taken when the others are much smaller;
+                  4' the same on composited frames: B with a smaller bystander (another
+                  dev identity, face 45 % as wide), and two people of similar size
+  5a unit length  the decision on unit-length encodings (facepin.face.decide)
+  5b calibrated   the threshold for the target FMR on the dev impostor pool
 
 Reported per row: FMR and end-to-end FNMR (failures to acquire count as non-matches) at
-the threshold shipped before (0.523) and at the row's own operating threshold, FNMR at
+the threshold shipped before (0.523, raw distances) or at the shipped THRESHOLD (unit
+encodings, rows 4'-5), FNMR at
 FMR 1e-2 / 1e-3 / 1e-4 (the threshold read off this row's own impostor scores — optimistic
 by construction, and 1e-4 needs ≥ 10^4 impostor pairs to mean anything), the failure-to-
 acquire rate, 95 % Clopper-Pearson intervals. Pairs share 13 identities, so the intervals

@@ -17,8 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from cardio.errors import CardioError
+
 EVAL_DUPLICATES = frozenset({"fr_obama/examples_obama-480p.jpg",
                              "fr_obama/examples_obama_small.jpg"})
+
+
+class CalibrationError(CardioError):
+    """Nothing to calibrate on (no impostor scores): a threshold from no data would be
+    a number that means nothing."""
 
 
 def read_labels(split: Path) -> list[tuple[str, str]]:
@@ -62,7 +69,7 @@ def threshold_at_fmr(impostor: list[float], target: float) -> float:
     may lie below it. With target·N < 1 this is the "no false match" threshold, which
     says nothing about FMR at ``target`` — callers print N beside it."""
     if not impostor:
-        raise ValueError("no impostor scores")
+        raise CalibrationError("no impostor scores to calibrate a threshold on")
     ranked = sorted(impostor)
     allowed = math.floor(target * len(ranked) + 1e-9)
     if allowed >= len(ranked):

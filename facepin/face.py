@@ -43,12 +43,15 @@ Measured on eval/ once. Recalibrate (and say so) whenever the detector, the enco
 settings or the probe domain change; a regression test checks it on a dev subset."""
 
 FUSE_FRAMES = 5
-"""The decision rule over a stream: the mean of the encodings of up to this many good
-frames (one person, quality-gated, frontal, same track) is compared with the reference,
-once. Averaging removes per-frame noise (pose, blur, compression) from a genuine
-probe; an impostor's mean encoding is still the impostor, so unlike "accept if any of n
-frames matches" — which gives an impostor n tries and multiplies FMR by up to n — the
-mean is one comparison and its FMR is that of one fused probe, calibrated as such."""
+"""The decision rule over a stream: the mean direction of the encodings of up to this
+many good frames (one person, quality-gated, frontal, same track) is compared with the
+reference, once. Averaging removes per-frame noise (pose, blur, compression) from a
+genuine probe; an impostor's mean encoding is still the impostor, so unlike "accept if
+any of n frames matches" — which gives an impostor n tries and multiplies FMR by up to
+n — the mean is one comparison and its FMR is that of one fused probe, calibrated as
+such (the calibration pool holds fused and single-frame scores). Measured on dev: the
+thresholds for FMR 1e-2 / 1e-3 were 0.421 / 0.393 fused and 0.423 / 0.395 for one frame
+(no FMR cost), and FNMR at THRESHOLD 11/280 fused against 15/280 for one frame."""
 
 # --- Acquisition: which face is the probe, and is it good enough. ----------------------
 
