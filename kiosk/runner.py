@@ -580,6 +580,7 @@ class Runner:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._option_values: dict[str, dict[str, list[str]]] = {}
         self._opened: SessionOpened | None = None
+        self.doc_type = ""  # what was requested: a type, not personal, kept past the wipe
         self.marks: dict[str, float] = {}
         self.failures: list[str] = []  # keys left unanswered (cash devices that failed)
         ui.attach(self)
@@ -629,7 +630,7 @@ class Runner:
                 t.cancel()
             self.keypad.wipe()
             self.card.close()
-        doc = s.item.doc_type if s.item else ""
+        doc = s.item.doc_type if s.item else self.doc_type
         return SessionResult(txn, rid, s.outcome.value if s.outcome else "", s.reason, s.fee,
                              self.inserted, s.cash_in, s.change_paid, s.refund, doc,
                              [str(p) for p in self.printer.files])
@@ -745,6 +746,7 @@ class Runner:
         return E.MenuReceived(key, tuple(items))
 
     async def _request(self, key: str, cmd: C.RequestDocument) -> E.Event:
+        self.doc_type = cmd.doc_type
         allowed = self._option_values.get(cmd.doc_type, {})
         # An option ticked takes its non-default value (the first listed is the default).
         opts = {n: (allowed[n][1] if len(allowed[n]) > 1 else allowed[n][0])
