@@ -70,10 +70,16 @@ class KioskError(CardioError):
 
 class Keypad:
     """Holds what the customer typed until the card needs it. The value is never part of an
-    event, a command, a log line or an exception; :meth:`take` hands it over once."""
+    event, a command, a log line or an exception; :meth:`take` hands it over once.
+
+    On the PIN-reset path it also holds the new value (:meth:`enter_secret`, typed and
+    confirmed on the screen) and the facepin reservation number the person brought; both
+    go to :func:`facepin.client.redeem` and are dropped with the PIN."""
 
     def __init__(self) -> None:
         self._value: str | None = None
+        self._secret: str | None = None
+        self.reservation: str | None = None
 
     def enter(self, value: str) -> int:
         self._value = value
@@ -85,8 +91,19 @@ class Keypad:
             raise KioskError("the keypad holds no PIN")
         return value
 
+    def enter_secret(self, value: str, reservation: str) -> None:
+        self._secret, self.reservation = value, reservation
+
+    def take_secret(self) -> tuple[str, str]:
+        """The new value and the reservation number, once."""
+        secret, reservation = self._secret, self.reservation
+        self._secret = self.reservation = None
+        if secret is None or not reservation:
+            raise KioskError("the keypad holds no new value or reservation number")
+        return secret, reservation
+
     def wipe(self) -> None:
-        self._value = None
+        self._value = self._secret = self.reservation = None
 
 
 # -- card -------------------------------------------------------------------------------------
@@ -161,6 +178,41 @@ class CardAdapter:
             return event
         except CardioError as e:
             return E.CardFailed(key, type(e).__name__)
+
+    async def redeem(self, key: str, facepin_url: str, target: str) -> E.Event:
+        """The PIN-reset redemption (``docs/pin-reset-protocol.md``): the keypad's known
+        credential (the auth PIN, to reset the signature password), the new value and the
+        reservation number go to :func:`facepin.client.redeem`, which verifies the card,
+        has the service authorise the reset over a fresh card challenge and sends it to
+        the card. A wrong PIN is the card's answer (tries left; never retried here), a
+        refusal is the service's reason code, a network failure is the service being
+        unavailable."""
+        import httpx
+
+        from cardio.apdu.errors import PinBlocked, VerificationFailed
+        from facepin.client import ServiceRefused, redeem
+
+        known = self.keypad.take()
+        new_value, reservation = self.keypad.take_secret()
+
+        def run() -> E.Event:
+            self._open()
+            try:
+                redeem(facepin_url, self._card, reservation, known, new_value, target=target)
+            except PinBlocked:
+                return E.PinResult(key, False, 0)
+            except VerificationFailed as e:
+                return E.PinResult(key, False, int(e.tries_left or 0))
+            except ServiceRefused as e:
+                return E.PinResetRefused(key, e.code)
+            except httpx.HTTPError:
+                return E.ServerUnavailable(key)
+            return E.PinResetDone(key)
+        try:
+            event: E.Event = await self._call(run)
+            return event
+        except CardioError as e:  # an invalid new value is refused before the card sees it
+            return E.PinResetRefused(key, type(e).__name__)
 
     async def cert_and_sign(self, nonce: bytes) -> tuple[bytes, bytes]:
         def sign() -> tuple[bytes, bytes]:
@@ -458,8 +510,12 @@ class HeadlessUi(Ui):
 
     def __init__(self, pin: str, doc: str, options: tuple[str, ...], insert: list[int],
                  feed: Callable[[int], None], *, settle: float = 4.0,
-                 take_card: bool = True) -> None:
+                 take_card: bool = True, reset: tuple[str, str] | None = None) -> None:
         self._pin: str | None = pin
+        # PIN reset (``doc == "pin-reset"``): the new value and the reservation number; the
+        # PIN is typed a second time to redeem, as a person does at a real kiosk.
+        self._reset = reset
+        self._pin_again: str | None = pin if reset else None
         self.doc, self.options, self.insert, self.feed = doc, options, insert, feed
         self.settle = settle
         self.take_card = take_card  # False: the card slot reports the removal
@@ -473,11 +529,21 @@ class HeadlessUi(Ui):
             self._pin = None
             r.put(E.PinDigits(count))
             r.put(E.PinSubmitted())
+        elif cmd.screen is S.NEW_PASSWORD and self._reset is not None:
+            r.keypad.enter_secret(*self._reset)
+            self._reset = None
+            r.put(E.SecretEntered())
+        elif cmd.screen is S.PIN_AGAIN and cmd.amount == 0 and self._pin_again is not None:
+            count = r.keypad.enter(self._pin_again)
+            self._pin_again = None
+            r.put(E.PinDigits(count))
+            r.put(E.PinSubmitted())
         elif cmd.screen in (S.PIN_WRONG, S.PIN_INCOMPLETE):
             self.note = "wrong_pin" if cmd.screen is S.PIN_WRONG else "pin_incomplete"
             r.put(E.Cancel())
         elif cmd.screen is S.MENU:
-            if r.session is not None and self.doc in r.session.menu:
+            if r.session is not None and (self.doc in r.session.menu or (
+                    self.doc == "pin-reset" and r.session.pin_reset_offered)):
                 r.put(E.Choose(self.doc))  # a refused item shows its reason, then we go
             else:
                 self.note = "not_on_menu"
@@ -569,12 +635,14 @@ class Runner:
     def __init__(self, journal: Journal, *, creds: KioskCredentials, card: CardAdapter,
                  cash: CashAdapter, printer: PrinterAdapter, ui: Ui, keypad: Keypad,
                  timeouts: Timeouts | None = None, tick: float = 1.0,
-                 center: CenterClient | None = None) -> None:
+                 center: CenterClient | None = None, facepin_url: str | None = None
+                 ) -> None:
         self.journal, self.creds, self.card, self.cash = journal, creds, card, cash
         self.printer, self.ui, self.keypad = printer, ui, keypad
         self.timeouts = timeouts or Timeouts()
         self.tick = tick
         self.center = center or CenterClient(creds)
+        self.facepin_url = facepin_url  # the PIN-reset reservation service, if offered here
         self.session: IssuanceSession | None = None
         self._queue: asyncio.Queue[E.Event] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -604,7 +672,7 @@ class Runner:
         txn = "T" + secrets.token_hex(6)
         rid = "req-" + secrets.token_hex(8)
         s = IssuanceSession(txn, rid, self.creds.kiosk_id, binding_check(self.creds),
-                            timeouts=self.timeouts, pin_reset=False)
+                            timeouts=self.timeouts, pin_reset=bool(self.facepin_url))
         self.session = s
         ticker = asyncio.get_running_loop().create_task(self._ticker())
         self.put(E.CardInserted())
@@ -715,7 +783,10 @@ class Runner:
         elif isinstance(cmd, C.ReleasePages):
             self.printer.release()
             self.put(E.PagesReleased(k))
-        else:  # RedeemPinReset: the PIN-reset path is not offered headless
+        elif isinstance(cmd, C.RedeemPinReset) and self.facepin_url:
+            self._reply(k, self.card.redeem(k, self.facepin_url, cmd.target),
+                        t.card + t.center, lambda k: E.ServerUnavailable(k))
+        else:  # the core offers PIN reset only when a reservation service is configured
             raise KioskError(f"the runner cannot perform {type(cmd).__name__}")
 
     # center steps
