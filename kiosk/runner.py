@@ -52,7 +52,7 @@ from kiosk.session import commands as C
 from kiosk.session import events as E
 from kiosk.session.core import ExpectedBinding, IssuanceSession, State, Timeouts
 from kiosk.session.journal import Journal
-from kiosk.session.ports import ConservativePort, release_held, slip_text
+from kiosk.session.ports import ConservativePort, release_held
 
 __all__ = ["CardAdapter", "CashAdapter", "HeadlessUi", "Keypad", "KioskError",
            "PrinterAdapter", "Runner", "SessionResult", "Ui", "find_credentials"]
@@ -428,6 +428,7 @@ class PrinterAdapter:
         self.done: dict[str, bool] = {}  # key -> printed (idempotent by key)
         self.files: list[Path] = []
         self.print_started: float | None = None
+        self.kiosk_id = ""  # printed on the 未交付 slip (the runner sets it)
 
     def _held(self) -> Path:
         held = self.out / ".held"
@@ -469,14 +470,26 @@ class PrinterAdapter:
         return failure
 
     def print_slip(self, key: str, txn: str, yen: int, reason: str) -> str | None:
+        """The 未交付 slip, printed like a certificate; ``None`` when it printed. The kiosk
+        keeps a copy in the held output either way — when the printer is what failed,
+        staff reprint it from there — so the file is no proof of printing; the refund
+        stands whatever happens to the paper."""
         if key in self.done:
             return None if self.done[key] else "failed"
-        text = slip_text(txn, yen, reason)
-        path = self._held() / f"slip-{txn}.txt"
-        path.write_text(text, encoding="utf-8")
+        from kiosk.documents.slip import render_slip
+
+        pdf = render_slip(txn, yen, reason, kiosk_id=self.kiosk_id)
+        path = self._held() / f"slip-{txn}.pdf"
+        path.write_bytes(pdf)
         self.files.append(self.out / path.name)
-        self.done[key] = True
-        return None
+        try:
+            failure = self._ipp(pdf, f"slip-{txn}")
+        except (CardioError, OSError) as e:
+            failure = type(e).__name__
+        if failure is not None:  # no paper to hold back: the copy is for staff at once
+            path.replace(self.out / path.name)
+        self.done[key] = failure is None
+        return failure
 
     def release(self) -> None:
         release_held(self.out)
@@ -652,6 +665,7 @@ class Runner:
         self.marks: dict[str, float] = {}
         self.failures: list[str] = []  # keys left unanswered (cash devices that failed)
         ui.attach(self)
+        printer.kiosk_id = creds.kiosk_id
         self.inserted = 0
         cash.on_credit = self._credited
         cash.on_fault = lambda kind: self.put(E.DeviceFault("cash", kind))
