@@ -44,10 +44,10 @@ from pathlib import Path
 from typing import Any
 
 from kiosk.devices.errors import DeviceConfigError
-from kiosk.runner import HeadlessUi
+from kiosk.runner import HeadlessUi, Ui
 from kiosk.session import commands as C
 
-__all__ = ["load_run_config", "register"]
+__all__ = ["load_run_config", "register", "timeouts_of"]
 
 
 def load_run_config(path: Path) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def load_run_config(path: Path) -> dict[str, Any]:
                                 ) from None
     except tomllib.TOMLDecodeError as exc:
         raise DeviceConfigError(f"{path} is not valid TOML: {exc}") from None
-    validate_config(config, path, extra=frozenset({"kiosk", "ui"}))
+    validate_config(config, path, extra=frozenset({"kiosk", "ui", "web"}))
     k = config.get("kiosk")
     if not isinstance(k, dict):
         raise DeviceConfigError(f"{path}: a [kiosk] section is needed (journal, out, center,"
@@ -73,7 +73,69 @@ def load_run_config(path: Path) -> dict[str, Any]:
     ui = config.get("ui", {})
     if ui and not (isinstance(ui.get("pin_env"), str) and isinstance(ui.get("document"), str)):
         raise DeviceConfigError(f"{path}: [ui] needs pin_env and document")
+    web = config.get("web")
+    if web is not None:
+        _check_web(path, web, scripted="ui" in config)
+    timeouts_of(config, path)
     return config
+
+
+def _check_web(path: Path, web: object, *, scripted: bool) -> None:
+    """``[web]``: the touch screen in a browser. The browser is then the customer, so a
+    scripted ``[ui]`` customer at the same time is refused (two customers at one kiosk)."""
+    if scripted:
+        raise DeviceConfigError(f"{path}: [web] and [ui] exclude each other: with [web] the"
+                                " person at the browser is the customer; drop [ui]")
+    if not isinstance(web, dict):
+        raise DeviceConfigError(f"{path}: web must be a [web] table")
+    unknown = set(web) - {"listen", "lang", "pin_reset", "done_seconds"}
+    if unknown:
+        raise DeviceConfigError(f"{path}: [web] does not know {', '.join(sorted(unknown))}")
+    if not isinstance(web.get("listen", ""), str) or not isinstance(web.get("lang", ""), str):
+        raise DeviceConfigError(f"{path}: [web] listen and lang are strings, e.g."
+                                ' listen = "127.0.0.1:0", lang = "ja"')
+    if not isinstance(web.get("pin_reset", False), bool):
+        raise DeviceConfigError(f"{path}: [web] pin_reset is true or false")
+    done = web.get("done_seconds", 8)
+    if isinstance(done, bool) or not isinstance(done, (int, float)) or not 0 < done <= 600:
+        raise DeviceConfigError(f"{path}: [web] done_seconds must be a number of seconds"
+                                " (0 < s <= 600)")
+
+
+def timeouts_of(config: dict[str, Any], path: Path | None = None) -> Any:
+    """``[kiosk.timeouts]`` (seconds, i.e. ticks): ``warn``, ``wipe``, ``card``, ``center``,
+    ``cash``, ``printer`` and ``remind = [level 2, level 3]`` — the core's
+    :class:`~kiosk.session.core.Timeouts`, for a kiosk that wants other limits (and for the
+    tests of the time-out screens)."""
+    import dataclasses
+
+    from kiosk.session.core import Timeouts
+
+    raw = config.get("kiosk", {}).get("timeouts", {})
+    where = f"{path}: " if path else ""
+    if not isinstance(raw, dict):
+        raise DeviceConfigError(f"{where}[kiosk.timeouts] must be a table")
+    names = {f.name for f in dataclasses.fields(Timeouts)}
+    unknown = set(raw) - names
+    if unknown:
+        raise DeviceConfigError(f"{where}[kiosk.timeouts] does not know"
+                                f" {', '.join(sorted(unknown))}"
+                                f" (known: {', '.join(sorted(names))})")
+    values: dict[str, Any] = {}
+    for name, v in raw.items():
+        if name == "remind":
+            if not (isinstance(v, list) and len(v) == 2 and all(
+                    isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)):
+                raise DeviceConfigError(f"{where}[kiosk.timeouts] remind = [seconds, seconds]")
+            values[name] = (v[0], v[1])
+        elif isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            values[name] = v
+        else:
+            raise DeviceConfigError(f"{where}[kiosk.timeouts] {name} must be whole seconds > 0")
+    t = Timeouts(**values)
+    if t.warn >= t.wipe:
+        raise DeviceConfigError(f"{where}[kiosk.timeouts] warn must come before wipe")
+    return t
 
 
 class Slot:
@@ -145,6 +207,18 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
     slot = Slot(k["reader"])
     control = config.get("emulator", {}).get("control")
     ui_cfg = config.get("ui", {})
+    web_cfg = config.get("web")
+    timeouts = timeouts_of(config)
+    hub: Any = None
+    server: Any = None
+    if web_cfg is not None:
+        from kiosk.ui.app import UiServer
+        from kiosk.ui.hub import WebHub
+
+        hub = WebHub(lang=str(web_cfg.get("lang", "ja")),
+                     pin_reset=bool(web_cfg.get("pin_reset", False)),
+                     done_seconds=float(web_cfg.get("done_seconds", 8)))
+        server = UiServer(hub, str(web_cfg.get("listen", "127.0.0.1:0")))
     journal = Journal(k["journal"])
     cash = CashAdapter(config)
     try:
@@ -152,25 +226,36 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
         async with CenterClient(creds) as center:
             finalizes = await flush_finalizes(journal, center)
         await cash.start()
-        _line({"event": "ready", "pid": os.getpid(), "journal": str(journal.path),
-               "recovered": recovered, "finalizes": finalizes,
-               "ledger": journal.ledger().as_dict()})
+        ready: dict[str, Any] = {"event": "ready", "pid": os.getpid(),
+                                 "journal": str(journal.path), "recovered": recovered,
+                                 "finalizes": finalizes, "ledger": journal.ledger().as_dict()}
+        if server is not None:
+            await server.start()
+            ready["ui"] = server.url
+        _line(ready)
         while not stop.is_set():
             if not await asyncio.to_thread(slot.present):
                 await _wait(stop, 0.2)
                 continue
             keypad = Keypad()
-            pin = os.environ.get(str(ui_cfg.get("pin_env", "")), "") if ui_cfg else ""
-            ui = StreamUi(pin, str(ui_cfg.get("document", "")),
-                          tuple(ui_cfg.get("options", ())),
-                          [int(y) for y in ui_cfg.get("insert", [])],
-                          lab_feeder(str(control)) if control else lambda _y: None,
-                          take_card=False, scripted=bool(ui_cfg))
-            del pin
+            ui: Ui
+            if hub is not None:
+                from kiosk.ui.hub import WebUi
+
+                ui = WebUi(hub, echo=_line)
+            else:
+                pin = os.environ.get(str(ui_cfg.get("pin_env", "")), "") if ui_cfg else ""
+                ui = StreamUi(pin, str(ui_cfg.get("document", "")),
+                              tuple(ui_cfg.get("options", ())),
+                              [int(y) for y in ui_cfg.get("insert", [])],
+                              lab_feeder(str(control)) if control else lambda _y: None,
+                              take_card=False, scripted=bool(ui_cfg))
+                del pin
             runner = Runner(journal, creds=creds, card=CardAdapter(k["reader"], keypad),
                             cash=cash, printer=PrinterAdapter(out, config.get(
                                 "printer", {}).get("url")), ui=ui, keypad=keypad,
-                            tick=float(k.get("tick", 1.0)), facepin_url=k.get("facepin"))
+                            timeouts=timeouts, tick=float(k.get("tick", 1.0)),
+                            facepin_url=k.get("facepin"))
 
             async def watch_removal(r: Runner = runner) -> None:
                 while True:
@@ -187,6 +272,8 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
             finally:
                 watcher.cancel()
                 await runner.aclose()
+                if hub is not None:
+                    hub.end()
             async with CenterClient(creds) as center:
                 await flush_finalizes(journal, center)
             _line({"event": "session", "txn": result.txn, "request_id": result.request_id,
@@ -198,6 +285,8 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
                 await _wait(stop, 0.2)  # the same card again is not a new session
         _line({"event": "stopped", "ledger": journal.ledger().as_dict()})
     finally:
+        if server is not None:
+            await server.stop()
         cash.stop()
         journal.close()
     return 0

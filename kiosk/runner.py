@@ -76,14 +76,43 @@ class Keypad:
     confirmed on the screen) and the facepin reservation number the person brought; both
     go to :func:`facepin.client.redeem` and are dropped with the PIN."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_digits: int = 16) -> None:
         self._value: str | None = None
         self._secret: str | None = None
         self.reservation: str | None = None
+        self.max_digits = max_digits
 
     def enter(self, value: str) -> int:
         self._value = value
         return len(value)
+
+    # One key at a time, as a touch keypad or a physical keyboard sends them: the caller
+    # learns only the count (what the screen may show as ●●●●), never the digits.
+
+    def press(self, key: str) -> int:
+        """Append one digit (``0``–``9``); beyond ``max_digits`` the press is ignored, as a
+        real keypad ignores a fifth digit. A key that is not one digit is refused without
+        repeating it (it might be part of a PIN typed in the wrong place)."""
+        if len(key) != 1 or key not in "0123456789":
+            raise KioskError("a keypad key must be one digit 0-9")
+        value = self._value or ""
+        if len(value) < self.max_digits:
+            value += key
+        self._value = value
+        return len(value)
+
+    def backspace(self) -> int:
+        value = (self._value or "")[:-1]
+        self._value = value or None
+        return len(value)
+
+    def clear(self) -> int:
+        self._value = None
+        return 0
+
+    @property
+    def count(self) -> int:
+        return len(self._value or "")
 
     def take(self) -> str:
         value, self._value = self._value, None

@@ -7,7 +7,11 @@ cd "$(dirname "$0")/.."
 DEBS=(python3 python3-venv python3-pip python3-dev gcc openssl fonts-ipafont-gothic
       fonts-ipafont-mincho
       pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools iproute2 util-linux
-      postgresql cups-ipp-utils avahi-daemon dbus)
+      postgresql cups-ipp-utils avahi-daemon dbus
+      chromium chromium-driver nodejs)
+# npm: Debian's package, unless the installed nodejs brings its own (NodeSource's does, and
+# Debian's npm would conflict with it).
+command -v npm >/dev/null 2>&1 || DEBS+=(npm)
 
 missing=()
 for p in "${DEBS[@]}"; do
@@ -34,4 +38,18 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -e '.[dev]'
   echo "$want" > "$stamp"
+fi
+
+# axe-core for the kiosk UI's browser tests (injected into every screen), from the npm
+# registry into a git-ignored cache; skipped when already there.
+AXE_VERSION=4.14.1
+axe=.cache/npm/node_modules/axe-core/axe.min.js
+if [ ! -f "$axe" ] || ! grep -q "\"version\": \"$AXE_VERSION\"" .cache/npm/node_modules/axe-core/package.json 2>/dev/null; then
+  if command -v npm >/dev/null 2>&1; then
+    mkdir -p .cache/npm
+    npm install --silent --no-audit --no-fund --prefix .cache/npm "axe-core@$AXE_VERSION" >/dev/null \
+      || echo "setup: could not install axe-core from the npm registry" >&2
+  else
+    echo "setup: npm is missing: axe-core not installed (the UI's accessibility scan skips)" >&2
+  fi
 fi

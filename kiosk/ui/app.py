@@ -1,0 +1,167 @@
+"""The web server of the kiosk's screen: FastAPI on loopback, inside ``kiosk run``'s own
+event loop (so the hub, the runner and the WebSocket share one thread and need no locks).
+
+Routes: ``/`` the page, ``/static/…`` its script and style, ``/messages/LANG.json`` the
+catalogues, ``/ws`` the live state (server → page) and the person's actions (page →
+server). No route takes a PIN in its URL or returns one; uvicorn's access log is off (a
+kiosk has no use for it, and it is one place fewer where a request could be written
+down).
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the route functions'
+# annotations (``WebSocket``) as objects, and these are imported inside create_app.
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from kiosk.ui.hub import UiConfigError, WebHub, catalogue_languages, load_catalogue
+
+__all__ = ["STATIC", "UiServer", "create_app", "parse_listen"]
+
+STATIC = Path(__file__).parent / "static"
+
+#: The page loads only its own files; nothing inline, nothing from elsewhere.
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self';"
+                               " img-src 'self' data:; connect-src 'self';"
+                               " frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def create_app(hub: WebHub) -> Any:
+    from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
+
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.middleware("http")
+    async def headers(request: Any, call_next: Any) -> Any:
+        response = await call_next(request)
+        for k, v in _HEADERS.items():
+            response.headers[k] = v
+        return response
+
+    @app.get("/")
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+
+    @app.get("/favicon.ico")
+    async def favicon() -> Response:
+        return Response(status_code=204)
+
+    @app.get("/messages/{lang}.json")
+    async def messages(lang: str) -> JSONResponse:
+        if lang not in catalogue_languages():
+            raise HTTPException(404, "no such catalogue")
+        return JSONResponse(load_catalogue(lang))
+
+    @app.get("/languages.json")
+    async def languages() -> JSONResponse:
+        return JSONResponse({"default": hub.lang, "languages": [
+            {"lang": lang, "name": load_catalogue(lang).get("_name", lang)}
+            for lang in catalogue_languages()]})
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        q = hub.subscribe()
+
+        async def pump() -> None:
+            while True:
+                await websocket.send_text(await q.get())
+
+        sender = asyncio.get_running_loop().create_task(pump())
+        try:
+            while True:
+                text = await websocket.receive_text()
+                try:
+                    msg = json.loads(text)
+                except ValueError:
+                    msg = None
+                hub.act(msg)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            hub.unsubscribe(q)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def parse_listen(value: object) -> tuple[str, int]:
+    """``"127.0.0.1:0"`` → host and port (0: an ephemeral port)."""
+    if not isinstance(value, str) or ":" not in value:
+        raise UiConfigError(f"[web] listen must be HOST:PORT, e.g. \"127.0.0.1:0\" (got"
+                            f" {value!r})")
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise UiConfigError(f"[web] listen must be HOST:PORT (got {value!r})")
+    return host, int(port)
+
+
+class UiServer:
+    """uvicorn serving :func:`create_app` on a socket bound before the start (so port 0
+    gives an ephemeral port whose URL is known at once), in the running event loop."""
+
+    def __init__(self, hub: WebHub, listen: str = "127.0.0.1:0") -> None:
+        import uvicorn
+
+        host, port = parse_listen(listen)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host, port))
+        except OSError as e:
+            self.sock.close()
+            raise UiConfigError(f"[web] cannot listen on {listen}: {e.strerror}") from None
+        self.sock.listen(64)
+        bound = self.sock.getsockname()
+        shown = f"[{bound[0]}]" if family == socket.AF_INET6 else bound[0]
+        self.url = f"http://{shown}:{bound[1]}/"
+        config = uvicorn.Config(create_app(hub), log_level="warning", access_log=False,
+                                lifespan="off", ws="websockets-sansio",
+                                timeout_graceful_shutdown=2)
+        self.server = _quiet_server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self.server.serve(sockets=[self.sock]))
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()  # raises what stopped it
+                raise UiConfigError("the UI server stopped before it started")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._task, 10)
+        self.sock.close()
+
+
+def _quiet_server(config: Any) -> Any:
+    """uvicorn's server without its signal handling: SIGTERM/SIGINT belong to ``kiosk
+    run``, which stops taking cards and lets a session in progress finish first."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return Server(config)

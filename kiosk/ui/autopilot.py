@@ -1,0 +1,219 @@
+"""A person at the kiosk's screen, played by headless Chromium: the driver ``cardio demo
+kiosk`` runs one issuance with, and the core of the UI's browser tests.
+
+It uses Debian's ``chromium`` through Playwright (``executable_path``; no browser is ever
+downloaded) and touches the page only as a person would — buttons, the on-screen keypad —
+while the things a person does with their hands go through callbacks: ``put_card`` and
+``take_card`` (the card slot), ``insert`` (money into the acceptors; the demo and the tests
+feed the emulated devices through their control socket). What it reports is what the page
+was sent and showed: the screens in order, fee, credited amount, change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from cardio.errors import CardioError
+
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "BrowserMissing", "Pilot", "PilotError", "browser",
+           "drive_issuance"]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run")
+
+#: Screens where the session went no further (the pilot reports them, it does not wait on).
+ENDINGS = frozenset({"refused", "cancelled", "not-issued", "pin-locked", "pin-wrong",
+                     "call-staff", "item-refused"})
+
+
+class BrowserMissing(CardioError):
+    """Chromium or Playwright is not installed."""
+
+    exit_code = 27
+
+
+class PilotError(CardioError):
+    """The page did not reach the screen the pilot waited for (it says which it saw)."""
+
+    exit_code = 28
+
+
+@contextlib.contextmanager
+def browser(executable: str = CHROMIUM) -> Iterator[Any]:
+    """A headless Chromium (Playwright ``Browser``) for as long as the block runs."""
+    try:
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise BrowserMissing("Playwright is not installed: run bash scripts/setup.sh") from None
+    if not Path(executable).exists() and shutil.which(executable) is None:
+        raise BrowserMissing(f"no Chromium at {executable}: run bash scripts/setup.sh (it"
+                             " installs the Debian packages chromium and chromium-driver)")
+    with sync_playwright() as pw:
+        try:
+            b = pw.chromium.launch(executable_path=executable, args=list(CHROMIUM_ARGS))
+        except PlaywrightError as e:
+            raise BrowserMissing(f"Chromium at {executable} did not start ({str(e)[:200]}):"
+                                 " run bash scripts/setup.sh") from None
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Pilot:
+    """One page of the kiosk UI: follows its screens (``body[data-screen]``), keeps every
+    state the server sent (WebSocket frames), screenshots each new screen when asked."""
+
+    def __init__(self, page: Any, *, screenshots: Path | None = None, prefix: str = "",
+                 on_screen: Callable[[str], None] | None = None) -> None:
+        self.page = page
+        self.frames: list[dict[str, Any]] = []
+        self.seen: list[str] = []
+        self.shots: dict[str, Path] = {}
+        self.screenshots = screenshots
+        self.prefix = prefix
+        self.on_screen = on_screen
+        page.on("websocket", self._ws)
+
+    def _ws(self, ws: Any) -> None:
+        def frame(payload: str | bytes) -> None:
+            with contextlib.suppress(ValueError, TypeError):
+                data = json.loads(payload)
+                if isinstance(data, dict) and "screen" in data:
+                    self.frames.append(data)
+        ws.on("framereceived", frame)
+
+    def open(self, url: str) -> None:
+        self.page.goto(url)
+        self.wait_any(lambda s: bool(s), "a screen")
+
+    def language(self, lang: str) -> None:
+        self.page.click(f"#langs button[data-lang='{lang}']")
+        self.page.wait_for_function("(l) => document.documentElement.lang === l", arg=lang)
+
+    @property
+    def screen(self) -> str:
+        value: str = self.page.evaluate("document.body.dataset.screen || ''")
+        return value
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.frames[-1] if self.frames else {}
+
+    def poll(self) -> str:
+        s = self.screen
+        if s and (not self.seen or self.seen[-1] != s):
+            self.seen.append(s)
+            if self.screenshots is not None and s not in self.shots:
+                path = self.screenshots / f"{self.prefix}{len(self.shots):02d}-{s}.png"
+                self.page.screenshot(path=str(path))
+                self.shots[s] = path
+            if self.on_screen is not None:
+                self.on_screen(s)
+        return s
+
+    def wait_any(self, pred: Callable[[str], bool], what: str, timeout: float = 60) -> str:
+        end = time.monotonic() + timeout
+        while True:
+            s = self.poll()
+            if pred(s):
+                return s
+            if time.monotonic() > end:
+                raise PilotError(f"the kiosk page never showed {what}; it showed"
+                                 f" {' → '.join(self.seen[-12:])}")
+            self.page.wait_for_timeout(50)
+
+    def wait(self, *screens: str, timeout: float = 60) -> str:
+        return self.wait_any(lambda s: s in screens, " or ".join(screens), timeout)
+
+    def click(self, selector: str) -> None:
+        self.page.click(selector)
+
+    def type_pin(self, pin: str) -> None:
+        """On the on-screen keypad, one button per digit, then 確定."""
+        for d in pin:
+            self.page.locator(".keypad button[data-key='d']", has_text=d).click()
+        self.page.wait_for_function(
+            "(n) => (document.getElementById('pin-dots')||{}).textContent"
+            " ?.split('●').length - 1 === n", arg=min(len(pin), 4))
+        self.click("#key-ok")
+
+
+def drive_issuance(url: str, *, pin: str, document: str, options: Sequence[str] = (),
+                   insert: Callable[[int], None], put_card: Callable[[], None],
+                   take_card: Callable[[], None], yen: Sequence[int],
+                   screenshots: Path | None = None, lang: str = "ja",
+                   timeout: float = 120, executable: str = CHROMIUM) -> dict[str, Any]:
+    """One issuance through the kiosk's screen: start → set card (``put_card``) → PIN on
+    the keypad → ``document`` → ``options`` → confirm → ``insert`` each of ``yen`` →
+    printing → when 「カードをお取りください」 shows, ``take_card`` → done.
+
+    Returns ``outcome`` (the done screen's), ``fee``, ``credited``, ``change``, ``refund``,
+    ``reason`` (when it did not print), ``screens`` (in order), ``final_screenshot`` and
+    ``screenshots`` (screen → file) when ``screenshots`` is a directory. A session that
+    ends early (wrong PIN, refusal) is reported, not raised; a page that stops moving is
+    :class:`PilotError`."""
+    if screenshots is not None:
+        screenshots.mkdir(parents=True, exist_ok=True)
+    end = time.monotonic() + timeout
+
+    def left() -> float:
+        return max(1.0, end - time.monotonic())
+
+    with browser(executable) as b:
+        page = b.new_page(viewport={"width": 1024, "height": 768}, locale=lang)
+        p = Pilot(page, screenshots=screenshots)
+        p.open(url)
+        p.wait("start", timeout=left())  # the kiosk's own language comes back at the start
+        p.language(lang)
+        p.click("#btn-start")
+        p.wait("setcard", timeout=left())
+        put_card()
+        s = p.wait("pin", *ENDINGS, timeout=left())
+        if s == "pin":
+            p.type_pin(pin)
+            s = p.wait("menu", *ENDINGS, timeout=left())
+        if s == "menu":
+            p.click(f"#screen button[data-doc='{document}']")
+            s = p.wait("options", *ENDINGS, timeout=left())
+        if s == "options":
+            for o in options:
+                page.check(f"#opt-{o}")
+            p.click("#btn-next")
+            s = p.wait("quote", *ENDINGS, timeout=left())
+        if s == "quote":
+            p.click("#btn-accept")
+            s = p.wait("payment", *ENDINGS, timeout=left())
+        if s == "payment":
+            for y in yen:
+                insert(y)
+            s = p.wait("printing", "take-card", "done", *ENDINGS, timeout=left())
+        figures = dict(p.state)
+        s = p.wait_any(lambda x: x == "done" or x == "take-card" or
+                       p.state.get("take_card") is True, "take-card or done", timeout=left())
+        if s != "done":
+            figures = dict(p.state)
+            take_card()
+        p.wait("done", timeout=left())
+        final = dict(p.state)
+        shot = None
+        if screenshots is not None:
+            shot = screenshots / "final.png"
+            page.screenshot(path=str(shot))
+        page.close()
+    notice = final.get("notice") or {}
+    return {"outcome": final.get("outcome", ""), "fee": final.get("fee", figures.get("fee", 0)),
+            "credited": max((f.get("credited", 0) for f in p.frames), default=0),
+            "change": final.get("change", 0), "refund": final.get("refund", 0),
+            "reason": notice.get("reason", ""), "screens": p.seen,
+            "final_screenshot": str(shot) if shot else None,
+            "screenshots": {k: str(v) for k, v in p.shots.items()}}

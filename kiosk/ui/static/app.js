@@ -1,0 +1,420 @@
+// The kiosk's screen. The server (kiosk/ui/hub.py) sends the whole state over /ws on every
+// change; this script renders it in the chosen language and sends back one action at a
+// time. The PIN never passes through here as a value: each key press is sent on its own
+// and the state brings back only how many digits the keypad holds.
+"use strict";
+
+const S = {
+  state: null, lang: null, langs: [], cat: {}, fallback: {}, ws: null, muted: false,
+  key: "", warnLeft: 0, warnTimer: null, remindTimer: null, lastScreen: "",
+};
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children) if (c) e.append(c);
+  return e;
+}
+
+function t(key, params) {
+  let s = S.cat[key];
+  if (s === undefined) s = S.fallback[key];
+  if (s === undefined) return key;
+  for (const [k, v] of Object.entries(params || {})) s = s.split("{" + k + "}").join(String(v));
+  return s;
+}
+const has = (key) => S.cat[key] !== undefined || S.fallback[key] !== undefined;
+const yen = (n) => t("yen", { n: Number(n).toLocaleString("ja-JP") });
+
+function reasonText(code) {
+  if (!code) return "";
+  if (has("reason." + code)) return t("reason." + code);
+  const head = code.split(":")[0];
+  return has("reason." + head) ? t("reason." + head) : t("reason.other");
+}
+const docName = (d) => (has("doc." + d) ? t("doc." + d) : d);
+
+async function loadLang(lang) {
+  const r = await fetch("/messages/" + encodeURIComponent(lang) + ".json");
+  if (!r.ok) return;
+  S.cat = await r.json();
+  S.lang = lang;
+  document.documentElement.lang = lang;
+  document.title = t("app.title");
+}
+
+function send(op, extra) {
+  if (S.ws && S.ws.readyState === WebSocket.OPEN) S.ws.send(JSON.stringify({ op, ...extra }));
+}
+
+// -- speech -------------------------------------------------------------------------------
+
+function speak(text, loud) {
+  if (S.muted || !text || !("speechSynthesis" in window)) return;
+  try {
+    window.speechSynthesis.cancel();
+    const u = new SpeechSynthesisUtterance(text);
+    u.lang = t("_speech");
+    u.volume = 1;
+    u.rate = loud ? 0.85 : 1;
+    window.speechSynthesis.speak(u);
+  } catch (e) { /* no voice on this machine: the screen says it all */ }
+}
+
+function setMuted(m) {
+  S.muted = m;
+  const b = $("mute");
+  b.setAttribute("aria-pressed", m ? "true" : "false");
+  b.textContent = t(m ? "mute.on" : "mute.off");
+  if (m && "speechSynthesis" in window) window.speechSynthesis.cancel();
+}
+
+// -- the screens --------------------------------------------------------------------------
+
+const CANCELLABLE = new Set(["pin", "pin-wrong", "pin-incomplete", "menu", "item-refused",
+  "options", "quote", "payment"]);
+const PIN_SCREENS = new Set(["pin", "pin-wrong", "pin-incomplete"]);
+const NOTICES = new Set(["refused", "cancelled", "not-issued", "pin-locked"]);
+
+function title(key, params) {
+  return el("h1", { id: "screen-title", tabindex: "-1", text: t(key, params) });
+}
+const lead = (text) => el("p", { class: "lead", text });
+
+function cardPanel(st) {
+  return el("div", { class: "card-panel", id: "card-panel", role: "alert" },
+    el("strong", { text: t("card.panel") }), el("span", { text: t("card.panel_text") }));
+}
+
+function actions(st, ...buttons) {
+  const row = el("div", { class: "actions" }, ...buttons);
+  if (CANCELLABLE.has(st.screen) && st.in_session) {
+    row.append(el("button", { type: "button", class: "cancel", id: "btn-cancel",
+      text: t("btn.cancel"), onclick: () => send("cancel") }));
+  }
+  return row;
+}
+
+function figures(rows) {
+  const dl = el("dl", { class: "figures" });
+  for (const [label, value, id] of rows) {
+    dl.append(el("dt", { text: label }), el("dd", { id, text: value }));
+  }
+  return dl;
+}
+
+function pinScreen(st) {
+  const wrong = st.screen === "pin-wrong";
+  const parts = [
+    title(wrong ? "screen.pin-wrong.title" : st.screen === "pin-incomplete"
+      ? "screen.pin-incomplete.title" : "screen.pin.title"),
+    lead(wrong ? t("screen.pin-wrong.text", { n: st.pin.tries_left })
+      : st.screen === "pin-incomplete" ? t("screen.pin-incomplete.text") : t("screen.pin.text")),
+  ];
+  if (!wrong && st.pin.tries_left > 0 && st.pin.tries_left < 3) {
+    parts.push(el("p", { class: "reason", text: t("pin.tries", { n: st.pin.tries_left }) }));
+  }
+  parts.push(el("div", { class: "pin-dots", id: "pin-dots", "aria-hidden": "true" }));
+  parts.push(el("p", { id: "pin-count", class: "note", "aria-live": "polite" }));
+  const pad = el("div", { class: "keypad", role: "group", "aria-label": t("pin.keypad") });
+  for (const d of ["1", "2", "3", "4", "5", "6", "7", "8", "9"]) {
+    pad.append(el("button", { type: "button", "data-key": "d", onclick: () => send("key", { key: d }),
+      text: d }));
+  }
+  pad.append(el("button", { type: "button", class: "small", id: "key-clear",
+    onclick: () => send("key", { key: "clear" }), text: t("btn.clear") }));
+  pad.append(el("button", { type: "button", "data-key": "d", onclick: () => send("key", { key: "0" }),
+    text: "0" }));
+  pad.append(el("button", { type: "button", class: "small", id: "key-back",
+    onclick: () => send("key", { key: "back" }), text: t("btn.backspace") }));
+  parts.push(pad);
+  parts.push(actions(st, el("button", { type: "button", class: "primary", id: "key-ok",
+    onclick: () => send("key", { key: "ok" }), text: t("btn.ok") })));
+  return parts;
+}
+
+function menuScreen(st) {
+  const list = el("ul", { class: "menu" });
+  for (const item of st.menu) {
+    const rid = "refusal-" + item.doc;
+    const label = el("span", { class: "name", text: docName(item.doc) });
+    if (item.refusal) {
+      label.append(el("span", { class: "refusal", id: rid,
+        text: t("menu.unavailable") + ": " + reasonText(item.refusal) }));
+    }
+    list.append(el("li", {}, el("button", {
+      type: "button", class: item.refusal ? "refused" : "", "data-doc": item.doc,
+      onclick: () => send("choose", { item: item.doc }),
+    }, label, el("span", { class: "fee", text: item.refusal ? "" : yen(item.fee) }))));
+  }
+  return [title("screen.menu.title"), lead(t("screen.menu.text")), list, actions(st)];
+}
+
+function optionsScreen(st) {
+  const form = el("fieldset", { class: "options" },
+    el("legend", { class: "sr-only", text: t("screen.options.title") }));
+  for (const o of st.offered) {
+    const id = "opt-" + o;
+    form.append(el("label", { class: "choice", for: id },
+      el("input", { type: "checkbox", id, name: o, checked: st.options.includes(o) }),
+      el("span", { text: has("opt." + o) ? t("opt." + o) : o })));
+  }
+  if (!st.offered.length) form.append(el("p", { text: t("quote.none") }));
+  const next = el("button", { type: "button", class: "primary", id: "btn-next", text: t("btn.next"),
+    onclick: () => send("options", { options: [...form.querySelectorAll("input:checked")]
+      .map((i) => i.name) }) });
+  return [title("screen.options.title"), lead(docName(st.item)), lead(t("screen.options.text")),
+    form, actions(st, next)];
+}
+
+function quoteScreen(st) {
+  const opts = st.options.length ? st.options.map((o) => (has("opt." + o) ? t("opt." + o) : o))
+    .join("、") : t("quote.none");
+  return [title("screen.quote.title"),
+    figures([[t("quote.doc"), docName(st.item)], [t("quote.options"), opts],
+      [t("quote.fee"), yen(st.fee), "quote-fee"]]),
+    actions(st, el("button", { type: "button", class: "primary", id: "btn-accept",
+      text: t("btn.accept"), onclick: () => send("accept") }))];
+}
+
+function paymentScreen(st) {
+  const live = el("div", { "aria-live": "polite", id: "payment-live" },
+    figures([[t("payment.fee"), yen(st.fee), "pay-fee"],
+      [t("payment.credited"), "", "pay-credited"],
+      [t("payment.left"), "", "pay-left"], [t("payment.change"), "", "pay-change"]]));
+  return [title("screen.payment.title"), lead(t("screen.payment.text")), live,
+    el("p", { class: "note", text: t("payment.cancel_note") }), actions(st)];
+}
+
+function noticeScreen(st) {
+  const n = st.notice || { kind: st.screen, reason: st.detail, amount: st.amount };
+  const parts = [title("screen." + n.kind + ".title")];
+  if (n.kind === "pin-locked") parts.push(el("p", { class: "reason", text: t("screen.pin-locked.text") }));
+  else parts.push(el("p", { class: "reason", id: "reason", text: reasonText(n.reason) }));
+  if (n.kind === "cancelled") parts.push(lead(t("screen.cancelled.text")));
+  if (n.kind === "not-issued") {
+    parts.push(lead(t("screen.not-issued.text", { n: Number(n.amount).toLocaleString("ja-JP") })));
+    if (st.txn) parts.push(el("p", { class: "lead", id: "slip-txn", text: t("not-issued.txn", { txn: st.txn }) }));
+  }
+  if (st.take_card) parts.push(cardPanel(st));
+  return parts;
+}
+
+function doneScreen(st) {
+  const parts = [title("screen.done.title")];
+  const key = "done." + (st.outcome || "cancelled");
+  parts.push(lead(has(key) ? t(key) : t("done.cancelled")));
+  if (st.notice) parts.push(el("p", { class: "reason", text: reasonText(st.notice.reason) }));
+  if (st.outcome === "printed") {
+    parts.push(figures([[t("quote.fee"), yen(st.fee)], [t("payment.change"), yen(st.change), "done-change"]]));
+  }
+  if (st.txn) parts.push(el("p", { class: "lead", text: t("not-issued.txn", { txn: st.txn }) }));
+  if (!st.in_session) {
+    parts.push(el("div", { class: "actions" }, el("button", { type: "button", class: "primary",
+      id: "btn-home", text: t("btn.home"), onclick: () => send("home") })));
+  }
+  return parts;
+}
+
+function simple(st, name, extra) {
+  const parts = [title("screen." + name + ".title"), lead(t("screen." + name + ".text"))];
+  return parts.concat(extra || []);
+}
+
+function render(st) {
+  const s = st.screen;
+  if (s === "start") {
+    const reset = el("button", { type: "button", id: "btn-reset", disabled: !st.pin_reset,
+      "aria-describedby": st.pin_reset ? null : "reset-note", text: t("btn.start_reset") });
+    return [title("screen.start.title"), lead(t("screen.start.text")),
+      el("div", { class: "big" },
+        el("button", { type: "button", class: "primary", id: "btn-start",
+          text: t("btn.start_cert"), onclick: () => send("start") }),
+        reset, st.pin_reset ? null : el("p", { class: "note", id: "reset-note",
+          text: t("start.reset_unavailable") }))];
+  }
+  if (s === "setcard") {
+    return simple(st, "setcard", [el("div", { class: "actions" }, el("button", {
+      type: "button", id: "btn-back", text: t("btn.back"), onclick: () => send("home") }))]);
+  }
+  if (PIN_SCREENS.has(s)) return pinScreen(st);
+  if (s === "menu") return menuScreen(st);
+  if (s === "item-refused") {
+    return [title("screen.item-refused.title"), lead(docName(st.chosen)),
+      el("p", { class: "reason", id: "reason", text: reasonText(st.detail) }),
+      actions(st, el("button", { type: "button", class: "primary", id: "btn-menu",
+        text: t("btn.menu"), onclick: () => send("menu") }))];
+  }
+  if (s === "options") return optionsScreen(st);
+  if (s === "quote") return quoteScreen(st);
+  if (s === "payment") return paymentScreen(st);
+  if (s === "reading" || s === "working") {
+    return simple(st, s, [el("div", { class: "spinner", "aria-hidden": "true" })]);
+  }
+  if (s === "printing") return simple(st, s, st.take_card || st.remind ? [cardPanel(st)] : []);
+  if (s === "take-card") return simple(st, s, [cardPanel(st)]);
+  if (NOTICES.has(s)) return noticeScreen(st);
+  if (s === "done") return doneScreen(st);
+  if (s === "call-staff") {
+    return simple(st, s, [el("p", { class: "note", text: st.detail })]);
+  }
+  if (has("screen." + s + ".title")) return simple(st, s);
+  return [title("screen.working.title")];
+}
+
+// Parts that change without a new screen: updated in place (focus stays where it is).
+function update(st) {
+  const dots = $("pin-dots");
+  if (dots) {
+    const n = st.pin.count;
+    dots.textContent = "●".repeat(n) + "○".repeat(Math.max(0, st.pin.max - n));
+    $("pin-count").textContent = t("pin.count", { n });
+  }
+  if ($("pay-credited")) {
+    $("pay-credited").textContent = yen(st.credited);
+    $("pay-left").textContent = yen(Math.max(0, st.fee - st.credited));
+    $("pay-change").textContent = yen(Math.max(0, st.credited - st.fee));
+  }
+  document.body.dataset.remind = String(st.remind || 0);
+  remindSpeech(st);
+  warning(st);
+}
+
+function structure(st) {
+  return JSON.stringify([S.lang, st.screen, st.detail, st.in_session, st.notice, st.take_card,
+    st.outcome, st.menu, st.item, st.offered, st.fee, st.txn, st.chosen,
+    st.screen === "printing" ? Boolean(st.remind) : 0]);
+}
+
+function show(st, force) {
+  S.state = st;
+  if (!st.in_session && st.screen === "start" && S.lastScreen && S.lastScreen !== "start"
+      && S.lang !== st.lang) {
+    // A new customer starts in the kiosk's language.
+    loadLang(st.lang).then(() => { langButtons(); show(S.state, true); });
+    return;
+  }
+  const key = structure(st);
+  if (force || key !== S.key) {
+    const changed = S.lastScreen !== st.screen;
+    S.key = key;
+    const box = $("screen");
+    box.replaceChildren(...render(st).filter(Boolean));
+    document.body.dataset.screen = st.screen;
+    box.dataset.screen = st.screen;
+    $("app-title").textContent = t("app.title");
+    $("mute").textContent = t(S.muted ? "mute.on" : "mute.off");
+    if (changed) {
+      const h = $("screen-title");
+      const lead = box.querySelector(".lead, .reason");
+      $("announce").textContent = (h ? h.textContent : "") + " " + (lead ? lead.textContent : "");
+      if (h && !$("warning").contains(document.activeElement)) h.focus();
+      speak($("announce").textContent);
+    }
+    S.lastScreen = st.screen;
+  }
+  update(st);
+}
+
+function remindSpeech(st) {
+  const level = st.remind || 0;
+  if (level >= 2 && !S.remindTimer) {
+    const say = () => speak(t("card.panel"), (S.state.remind || 0) >= 3);
+    say();
+    S.remindTimer = setInterval(() => {
+      if ((S.state.remind || 0) >= 2) say();
+    }, 6000);
+  } else if (level < 2 && S.remindTimer) {
+    clearInterval(S.remindTimer);
+    S.remindTimer = null;
+  }
+}
+
+function warning(st) {
+  const box = $("warning");
+  if (st.warning === null || st.warning === undefined || !st.in_session) {
+    if (!box.hidden) {
+      box.hidden = true;
+      clearInterval(S.warnTimer);
+      S.warnTimer = null;
+      const h = $("screen-title");
+      if (h) h.focus();
+    }
+    return;
+  }
+  if (!box.hidden) return;
+  S.warnLeft = st.warning;
+  $("warning-title").textContent = t("warning.title");
+  $("warning-continue").textContent = t("btn.continue");
+  const tick = () => { $("warning-text").textContent = t("warning.text", { n: Math.max(0, S.warnLeft) }); };
+  tick();
+  box.hidden = false;
+  $("warning-continue").focus();
+  speak(t("warning.title") + " " + $("warning-text").textContent);
+  S.warnTimer = setInterval(() => { S.warnLeft -= 1; tick(); }, 1000);
+}
+
+// -- language switch, keyboard, connection ------------------------------------------------
+
+function langButtons() {
+  const nav = $("langs");
+  nav.replaceChildren(...S.langs.map((l) => el("button", {
+    type: "button", lang: l.lang, "data-lang": l.lang, "aria-pressed": l.lang === S.lang ? "true" : "false",
+    text: l.name, onclick: async () => { await loadLang(l.lang); langButtons(); if (S.state) show(S.state, true); },
+  })));
+}
+
+function onKey(ev) {
+  const st = S.state;
+  if (!st) return;
+  if (!$("warning").hidden) {
+    if (ev.key === "Escape") { ev.preventDefault(); send("extend"); }
+    return; // Tab and Enter work on the dialog's button
+  }
+  if (PIN_SCREENS.has(st.screen)) {
+    if (/^[0-9]$/.test(ev.key)) { ev.preventDefault(); send("key", { key: ev.key }); return; }
+    if (ev.key === "Backspace") { ev.preventDefault(); send("key", { key: "back" }); return; }
+    if (ev.key === "Delete") { ev.preventDefault(); send("key", { key: "clear" }); return; }
+    if (ev.key === "Enter" && !(ev.target instanceof HTMLButtonElement)) {
+      ev.preventDefault(); send("key", { key: "ok" }); return;
+    }
+  }
+  if (ev.key === "Escape" && CANCELLABLE.has(st.screen) && st.in_session) {
+    ev.preventDefault();
+    send("cancel");
+  }
+}
+
+function connect() {
+  const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
+  S.ws = ws;
+  ws.onopen = () => { $("offline").hidden = true; };
+  ws.onmessage = (m) => { try { show(JSON.parse(m.data)); } catch (e) { /* next frame */ } };
+  ws.onclose = () => { $("offline").hidden = false; setTimeout(connect, 1000); };
+}
+
+async function main() {
+  const r = await fetch("/languages.json");
+  const info = await r.json();
+  S.langs = info.languages;
+  const r2 = await fetch("/messages/" + encodeURIComponent(info.default) + ".json");
+  S.fallback = await r2.json();
+  await loadLang(info.default);
+  langButtons();
+  $("mute").addEventListener("click", () => setMuted(!S.muted));
+  $("warning-continue").addEventListener("click", () => send("extend"));
+  document.addEventListener("keydown", onKey);
+  setMuted(false);
+  connect();
+}
+
+window.kioskRender = (st) => show(st, true); // the browser tests' gallery of real states
+main();
