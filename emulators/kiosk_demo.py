@@ -362,6 +362,9 @@ def run_kiosk_demo(directory: Path | None = None, *, interactive: bool = False,
 
         feed = lab_feeder(str(lab["control"]))
         if interactive:
+            # A person needs the card's PIN, as its holder would know it: the software card
+            # was made for this run, and its credentials are shown once (as emu init does).
+            say(f"The card's 利用者証明用 PIN is {pin} (a software card made for this run).")
             return _interactive(ui_url, slot, feed, kiosk, say)
 
         hoppers_before = _hoppers_paid(str(lab["control"]))
