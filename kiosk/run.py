@@ -220,7 +220,7 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
                      done_seconds=float(web_cfg.get("done_seconds", 8)))
         server = UiServer(hub, str(web_cfg.get("listen", "127.0.0.1:0")))
     journal = Journal(k["journal"])
-    cash = CashAdapter(config)
+    cash = CashAdapter(config, journal=k["journal"])
     try:
         recovered = start_recovery(journal, out, cash)
         async with CenterClient(creds) as center:

@@ -320,7 +320,8 @@ class CashAdapter:
     printer, so a wedged serial line stalls only money). The acceptor runs without hoppers:
     stacking and paying change are two journalled steps, as the core orders them."""
 
-    def __init__(self, config: dict[str, Any], *, settle_timeout: float = 8.0) -> None:
+    def __init__(self, config: dict[str, Any], *, settle_timeout: float = 8.0,
+                 journal: str | Path | None = None) -> None:
         from kiosk.devices.cctalk import CcTalkBus, CoinAcceptorDriver, HopperDriver
         from kiosk.devices.id003 import Id003Driver
         from kiosk.devices.services import CashAcceptor
@@ -346,6 +347,7 @@ class CashAdapter:
         self._cmds: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._cmd_lock = threading.Lock()
         self.results: dict[str, int] = {}  # key -> yen: idempotent by key
+        self.intents = PayoutIntents(journal) if journal is not None and self.hoppers else None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -362,6 +364,8 @@ class CashAdapter:
         with contextlib.suppress(Exception):
             if self.bus is not None:
                 self.bus.close()
+        if self.intents is not None:
+            self.intents.close()
 
     def _post(self, fn: Callable[[], None]) -> None:
         if self._loop is not None:
@@ -418,11 +422,20 @@ class CashAdapter:
             return {"stacked": 0, "returned": 0, "held": 0, "problems": []}
         return self.acceptor.cash_in_end({"sold": sold})
 
-    def pay(self, yen: int) -> int:
+    def pay(self, yen: int, key: str = "") -> int:
+        """Pay ``yen`` from the hoppers; with ``key`` (and a journal for intents) each
+        hopper's event counter is made durable first, so that recovery can ask the hoppers
+        what this payout already paid (:meth:`paid_under`) instead of paying it twice."""
         from kiosk.devices.cash import pay_change
         from kiosk.devices.errors import DeviceError
 
         paid = 0
+        if key and self.intents is not None and self.hoppers and yen > 0:
+            try:
+                self.intents.record(key, {c: h.status().counter
+                                          for c, h in self.hoppers.items()})
+            except DeviceError:
+                return 0  # a hopper that cannot say its counter does not pay: owed
         try:
             for r in pay_change(yen, [(c, self.stock.get(c, 100)) for c in self.hoppers],
                                 lambda coin, n: self.hoppers[coin].dispense(n)):
@@ -431,6 +444,119 @@ class CashAdapter:
         except DeviceError:
             pass  # what was not paid is owed (the reply says how much was)
         return min(paid, yen)
+
+
+    def paid_under(self, key: str) -> int | None:
+        """What a payout under ``key`` paid, as the hoppers count it: for each hopper, its
+        event counter one past the journalled one means it took the dispense and its status
+        says how many coins it paid (waiting while it still pays); the same counter means it
+        never did. ``None`` when no intent was journalled (the payout never began) or a
+        counter moved further than one dispense (recovery cannot tell: the caller decides)."""
+        from kiosk.devices.cctalk import counter_distance
+
+        before = self.intents.get(key) if self.intents is not None else None
+        if not before:
+            return None
+        paid = 0
+        for coin, counter in before.items():
+            hopper = self.hoppers.get(coin)
+            if hopper is None:
+                return None
+            status = hopper._status_until(time.monotonic() + 30)
+            while status.remaining:
+                time.sleep(0.01)
+                status = hopper._status_until(time.monotonic() + 30)
+            moved = 0 if status.counter == counter else counter_distance(counter, status.counter)
+            if moved == 1:
+                paid += status.paid * coin
+            elif moved != 0:
+                return None
+        return paid
+
+    def sweep_escrow(self, stack: bool) -> int:
+        """Recovery, before the worker starts: drive the bill validator to rest; a note it
+        still holds in escrow (a crashed session's) is stacked or handed back. Returns the
+        note's yen (0: none was there). Without this the next customer's session would be
+        credited with it."""
+        from kiosk.devices.model import ItemSettled, Outcome
+
+        if self.bill is None:
+            return 0
+        host = self.bill.host
+        host.accept = lambda _yen: stack
+        want = Outcome.STACKED if stack else Outcome.RETURNED
+        events = self.bill.run_until(lambda: host.idle and host.configured, timeout=15.0)
+        return sum(e.yen for e in events if isinstance(e, ItemSettled) and e.outcome is want)
+
+
+class PayoutIntents:
+    """Each hopper's event counter before a keyed payout, durable (its own table in the
+    kiosk's journal file, fsynced) before any coin moves — the one fact recovery needs to
+    ask the hoppers what the payout did. Written from the cash worker thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        import sqlite3
+
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS payout_intents (key TEXT NOT NULL,"
+                         " coin INTEGER NOT NULL, counter INTEGER NOT NULL,"
+                         " PRIMARY KEY (key, coin))")
+        self._lock = threading.Lock()
+
+    def record(self, key: str, counters: dict[int, int]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("INSERT OR IGNORE INTO payout_intents VALUES (?, ?, ?)",
+                                 [(key, c, n) for c, n in counters.items()])
+            self._db.execute("COMMIT")
+
+    def get(self, key: str) -> dict[int, int]:
+        with self._lock:
+            return {int(c): int(n) for c, n in self._db.execute(
+                "SELECT coin, counter FROM payout_intents WHERE key=?", (key,))}
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class DeviceRecoveryPort(ConservativePort):
+    """Recovery that asks the cash devices before it falls back on the conservative rule
+    (:class:`~kiosk.session.ports.ConservativePort`): a note still in the validator's escrow
+    is stacked or handed back as the journal asked, and counts as confirmed; a change payout
+    pays only what the hoppers' counters say it has not paid yet."""
+
+    def __init__(self, journal: Journal, cash: CashAdapter, out: Path | None) -> None:
+        super().__init__(journal, out=out)
+        self.cash = cash
+
+    def return_escrow(self, key: str) -> tuple[int, int]:
+        note = self.cash.sweep_escrow(stack=False)
+        if not note:
+            return super().return_escrow(key)
+        repaid = self.cash.paid_under(f"{key}/repay") or 0  # coins already handed back
+        held = max(0, self._journalled_yen(key) - note - repaid)
+        self.actions.append(f"{key}: a {note} yen note still in escrow was handed back"
+                            + (f"; {held} in coins is owed" if held else ""))
+        return note, held
+
+    def stack_escrow(self, key: str) -> int:
+        note = self.cash.sweep_escrow(stack=True)
+        if note:
+            self.actions.append(f"{key}: a {note} yen note still in escrow was stacked")
+        return super().stack_escrow(key)
+
+    def pay_change(self, key: str, yen: int) -> int:
+        already = self.cash.paid_under(key)
+        if already is None:  # never began (or cannot tell): pay it now, under its own key
+            already = 0
+        elif already:
+            self.actions.append(f"{key}: the hoppers had paid {already} of {yen} before the"
+                                " crash")
+        rest = max(0, yen - already)
+        paid = self.cash.pay(rest, key=f"{key}/recovery") if rest else 0
+        return min(yen, already + paid)
 
 
 def _resolve(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
@@ -892,14 +1018,14 @@ class Runner:
         if key not in self.cash.results:
             res = await self.cash.call(lambda: self.cash.end(False), self.timeouts.cash * 3)
             back = int(res.get("stacked", 0))  # stacked items are repaid from the hoppers
-            paid = await self.cash.call(lambda: self.cash.pay(back), self.timeouts.cash * 3) \
-                if back else 0
+            paid = await self.cash.call(lambda: self.cash.pay(back, f"{key}/repay"),
+                                        self.timeouts.cash * 3) if back else 0
             self.cash.results[key] = int(res.get("returned", 0)) + int(paid)
         return E.EscrowReturned(key, self.cash.results[key])
 
     async def _pay(self, key: str, yen: int) -> E.Event:
         if key not in self.cash.results:
-            self.cash.results[key] = int(await self.cash.call(lambda: self.cash.pay(yen),
+            self.cash.results[key] = int(await self.cash.call(lambda: self.cash.pay(yen, key),
                                                               self.timeouts.cash * 3))
         return E.ChangePaid(key, self.cash.results[key])
 
@@ -965,6 +1091,7 @@ def start_recovery(journal: Journal, out: Path | None, cash: CashAdapter | None 
                    ) -> list[dict[str, Any]]:
     """Recovery at start, with the conservative port (see :mod:`kiosk.session.ports`); with
     ``cash`` (before its worker starts) change still owed is paid by the real hoppers."""
-    port = ConservativePort(journal, out=out, pay=cash.pay if cash is not None else None)
+    port = DeviceRecoveryPort(journal, cash, out) if cash is not None else \
+        ConservativePort(journal, out=out)
     return [{"txn": r.txn, "outcome": r.outcome, "held_for_card": r.held_for_card,
              "actions": list(r.actions)} for r in journal.recover(port)]
