@@ -41,9 +41,9 @@ CARDIO = [sys.executable, "-m", "cardio.cli"]
 FULL = os.environ.get("CARDIO_RUNNER_CRASH_FULL") == "1"
 
 
-def money(lab: dict[str, Any]) -> dict[str, int]:
+def money(devices: dict[str, Any]) -> dict[str, int]:
     """The devices' own counters, in yen."""
-    st = control(lab["control"], op="state")
+    st = control(devices["control"], op="state")
     bv, ca = st["bill_validator"], st["coin_acceptor"]
     tray = (st.get("printer") or {}).get("printed", [])  # the output tray: jobs that printed
     return {
