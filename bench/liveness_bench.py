@@ -53,8 +53,7 @@ def main() -> None:
         src.thumbnail((640, 640))
         rgb = np.asarray(src)
         found = engine.encode(rgb, allow_several=True, check_quality=False)
-        ref = engine.encode(load_image(DEV / rels[1]), allow_several=True,
-                            check_quality=False).encoding
+        ref = engine.encode_reference(load_image(DEV / rels[1])).encoding
         if found.box is None or ref is None or found.landmarks is None:
             continue
         subjects.append((ident, rgb, found, ref))

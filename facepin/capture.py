@@ -1,8 +1,9 @@
 """Probe capture: a still image, a video file or a camera, through OpenCV.
 
-From a video or camera the first frames with exactly one face of usable quality are
-kept (a kiosk shows the person the preview until one is found); the frames themselves
-are dropped as soon as the face is encoded.
+From a video or camera the frames are handed to ``facepin.face.match_frames``, which
+fuses the first few with one usable, frontal face of one track (a kiosk shows the person
+the preview until they come); the frames themselves are dropped as soon as the face is
+encoded.
 """
 
 from __future__ import annotations

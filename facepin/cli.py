@@ -35,13 +35,19 @@ MASTER_KEY_ENV = "CARDIO_FACEPIN_MASTER_KEY_FILE"
 REGISTRY_ENV = "CARDIO_FACEPIN_CARD_REGISTRY"
 MAX_THRESHOLD = 1.0
 """A distance threshold above this matches nearly any two faces (the calibrated one is
-0.523)."""
+``facepin.face.THRESHOLD``)."""
 MASTER_KEY_MIN = 32  # bytes; cardio.pinreset derives per-card keys from it
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from facepin.capture import frames, is_video
-    from facepin.face import THRESHOLD, FaceEngine, MatchResult, Outcome, load_image, verify
+    from facepin.face import (
+        THRESHOLD,
+        FaceEngine,
+        MatchResult,
+        load_image,
+        match_frames,
+    )
 
     # Checked before the card is touched: NaN or inf printed invalid JSON ("NaN",
     # "Infinity"), and inf (or anything near it) matches any two faces.
@@ -58,17 +64,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
         reference = load_image(Path(args.reference))
     threshold = args.threshold if args.threshold is not None else THRESHOLD
     engine = FaceEngine.shared()
-    if is_video(args.probe):
-        result: MatchResult | None = None
-        for frame in frames(args.probe):
-            result = verify(reference, frame, threshold=threshold, engine=engine)
-            if result.outcome in (Outcome.MATCH, Outcome.NO_MATCH):
-                break
-        if result is None:
-            result = MatchResult(Outcome.NO_FACE, None, threshold, "probe: no frames")
+    # The same pipeline as the service: the reference in the chip photo's domain with
+    # the reference settings, the probe frames brought into that domain and fused by
+    # the one decision rule (facepin.face.decide).
+    ref = engine.encode_reference(reference)
+    del reference
+    result: MatchResult
+    if ref.encoding is None:
+        assert ref.outcome is not None
+        result = MatchResult(ref.outcome, None, threshold, "reference: " + ref.detail)
     else:
-        result = verify(reference, load_image(Path(args.probe)), threshold=threshold,
-                        engine=engine)
+        probe = frames(args.probe) if is_video(args.probe) else [load_image(Path(args.probe))]
+        result = match_frames(ref.encoding, probe, threshold=threshold, engine=engine)
     obj = result.to_json()
     dist = "-" if result.distance is None else f"{result.distance:.3f}"
     emit(args, obj, [f"Result: {result.outcome.value}", f"Distance: {dist} (threshold"

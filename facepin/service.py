@@ -58,7 +58,15 @@ from cardio.errors import CardioError
 from cardio.pki import PARSE_ERRORS, CertificateValidator, Status
 from cardio.records import CardFace, RecordError
 from cardio.trust import TrustStore
-from facepin.face import THRESHOLD, FaceEngine, FaceError, Outcome, load_image, match_probe
+from facepin.face import (
+    FUSE_FRAMES,
+    THRESHOLD,
+    FaceEngine,
+    FaceError,
+    Outcome,
+    load_image,
+    match_frames,
+)
 from facepin.liveness import LivenessSession, Prompt, Verdict, random_challenge
 from facepin.registry import RegistryError
 from facepin.store import Reservation, Store
@@ -298,16 +306,20 @@ def create_app(config: ServiceConfig) -> BodyLimit:
         try:
             engine = config.engine or FaceEngine.shared()
             try:
-                reference = engine.encode(load_image(face_record.photo), allow_several=True,
-                                          check_quality=False)
-                first = load_image(_b64(body.frames[0], "frame"), max_pixels=MAX_FRAME_PIXELS)
+                # The reference is encoded once per request, so with the slower, better
+                # settings (CNN box, jittered copies): ``FaceEngine.encode_reference``.
+                reference = engine.encode_reference(load_image(face_record.photo))
+                opening = [load_image(_b64(raw, "frame"), max_pixels=MAX_FRAME_PIXELS)
+                           for raw in body.frames[:FUSE_FRAMES]]
             except FaceError:
                 raise Refused(400, "bad_image", "an image cannot be decoded") from None
             if reference.encoding is None:
                 raise Refused(422, "reference_no_face", "no face found in the chip photo")
-            # 1:1 match on the first (frontal) frame, then the liveness challenge.
-            result = match_probe(reference.encoding, first, threshold=config.threshold,
-                                 engine=engine)
+            # 1:1 match on the opening frames (the good frontal ones of one track, fused
+            # by the one decision rule), then the liveness challenge.
+            result = match_frames(reference.encoding, opening, threshold=config.threshold,
+                                  engine=engine)
+            del opening
             if result.outcome is not Outcome.MATCH:
                 # The outcome (no face, several faces, ...) helps the person; the score
                 # is never returned.

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from facepin.calibration import encode_split, fmr0_threshold, rates, score
 from facepin.face import (
     THRESHOLD,
     FaceEngine,
@@ -116,14 +115,49 @@ def test_undecodable_image() -> None:
         load_image(b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00" * 20)
 
 
+SUBSET = ("deepface_id00", "deepface_id05", "deepface_id08")
+"""Three dev identities for CI, two of them the closest-looking pair in dev (every dev
+impostor score near the threshold is between them). CARDIO_FACE_FULL=1 runs all 13."""
+
+
 @pytest.mark.slow
-def test_shipped_threshold_is_the_dev_calibration(engine: FaceEngine) -> None:
-    """Regression: the constant is what calibrating on dev/ gives with today's engine."""
-    dev_scores = score(encode_split(DEV, engine))
-    assert len(dev_scores.genuine) == 140 and len(dev_scores.impostor) == 1690
-    assert fmr0_threshold(dev_scores.impostor) == pytest.approx(THRESHOLD, abs=0.002)
-    r = rates(dev_scores, THRESHOLD)
-    assert r.false_matches == 0 and r.false_non_matches <= 10
+def test_shipped_threshold_holds_on_dev(engine: FaceEngine) -> None:
+    """Regression for the calibration (bench/face_bench.py step 5b): the shipped pipeline
+    — chip-like JP2 reference encoded once, one probe photo in the chip domain, the one
+    decision rule — makes no false match on dev and few false non-matches."""
+    from facepin.calibration import read_labels
+    from facepin.face import decide
+
+    full = os.environ.get("CARDIO_FACE_FULL") == "1"
+    labels = [(r, i) for r, i in read_labels(DEV) if full or i in SUBSET]
+    refs, probes = {}, {}
+    for rel, _ident in labels:
+        rgb = load_image(DEV / rel)
+        found = engine.encode(rgb, allow_several=True, check_quality=False)
+        assert found.box is not None
+        refs[rel] = engine.encode_reference(load_image(chip_photo(rgb, found.box))).encoding
+        probes[rel] = engine.encode_probe(rgb, yaw_gate=False).encoding
+    genuine = impostor = false_match = false_non_match = 0
+    for a, ia in labels:
+        for b, ib in labels:
+            if a == b:
+                continue
+            ra, pb = refs[a], probes[b]
+            assert ra is not None and pb is not None
+            matched = decide(ra, [pb]).match
+            if ia == ib:
+                genuine += 1
+                false_non_match += not matched
+            else:
+                impostor += 1
+                false_match += matched
+    print(f"dev {'all' if full else 'subset'}: FMR {false_match}/{impostor},"
+          f" FNMR {false_non_match}/{genuine} at THRESHOLD {THRESHOLD}")
+    assert false_match == 0
+    # Measured: subset 0/88 (FMR 0/184); all of dev 12/280 (FMR 0/3380), 26 s and 87 s
+    # here. The bound leaves room for library-version noise, not for a broken pipeline
+    # (before issue 16, one frame at 0.523: 53/280).
+    assert false_non_match <= (0.08 * genuine if full else 0.1 * genuine)
 
 
 def test_cli_verify_image_video_and_card(tmp_path: Path) -> None:
@@ -151,7 +185,9 @@ def test_cli_verify_image_video_and_card(tmp_path: Path) -> None:
     res = cli("facepin", "verify", "--reference", str(img("deepface_id00/img1.jpg")),
               "--probe", str(video), "--json")
     assert res.returncode in (0, 6), res.stderr
-    assert json.loads(res.stdout)["outcome"] in ("match", "no_match")
+    out = json.loads(res.stdout)
+    assert out["outcome"] in ("match", "no_match")
+    assert out["detail"] == "4 frames fused"  # frames 0, 3, 6, 9 of 10: facepin.face.decide
     # The chip photo of a software card personalised with a real photo.
     init = cli("emu", "init", str(tmp_path / "card"), "--photo", str(img("deepface_id00/img1.jpg")),
                "--json")

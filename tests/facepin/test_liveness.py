@@ -76,8 +76,7 @@ def subject() -> tuple[np.ndarray, object, np.ndarray]:
     src.thumbnail((640, 640))
     rgb = np.asarray(src)
     found = engine.encode(rgb, allow_several=True, check_quality=False)
-    ref = engine.encode(load_image(DEV / "deepface_id00" / "img2.jpg"), allow_several=True,
-                        check_quality=False).encoding
+    ref = engine.encode_reference(load_image(DEV / "deepface_id00" / "img2.jpg")).encoding
     assert ref is not None
     return rgb, found, ref
 
