@@ -431,11 +431,11 @@ def _digest(algo: hashes.HashAlgorithm, data: bytes) -> bytes:
 def spki_bits(cert: x509.Certificate) -> bytes:
     """The subjectPublicKey BIT STRING contents, without the unused-bits byte: what an
     OCSP CertID's issuerKeyHash covers (RFC 6960 §4.1.1)."""
-    from cardio.apdu import tlv
+    from asn1crypto import keys
 
     spki = cert.public_key().public_bytes(serialization.Encoding.DER,
                                           serialization.PublicFormat.SubjectPublicKeyInfo)
-    return tlv.parse(spki).children[1].value[1:]
+    return bytes(keys.PublicKeyInfo.load(spki)["public_key"].contents[1:])
 
 
 def _ocsp_signer(resp: ocsp.OCSPResponse, issuer: x509.Certificate,

@@ -1,7 +1,10 @@
 """Trust anchors: J-LIS's keys that make the card's data worth believing.
 
 A directory of PEM files: X.509 certificates are JPKI roots, bare public keys named
-``cv-*.pem`` are the keys that certify the 券面 APs' CV certificates. Users point this at
+``cv-*.pem`` are the keys that certify the 券面 APs' CV certificates, and certificates in
+files named ``tsa-*.pem`` are roots of time-stamping authorities (RFC 3161). Those are
+kept apart: a TSA's hierarchy vouches for times, never for a person, so a certificate it
+issued must not pass as a JPKI certificate. Users point this at
 J-LIS's published roots; tests point it at the emulated hierarchy's.
 """
 
@@ -40,6 +43,7 @@ class DataStatus(Enum):
 class TrustStore:
     cv_roots: list[rsa.RSAPublicKey] = field(default_factory=list)
     x509_roots: list[x509.Certificate] = field(default_factory=list)
+    tsa_roots: list[x509.Certificate] = field(default_factory=list)
 
     @classmethod
     def from_dir(cls, path: Path) -> TrustStore:
@@ -50,7 +54,9 @@ class TrustStore:
             data = pem.read_bytes()
             try:
                 if b"BEGIN CERTIFICATE" in data:
-                    store.x509_roots.extend(x509.load_pem_x509_certificates(data))
+                    roots = store.tsa_roots if pem.name.startswith("tsa-") else \
+                        store.x509_roots
+                    roots.extend(x509.load_pem_x509_certificates(data))
                 elif b"BEGIN PUBLIC KEY" in data:
                     key = serialization.load_pem_public_key(data)
                     if isinstance(key, rsa.RSAPublicKey):

@@ -145,7 +145,8 @@ def cmd_ca_serve(args: argparse.Namespace) -> int:
     port = port_number(args.port)
     stop = _stop_on_signals()
     server = CaServer(JpkiAuthority(_jlis(args.jlis)), args.host, port).start()
-    print(f"JPKI CA (OCSP, CRL) at {server.url}; Ctrl-C to stop", flush=True)
+    print(f"JPKI CA (OCSP, CRL; RFC 3161 TSA under /tsa) at {server.url}; Ctrl-C to stop",
+          flush=True)
     stop.wait()
     server.stop()
     print("stopped", flush=True)

@@ -1,5 +1,10 @@
-"""The emulated JPKI certificate authorities' services: revocation, CRLs and an OCSP
-responder (RFC 6960) served over HTTP on loopback.
+"""The emulated JPKI certificate authorities' services: revocation, CRLs, an OCSP
+responder (RFC 6960) and a time-stamping authority (RFC 3161) served over HTTP on loopback.
+
+The TSA is not J-LIS (a real one is a commercial 認定タイムスタンプ事業者); it lives here
+because tests need both at once. It has its own test root (``tsa-root.pem``, exported with
+the JPKI roots) and a certificate with the critical EKU id-kp-timeStamping; its genTime is
+the authority's clock.
 
 Revocations live in the J-LIS directory (``revocations.json``, locked read-modify-write)
 so that a revocation made by one process (``cardio emu ca revoke``) is seen by the
@@ -62,6 +67,8 @@ EVENTS = {
 OCSP_VALIDITY = dt.timedelta(hours=1)
 CRL_VALIDITY = dt.timedelta(hours=24)
 MAX_REQUEST = 64 * 1024
+TSA_POLICY = "2.999.15.1"
+"""The emulated TSA's policy OID, under the X.660 example arc: it means nothing anywhere."""
 
 
 class CaError(CardioError):
@@ -84,6 +91,7 @@ class JpkiAuthority:
         self.jlis = jlis
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._responders: dict[str, tuple[Any, x509.Certificate]] = {}
+        self._tsa: tuple[Any, x509.Certificate, x509.Certificate] | None = None
 
     # -- revocation --------------------------------------------------------------------
     @property
@@ -252,6 +260,57 @@ class JpkiAuthority:
         self._responders[kind] = pair
         return pair
 
+    # -- RFC 3161 ----------------------------------------------------------------------
+    def tsa(self) -> tuple[Any, x509.Certificate, x509.Certificate]:
+        """The TSA's key, certificate and root (created on first use)."""
+        if self._tsa is None:
+            self._tsa = tsa_credentials(self.jlis.path)
+        return self._tsa
+
+    def timestamp_response(self, request_der: bytes) -> bytes:
+        """Answer one DER TimeStampReq with a TimeStampResp: a token over the request's
+        SHA-256 imprint at the authority's clock, echoing the nonce; anything malformed
+        or another hash gets ``rejection`` with the failure reason (RFC 3161 §2.4.2)."""
+        from asn1crypto import tsp as asn1_tsp
+        from asn1crypto import x509 as asn1_x509
+        from cryptography.hazmat.primitives.asymmetric import padding
+        from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+        from cardio.cms import sign as cms_sign
+
+        try:
+            req = asn1_tsp.TimeStampReq.load(request_der, strict=True)
+            algo = req["message_imprint"]["hash_algorithm"]["algorithm"].native
+            hashed = bytes(req["message_imprint"]["hashed_message"].native)
+            nonce = req["nonce"].native
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+            return _tsa_rejection("bad_data_format")
+        if algo != "sha256" or len(hashed) != 32:
+            return _tsa_rejection("bad_alg")
+        key, cert, _root = self.tsa()
+        now = self.clock().replace(microsecond=0)
+        info: dict[str, Any] = {
+            "version": "v1", "policy": TSA_POLICY,
+            "message_imprint": {"hash_algorithm": {"algorithm": "sha256"},
+                                "hashed_message": hashed},
+            "serial_number": x509.random_serial_number(), "gen_time": now,
+            "accuracy": {"seconds": 1},
+            "tsa": asn1_x509.GeneralName({"directory_name": asn1_x509.Name.load(
+                cert.subject.public_bytes())})}
+        if nonce is not None:
+            info["nonce"] = nonce
+        tst = asn1_tsp.TSTInfo(info).dump()
+        cert_der = cert.public_bytes(serialization.Encoding.DER)
+        token = cms_sign(tst, cert_der,
+                         lambda di: key.sign(di[-32:], padding.PKCS1v15(),
+                                             Prehashed(hashes.SHA256())),
+                         detached=False, content_type="tst_info", signing_time=now)
+        from asn1crypto import cms as asn1_cms
+
+        return bytes(asn1_tsp.TimeStampResp({
+            "status": {"status": "granted"},
+            "time_stamp_token": asn1_cms.ContentInfo.load(token)}).dump())
+
     def ocsp_response(self, kind: str, request_der: bytes) -> bytes:
         """Answer one DER OCSPRequest; malformed requests get ``malformedRequest`` and
         unknown issuers ``unauthorized``, as RFC 6960 §2.3 says."""
@@ -285,6 +344,66 @@ class JpkiAuthority:
             nonce = req.extensions.get_extension_for_class(x509.OCSPNonce).value
             builder = builder.add_extension(nonce, critical=False)
         return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def _tsa_rejection(reason: str) -> bytes:
+    """A TimeStampResp without a token: a refusal carries the status only."""
+    from asn1crypto import tsp as asn1_tsp
+
+    from cardio.tsp import TimeStampResponse
+
+    return bytes(TimeStampResponse({"status": {
+        "status": "rejection", "fail_info": asn1_tsp.PKIFailureInfo({reason})}}).dump())
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cardio test TSA"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def tsa_credentials(jlis_dir: Path) -> tuple[Any, x509.Certificate, x509.Certificate]:
+    """The emulated TSA's key, certificate and test root, kept in the J-LIS directory
+    (created once, under the directory's lock, so concurrent servers agree)."""
+    files = {n: jlis_dir / n for n in ("tsa-root.key", "tsa-root.pem", "tsa.key", "tsa.pem")}
+    with open(jlis_dir / ".lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not files["tsa.pem"].exists():
+            now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+            root_key, key = FreshKeys().new_key(), FreshKeys().new_key()
+            root_name = _name("cardio test TSA root")
+            root = (x509.CertificateBuilder().subject_name(root_name).issuer_name(root_name)
+                    .public_key(root_key.public_key())
+                    .serial_number(x509.random_serial_number())
+                    .not_valid_before(now - dt.timedelta(days=1))
+                    .not_valid_after(now + dt.timedelta(days=365 * 20))
+                    .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+                    .add_extension(x509.KeyUsage(False, False, False, False, False, True, True,
+                                                 False, False), True)
+                    .add_extension(x509.SubjectKeyIdentifier.from_public_key(
+                        root_key.public_key()), False)
+                    .sign(root_key, hashes.SHA256()))
+            cert = (x509.CertificateBuilder().subject_name(_name("cardio test TSA"))
+                    .issuer_name(root_name).public_key(key.public_key())
+                    .serial_number(x509.random_serial_number())
+                    .not_valid_before(now - dt.timedelta(days=1))
+                    .not_valid_after(now + dt.timedelta(days=365 * 10))
+                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+                    .add_extension(x509.KeyUsage(True, True, False, False, False, False, False,
+                                                 False, False), True)
+                    .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]),
+                                   True)
+                    .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                        root_key.public_key()), False)
+                    .sign(root_key, hashes.SHA256()))
+            pem = serialization.Encoding.PEM
+            atomic_write(files["tsa-root.key"], key_to_pem(root_key), private=True)
+            atomic_write(files["tsa-root.pem"], root.public_bytes(pem))
+            atomic_write(files["tsa.key"], key_to_pem(key), private=True)
+            atomic_write(files["tsa.pem"], cert.public_bytes(pem))
+    return (key_from_pem(files["tsa.key"].read_bytes(), trusted=True),
+            x509.load_pem_x509_certificate(files["tsa.pem"].read_bytes()),
+            x509.load_pem_x509_certificate(files["tsa-root.pem"].read_bytes()))
 
 
 def _unsuccessful(status: ocsp.OCSPResponseStatus) -> bytes:
@@ -353,7 +472,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store" if ctype.endswith("response") else
+        self.send_header("Cache-Control", "no-store" if ctype.endswith(("response", "reply")) else
                          "max-age=60")
         if close:  # the body was not read: the connection cannot carry another request
             self.send_header("Connection", "close")
@@ -399,6 +518,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if len(parts) == 2 and parts[0] == "ocsp" and self._kind(parts[1]):
             self._ocsp(parts[1], body)
+            return
+        if parts == ["tsa"]:
+            if self.headers.get("Content-Type", "").split(";")[0].strip() != \
+                    "application/timestamp-query":
+                self._reply(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, b"send an"
+                            b" application/timestamp-query\n", "text/plain")
+                return
+            self._reply(200, self.authority.timestamp_response(body),
+                        "application/timestamp-reply")
             return
         self._reply(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
 
@@ -468,7 +596,8 @@ class _BoundedServer(ThreadingHTTPServer):
 
 class CaServer:
     """The CA's HTTP endpoints on loopback: ``/ocsp/{sign,auth}`` (POST, and GET with the
-    base64 request in the path), ``/crl/{sign,auth}.crl``. Request bodies are bounded
+    base64 request in the path), ``/crl/{sign,auth}.crl``, ``/tsa`` (RFC 3161 over HTTP:
+    POST application/timestamp-query). Request bodies are bounded
     before they are read (:func:`content_length`), in time (:data:`BODY_TIMEOUT`) and in
     number of connections (:data:`MAX_CONNECTIONS`)."""
 
@@ -511,6 +640,9 @@ def export_roots(jlis: JlisHierarchy, out: Path) -> dict[str, Path]:
         dst = out / f"{name}.pem"
         dst.write_bytes(src.read_bytes())
         written[name] = dst
+    dst = out / "tsa-root.pem"
+    dst.write_bytes(tsa_credentials(jlis.path)[2].public_bytes(serialization.Encoding.PEM))
+    written["tsa-root"] = dst
     return written
 
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 DEBS=(python3 python3-venv python3-pip python3-dev gcc openssl fonts-ipafont-gothic
       fonts-ipafont-mincho
       pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools iproute2 util-linux
-      postgresql cups-ipp-utils avahi-daemon dbus
+      postgresql cups-ipp-utils avahi-daemon dbus poppler-utils
       chromium chromium-driver nodejs)
 # npm: Debian's package, unless the installed nodejs brings its own (NodeSource's does, and
 # Debian's npm would conflict with it).

@@ -336,7 +336,7 @@ def test_cli_verify_cert_and_revoke(pki: PkiEnv, tmp_path: Path) -> None:
     res = cli("jpki", "verify-cert", str(tmp_path / "trunc.der"), "--trust", str(pki.roots))
     assert res.returncode == 1 and "not a valid X.509 certificate" in res.stderr
     res = cli("emu", "ca", "roots", "--out", str(tmp_path / "r"), "--json")
-    assert sorted(json.loads(res.stdout)) == ["auth-ca", "cv-root", "sign-ca"]
+    assert sorted(json.loads(res.stdout)) == ["auth-ca", "cv-root", "sign-ca", "tsa-root"]
 
 
 # -- issue 8, items 2 and 3: freshness for grants; forged OCSP answers -----------------------
