@@ -1,5 +1,6 @@
 """Kiosk controller overhead per event: the session core alone, and the core with the
-write-ahead journal (SQLite WAL, synchronous=FULL) on the real disk and on a RAM file system.
+write-ahead journal (SQLite WAL; a commit is fsynced when a side effect follows it) on the real
+disk and on a RAM file system; the fsynced commits are also shown on their own.
 
 Sessions are the simulated world's (``kiosk.session.sim``): full issuances and a mix with
 mistakes and faults. Only the controller's own work is timed — ``IssuanceSession.handle``
@@ -44,6 +45,8 @@ class TimedJournal(Journal):
         super().__init__(path)
         self.samples: list[float] = []
         self.writes = 0
+        self.synced = 0  # commits made with synchronous=FULL (a side effect follows)
+        self.synced_us: list[float] = []
         self._journal = journal
 
     def step(self, session: IssuanceSession, event: E.Event) -> list[C.Command]:
@@ -51,10 +54,16 @@ class TimedJournal(Journal):
         if self._journal:
             before = self._db.total_changes
             cmds = super().step(session, event)
-            self.writes += self._db.total_changes != before
+            wrote = self._db.total_changes != before
+            self.writes += wrote
+            full = wrote and self._full
+            self.synced += full
         else:
             cmds = session.handle(event)
+            full = False
         self.samples.append((time.perf_counter_ns() - t0) / 1000)
+        if full:
+            self.synced_us.append(self.samples[-1])
         return cmds
 
 
@@ -78,8 +87,8 @@ def main() -> None:
     shm = Path(tempfile.mkdtemp(prefix="kiosk-bench-", dir="/dev/shm")) \
         if os.path.isdir("/dev/shm") else disk
     print(f"kiosk controller, {n} simulated sessions per row; µs per event")
-    print(f"{'configuration':52} {'events':>7} {'writes':>7} {'p50':>8} {'p99':>8} "
-          f"{'max':>9}")
+    print(f"{'configuration':52} {'events':>7} {'writes':>7} {'fsynced':>8} {'p50':>8} "
+          f"{'p99':>8} {'max':>9} {'fsynced p50/p99':>16}")
     base: dict[int, float] = {}
     for chaos in (0, 15):
         label = "full issuances" if chaos == 0 else "mistakes+faults 15%"
@@ -91,8 +100,10 @@ def main() -> None:
             if not journal:
                 base[chaos] = p99
             ratio = f"  p99 ×{p99 / base[chaos]:.0f} of core" if journal else ""
-            print(f"{label + ', ' + name:52} {len(j.samples):7d} {j.writes:7d} {p50:8.1f} "
-                  f"{p99:8.1f} {max(j.samples):9.1f}{ratio}")
+            synced = (f"{statistics.median(j.synced_us):7.0f}/{pct(j.synced_us, 0.99):<7.0f}"
+                      if j.synced_us else "-")
+            print(f"{label + ', ' + name:52} {len(j.samples):7d} {j.writes:7d} {j.synced:8d} "
+                  f"{p50:8.1f} {p99:8.1f} {max(j.samples):9.1f} {synced:>16}{ratio}")
     for d in {disk, shm}:
         for f in d.iterdir():
             f.unlink()

@@ -205,6 +205,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.dir, as_json=args.json)
 
 
+def cmd_demo_kiosk(args: argparse.Namespace) -> int:
+    from emulators.kiosk_demo import demo_ok, run_kiosk_demo, summary_lines
+
+    summary = run_kiosk_demo(args.dir, interactive=args.interactive,
+                             browser=not args.no_browser, lang=args.lang,
+                             residents=args.residents)
+    emit(args, summary, summary_lines(summary))
+    return 0 if demo_ok(summary) else 1
+
+
 _JLIS_HELP = "emulated J-LIS directory (default $CARDIO_JLIS_DIR or ~/.local/share/cardio/emu-jlis)"
 
 
@@ -266,7 +276,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_common_options(p)
     p.set_defaults(func=cmd_ca_revoke)
 
-    p = sub.add_parser("demo", help="create a software card and run a full cycle against it")
+    demo = sub.add_parser("demo", help="the demos: a whole コンビニ交付 (kiosk), a card read"
+                          " end to end (card)")
+    dsub = demo.add_subparsers(dest="demo_command", required=True)
+    p = dsub.add_parser("kiosk", help="one certificate issued at an emulated kiosk through its"
+                        " touch UI in headless Chromium, the printed page verified")
+    p.add_argument("--dir", type=Path, default=None,
+                   help="keep everything here (default: a new temporary directory)")
+    p.add_argument("--interactive", action="store_true",
+                   help="leave the kiosk at its URL for a person (this terminal holds the"
+                   " card and the money)")
+    p.add_argument("--no-browser", action="store_true",
+                   help="no Chromium: the kiosk's scripted customer plays the resident")
+    p.add_argument("--lang", default="ja", choices=["ja", "en", "zh", "ko"],
+                   help="the kiosk screen's first language")
+    p.add_argument("--residents", type=int, default=200, help="seeded population size")
+    add_common_options(p)
+    p.set_defaults(func=cmd_demo_kiosk)
+    p = dsub.add_parser("card", help="create a software card and run a full cycle against it")
     p.add_argument("--dir", type=Path, default=None, help="keep the card here")
     add_common_options(p)
     p.set_defaults(func=cmd_demo)

@@ -10,6 +10,7 @@ One TOML file configures it — the device sections of ``kiosk devices check`` p
     reader = "0"                           # PC/SC reader name, or emu:DIR
     credentials = "/etc/cardio-kiosk"      # optional with the emulated operator's kiosks
     tick = 1.0                             # the core's clock, seconds per Tick
+    facepin = "https://pin-reset.example"  # optional: offer PIN reset (facepin reservations)
 
     [ui]                                   # optional: a scripted customer (demos, tests)
     pin_env = "KIOSK_PIN"
@@ -71,6 +72,8 @@ def load_run_config(path: Path) -> dict[str, Any]:
     missing = [n for n in ("journal", "out", "center", "reader") if not isinstance(k.get(n), str)]
     if missing:
         raise DeviceConfigError(f"{path}: [kiosk] needs {', '.join(missing)} (strings)")
+    if "facepin" in k and not isinstance(k["facepin"], str):
+        raise DeviceConfigError(f"{path}: [kiosk] facepin is the reservation service's URL")
     ui = config.get("ui", {})
     if ui and not (isinstance(ui.get("pin_env"), str) and isinstance(ui.get("document"), str)):
         raise DeviceConfigError(f"{path}: [ui] needs pin_env and document")
@@ -225,7 +228,7 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
                      done_seconds=float(web_cfg.get("done_seconds", 8)))
         server = UiServer(hub, str(web_cfg.get("listen", "127.0.0.1:0")))
     journal = Journal(k["journal"])
-    cash = CashAdapter(config)
+    cash = CashAdapter(config, journal=k["journal"])
     try:
         recovered = start_recovery(journal, out, cash)
         async with CenterClient(creds) as center:
@@ -259,7 +262,8 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
             runner = Runner(journal, creds=creds, card=CardAdapter(k["reader"], keypad),
                             cash=cash, printer=PrinterAdapter(out, config.get(
                                 "printer", {}).get("url")), ui=ui, keypad=keypad,
-                            timeouts=timeouts, tick=float(k.get("tick", 1.0)))
+                            timeouts=timeouts, tick=float(k.get("tick", 1.0)),
+                            facepin_url=k.get("facepin"))
 
             async def watch_removal(r: Runner = runner) -> None:
                 while True:

@@ -52,7 +52,7 @@ from kiosk.session import commands as C
 from kiosk.session import events as E
 from kiosk.session.core import ExpectedBinding, IssuanceSession, State, Timeouts
 from kiosk.session.journal import Journal
-from kiosk.session.ports import ConservativePort, release_held, slip_text
+from kiosk.session.ports import ConservativePort, release_held
 
 __all__ = ["CardAdapter", "CashAdapter", "HeadlessUi", "Keypad", "KioskError",
            "PrinterAdapter", "Runner", "SessionResult", "Ui", "find_credentials"]
@@ -70,10 +70,16 @@ class KioskError(CardioError):
 
 class Keypad:
     """Holds what the customer typed until the card needs it. The value is never part of an
-    event, a command, a log line or an exception; :meth:`take` hands it over once."""
+    event, a command, a log line or an exception; :meth:`take` hands it over once.
+
+    On the PIN-reset path it also holds the new value (:meth:`enter_secret`, typed and
+    confirmed on the screen) and the facepin reservation number the person brought; both
+    go to :func:`facepin.client.redeem` and are dropped with the PIN."""
 
     def __init__(self, max_digits: int = 16) -> None:
         self._value: str | None = None
+        self._secret: str | None = None
+        self.reservation: str | None = None
         self.max_digits = max_digits
 
     def enter(self, value: str) -> int:
@@ -114,8 +120,19 @@ class Keypad:
             raise KioskError("the keypad holds no PIN")
         return value
 
+    def enter_secret(self, value: str, reservation: str) -> None:
+        self._secret, self.reservation = value, reservation
+
+    def take_secret(self) -> tuple[str, str]:
+        """The new value and the reservation number, once."""
+        secret, reservation = self._secret, self.reservation
+        self._secret = self.reservation = None
+        if secret is None or not reservation:
+            raise KioskError("the keypad holds no new value or reservation number")
+        return secret, reservation
+
     def wipe(self) -> None:
-        self._value = None
+        self._value = self._secret = self.reservation = None
 
 
 # -- card -------------------------------------------------------------------------------------
@@ -190,6 +207,41 @@ class CardAdapter:
             return event
         except CardioError as e:
             return E.CardFailed(key, type(e).__name__)
+
+    async def redeem(self, key: str, facepin_url: str, target: str) -> E.Event:
+        """The PIN-reset redemption (``docs/pin-reset-protocol.md``): the keypad's known
+        credential (the auth PIN, to reset the signature password), the new value and the
+        reservation number go to :func:`facepin.client.redeem`, which verifies the card,
+        has the service authorise the reset over a fresh card challenge and sends it to
+        the card. A wrong PIN is the card's answer (tries left; never retried here), a
+        refusal is the service's reason code, a network failure is the service being
+        unavailable."""
+        import httpx
+
+        from cardio.apdu.errors import PinBlocked, VerificationFailed
+        from facepin.client import ServiceRefused, redeem
+
+        known = self.keypad.take()
+        new_value, reservation = self.keypad.take_secret()
+
+        def run() -> E.Event:
+            self._open()
+            try:
+                redeem(facepin_url, self._card, reservation, known, new_value, target=target)
+            except PinBlocked:
+                return E.PinResult(key, False, 0)
+            except VerificationFailed as e:
+                return E.PinResult(key, False, int(e.tries_left or 0))
+            except ServiceRefused as e:
+                return E.PinResetRefused(key, e.code)
+            except httpx.HTTPError:
+                return E.ServerUnavailable(key)
+            return E.PinResetDone(key)
+        try:
+            event: E.Event = await self._call(run)
+            return event
+        except CardioError as e:  # an invalid new value is refused before the card sees it
+            return E.PinResetRefused(key, type(e).__name__)
 
     async def cert_and_sign(self, nonce: bytes) -> tuple[bytes, bytes]:
         def sign() -> tuple[bytes, bytes]:
@@ -268,7 +320,8 @@ class CashAdapter:
     printer, so a wedged serial line stalls only money). The acceptor runs without hoppers:
     stacking and paying change are two journalled steps, as the core orders them."""
 
-    def __init__(self, config: dict[str, Any], *, settle_timeout: float = 8.0) -> None:
+    def __init__(self, config: dict[str, Any], *, settle_timeout: float = 8.0,
+                 journal: str | Path | None = None) -> None:
         from kiosk.devices.cctalk import CcTalkBus, CoinAcceptorDriver, HopperDriver
         from kiosk.devices.id003 import Id003Driver
         from kiosk.devices.services import CashAcceptor
@@ -294,6 +347,7 @@ class CashAdapter:
         self._cmds: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._cmd_lock = threading.Lock()
         self.results: dict[str, int] = {}  # key -> yen: idempotent by key
+        self.intents = PayoutIntents(journal) if journal is not None and self.hoppers else None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -310,6 +364,8 @@ class CashAdapter:
         with contextlib.suppress(Exception):
             if self.bus is not None:
                 self.bus.close()
+        if self.intents is not None:
+            self.intents.close()
 
     def _post(self, fn: Callable[[], None]) -> None:
         if self._loop is not None:
@@ -366,11 +422,20 @@ class CashAdapter:
             return {"stacked": 0, "returned": 0, "held": 0, "problems": []}
         return self.acceptor.cash_in_end({"sold": sold})
 
-    def pay(self, yen: int) -> int:
+    def pay(self, yen: int, key: str = "") -> int:
+        """Pay ``yen`` from the hoppers; with ``key`` (and a journal for intents) each
+        hopper's event counter is made durable first, so that recovery can ask the hoppers
+        what this payout already paid (:meth:`paid_under`) instead of paying it twice."""
         from kiosk.devices.cash import pay_change
         from kiosk.devices.errors import DeviceError
 
         paid = 0
+        if key and self.intents is not None and self.hoppers and yen > 0:
+            try:
+                self.intents.record(key, {c: h.status().counter
+                                          for c, h in self.hoppers.items()})
+            except DeviceError:
+                return 0  # a hopper that cannot say its counter does not pay: owed
         try:
             for r in pay_change(yen, [(c, self.stock.get(c, 100)) for c in self.hoppers],
                                 lambda coin, n: self.hoppers[coin].dispense(n)):
@@ -379,6 +444,119 @@ class CashAdapter:
         except DeviceError:
             pass  # what was not paid is owed (the reply says how much was)
         return min(paid, yen)
+
+
+    def paid_under(self, key: str) -> int | None:
+        """What a payout under ``key`` paid, as the hoppers count it: for each hopper, its
+        event counter one past the journalled one means it took the dispense and its status
+        says how many coins it paid (waiting while it still pays); the same counter means it
+        never did. ``None`` when no intent was journalled (the payout never began) or a
+        counter moved further than one dispense (recovery cannot tell: the caller decides)."""
+        from kiosk.devices.cctalk import counter_distance
+
+        before = self.intents.get(key) if self.intents is not None else None
+        if not before:
+            return None
+        paid = 0
+        for coin, counter in before.items():
+            hopper = self.hoppers.get(coin)
+            if hopper is None:
+                return None
+            status = hopper._status_until(time.monotonic() + 30)
+            while status.remaining:
+                time.sleep(0.01)
+                status = hopper._status_until(time.monotonic() + 30)
+            moved = 0 if status.counter == counter else counter_distance(counter, status.counter)
+            if moved == 1:
+                paid += status.paid * coin
+            elif moved != 0:
+                return None
+        return paid
+
+    def sweep_escrow(self, stack: bool) -> int:
+        """Recovery, before the worker starts: drive the bill validator to rest; a note it
+        still holds in escrow (a crashed session's) is stacked or handed back. Returns the
+        note's yen (0: none was there). Without this the next customer's session would be
+        credited with it."""
+        from kiosk.devices.model import ItemSettled, Outcome
+
+        if self.bill is None:
+            return 0
+        host = self.bill.host
+        host.accept = lambda _yen: stack
+        want = Outcome.STACKED if stack else Outcome.RETURNED
+        events = self.bill.run_until(lambda: host.idle and host.configured, timeout=15.0)
+        return sum(e.yen for e in events if isinstance(e, ItemSettled) and e.outcome is want)
+
+
+class PayoutIntents:
+    """Each hopper's event counter before a keyed payout, durable (its own table in the
+    kiosk's journal file, fsynced) before any coin moves — the one fact recovery needs to
+    ask the hoppers what the payout did. Written from the cash worker thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        import sqlite3
+
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS payout_intents (key TEXT NOT NULL,"
+                         " coin INTEGER NOT NULL, counter INTEGER NOT NULL,"
+                         " PRIMARY KEY (key, coin))")
+        self._lock = threading.Lock()
+
+    def record(self, key: str, counters: dict[int, int]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("INSERT OR IGNORE INTO payout_intents VALUES (?, ?, ?)",
+                                 [(key, c, n) for c, n in counters.items()])
+            self._db.execute("COMMIT")
+
+    def get(self, key: str) -> dict[int, int]:
+        with self._lock:
+            return {int(c): int(n) for c, n in self._db.execute(
+                "SELECT coin, counter FROM payout_intents WHERE key=?", (key,))}
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class DeviceRecoveryPort(ConservativePort):
+    """Recovery that asks the cash devices before it falls back on the conservative rule
+    (:class:`~kiosk.session.ports.ConservativePort`): a note still in the validator's escrow
+    is stacked or handed back as the journal asked, and counts as confirmed; a change payout
+    pays only what the hoppers' counters say it has not paid yet."""
+
+    def __init__(self, journal: Journal, cash: CashAdapter, out: Path | None) -> None:
+        super().__init__(journal, out=out)
+        self.cash = cash
+
+    def return_escrow(self, key: str) -> tuple[int, int]:
+        note = self.cash.sweep_escrow(stack=False)
+        if not note:
+            return super().return_escrow(key)
+        repaid = self.cash.paid_under(f"{key}/repay") or 0  # coins already handed back
+        held = max(0, self._journalled_yen(key) - note - repaid)
+        self.actions.append(f"{key}: a {note} yen note still in escrow was handed back"
+                            + (f"; {held} in coins is owed" if held else ""))
+        return note, held
+
+    def stack_escrow(self, key: str) -> int:
+        note = self.cash.sweep_escrow(stack=True)
+        if note:
+            self.actions.append(f"{key}: a {note} yen note still in escrow was stacked")
+        return super().stack_escrow(key)
+
+    def pay_change(self, key: str, yen: int) -> int:
+        already = self.cash.paid_under(key)
+        if already is None:  # never began (or cannot tell): pay it now, under its own key
+            already = 0
+        elif already:
+            self.actions.append(f"{key}: the hoppers had paid {already} of {yen} before the"
+                                " crash")
+        rest = max(0, yen - already)
+        paid = self.cash.pay(rest, key=f"{key}/recovery") if rest else 0
+        return min(yen, already + paid)
 
 
 def _resolve(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
@@ -405,6 +583,7 @@ class PrinterAdapter:
         self.done: dict[str, bool] = {}  # key -> printed (idempotent by key)
         self.files: list[Path] = []
         self.print_started: float | None = None
+        self.kiosk_id = ""  # printed on the 未交付 slip (the runner sets it)
 
     def _held(self) -> Path:
         held = self.out / ".held"
@@ -446,14 +625,26 @@ class PrinterAdapter:
         return failure
 
     def print_slip(self, key: str, txn: str, yen: int, reason: str) -> str | None:
+        """The 未交付 slip, printed like a certificate; ``None`` when it printed. The kiosk
+        keeps a copy in the held output either way — when the printer is what failed,
+        staff reprint it from there — so the file is no proof of printing; the refund
+        stands whatever happens to the paper."""
         if key in self.done:
             return None if self.done[key] else "failed"
-        text = slip_text(txn, yen, reason)
-        path = self._held() / f"slip-{txn}.txt"
-        path.write_text(text, encoding="utf-8")
+        from kiosk.documents.slip import render_slip
+
+        pdf = render_slip(txn, yen, reason, kiosk_id=self.kiosk_id)
+        path = self._held() / f"slip-{txn}.pdf"
+        path.write_bytes(pdf)
         self.files.append(self.out / path.name)
-        self.done[key] = True
-        return None
+        try:
+            failure = self._ipp(pdf, f"slip-{txn}")
+        except (CardioError, OSError) as e:
+            failure = type(e).__name__
+        if failure is not None:  # no paper to hold back: the copy is for staff at once
+            path.replace(self.out / path.name)
+        self.done[key] = failure is None
+        return failure
 
     def release(self) -> None:
         release_held(self.out)
@@ -487,8 +678,12 @@ class HeadlessUi(Ui):
 
     def __init__(self, pin: str, doc: str, options: tuple[str, ...], insert: list[int],
                  feed: Callable[[int], None], *, settle: float = 4.0,
-                 take_card: bool = True) -> None:
+                 take_card: bool = True, reset: tuple[str, str] | None = None) -> None:
         self._pin: str | None = pin
+        # PIN reset (``doc == "pin-reset"``): the new value and the reservation number; the
+        # PIN is typed a second time to redeem, as a person does at a real kiosk.
+        self._reset = reset
+        self._pin_again: str | None = pin if reset else None
         self.doc, self.options, self.insert, self.feed = doc, options, insert, feed
         self.settle = settle
         self.take_card = take_card  # False: the card slot reports the removal
@@ -502,11 +697,21 @@ class HeadlessUi(Ui):
             self._pin = None
             r.put(E.PinDigits(count))
             r.put(E.PinSubmitted())
+        elif cmd.screen is S.NEW_PASSWORD and self._reset is not None:
+            r.keypad.enter_secret(*self._reset)
+            self._reset = None
+            r.put(E.SecretEntered())
+        elif cmd.screen is S.PIN_AGAIN and cmd.amount == 0 and self._pin_again is not None:
+            count = r.keypad.enter(self._pin_again)
+            self._pin_again = None
+            r.put(E.PinDigits(count))
+            r.put(E.PinSubmitted())
         elif cmd.screen in (S.PIN_WRONG, S.PIN_INCOMPLETE):
             self.note = "wrong_pin" if cmd.screen is S.PIN_WRONG else "pin_incomplete"
             r.put(E.Cancel())
         elif cmd.screen is S.MENU:
-            if r.session is not None and self.doc in r.session.menu:
+            if r.session is not None and (self.doc in r.session.menu or (
+                    self.doc == "pin-reset" and r.session.pin_reset_offered)):
                 r.put(E.Choose(self.doc))  # a refused item shows its reason, then we go
             else:
                 self.note = "not_on_menu"
@@ -598,20 +803,24 @@ class Runner:
     def __init__(self, journal: Journal, *, creds: KioskCredentials, card: CardAdapter,
                  cash: CashAdapter, printer: PrinterAdapter, ui: Ui, keypad: Keypad,
                  timeouts: Timeouts | None = None, tick: float = 1.0,
-                 center: CenterClient | None = None) -> None:
+                 center: CenterClient | None = None, facepin_url: str | None = None
+                 ) -> None:
         self.journal, self.creds, self.card, self.cash = journal, creds, card, cash
         self.printer, self.ui, self.keypad = printer, ui, keypad
         self.timeouts = timeouts or Timeouts()
         self.tick = tick
         self.center = center or CenterClient(creds)
+        self.facepin_url = facepin_url  # the PIN-reset reservation service, if offered here
         self.session: IssuanceSession | None = None
         self._queue: asyncio.Queue[E.Event] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._option_values: dict[str, dict[str, list[str]]] = {}
         self._opened: SessionOpened | None = None
+        self.doc_type = ""  # what was requested: a type, not personal, kept past the wipe
         self.marks: dict[str, float] = {}
         self.failures: list[str] = []  # keys left unanswered (cash devices that failed)
         ui.attach(self)
+        printer.kiosk_id = creds.kiosk_id
         self.inserted = 0
         cash.on_credit = self._credited
         cash.on_fault = lambda kind: self.put(E.DeviceFault("cash", kind))
@@ -632,7 +841,7 @@ class Runner:
         txn = "T" + secrets.token_hex(6)
         rid = "req-" + secrets.token_hex(8)
         s = IssuanceSession(txn, rid, self.creds.kiosk_id, binding_check(self.creds),
-                            timeouts=self.timeouts, pin_reset=False)
+                            timeouts=self.timeouts, pin_reset=bool(self.facepin_url))
         self.session = s
         ticker = asyncio.get_running_loop().create_task(self._ticker())
         self.put(E.CardInserted())
@@ -659,7 +868,7 @@ class Runner:
                 t.cancel()
             self.keypad.wipe()
             self.card.close()
-        doc = s.item.doc_type if s.item else ""
+        doc = s.item.doc_type if s.item else self.doc_type
         return SessionResult(txn, rid, s.outcome.value if s.outcome else "", s.reason, s.fee,
                              self.inserted, s.cash_in, s.change_paid, s.refund, doc,
                              [str(p) for p in self.printer.files])
@@ -755,7 +964,10 @@ class Runner:
         elif isinstance(cmd, C.ReleasePages):
             self.printer.release()
             self.put(E.PagesReleased(k))
-        else:  # RedeemPinReset: the PIN-reset path is not offered headless
+        elif isinstance(cmd, C.RedeemPinReset) and self.facepin_url:
+            self._reply(k, self.card.redeem(k, self.facepin_url, cmd.target),
+                        t.card + t.center, lambda k: E.ServerUnavailable(k))
+        else:  # the core offers PIN reset only when a reservation service is configured
             raise KioskError(f"the runner cannot perform {type(cmd).__name__}")
 
     # center steps
@@ -786,6 +998,7 @@ class Runner:
         return E.MenuReceived(key, tuple(items))
 
     async def _request(self, key: str, cmd: C.RequestDocument) -> E.Event:
+        self.doc_type = cmd.doc_type
         allowed = self._option_values.get(cmd.doc_type, {})
         # An option ticked takes its non-default value (the first listed is the default).
         opts = {n: (allowed[n][1] if len(allowed[n]) > 1 else allowed[n][0])
@@ -817,14 +1030,14 @@ class Runner:
         if key not in self.cash.results:
             res = await self.cash.call(lambda: self.cash.end(False), self.timeouts.cash * 3)
             back = int(res.get("stacked", 0))  # stacked items are repaid from the hoppers
-            paid = await self.cash.call(lambda: self.cash.pay(back), self.timeouts.cash * 3) \
-                if back else 0
+            paid = await self.cash.call(lambda: self.cash.pay(back, f"{key}/repay"),
+                                        self.timeouts.cash * 3) if back else 0
             self.cash.results[key] = int(res.get("returned", 0)) + int(paid)
         return E.EscrowReturned(key, self.cash.results[key])
 
     async def _pay(self, key: str, yen: int) -> E.Event:
         if key not in self.cash.results:
-            self.cash.results[key] = int(await self.cash.call(lambda: self.cash.pay(yen),
+            self.cash.results[key] = int(await self.cash.call(lambda: self.cash.pay(yen, key),
                                                               self.timeouts.cash * 3))
         return E.ChangePaid(key, self.cash.results[key])
 
@@ -890,6 +1103,7 @@ def start_recovery(journal: Journal, out: Path | None, cash: CashAdapter | None 
                    ) -> list[dict[str, Any]]:
     """Recovery at start, with the conservative port (see :mod:`kiosk.session.ports`); with
     ``cash`` (before its worker starts) change still owed is paid by the real hoppers."""
-    port = ConservativePort(journal, out=out, pay=cash.pay if cash is not None else None)
+    port = DeviceRecoveryPort(journal, cash, out) if cash is not None else \
+        ConservativePort(journal, out=out)
     return [{"txn": r.txn, "outcome": r.outcome, "held_for_card": r.held_for_card,
              "actions": list(r.actions)} for r in journal.recover(port)]

@@ -3,9 +3,9 @@ command line (registered by :mod:`kiosk.cli`).
 
 * ``ledger --journal PATH`` — the books: cash in, change out, fees of printed documents,
   refunds due, open sessions, documents printed, and whether they balance (exit 24 if not);
-* ``recover --journal PATH [--out DIR]`` — bring unfinished sessions to an outcome (also
-  run at every start of ``issue`` and ``run``), with the conservative port of
-  :mod:`kiosk.session.ports`;
+* ``recover --journal PATH [--out DIR] [--devices FILE]`` — bring unfinished sessions to an
+  outcome (also run at every start of ``issue`` and ``run``), with the conservative port of
+  :mod:`kiosk.session.ports` (and the hoppers of ``--devices`` for change still owed);
 * ``issue`` — one headless issuance: a software or PC/SC card, the center over HTTP, the
   cash devices named in ``--devices`` (the ``kiosk devices check`` TOML), the document
   rendered into ``--out``;
@@ -60,7 +60,17 @@ def cmd_recover(args: argparse.Namespace) -> int:
     from kiosk.runner import start_recovery
 
     with _journal(args.journal) as j:
-        done = start_recovery(j, args.out)
+        cash = None
+        if args.devices is not None:  # the devices are asked, and the hoppers pay
+            from kiosk.devices.cli import load_config
+            from kiosk.runner import CashAdapter
+
+            cash = CashAdapter(load_config(args.devices), journal=args.journal)
+        try:
+            done = start_recovery(j, args.out, cash)
+        finally:
+            if cash is not None:
+                cash.stop()
         ledger = j.ledger()
     emit(args, {"recovered": done, "ledger": ledger.as_dict()},
          [f"{r['txn']}: {r['outcome']}" + (" (held: card in slot)" if r["held_for_card"]
@@ -113,7 +123,7 @@ def cmd_issue(args: argparse.Namespace) -> int:
     journal = _journal(args.journal, create=True)
     try:
         keypad = Keypad()
-        cash = CashAdapter(devices)
+        cash = CashAdapter(devices, journal=args.journal)
         recovered = start_recovery(journal, args.out, cash)
         printer = PrinterAdapter(args.out, devices.get("printer", {}).get("url"))
         ui = HeadlessUi(pin, args.document, tuple(args.option or ()), insert,
@@ -161,6 +171,8 @@ def register(ksub: Any) -> None:
     p.add_argument("--journal", type=Path, required=True)
     p.add_argument("--out", type=Path, default=None,
                    help="held-output directory (未交付 slips are written there)")
+    p.add_argument("--devices", type=Path, default=None,
+                   help="the kiosk's devices TOML: change still owed is paid by its hoppers")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=cmd_recover)
 

@@ -71,7 +71,9 @@ class DeviceLab:
         args = {k: v for k, v in req.items() if k not in ("op", "device", "fault")}
         if op == "state":
             return {"bill_validator": self.bill.snapshot(), "coin_acceptor": self.coins.snapshot(),
-                    "printer": {"offline": self.printer.offline} if self.printer else None}
+                    "printer": {"offline": self.printer.offline,
+                                "printed": self.printer.output_tray()}
+                    if self.printer else None}
         if device == "bill_validator":
             target: Any = self.bill
         elif device == "coin_acceptor":

@@ -89,6 +89,8 @@ case "$fault" in
   toner-low) echo "STATE: +toner-low" >&2 ;;
   *) echo "STATE: -media-jam,media-empty,toner-low" >&2 ;;
 esac
+# The output tray: the pages of every job that printed, by spool file name.
+basename "$1" >> '{workdir}/output-tray'
 exit 0
 """
 
@@ -206,6 +208,13 @@ class PrinterEmulator:
 
     def spooled(self) -> list[Path]:
         return sorted(self.spool.iterdir(), key=lambda p: p.stat().st_mtime)
+
+    def output_tray(self) -> list[str]:
+        """The spool file names of the jobs that printed (a failed job never gets here)."""
+        try:
+            return (self.workdir / "output-tray").read_text().split()
+        except FileNotFoundError:
+            return []
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._loop is not None:

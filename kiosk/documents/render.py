@@ -462,7 +462,7 @@ def render_pages(doc: Document, seal: bytes, scramble_key: bytes, dpi: int = DEV
 _INK_CMYK = {"k": (0.0, 0.0, 0.0, 1.0), "g": (1.0, 1.0, 1.0, 0.0), "red": (0.0, 0.9, 0.85, 0.0)}
 
 
-def _register_fonts() -> None:
+def register_fonts() -> None:
     from reportlab.pdfbase import pdfmetrics
     from reportlab.pdfbase.ttfonts import TTFont
 
@@ -514,7 +514,7 @@ def render_pdf(doc: Document, seal: bytes, scramble_key: bytes,
     from reportlab.pdfgen import canvas as rl_canvas
 
     params = params or SecurityParams()
-    _register_fonts()
+    register_fonts()
     buf = io.BytesIO()
     pt = 72 / 25.4
     w_pt, h_pt = A4_MM[0] * pt, A4_MM[1] * pt

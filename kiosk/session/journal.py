@@ -1,10 +1,11 @@
 """The kiosk's write-ahead journal and its recovery: no crash loses a yen, prints twice, or
 ends a session with the card left behind.
 
-SQLite in WAL mode with ``synchronous=FULL`` (the WAL is fsynced at every commit). The
-runner calls :meth:`Journal.step` for every event: the session handles it, and the new
-state, the event's kind and every command the session wants performed — with its
-idempotency key — are committed in one transaction *before* the runner performs any of them.
+SQLite in WAL mode; every commit that precedes a side effect is fsynced
+(``synchronous=FULL``; see :meth:`Journal._sync`). The runner calls :meth:`Journal.step`
+for every event: the session handles it, and the new state, the event's kind and every
+command the session wants performed — with its idempotency key — are committed in one
+transaction *before* the runner performs any of them.
 A reply marks its command done in the same transaction that records its effect.
 
 :meth:`Journal.recover` (run at every start) brings each unfinished session to a defined
@@ -144,11 +145,26 @@ class Journal:
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as e:
             raise JournalError(f"cannot open the kiosk journal {self.path}: {e}") from None
+        self._full = True
         self._last: dict[str, Snapshot] = {}
         self._seq: dict[str, int] = {}
 
     def close(self) -> None:
         self._db.close()
+
+    def _sync(self, *, full: bool) -> None:
+        """fsync the commit only when a side effect follows it. The rule is "written before
+        its side effect": a commit that precedes a device, card, center or printer command
+        is made with ``synchronous=FULL`` (the WAL is fsynced before :meth:`step` returns);
+        one that only records a state or a reply — nothing is performed on its strength —
+        is made with ``NORMAL``: atomic, and durable with the next FULL commit, because the
+        WAL is one append-only file and its fsync covers every frame before. Losing such a
+        commit to a power cut loses no effect: what it recorded was either a state no
+        command acted on, or a device's reply, which recovery asks again under the same
+        idempotency key."""
+        if full != self._full:
+            self._db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
+            self._full = full
 
     def __enter__(self) -> Journal:
         return self
@@ -157,8 +173,9 @@ class Journal:
         self.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, *, full: bool = True) -> Iterator[sqlite3.Connection]:
         try:
+            self._sync(full=full)
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -185,7 +202,7 @@ class Journal:
         reply_key = event.key if isinstance(event, E.Reply) else ""
         if not durable and not reply_key and self._last.get(snap.txn) == snap:
             return  # a tick or a keypad count that changed nothing at rest
-        with self._tx() as db:
+        with self._tx(full=bool(durable)) as db:
             self._write_session(db, snap)
             db.execute("INSERT INTO steps (txn, event, reply_key, state) VALUES (?,?,?,?)",
                        (snap.txn, type(event).__name__, reply_key, snap.state.value))

@@ -9,7 +9,8 @@ An escrow whose return cannot be confirmed is held by the machine and owed back;
 that was asked for is taken as done for the amount journalled (the customer's money is in
 the machine either way, and the unprinted document makes all of it a refund); change it
 cannot pay is owed; a print it cannot confirm did not happen (refunded, slip). With
-hoppers it pays what it can, and with an output directory it writes the 未交付 slip there.
+hoppers it pays what it can, and with an output directory it writes the 未交付 slip there
+(the PDF of :mod:`kiosk.documents.slip`, for staff to print and hand over).
 """
 
 from __future__ import annotations
@@ -62,9 +63,11 @@ class ConservativePort:
     def print_slip(self, key: str, txn: str, yen: int, reason: str) -> bool:
         if self.out is None:
             return False
+        from kiosk.documents.slip import render_slip
+
         held = self.out / ".held"
         held.mkdir(parents=True, exist_ok=True)
-        (held / f"slip-{txn}.txt").write_text(slip_text(txn, yen, reason), encoding="utf-8")
+        (held / f"slip-{txn}.pdf").write_bytes(render_slip(txn, yen, reason))
         return True
 
     def card_in_slot(self) -> bool:
@@ -73,13 +76,6 @@ class ConservativePort:
     def release_pages(self, key: str) -> None:
         if self.out is not None:
             release_held(self.out)
-
-
-def slip_text(txn: str, yen: int, reason: str) -> str:
-    """The 未交付 slip: transaction id, amount owed, reason code — nothing personal."""
-    return (f"未交付のお知らせ / NOT ISSUED\n取引番号 transaction: {txn}\n"
-            f"返金額 refund due: {yen} 円\n理由 reason: {reason}\n"
-            "この紙を店員にお見せください / Please show this slip to the staff.\n")
 
 
 def release_held(out: Path) -> list[Path]:

@@ -265,7 +265,7 @@ def test_pin_never_in_argv_or_output(reader: str, profile: Profile, tmp_path: Pa
 
 def test_demo_runs(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
                    tmp_path: Path) -> None:
-    code, out, _ = run(capsys, monkeypatch, "demo", "--json", "--dir", str(tmp_path))
+    code, out, _ = run(capsys, monkeypatch, "demo", "card", "--json", "--dir", str(tmp_path))
     assert code == 0
     data = json.loads(out)
     assert data["text"]["signature"] == "valid" and data["visual"]["signature"] == "valid"

@@ -93,9 +93,9 @@ def test_ledger_and_recover(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
                               "refunds_due": 700, "sessions_open": 0,
                               "documents_printed": 0, "balanced": True}
     slips = sorted(p.name for p in out.iterdir() if p.is_file())
-    assert slips == ["slip-Tpay.txt", "slip-Tprint.txt"]
-    assert "500 円" in (out / "slip-Tpay.txt").read_text()
-    assert "200 円" in (out / "slip-Tprint.txt").read_text()
+    assert slips == ["slip-Tpay.pdf", "slip-Tprint.pdf"]
+    assert "500 円" in pdf_text(out / "slip-Tpay.pdf")
+    assert "200 円" in pdf_text(out / "slip-Tprint.pdf")
     # Both owe the center a finalize (it never heard how they ended).
     with Journal(journal) as j:
         owed = {t[0]: t[3] for t in j.owed_finalizes()}
@@ -128,3 +128,13 @@ def test_missing_journal_is_a_clear_error(tmp_path: Path,
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "no kiosk journal at" in err
         assert not (tmp_path / "none.db").exists()  # not created by looking
+
+
+def pdf_text(path: Path) -> str:
+    import pypdfium2 as pdfium
+
+    doc = pdfium.PdfDocument(path.read_bytes())
+    try:
+        return "".join(page.get_textpage().get_text_range() for page in doc)
+    finally:
+        doc.close()

@@ -131,7 +131,8 @@ def test_commands_and_options_unchanged() -> None:
     for expected in ("jpki verify-cert --at", "jpki cms verify --at-signing-time",
                      "emu serve --port", "emu ca revoke --event", "facepin serve --master-key",
                      "facepin serve --master-key-file", "pin change --new-pin-env",
-                     "visual read --with", "text read --pin-stdin", "demo --dir",
+                     "visual read --with", "text read --pin-stdin", "demo card --dir",
+                     "demo kiosk --interactive",
                      "emu init --profile", "facepin verify --threshold"):
         assert expected in commands
     assert "facepin serve --jlis" not in commands  # the production service has no test key

@@ -82,6 +82,48 @@ def test_journal_is_wal_with_full_sync(flow: Flow) -> None:
     assert flow.j._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
+class SyncLog:
+    """The synchronous level of every commit the journal makes (SQLite's own trace of the
+    statements it runs on the connection)."""
+
+    def __init__(self, j: Journal) -> None:
+        self.level = "FULL"
+        self.commits: list[str] = []
+        j._db.set_trace_callback(self.trace)
+
+    def trace(self, sql: str) -> None:
+        if sql.startswith("PRAGMA synchronous="):
+            self.level = sql.split("=", 1)[1]
+        elif sql == "COMMIT":
+            self.commits.append(self.level)
+
+
+def test_a_commit_is_fsynced_exactly_when_a_side_effect_follows_it(flow: Flow) -> None:
+    log = SyncLog(flow.j)
+    flow.w.card_present, flow.w.keypad = True, flow.w.pin
+    flow(E.CardInserted())  # → ReadCard: the card is a side effect
+    assert log.commits == ["FULL"]
+    flow(E.CardRead(flow.key(C.ReadCard), 3, CERT))  # → the PIN screen only
+    assert log.commits == ["FULL", "NORMAL"]
+    flow(E.PinDigits(4))  # a count at rest, nothing performed on its strength
+    flow(E.PinSubmitted())  # → VerifyPin: the card again
+    assert log.commits[-1] == "FULL"
+    assert flow.j._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    flow(flow.perform(C.VerifyPin))  # → Authenticate: the center
+    flow(E.Authenticated(flow.key(C.Authenticate), "sflow", "141003"))
+    flow(E.MenuReceived(flow.key(C.LoadMenu), (E.MenuItem("juminhyo", 300),)))
+    flow(E.Choose("juminhyo"))  # → the options screen only
+    assert log.commits[-1] == "NORMAL"
+    flow.j.close()  # the crash, right after a NORMAL commit
+    # Recovery and every other write outside step() is always fsynced.
+    flow.w.card_present = False
+    with Journal(flow.j.path) as again:
+        log = SyncLog(again)
+        (r,) = again.recover(flow.w)
+        assert r.outcome == "cancelled"
+        assert log.commits and set(log.commits) == {"FULL"}
+
+
 def test_commands_are_durable_before_they_are_returned(flow: Flow) -> None:
     flow.until_stacking(1000)
     stack = flow.key(C.StackEscrow)
