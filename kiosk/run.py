@@ -92,18 +92,15 @@ def _check_web(path: Path, web: object, *, scripted: bool) -> None:
                                 " person at the browser is the customer; drop [ui]")
     if not isinstance(web, dict):
         raise DeviceConfigError(f"{path}: web must be a [web] table")
-    unknown = set(web) - {"listen", "lang", "pin_reset", "done_seconds"}
+    unknown = set(web) - {"listen", "lang", "pin_reset", "done_seconds"}  # pin_reset: below
     if unknown:
         raise DeviceConfigError(f"{path}: [web] does not know {', '.join(sorted(unknown))}")
     if not isinstance(web.get("listen", ""), str) or not isinstance(web.get("lang", ""), str):
         raise DeviceConfigError(f"{path}: [web] listen and lang are strings, e.g."
                                 ' listen = "127.0.0.1:0", lang = "ja"')
-    if not isinstance(web.get("pin_reset", False), bool):
-        raise DeviceConfigError(f"{path}: [web] pin_reset is true or false")
-    if web.get("pin_reset"):
-        raise DeviceConfigError(f"{path}: [web] pin_reset = true: this kiosk runner does not"
-                                " perform the PIN-reset path yet (RedeemPinReset); leave it"
-                                " false (the start screen shows it as not available here)")
+    if "pin_reset" in web:
+        raise DeviceConfigError(f"{path}: [web] pin_reset is gone: the screen offers the PIN"
+                                " reset when [kiosk] facepin names the reservation service")
     done = web.get("done_seconds", 8)
     if isinstance(done, bool) or not isinstance(done, (int, float)) or not 0 < done <= 600:
         raise DeviceConfigError(f"{path}: [web] done_seconds must be a number of seconds"
@@ -224,7 +221,7 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
         from kiosk.ui.hub import WebHub
 
         hub = WebHub(lang=str(web_cfg.get("lang", "ja")),
-                     pin_reset=bool(web_cfg.get("pin_reset", False)),
+                     pin_reset=bool(k.get("facepin")),
                      done_seconds=float(web_cfg.get("done_seconds", 8)))
         server = UiServer(hub, str(web_cfg.get("listen", "127.0.0.1:0")))
     journal = Journal(k["journal"])

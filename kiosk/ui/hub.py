@@ -51,7 +51,14 @@ _NOTICES = frozenset({C.Screen.REFUSED, C.Screen.CANCELLED, C.Screen.NOT_ISSUED}
 
 #: What the page may ask for (``{"op": …}``).
 _OPS = frozenset({"start", "home", "key", "choose", "menu", "options", "accept", "cancel",
-                  "extend"})
+                  "extend", "reset"})
+
+#: Where the keypad takes digits: the PIN, and the PIN again to redeem a PIN reset.
+_KEYPAD_STATES = frozenset({State.PIN_ENTRY, State.RESET_PIN_ENTRY})
+
+#: A facepin reservation number as the page may send it (ids the service makes are short
+#: URL-safe tokens); anything else is refused before it reaches the keypad.
+RESERVATION_MAX = 64
 
 
 def catalogue_languages() -> list[str]:
@@ -99,6 +106,7 @@ class WebHub:
         self.fee = 0
         self.txn = ""
         self.chosen = ""
+        self.reset_error = ""  # why the new password was not taken (a code, never a value)
         self.seq = 0
         self._clients: set[asyncio.Queue[str]] = set()
         self._home: asyncio.TimerHandle | None = None
@@ -112,7 +120,7 @@ class WebHub:
         self.runner = runner
         self.notice, self.take_card, self.remind, self.warning = None, False, 0, None
         self.outcome, self.change, self.refund, self.fee, self.txn = "", 0, 0, 0, ""
-        self.chosen = ""
+        self.chosen, self.reset_error = "", ""
 
     def end(self) -> None:
         """The session is over: keep its last screen (done) up for ``done_seconds``, then the
@@ -149,6 +157,7 @@ class WebHub:
             self.publish()
             return
         self.warning = None
+        self.reset_error = ""
         screen = cmd.screen.value
         if cmd.screen is C.Screen.REFUSED and s is not None and s.state is State.MENU:
             screen = "item-refused"  # the menu refused one item; the menu stays
@@ -185,14 +194,16 @@ class WebHub:
             "notice": self.notice, "take_card": self.take_card, "warning": self.warning,
             "outcome": self.outcome, "txn": self.txn, "chosen": self.chosen,
             "remind": 0, "pin": {"count": 0, "max": PIN_DIGITS, "tries_left": -1},
+            "reset_offered": False, "reset_error": self.reset_error,
             "menu": [], "item": "", "offered": [], "options": [], "fee": self.fee,
             "credited": 0, "change": self.change, "refund": self.refund,
         }
         if s is not None and r is not None:
             st["remind"] = self.remind if s.card_present else 0
             st["take_card"] = self.take_card and s.card_present
-            st["pin"] = {"count": r.keypad.count if s.state is State.PIN_ENTRY else 0,
+            st["pin"] = {"count": r.keypad.count if s.state in _KEYPAD_STATES else 0,
                          "max": PIN_DIGITS, "tries_left": s.tries_left}
+            st["reset_offered"] = self.pin_reset and s.pin_reset_offered
             st["menu"] = [{"doc": i.doc_type, "fee": i.fee, "options": list(i.options),
                            "refusal": i.refusal} for i in s.menu.values()]
             if s.item is not None:
@@ -268,7 +279,7 @@ class WebHub:
     def _op_key(self, msg: dict[str, Any]) -> bool:
         rs = self._session()
         key = msg.get("key")
-        if rs is None or rs[1].state is not State.PIN_ENTRY or not isinstance(key, str):
+        if rs is None or rs[1].state not in _KEYPAD_STATES or not isinstance(key, str):
             return False
         r = rs[0]
         if key == "ok":
@@ -289,7 +300,8 @@ class WebHub:
         rs = self._session()
         item = msg.get("item")
         if rs is None or rs[1].state is not State.MENU or not isinstance(item, str) \
-                or item not in rs[1].menu:
+                or not (item in rs[1].menu or (item == "pin-reset" and self.pin_reset
+                                               and rs[1].pin_reset_offered)):
             return False
         self.chosen = item
         rs[0].put(E.Choose(item))
@@ -312,6 +324,42 @@ class WebHub:
                 not set(opts) <= set(rs[1].item.options):
             return False
         rs[0].put(E.OptionsConfirmed(tuple(sorted(set(opts)))))
+        return True
+
+    def _op_reset(self, msg: dict[str, Any]) -> bool:
+        """The new signature password (typed twice) and the facepin reservation number:
+        checked here, then held by the keypad — the core hears only ``SecretEntered``. A
+        mistake is shown by its kind (mismatch, rule, reservation), never by its value."""
+        rs = self._session()
+        if rs is None or rs[1].state is not State.RESET_ENTRY:
+            return False
+        from cardio.identity import InvalidValue, validate_sign_password
+
+        password, confirm, reservation = (msg.get(k) for k in
+                                          ("password", "confirm", "reservation"))
+        if not all(isinstance(v, str) for v in (password, confirm, reservation)):
+            return False
+        assert isinstance(password, str) and isinstance(confirm, str)
+        assert isinstance(reservation, str)
+        reservation = reservation.strip()
+        error = ""
+        if not reservation or len(reservation) > RESERVATION_MAX or not all(
+                c.isascii() and (c.isalnum() or c in "-_") for c in reservation):
+            error = "reservation"
+        elif password.upper() != confirm.upper():
+            error = "mismatch"
+        else:
+            try:
+                value = validate_sign_password(password).decode("ascii")
+            except InvalidValue:
+                error = "rule"
+        if error:
+            self.reset_error = error
+            self.publish()
+            return True
+        self.reset_error = ""
+        rs[0].keypad.enter_secret(value, reservation)
+        rs[0].put(E.SecretEntered())
         return True
 
     def _op_accept(self, msg: dict[str, Any]) -> bool:

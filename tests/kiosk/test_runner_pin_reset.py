@@ -89,7 +89,7 @@ def reset(backend: Service, facepin_url: str, tmp_path: Path) -> Reset:  # noqa:
     rgb = load_image(DEV / "deepface_id00" / "img2.jpg")
     box = FaceEngine.shared().encode(rgb, allow_several=True, check_quality=False).box
     assert box is not None
-    path = tmp_path / "card"
+    path = backend.card_dir / f"reset-{tmp_path.name}"  # beside the kiosks' card slots
     out = issue_card(backend.db, backend.jlis, path, None, keys=backend.pool,
                      photo=chip_photo(rgb, box), issued=backend.now.date())
     JpkiAuthority(JlisHierarchy.load_or_create(backend.jlis)).register_card(path)

@@ -80,8 +80,8 @@ function setMuted(m) {
 // -- the screens --------------------------------------------------------------------------
 
 const CANCELLABLE = new Set(["pin", "pin-wrong", "pin-incomplete", "menu", "item-refused",
-  "options", "quote", "payment"]);
-const PIN_SCREENS = new Set(["pin", "pin-wrong", "pin-incomplete"]);
+  "options", "quote", "payment", "new-password", "pin-again"]);
+const PIN_SCREENS = new Set(["pin", "pin-wrong", "pin-incomplete", "pin-again"]);
 const NOTICES = new Set(["refused", "cancelled", "not-issued", "pin-locked"]);
 
 function title(key, params) {
@@ -113,11 +113,13 @@ function figures(rows) {
 
 function pinScreen(st) {
   const wrong = st.screen === "pin-wrong";
+  const again = st.screen === "pin-again";
   const parts = [
     title(wrong ? "screen.pin-wrong.title" : st.screen === "pin-incomplete"
-      ? "screen.pin-incomplete.title" : "screen.pin.title"),
+      ? "screen.pin-incomplete.title" : again ? "screen.pin-again.title" : "screen.pin.title"),
     lead(wrong ? t("screen.pin-wrong.text", { n: st.pin.tries_left })
-      : st.screen === "pin-incomplete" ? t("screen.pin-incomplete.text") : t("screen.pin.text")),
+      : st.screen === "pin-incomplete" ? t("screen.pin-incomplete.text")
+        : again ? t("screen.pin-again.text") : t("screen.pin.text")),
   ];
   if (!wrong && st.pin.tries_left > 0 && st.pin.tries_left < 3) {
     parts.push(el("p", { class: "reason", text: t("pin.tries", { n: st.pin.tries_left }) }));
@@ -155,7 +157,44 @@ function menuScreen(st) {
       onclick: () => send("choose", { item: item.doc }),
     }, label, el("span", { class: "fee", text: item.refusal ? "" : yen(item.fee) }))));
   }
+  if (st.reset_offered) {
+    list.append(el("li", {}, el("button", { type: "button", "data-doc": "pin-reset",
+      onclick: () => send("choose", { item: "pin-reset" }) },
+    el("span", { class: "name", text: docName("pin-reset") }), el("span", { class: "fee" }))));
+  }
   return [title("screen.menu.title"), lead(t("screen.menu.text")), list, actions(st)];
+}
+
+// The PIN-reset path: the reservation number from the app and the new signature password,
+// typed twice. They leave the page once, on "Next", and the fields are emptied at once;
+// the server answers only with the kind of a mistake, never with what was typed.
+function newPasswordScreen(st) {
+  const field = (id, key, type, extra) => el("div", { class: "field" },
+    el("label", { for: id, text: t(key) }),
+    el("input", { id, type, autocomplete: "off", autocapitalize: "characters",
+      spellcheck: "false", ...(extra || {}) }));
+  const form = el("form", { id: "reset-form", novalidate: true },
+    field("reset-reservation", "reset.reservation", "text", { inputmode: "latin" }),
+    field("reset-password", "reset.password", "password",
+      { "aria-describedby": "reset-rule", maxlength: "16" }),
+    field("reset-confirm", "reset.confirm", "password", { maxlength: "16" }),
+    el("p", { class: "note", id: "reset-rule", text: t("reset.rule") }));
+  const submit = (ev) => {
+    if (ev) ev.preventDefault();
+    const get = (id) => { const v = $(id).value; $(id).value = ""; return v; };
+    send("reset", { reservation: get("reset-reservation"), password: get("reset-password"),
+      confirm: get("reset-confirm") });
+  };
+  form.addEventListener("submit", submit);
+  const parts = [title("screen.new-password.title"), lead(t("screen.new-password.text"))];
+  if (st.reset_error) {
+    parts.push(el("p", { class: "reason", id: "reset-error", role: "alert",
+      text: t("reset.error." + st.reset_error) }));
+  }
+  form.append(actions(st, el("button", { type: "submit", class: "primary", id: "btn-reset-next",
+    text: t("btn.next") })));
+  parts.push(form);
+  return parts;
 }
 
 function optionsScreen(st) {
@@ -250,6 +289,7 @@ function render(st) {
   }
   if (PIN_SCREENS.has(s)) return pinScreen(st);
   if (s === "menu") return menuScreen(st);
+  if (s === "new-password") return newPasswordScreen(st);
   if (s === "item-refused") {
     return [title("screen.item-refused.title"), lead(docName(st.chosen)),
       el("p", { class: "reason", id: "reason", text: reasonText(st.detail) }),
@@ -293,7 +333,8 @@ function update(st) {
 
 function structure(st) {
   return JSON.stringify([S.lang, st.screen, st.detail, st.in_session, st.notice, st.take_card,
-    st.outcome, st.menu, st.item, st.offered, st.fee, st.txn, st.chosen,
+    st.outcome, st.menu, st.item, st.offered, st.fee, st.txn, st.chosen, st.reset_error,
+    st.reset_offered, st.v * (st.screen === "new-password" && st.reset_error ? 1 : 0),
     st.screen === "printing" ? Boolean(st.remind) : 0]);
 }
 

@@ -118,9 +118,10 @@ class Kiosk:
 
 def start_kiosk(backend: Service, lab: dict[str, Any], base: Path, *,
                 timeouts: str = "", web: str = 'listen = "127.0.0.1:0"\nlang = "ja"\n',
-                devices: str | None = None) -> Kiosk:
+                devices: str | None = None, kiosk: str = "") -> Kiosk:
     """``devices``: the device sections (default: the lab's). Two kiosks must not share
-    the lab's serial lines — both would poll them — so a second kiosk gets none."""
+    the lab's serial lines — both would poll them — so a second kiosk gets none.
+    ``kiosk``: more ``[kiosk]`` keys (e.g. ``facepin = "URL"``)."""
     base.mkdir(parents=True, exist_ok=True)
     slot = backend.card_dir / f"slot-{base.name}"
     config = base / "kiosk.toml"
@@ -131,6 +132,7 @@ out = "{base / 'out'}"
 center = "{backend.info['center']}"
 reader = "emu:{slot}"
 tick = 1.0
+{kiosk}
 {timeouts}
 [web]
 {web}''')

@@ -39,8 +39,7 @@ def test_web_and_a_scripted_customer_exclude_each_other(tmp_path: Path) -> None:
 @pytest.mark.parametrize("web, match", [
     ('listen = 80\n', "strings"),
     ('colour = "red"\n', "does not know colour"),
-    ('pin_reset = "yes"\n', "true or false"),
-    ('pin_reset = true\n', "does not perform the PIN-reset path yet"),
+    ('pin_reset = true\n', r"pin_reset is gone: .*\[kiosk\] facepin"),
     ('done_seconds = 0\n', "done_seconds"),
 ])
 def test_bad_web_sections(tmp_path: Path, web: str, match: str) -> None:

@@ -27,7 +27,7 @@ class Desk:
     def __init__(self, hub: WebHub) -> None:
         self.keypad = Keypad()
         self.session = IssuanceSession("T0a1b2c", "req-00ff", "kiosk-0001",
-                                       lambda exp, doc: None, pin_reset=False)
+                                       lambda exp, doc: None, pin_reset=hub.pin_reset)
         self.events: list[E.Event] = []
         self.commands: list[C.Command] = []
         self.verified: list[str] = []
@@ -208,3 +208,45 @@ def test_malformed_and_unknown_actions_are_ignored() -> None:
     assert hub.errors == ["malformed", "malformed", "malformed", "unknown_op",
                           "unknown_op", "malformed"]
     assert hub.screen == "start"
+
+
+def test_pin_reset_form_goes_to_the_keypad_and_only_a_kind_of_mistake_to_the_page() -> None:
+    hub = WebHub(pin_reset=True)
+    q = hub.subscribe()
+    d = to_menu(hub)
+    assert hub.state()["reset_offered"]
+    hub.act({"op": "choose", "item": "pin-reset"})
+    assert hub.screen == "new-password" and d.session.state is State.RESET_ENTRY
+    tries = [({"reservation": "r 1", "password": "NEWPASS1", "confirm": "NEWPASS1"},
+              "reservation"),
+             ({"reservation": "rsv-1_a", "password": "NEWPASS1", "confirm": "NEWPASS2"},
+              "mismatch"),
+             ({"reservation": "rsv-1_a", "password": "abc12", "confirm": "abc12"}, "rule"),
+             ({"reservation": "rsv-1_a", "password": "ONLYLETTERS", "confirm": "ONLYLETTERS"},
+              "rule")]
+    for form, kind in tries:
+        hub.act({"op": "reset", **form})
+        assert hub.state()["reset_error"] == kind
+        assert not any(isinstance(e, E.SecretEntered) for e in d.events)
+    hub.act({"op": "reset", "reservation": "rsv-1_a", "password": "newpass1",
+             "confirm": "NEWPASS1"})  # lower case folded, as the official apps do
+    assert isinstance(d.events[-1], E.SecretEntered) and hub.screen == "pin-again"
+    assert d.keypad.take_secret() == ("NEWPASS1", "rsv-1_a")
+    for k in PIN:  # the PIN again, on the keypad
+        hub.act({"op": "key", "key": k})
+    assert hub.state()["pin"]["count"] == 4
+    sent = []
+    while not q.empty():
+        sent.append(q.get_nowait())
+    for secret in ("NEWPASS1", "newpass1", "rsv-1_a", "NEWPASS2", PIN):
+        assert all(secret not in s for s in sent)
+
+
+def test_pin_reset_is_refused_when_the_kiosk_does_not_offer_it() -> None:
+    hub = WebHub(pin_reset=False)
+    d = to_menu(hub)
+    assert not hub.state()["reset_offered"]
+    hub.act({"op": "choose", "item": "pin-reset"})
+    hub.act({"op": "reset", "reservation": "r", "password": "NEWPASS1", "confirm": "NEWPASS1"})
+    assert hub.screen == "menu" and d.session.state is State.MENU
+    assert hub.errors[-2:] == ["choose", "reset"]
