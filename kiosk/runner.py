@@ -78,6 +78,7 @@ class Keypad:
 
     def __init__(self, max_digits: int = 16) -> None:
         self._value: str | None = None
+        self._submitted: str | None = None
         self._secret: str | None = None
         self.reservation: str | None = None
         self.max_digits = max_digits
@@ -114,8 +115,14 @@ class Keypad:
     def count(self) -> int:
         return len(self._value or "")
 
+    def submit(self) -> None:
+        """確定 pressed: the PIN as it stands now is the one the card will get; keys pressed
+        before the card has it (a Backspace right after 確定) edit a fresh entry, not it."""
+        self._submitted, self._value = self._value, None
+
     def take(self) -> str:
-        value, self._value = self._value, None
+        value = self._submitted if self._submitted is not None else self._value
+        self._submitted = self._value = None
         if value is None:
             raise KioskError("the keypad holds no PIN")
         return value
@@ -123,16 +130,19 @@ class Keypad:
     def enter_secret(self, value: str, reservation: str) -> None:
         self._secret, self.reservation = value, reservation
 
-    def take_secret(self) -> tuple[str, str]:
-        """The new value and the reservation number, once."""
-        secret, reservation = self._secret, self.reservation
-        self._secret = self.reservation = None
-        if secret is None or not reservation:
+    def secret(self) -> tuple[str, str]:
+        """The new value and the reservation number. Kept until the reset is done
+        (:meth:`drop_secret`) or the session ends (:meth:`wipe`): after a wrong PIN the
+        person types the PIN again, not the new password."""
+        if self._secret is None or not self.reservation:
             raise KioskError("the keypad holds no new value or reservation number")
-        return secret, reservation
+        return self._secret, self.reservation
+
+    def drop_secret(self) -> None:
+        self._secret = self.reservation = None
 
     def wipe(self) -> None:
-        self._value = self._secret = self.reservation = None
+        self._value = self._submitted = self._secret = self.reservation = None
 
 
 # -- card -------------------------------------------------------------------------------------
@@ -143,9 +153,10 @@ class CardAdapter:
     PIN, the 利用者証明用 signature over the center's nonce. Blocking calls run on a worker
     thread, one at a time (a card is a serial device)."""
 
-    def __init__(self, reader: str, keypad: Keypad) -> None:
+    def __init__(self, reader: str, keypad: Keypad, *, redeem_timeout: float = 10.0) -> None:
         self.reader_spec = reader
         self.keypad = keypad
+        self.redeem_timeout = redeem_timeout  # < Timeouts.center: see redeem()
         self._card: Any = None
         self._jpki: Any = None
         self._lock = asyncio.Lock()
@@ -222,20 +233,26 @@ class CardAdapter:
         from facepin.client import ServiceRefused, redeem
 
         known = self.keypad.take()
-        new_value, reservation = self.keypad.take_secret()
+        new_value, reservation = self.keypad.secret()
 
         def run() -> E.Event:
             self._open()
-            try:
-                redeem(facepin_url, self._card, reservation, known, new_value, target=target)
-            except PinBlocked:
-                return E.PinResult(key, False, 0)
-            except VerificationFailed as e:
-                return E.PinResult(key, False, int(e.tries_left or 0))
-            except ServiceRefused as e:
-                return E.PinResetRefused(key, e.code)
-            except httpx.HTTPError:
-                return E.ServerUnavailable(key)
+            # One HTTP exchange, bounded well inside the core's wait for this reply: a
+            # reset must not land on the card after the screen said it failed.
+            with httpx.Client(base_url=facepin_url, timeout=self.redeem_timeout,
+                              trust_env=False) as http:
+                try:
+                    redeem(facepin_url, self._card, reservation, known, new_value,
+                           target=target, http=http)
+                except PinBlocked:
+                    return E.PinResult(key, False, 0)
+                except VerificationFailed as e:
+                    return E.PinResult(key, False, int(e.tries_left or 0))
+                except ServiceRefused as e:
+                    return E.PinResetRefused(key, e.code)
+                except httpx.HTTPError:
+                    return E.ServerUnavailable(key)
+            self.keypad.drop_secret()
             return E.PinResetDone(key)
         try:
             event: E.Event = await self._call(run)
@@ -453,6 +470,7 @@ class CashAdapter:
         never did. ``None`` when no intent was journalled (the payout never began) or a
         counter moved further than one dispense (recovery cannot tell: the caller decides)."""
         from kiosk.devices.cctalk import counter_distance
+        from kiosk.devices.errors import DeviceError
 
         before = self.intents.get(key) if self.intents is not None else None
         if not before:
@@ -462,16 +480,25 @@ class CashAdapter:
             hopper = self.hoppers.get(coin)
             if hopper is None:
                 return None
-            status = hopper._status_until(time.monotonic() + 30)
-            while status.remaining:
-                time.sleep(0.01)
-                status = hopper._status_until(time.monotonic() + 30)
+            deadline = time.monotonic() + 30
+            try:
+                status = hopper._status_until(deadline)
+                while status.remaining and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    status = hopper._status_until(deadline)
+            except DeviceError:
+                return None  # a silent hopper cannot tell: the caller leaves it owed
+            if status.remaining:
+                return None
             moved = 0 if status.counter == counter else counter_distance(counter, status.counter)
             if moved == 1:
                 paid += status.paid * coin
             elif moved != 0:
                 return None
         return paid
+
+    def has_intent(self, key: str) -> bool:
+        return self.intents is not None and bool(self.intents.get(key))
 
     def sweep_escrow(self, stack: bool) -> int:
         """Recovery, before the worker starts: drive the bill validator to rest; a note it
@@ -535,10 +562,16 @@ class DeviceRecoveryPort(ConservativePort):
         note = self.cash.sweep_escrow(stack=False)
         if not note:
             return super().return_escrow(key)
-        repaid = self.cash.paid_under(f"{key}/repay") or 0  # coins already handed back
-        held = max(0, self._journalled_yen(key) - note - repaid)
+        # Whether the note's credit reached the journal before the crash is not known (the
+        # validator reports the note, not whether the kiosk counted it), so it is not taken
+        # off what is owed: the customer gets the note back and the journalled escrow,
+        # less coins the hoppers are known to have repaid, stays owed — never guessed in
+        # the kiosk's favour.
+        repaid = self.cash.paid_under(f"{key}/repay") or 0
+        held = max(0, self._journalled_yen(key) - repaid)
         self.actions.append(f"{key}: a {note} yen note still in escrow was handed back"
-                            + (f"; {held} in coins is owed" if held else ""))
+                            + (f"; {held} stays owed (staff check the cash box)" if held
+                               else ""))
         return note, held
 
     def stack_escrow(self, key: str) -> int:
@@ -548,15 +581,28 @@ class DeviceRecoveryPort(ConservativePort):
         return super().stack_escrow(key)
 
     def pay_change(self, key: str, yen: int) -> int:
-        already = self.cash.paid_under(key)
-        if already is None:  # never began (or cannot tell): pay it now, under its own key
-            already = 0
-        elif already:
-            self.actions.append(f"{key}: the hoppers had paid {already} of {yen} before the"
-                                " crash")
-        rest = max(0, yen - already)
-        paid = self.cash.pay(rest, key=f"{key}/recovery") if rest else 0
-        return min(yen, already + paid)
+        """Pay what the hoppers have not paid under ``key`` (and under an earlier
+        recovery's ``KEY/recovery``). Where the counters cannot tell — a hopper that took
+        more than one dispense since, or does not answer — nothing more is paid: the rest
+        stays owed (a refund with a slip), never paid twice."""
+        paid = 0
+        for k in (key, f"{key}/recovery"):
+            if not self.cash.has_intent(k):
+                if k == key:  # the payout never began: pay it now, under its own key
+                    return min(yen, self.cash.pay(yen, key=key))
+                break
+            got = self.cash.paid_under(k)
+            if got is None:
+                self.actions.append(f"{k}: the hoppers cannot tell what this payout paid;"
+                                    f" {max(0, yen - paid)} stays owed")
+                return min(yen, paid)
+            paid += got
+        if paid:
+            self.actions.append(f"{key}: the hoppers had paid {paid} of {yen} before the crash")
+        rest = max(0, yen - paid)
+        if rest and not self.cash.has_intent(f"{key}/recovery"):
+            paid += self.cash.pay(rest, key=f"{key}/recovery")
+        return min(yen, paid)
 
 
 def _resolve(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:

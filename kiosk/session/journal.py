@@ -126,6 +126,17 @@ class Recovered:
     actions: tuple[str, ...]
 
 
+def _money_moved(before: Snapshot | None, after: Snapshot) -> bool:
+    """Money counted in or owed changed: such a commit is fsynced even when no command
+    follows it. A credit is a device's unsolicited word (nobody asks it again), so losing
+    it to a power cut would lose the customer's money from the books."""
+    if before is None:
+        return bool(after.escrow or after.cash_in or after.refund)
+    return (before.escrow, before.cash_in, before.stacked, before.refund, before.change_paid,
+            before.change_due) != (after.escrow, after.cash_in, after.stacked, after.refund,
+                                   after.change_paid, after.change_due)
+
+
 def _digest(hexdigest: str) -> bytes | None:
     try:
         return bytes.fromhex(hexdigest) if hexdigest else None
@@ -153,15 +164,16 @@ class Journal:
         self._db.close()
 
     def _sync(self, *, full: bool) -> None:
-        """fsync the commit only when a side effect follows it. The rule is "written before
-        its side effect": a commit that precedes a device, card, center or printer command
-        is made with ``synchronous=FULL`` (the WAL is fsynced before :meth:`step` returns);
-        one that only records a state or a reply — nothing is performed on its strength —
-        is made with ``NORMAL``: atomic, and durable with the next FULL commit, because the
-        WAL is one append-only file and its fsync covers every frame before. Losing such a
-        commit to a power cut loses no effect: what it recorded was either a state no
-        command acted on, or a device's reply, which recovery asks again under the same
-        idempotency key."""
+        """fsync the commit only when a side effect follows it or money moved. The rule is
+        "written before its side effect": a commit that precedes a device, card, center or
+        printer command is made with ``synchronous=FULL`` (the WAL is fsynced before
+        :meth:`step` returns), and so is one that changes money counted in or owed (a
+        credit is nobody's reply: it is not asked again). One that only records a state or
+        a reply — nothing is performed on its strength — is made with ``NORMAL``: atomic,
+        and durable with the next FULL commit, because the WAL is one append-only file and
+        its fsync covers every frame before. Losing such a commit to a power cut loses no
+        effect: what it recorded was a state no command acted on, or a device's reply,
+        which recovery asks again under the same idempotency key."""
         if full != self._full:
             self._db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
             self._full = full
@@ -202,7 +214,7 @@ class Journal:
         reply_key = event.key if isinstance(event, E.Reply) else ""
         if not durable and not reply_key and self._last.get(snap.txn) == snap:
             return  # a tick or a keypad count that changed nothing at rest
-        with self._tx(full=bool(durable)) as db:
+        with self._tx(full=bool(durable) or _money_moved(self._last.get(snap.txn), snap)) as db:
             self._write_session(db, snap)
             db.execute("INSERT INTO steps (txn, event, reply_key, state) VALUES (?,?,?,?)",
                        (snap.txn, type(event).__name__, reply_key, snap.state.value))

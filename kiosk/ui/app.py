@@ -74,9 +74,13 @@ def create_app(hub: WebHub) -> Any:
         # Only the page this server served may drive the kiosk: a WebSocket is not bound by
         # the same-origin policy, so another origin (a page elsewhere, a rebound DNS name)
         # is refused before anything is sent.
+        # The Host must name this machine's loopback itself: a rebound DNS name carries its
+        # own name in both Host and Origin, which would otherwise match each other.
         origin = websocket.headers.get("origin")
         host = websocket.headers.get("host", "")
-        if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
+        name = host[1:].partition("]")[0] if host.startswith("[") else host.partition(":")[0]
+        if name.lower() not in LOOPBACK_NAMES or (
+                origin is not None and origin not in (f"http://{host}", f"https://{host}")):
             await websocket.close(code=1008)
             return
         await websocket.accept()
@@ -105,6 +109,14 @@ def create_app(hub: WebHub) -> Any:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+#: Names the kiosk's own browser reaches the screen by (the server listens on loopback).
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+#: The largest WebSocket message the page ever sends is a PIN-reset form (a few hundred
+#: bytes); anything bigger is refused by the protocol layer before it is parsed.
+WS_MAX_SIZE = 4096
 
 
 def parse_listen(value: object) -> tuple[str, int]:
@@ -141,6 +153,7 @@ class UiServer:
         self.url = f"http://{shown}:{bound[1]}/"
         config = uvicorn.Config(create_app(hub), log_level="warning", access_log=False,
                                 lifespan="off", ws="websockets-sansio",
+                                ws_max_size=WS_MAX_SIZE,
                                 timeout_graceful_shutdown=2)
         self.server = _quiet_server(config)
         self._task: asyncio.Task[None] | None = None

@@ -20,6 +20,7 @@ into the runner's :class:`~kiosk.runner.Keypad` and only the *count* goes into t
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 from collections.abc import Callable
@@ -110,7 +111,9 @@ class WebHub:
         self.seq = 0
         self._clients: set[asyncio.Queue[str]] = set()
         self._home: asyncio.TimerHandle | None = None
-        self.errors: list[str] = []  # actions refused (kinds only), for tests and logs
+        # Actions refused (kinds only), for tests and logs: the last few hundred, so a
+        # flooding page cannot grow the kiosk's memory.
+        self.errors: collections.deque[str] = collections.deque(maxlen=256)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -140,7 +143,8 @@ class WebHub:
         self._cancel_home()
         if self.runner is None:
             self.screen, self.detail, self.amount, self.notice = START, "", 0, None
-            self.outcome = ""
+            self.outcome, self.chosen, self.txn = "", "", ""  # nothing of the last customer
+            self.fee = self.change = self.refund = 0
             self.publish()
 
     def _cancel_home(self) -> None:
@@ -220,6 +224,9 @@ class WebHub:
         self.seq += 1
         text = json.dumps(self.state(), ensure_ascii=False)
         for q in list(self._clients):
+            if q.full():  # a page that lags: each state is whole, so the oldest go first
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()
             with contextlib.suppress(asyncio.QueueFull):
                 q.put_nowait(text)
 
@@ -283,6 +290,7 @@ class WebHub:
             return False
         r = rs[0]
         if key == "ok":
+            r.keypad.submit()  # later keys must not change the PIN the card will get
             r.put(E.PinSubmitted())
             return True
         if key == "back":

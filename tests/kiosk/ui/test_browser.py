@@ -395,7 +395,7 @@ def test_printer_jam_after_payment(backend: Service, lab: dict[str, Any], kiosk:
     assert st["txn"] in (f.page.text_content("#slip-txn") or "")
     end = finish(f, kiosk)
     assert end["outcome"] == "failed_refund_due" and end["refund_due"] == end["fee"]
-    assert [Path(p).name for p in end["files"]] == [f"slip-{end['txn']}.txt"]
+    assert [Path(p).name for p in end["files"]] == [f"slip-{end['txn']}.pdf"]
 
 
 def test_keyboard_only_issuance(backend: Service, lab: dict[str, Any], kiosk: Kiosk,

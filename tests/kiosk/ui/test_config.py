@@ -104,7 +104,7 @@ def test_websocket_only_from_the_page_s_own_origin() -> None:
     """The page's origin gets the state; another origin is refused before anything is
     sent (a WebSocket is not held back by the same-origin policy)."""
     from websockets.asyncio.client import connect
-    from websockets.exceptions import InvalidStatus
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
 
     async def run() -> None:
         hub = WebHub()
@@ -119,6 +119,19 @@ def test_websocket_only_from_the_page_s_own_origin() -> None:
             with pytest.raises(InvalidStatus):
                 async with connect(ws_url, origin="http://evil.example"):  # type: ignore[arg-type]
                     pass
+            # DNS rebinding: a page at evil.example that now resolves to 127.0.0.1 sends
+            # its own name in Host and Origin alike — refused, the Host is not loopback.
+            port = server.url.rstrip("/").rpartition(":")[2]
+            with pytest.raises(InvalidStatus):
+                async with connect(ws_url, origin=f"http://evil.example:{port}",  # type: ignore[arg-type]
+                                   additional_headers={"Host": f"evil.example:{port}"}):
+                    pass
+            # A message larger than any the page sends is refused before it is parsed.
+            async with connect(ws_url, origin=server.url.rstrip("/")) as ws:  # type: ignore[arg-type]
+                await ws.recv()
+                await ws.send(json.dumps({"op": "home", "pad": "x" * 10_000}))
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 5)
             assert hub.screen == "setcard"
         finally:
             await server.stop()

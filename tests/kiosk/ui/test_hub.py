@@ -103,7 +103,7 @@ def test_keys_that_are_not_one_ascii_digit_are_refused_without_repeating_them() 
     d = to_pin(hub)
     for bad in ("12", "a", "４", "", None, 7):
         hub.act({"op": "key", "key": bad})
-    assert d.keypad.count == 0 and hub.errors == ["key"] * 6
+    assert d.keypad.count == 0 and list(hub.errors) == ["key"] * 6
     with pytest.raises(KioskError) as err:
         d.keypad.press("x")
     assert "x" not in str(err.value).replace("one digit", "")
@@ -122,7 +122,7 @@ def test_menu_options_quote_payment_figures() -> None:
     hub.act({"op": "menu"})
     assert hub.screen == "menu"
     hub.act({"op": "choose", "item": "koseki"})  # not on this menu: ignored, no crash
-    assert hub.errors == ["choose"]
+    assert list(hub.errors) == ["choose"]
     hub.act({"op": "choose", "item": "juminhyo"})
     assert hub.screen == "options" and hub.state()["offered"] == ["honseki", "scope"]
     hub.act({"op": "options", "options": ["my_number"]})  # not offered: ignored
@@ -205,7 +205,7 @@ def test_malformed_and_unknown_actions_are_ignored() -> None:
     hub = WebHub()
     for msg in (None, [], {"op": 3}, {"op": "__init__"}, {"op": "publish"}, "x"):
         hub.act(msg)
-    assert hub.errors == ["malformed", "malformed", "malformed", "unknown_op",
+    assert list(hub.errors) == ["malformed", "malformed", "malformed", "unknown_op",
                           "unknown_op", "malformed"]
     assert hub.screen == "start"
 
@@ -231,7 +231,7 @@ def test_pin_reset_form_goes_to_the_keypad_and_only_a_kind_of_mistake_to_the_pag
     hub.act({"op": "reset", "reservation": "rsv-1_a", "password": "newpass1",
              "confirm": "NEWPASS1"})  # lower case folded, as the official apps do
     assert isinstance(d.events[-1], E.SecretEntered) and hub.screen == "pin-again"
-    assert d.keypad.take_secret() == ("NEWPASS1", "rsv-1_a")
+    assert d.keypad.secret() == ("NEWPASS1", "rsv-1_a")  # kept for a retry after a wrong PIN
     for k in PIN:  # the PIN again, on the keypad
         hub.act({"op": "key", "key": k})
     assert hub.state()["pin"]["count"] == 4
@@ -249,4 +249,25 @@ def test_pin_reset_is_refused_when_the_kiosk_does_not_offer_it() -> None:
     hub.act({"op": "choose", "item": "pin-reset"})
     hub.act({"op": "reset", "reservation": "r", "password": "NEWPASS1", "confirm": "NEWPASS1"})
     assert hub.screen == "menu" and d.session.state is State.MENU
-    assert hub.errors[-2:] == ["choose", "reset"]
+    assert list(hub.errors)[-2:] == ["choose", "reset"]
+
+
+def test_keys_after_ok_do_not_change_the_pin_the_card_gets() -> None:
+    """確定 then Backspace (or Clear) before the runner performed VerifyPin: the card still
+    gets the four digits that were submitted — a try is never spent on three."""
+    k = Keypad()
+    for d in PIN:
+        k.press(d)
+    k.submit()
+    assert k.backspace() == 0 and k.clear() == 0
+    assert k.take() == PIN
+    with pytest.raises(KioskError):
+        k.take()
+    k.press("1")
+    k.submit()
+    k.press("2")  # a fresh entry after a rejected one does not leak into the next take
+    assert k.take() == "1"
+    k.enter_secret("NEWPASS1", "rsv")
+    k.wipe()
+    with pytest.raises(KioskError):
+        k.secret()
