@@ -159,16 +159,45 @@ def started(name: str, argv: list[str], logs: Path, env: dict[str, str],
                          daemon=True).start()
         yield part
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM the part's whole process group (it was started in its own session, and some
+    parts have children: the printer's namespace wrapper and ippeveprinter), wait, SIGKILL
+    what is left. A second Ctrl-C during the wait does not leave it running."""
+    def group(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+    group(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        group(signal.SIGKILL)
+        proc.wait(10)
+    group(signal.SIGKILL)  # children that outlived their parent
 
 
 # -- the run ----------------------------------------------------------------------------------
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a closed terminal, an outer ``timeout``): unwound like Ctrl-C,
+    so every part started so far is stopped."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    def raise_(signum: int, _frame: object) -> None:
+        raise Terminated(signal.Signals(signum).name)
+
+    old = {sig: signal.signal(sig, raise_) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 @dataclass
@@ -310,6 +339,7 @@ def run_kiosk_demo(directory: Path | None = None, *, interactive: bool = False,
     say(clock_note)
 
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_terminate_as_interrupt())
         t = time.perf_counter()
         serve_argv = [*CARDIO, "emu", "issuance", "serve", "--json", "--db", db_url,
                       "--jlis", str(jlis), "--workers", "1", "--kiosks", "1"]
@@ -356,6 +386,9 @@ def run_kiosk_demo(directory: Path | None = None, *, interactive: bool = False,
         t = time.perf_counter()
         kiosk = stack.enter_context(started(
             "kiosk-run", [*CARDIO, "kiosk", "run", "--config", str(config)], logs, kiosk_env))
+        # On any way out the card leaves the slot before kiosk run is stopped (callbacks run
+        # last-in first-out), so it ends its session instead of waiting for the card.
+        stack.callback(slot.take)
         mark("kiosk_start", t)
         ui_url = kiosk.ready.get("ui")
         from kiosk.runner import lab_feeder
