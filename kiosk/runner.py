@@ -497,6 +497,19 @@ class CashAdapter:
                 return None
         return paid
 
+    def paid_found(self, key: str) -> int | None:
+        """:meth:`paid_under`, remembered: the first recovery that could tell writes it
+        down (fsynced) before paying the rest, so a recovery after a crash of that recovery
+        does not read counters the rest's payout has moved on."""
+        if self.intents is None:
+            return None
+        known = self.intents.found(key)
+        if known is None:
+            known = self.paid_under(key)
+            if known is not None:
+                self.intents.note_found(key, known)
+        return known
+
     def has_intent(self, key: str) -> bool:
         return self.intents is not None and bool(self.intents.get(key))
 
@@ -530,6 +543,10 @@ class PayoutIntents:
         self._db.execute("CREATE TABLE IF NOT EXISTS payout_intents (key TEXT NOT NULL,"
                          " coin INTEGER NOT NULL, counter INTEGER NOT NULL,"
                          " PRIMARY KEY (key, coin))")
+        # What recovery found a payout had paid: the counters say it only until the hopper
+        # takes its next dispense, so a later recovery reads it here.
+        self._db.execute("CREATE TABLE IF NOT EXISTS payout_found (key TEXT PRIMARY KEY,"
+                         " yen INTEGER NOT NULL)")
         self._lock = threading.Lock()
 
     def record(self, key: str, counters: dict[int, int]) -> None:
@@ -543,6 +560,15 @@ class PayoutIntents:
         with self._lock:
             return {int(c): int(n) for c, n in self._db.execute(
                 "SELECT coin, counter FROM payout_intents WHERE key=?", (key,))}
+
+    def found(self, key: str) -> int | None:
+        with self._lock:
+            row = self._db.execute("SELECT yen FROM payout_found WHERE key=?", (key,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def note_found(self, key: str, yen: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO payout_found VALUES (?, ?)", (key, yen))
 
     def close(self) -> None:
         self._db.close()
@@ -591,7 +617,7 @@ class DeviceRecoveryPort(ConservativePort):
                 if k == key:  # the payout never began: pay it now, under its own key
                     return min(yen, self.cash.pay(yen, key=key))
                 break
-            got = self.cash.paid_under(k)
+            got = self.cash.paid_found(k)
             if got is None:
                 self.actions.append(f"{k}: the hoppers cannot tell what this payout paid;"
                                     f" {max(0, yen - paid)} stays owed")
