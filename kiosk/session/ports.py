@@ -8,9 +8,10 @@ would ask). Its rule is the journal's own: money is never guessed *in the kiosk'
 An escrow whose return cannot be confirmed is held by the machine and owed back; a stack
 that was asked for is taken as done for the amount journalled (the customer's money is in
 the machine either way, and the unprinted document makes all of it a refund); change it
-cannot pay is owed; a print it cannot confirm did not happen (refunded, slip). With
-hoppers it pays what it can, and with an output directory it writes the 未交付 slip there
-(the PDF of :mod:`kiosk.documents.slip`, for staff to print and hand over).
+cannot pay is owed; a print it cannot confirm did not happen (refunded, slip). With an
+output directory it writes the 未交付 slip there (the PDF of :mod:`kiosk.documents.slip`,
+for staff to print and hand over). With the cash devices at hand the runner uses
+:class:`kiosk.runner.DeviceRecoveryPort`, which asks them first.
 """
 
 from __future__ import annotations
@@ -26,14 +27,12 @@ __all__ = ["ConservativePort"]
 
 class ConservativePort:
     """A :class:`~kiosk.session.journal.RecoveryPort` that never assumes money left the
-    customer's side without a device saying so. ``pay`` (coin yen → paid) and ``out``
-    (the held-output directory) are optional."""
+    customer's side without a device saying so. ``out`` (the held-output directory) and
+    ``card_present`` (the slot) are optional."""
 
-    def __init__(self, journal: Journal, *, pay: Callable[[int], int] | None = None,
-                 out: Path | None = None, card_present: Callable[[], bool] | None = None
-                 ) -> None:
+    def __init__(self, journal: Journal, *, out: Path | None = None,
+                 card_present: Callable[[], bool] | None = None) -> None:
         self.journal = journal
-        self.pay = pay
         self.out = out
         self.card_present = card_present
         self.actions: list[str] = []
@@ -55,7 +54,7 @@ class ConservativePort:
         return self._journalled_yen(key)
 
     def pay_change(self, key: str, yen: int) -> int:
-        return min(yen, self.pay(yen)) if self.pay is not None else 0
+        return 0  # no hoppers to ask or pay with: the change stays owed
 
     def settle_print(self, key: str) -> bool:
         return False  # unconfirmed: never counted as printed (the fee is refunded)
