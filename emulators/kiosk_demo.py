@@ -182,15 +182,12 @@ def _stop_group(proc: subprocess.Popen[str]) -> None:
 # -- the run ----------------------------------------------------------------------------------
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP (a closed terminal, an outer ``timeout``): unwound like Ctrl-C,
-    so every part started so far is stopped."""
-
-
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM or SIGHUP (a closed terminal, an outer ``timeout``) unwinds like Ctrl-C, so
+    every part started so far is stopped."""
     def raise_(signum: int, _frame: object) -> None:
-        raise Terminated(signal.Signals(signum).name)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
 
     old = {sig: signal.signal(sig, raise_) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:

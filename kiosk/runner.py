@@ -117,8 +117,10 @@ class Keypad:
 
     def submit(self) -> None:
         """確定 pressed: the PIN as it stands now is the one the card will get; keys pressed
-        before the card has it (a Backspace right after 確定) edit a fresh entry, not it."""
-        self._submitted, self._value = self._value, None
+        before the card has it (a Backspace right after 確定) edit the entry on screen, not
+        the submitted one. (When the core refuses the entry as incomplete, the screen keeps
+        it for the person to finish, and the next 確定 submits again.)"""
+        self._submitted = self._value
 
     def take(self) -> str:
         value = self._submitted if self._submitted is not None else self._value
