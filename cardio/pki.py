@@ -31,7 +31,7 @@ import os
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TypeVar
@@ -145,6 +145,21 @@ def http_fetch(url: str, body: bytes | None, content_type: str, limit: int) -> b
     return data
 
 
+def issuing_root(cert: x509.Certificate, roots: Iterable[x509.Certificate]
+                 ) -> x509.Certificate | None:
+    """The anchor among ``roots`` whose key signed ``cert`` (names match and the signature
+    verifies), or None."""
+    for root in roots:
+        if root.subject != cert.issuer:
+            continue
+        try:
+            cert.verify_directly_issued_by(root)
+        except (*PARSE_ERRORS, InvalidSignature):
+            continue
+        return root
+    return None
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -199,15 +214,7 @@ class CertificateValidator:
 
     # -- chain ---------------------------------------------------------------------------
     def _issuer(self, cert: x509.Certificate) -> x509.Certificate | None:
-        for root in self.trust.x509_roots:
-            if root.subject != cert.issuer:
-                continue
-            try:
-                cert.verify_directly_issued_by(root)
-            except (*PARSE_ERRORS, InvalidSignature):
-                continue
-            return root
-        return None
+        return issuing_root(cert, self.trust.x509_roots)
 
     @staticmethod
     def _usage_problem(cert: x509.Certificate, purpose: str) -> str | None:

@@ -25,12 +25,18 @@ from asn1crypto import cms as asn1_cms
 from asn1crypto import core
 from asn1crypto import tsp as asn1_tsp
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from cardio.cms import OID_TST_INFO, CmsError, CmsSignature, check_signature, parse
 from cardio.errors import EXIT_NOT_VALID, CardioError
-from cardio.pki import CLOCK_SKEW, PARSE_ERRORS, Fetcher, RevocationSourceError, http_fetch
+from cardio.pki import (
+    CLOCK_SKEW,
+    PARSE_ERRORS,
+    Fetcher,
+    RevocationSourceError,
+    http_fetch,
+    issuing_root,
+)
 from cardio.trust import TrustStore
 
 MAX_TSA_RESPONSE = 64 * 1024
@@ -161,13 +167,7 @@ def check_tsa_certificate(info: TimestampInfo, trust: TrustStore) -> None:
                              " §2.3: critical EKU id-kp-timeStamping)")
     if not cert.not_valid_before_utc <= info.gen_time <= cert.not_valid_after_utc:
         raise TimestampError("genTime is outside the TSA certificate's validity")
-    for root in trust.tsa_roots:
-        if root.subject != cert.issuer:
-            continue
-        try:
-            cert.verify_directly_issued_by(root)
-        except (*PARSE_ERRORS, InvalidSignature):
-            continue
+    if issuing_root(cert, trust.tsa_roots) is not None:
         return
     raise TimestampError("no configured TSA trust anchor (tsa-*.pem) issued the TSA"
                          " certificate"

@@ -484,10 +484,10 @@ class CashAdapter:
                 return None
             deadline = time.monotonic() + 30
             try:
-                status = hopper._status_until(deadline)
+                status = hopper.status_until(deadline)
                 while status.remaining and time.monotonic() < deadline:
                     time.sleep(0.01)
-                    status = hopper._status_until(deadline)
+                    status = hopper.status_until(deadline)
             except DeviceError:
                 return None  # a silent hopper cannot tell: the caller leaves it owed
             if status.remaining:

@@ -385,9 +385,10 @@ class HopperDriver:
                 return status
         raise DeviceTimeout(f"hopper {self.address}: malformed status")
 
-    def _status_until(self, deadline: float) -> HopperStatus:
-        # Mid-payout the line may drop for a while; the hopper keeps counting, so keep asking
-        # until the deadline rather than guess what it paid.
+    def status_until(self, deadline: float) -> HopperStatus:
+        """The status, asked again until ``deadline``: mid-payout the line may drop for a
+        while; the hopper keeps counting, so keep asking rather than guess what it paid
+        (recovery asks the same way)."""
         while True:
             try:
                 return self.status()
@@ -401,7 +402,7 @@ class HopperDriver:
         if not 0 < count <= 255:
             raise DeviceValueError("a dispense is 1…255 coins")
         deadline = time.monotonic() + timeout
-        before = self._status_until(deadline)
+        before = self.status_until(deadline)
         self.bus.call(self.address, Header.ENABLE_HOPPER, bytes([0xA5]))
         expected = next_counter(before.counter)
         sent = 0
@@ -412,7 +413,7 @@ class HopperDriver:
             self.bus.transact(self.address, Header.DISPENSE_HOPPER_COINS, bytes([count]))
             sent += 1
             # The counter, not the reply, says whether the hopper took it.
-            status = self._status_until(deadline)
+            status = self.status_until(deadline)
         if status.counter != expected:
             raise DeviceFault(f"hopper {self.address}: event counter jumped from "
                               f"{before.counter} to {status.counter} (double dispense?)")
@@ -420,7 +421,7 @@ class HopperDriver:
             if time.monotonic() > deadline:
                 raise DeviceTimeout(f"hopper {self.address}: payout did not finish")
             time.sleep(poll)
-            status = self._status_until(deadline)
+            status = self.status_until(deadline)
         return PayoutResult(self.device, self.coin_yen, status.paid, status.unpaid)
 
 

@@ -30,7 +30,7 @@ class CountingHopper:
             raise DeviceTimeout("hopper: no answer")
         return HopperStatus(self.counter, 0, self.last, 0)
 
-    def _status_until(self, deadline: float) -> HopperStatus:
+    def status_until(self, deadline: float) -> HopperStatus:
         return self.status()
 
     def dispense(self, count: int) -> PayoutResult:
