@@ -27,9 +27,11 @@ malformed is a typed error internally that turns into the next source or ``unkno
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import os
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -143,6 +145,98 @@ def http_fetch(url: str, body: bytes | None, content_type: str, limit: int) -> b
     if len(data) > limit:
         raise RevocationSourceError(f"{url}: response larger than {limit} bytes")
     return data
+
+
+class KeepAliveFetcher:
+    """A :data:`Fetcher` for services that check revocation on every request: like
+    :func:`http_fetch` (HTTP only, no proxies, bounded time and size, failures as
+    :class:`RevocationSourceError`), but over HTTP/1.1 connections kept alive and reused,
+    at most ``per_origin`` per responder: a request waits (up to the timeout) for one
+    rather than opening more, so N service processes hold at most N × ``per_origin``
+    connections of a responder that serves a bounded number at once.
+
+    A fresh nonced OCSP request per grant decision is the rule; a new TCP connection and
+    a urllib opener per request cost the service a millisecond each time for nothing. A
+    connection the responder closed while idle fails on reuse before any answer: the
+    request is sent once more on a new connection (an OCSP or CRL request has no side
+    effects). Thread-safe: a connection serves one request at a time.
+    """
+
+    def __init__(self, *, per_origin: int = 4, timeout: float = HTTP_TIMEOUT) -> None:
+        self.per_origin = per_origin
+        self.timeout = timeout
+        self._idle: dict[tuple[str, int], list[http.client.HTTPConnection]] = {}
+        self._slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, url: str, body: bytes | None, content_type: str, limit: int) -> bytes:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise RevocationSourceError(f"only http:// revocation URLs are fetched ({url})")
+        try:
+            origin = (parts.hostname, parts.port or 80)
+        except ValueError as exc:
+            raise RevocationSourceError(f"{url}: {exc}") from None
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {"Content-Type": content_type} if body is not None else {}
+        with self._lock:
+            slots = self._slots.setdefault(origin, threading.BoundedSemaphore(self.per_origin))
+        if not slots.acquire(timeout=self.timeout):
+            raise RevocationSourceError(f"{url}: no connection free within {self.timeout} s")
+        try:
+            return self._exchange(url, origin, target, body, headers, limit)
+        finally:
+            slots.release()
+
+    def _exchange(self, url: str, origin: tuple[str, int], target: str, body: bytes | None,
+                  headers: dict[str, str], limit: int) -> bytes:
+        for attempt in (0, 1):
+            conn, reused = self._take(origin)
+            try:
+                conn.request("POST" if body is not None else "GET", target, body=body,
+                             headers=headers)
+                resp = conn.getresponse()
+                data = resp.read(limit + 1)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                conn.close()
+                if reused and attempt == 0:
+                    continue
+                raise RevocationSourceError(f"{url}: {exc}") from exc
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                conn.close()
+                raise RevocationSourceError(f"{url}: {exc}") from exc
+            if len(data) > limit or resp.will_close or not resp.isclosed():
+                conn.close()  # not fully read, or the server will not take another request
+            else:
+                self._give(origin, conn)
+            if len(data) > limit:
+                raise RevocationSourceError(f"{url}: response larger than {limit} bytes")
+            if resp.status != 200:
+                raise RevocationSourceError(f"{url}: HTTP {resp.status} {resp.reason}")
+            return data
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _take(self, origin: tuple[str, int]) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            idle = self._idle.get(origin)
+            if idle:
+                return idle.pop(), True
+        return http.client.HTTPConnection(*origin, timeout=self.timeout), False
+
+    def _give(self, origin: tuple[str, int], conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(origin, [])
+            if len(idle) < self.per_origin:
+                idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            conns = [c for idle in self._idle.values() for c in idle]
+            self._idle.clear()
+        for c in conns:
+            c.close()
 
 
 def issuing_root(cert: x509.Certificate, roots: Iterable[x509.Certificate]

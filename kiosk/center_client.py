@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from typing import Protocol, TypeVar
 
 import httpx
 
@@ -52,6 +52,24 @@ M = TypeVar("M", bound=Message)
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 
+class HttpReply(Protocol):
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def content(self) -> bytes: ...
+
+
+class HttpPoster(Protocol):
+    """What the client needs of an HTTP client: an ``httpx.AsyncClient`` (the kiosk's),
+    or the load generator's lean one. Transport failures are ``httpx.HTTPError``."""
+
+    async def post(self, url: str, *, content: bytes, headers: Mapping[str, str]
+                   ) -> HttpReply: ...
+
+    async def aclose(self) -> None: ...
+
+
 class IssuanceRefused(CardioError):
     """The center refused a step; ``code`` is the protocol's stable reason code."""
 
@@ -71,10 +89,11 @@ class CenterUnavailable(CardioError):
 class CenterClient:
     """Async client; share one per kiosk (it holds an HTTP connection pool)."""
 
-    def __init__(self, creds: KioskCredentials, *, http: httpx.AsyncClient | None = None,
+    def __init__(self, creds: KioskCredentials, *, http: HttpPoster | None = None,
                  wall: Callable[[], float] = time.time) -> None:
         self.creds = creds
-        self.http = http or httpx.AsyncClient(base_url=creds.center_url, timeout=TIMEOUT)
+        self.http: HttpPoster = http or httpx.AsyncClient(base_url=creds.center_url,
+                                                          timeout=TIMEOUT)
         self.wall = wall
 
     async def aclose(self) -> None:

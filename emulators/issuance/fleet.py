@@ -24,6 +24,7 @@ from cardio.card import MyNumberCard
 from cardio.jpki import JpkiApplication
 from cardio.transport import InProcessTransport
 from emulators.card import SoftwareCard
+from emulators.issuance.http11 import Http11Client
 from kiosk.center_client import CenterClient
 from kiosk.documents.model import Document
 from kiosk.protocol.binding import ExpectedSession
@@ -115,8 +116,13 @@ class FleetResult:
 async def run_fleet(kiosks: list[KioskCredentials], cards: list[Card], total: int,
                     doc_type: str = "juminhyo", *, fresh_every: int = 0) -> FleetResult:
     """``total`` issuances from ``len(kiosks)`` concurrent kiosks; kiosk ``i`` serves the
-    card ``i % len(cards)``. With ``fresh_every`` N, every N-th kiosk opens a new TCP
-    connection per request, so its sessions' steps spread over the worker processes."""
+    card ``i % len(cards)``.
+
+    Kiosks speak through the lean :class:`~emulators.issuance.http11.Http11Client` over a
+    kept-alive connection, so the load generator costs little of the machine it shares
+    with the services. With ``fresh_every`` N, every N-th kiosk instead uses the real
+    kiosk's httpx client with a new TCP connection per request: its sessions' steps spread
+    over the worker processes, and the production client is part of the load too."""
     remaining = [total]
     outcomes: list[Outcome] = []
     errors: list[str] = []
@@ -128,9 +134,13 @@ async def run_fleet(kiosks: list[KioskCredentials], cards: list[Card], total: in
     async def kiosk(i: int, creds: KioskCredentials) -> None:
         card = cards[i % len(cards)]
         fresh = fresh_every > 0 and i % fresh_every == 0
-        limits = httpx.Limits(max_keepalive_connections=0 if fresh else 2)
-        http = httpx.AsyncClient(base_url=creds.center_url, limits=limits, verify=tls,
-                                 timeout=httpx.Timeout(120.0, connect=30.0))
+        http: httpx.AsyncClient | Http11Client
+        if fresh:
+            http = httpx.AsyncClient(base_url=creds.center_url, verify=tls,
+                                     limits=httpx.Limits(max_keepalive_connections=0),
+                                     timeout=httpx.Timeout(120.0, connect=30.0))
+        else:
+            http = Http11Client(creds.center_url, timeout=120.0)
         async with CenterClient(creds, http=http) as client:
             while remaining[0] > 0:
                 remaining[0] -= 1
