@@ -85,6 +85,16 @@ def worker_cpu(pid: int) -> tuple[float, float]:
     return own, parent - own + 0 * len(kids)
 
 
+def postgres_cpu(base: Path) -> float:
+    """CPU seconds of the PostgreSQL server (postmaster and its backends): on this machine
+    the database shares the two cores with the services and the load generator."""
+    pidfile = base / "pg" / "data" / "postmaster.pid"
+    try:
+        return cpu_seconds(int(pidfile.read_text().split()[0]))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def start_postgres(base: Path) -> tuple[str, list[str]]:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found:
@@ -166,14 +176,18 @@ def run_one(backend: str, args: argparse.Namespace, pool: KeyPool, photo: bytes)
 
         floor = asyncio.run(health(2000))
         own0, workers0 = worker_cpu(proc.pid)
+        pg0 = postgres_cpu(base)
         gen0 = time.process_time()
         result = asyncio.run(run_fleet(kiosks, cards, args.issuances))
         gen = time.process_time() - gen0
         own1, workers1 = worker_cpu(proc.pid)
+        pg1 = postgres_cpu(base)
         n = len(result.outcomes)
         per = {"server workers": (workers1 - workers0) / n * 1000,
                "serve parent (JPKI OCSP/CRL)": (own1 - own0) / n * 1000,
                "load generator (cards, kiosk client)": gen / n * 1000}
+        if backend == "postgresql":
+            per["PostgreSQL server"] = (pg1 - pg0) / n * 1000
         total_ms = sum(per.values())
         print(f"\n== {backend}, {args.workers} workers, {args.kiosks} kiosks, {n} issuances"
               f" ({len(result.errors)} errors); seeded {args.residents} residents in"

@@ -52,6 +52,7 @@ from emulators.issuance.db import Database
 from emulators.issuance.errors import Refused
 from emulators.issuance.municipality import MunicipalityServer
 from emulators.issuance.rules import JST, REASONS
+from kiosk.documents.model import DocumentType
 from kiosk.protocol.codec import MAX_MESSAGE, Message, ProtocolError, decode, encode
 from kiosk.protocol.kiosk_auth import FRESHNESS, KioskAuthError, parse_headers, verify_request
 from kiosk.protocol.messages import (
@@ -68,6 +69,7 @@ from kiosk.protocol.messages import (
     IncidentReport,
     IssuedDocument,
     Menu,
+    MenuItem,
     MenuQuery,
     MenuRefusal,
     OpenSession,
@@ -123,6 +125,35 @@ _STATUS_MESSAGES = {
                                   " certificate's status cannot be checked (OCSP and CRL are"
                                   " unavailable); nothing can be issued.",
 }
+
+
+@dataclass
+class _Audit:
+    """The audit row of one kiosk request. A step writes it inside its last transaction
+    (one commit less per step: the audit costs no round trip of its own); when a step ends
+    without writing it (a refusal rolled its transaction back), the adapter writes it
+    alone."""
+
+    event: str
+    started: float
+    request_id: str = "-"
+    kiosk_id: str = "-"
+    doc_type: str | None = None
+    written: bool = False
+
+    def ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+    def write(self, t: Any, at: float, outcome: str = "ok",
+              municipality: str | None = None) -> None:
+        t.execute("INSERT INTO audit (at, request_id, kiosk_id, municipality, doc_type, event,"
+                  " outcome, ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                  (at, self.request_id, self.kiosk_id, municipality, self.doc_type, self.event,
+                   outcome, self.ms()))
+        t.after_commit.append(self._committed)
+
+    def _committed(self) -> None:
+        self.written = True
 
 
 class Center:
@@ -183,13 +214,10 @@ class Center:
         if secrets.randbelow(500) == 0:
             t.execute("DELETE FROM kiosk_nonces WHERE at < ?", (now - 3 * FRESHNESS,))
 
-    def audit(self, request_id: str, kiosk_id: str, event: str, outcome: str, ms: float,
-              municipality: str | None = None, doc_type: str | None = None) -> None:
+    def audit(self, audit: _Audit, outcome: str, municipality: str | None = None) -> None:
+        """The audit row of a step that did not write it itself (a refusal)."""
         with self.db.tx(write=True) as t:
-            t.execute("INSERT INTO audit (at, request_id, kiosk_id, municipality, doc_type,"
-                      " event, outcome, ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                      (self.config.wall(), request_id, kiosk_id, municipality, doc_type, event,
-                       outcome, ms))
+            audit.write(t, self.config.wall(), outcome, municipality)
 
     def _session(self, t: Any, session_id: str, kiosk_id: str, request_id: str) -> Any:
         row = t.one("SELECT request_id, kiosk_id, nonce, expires, state, cert_sha256,"
@@ -204,7 +232,8 @@ class Center:
         return row
 
     # -- the steps ------------------------------------------------------------------------------
-    def open(self, kiosk_id: str, nonce_hdr: str, msg: OpenSession) -> SessionOpened:
+    def open(self, kiosk_id: str, nonce_hdr: str, msg: OpenSession, audit: _Audit
+             ) -> SessionOpened:
         if msg.kiosk_id != kiosk_id:
             raise Refused(403, "wrong_kiosk", "kiosk_id differs from the signing kiosk")
         sid = secrets.token_urlsafe(18)
@@ -218,12 +247,13 @@ class Center:
                       " expires, state) VALUES (?, ?, ?, ?, ?, ?, 'open')",
                       (sid, msg.request_id, kiosk_id, nonce, now,
                        now + self.config.session_ttl))
+            audit.write(t, now)
         expires = (self.config.clock() + dt.timedelta(seconds=self.config.session_ttl))
         return SessionOpened(request_id=msg.request_id, session_id=sid,
                              nonce=base64.b64encode(nonce).decode(),
                              expires_at=expires.isoformat())
 
-    def authenticate(self, kiosk_id: str, nonce_hdr: str, msg: Authenticate
+    def authenticate(self, kiosk_id: str, nonce_hdr: str, msg: Authenticate, audit: _Audit
                      ) -> Authenticated:
         with self.db.tx(write=True) as t:
             self._nonce(t, kiosk_id, nonce_hdr)
@@ -237,22 +267,35 @@ class Center:
                       (msg.session_id,))
             nonce = bytes(row[2])
         try:
-            cert_sha, ref_resident, ref_muni = self._check_card(msg, nonce)
+            cert_sha, serial_hex = self._check_card(msg, nonce)
         except Refused:
             with self.db.tx(write=True) as t:
                 t.execute("UPDATE sessions SET state='failed' WHERE session_id=?",
                           (msg.session_id,))
             raise
         with self.db.tx(write=True) as t:
-            t.execute("UPDATE sessions SET state='authenticated', cert_sha256=?,"
-                      " resident_id=?, municipality=? WHERE session_id=? AND"
-                      " state='authenticating'",
-                      (cert_sha, ref_resident, ref_muni, msg.session_id))
-        m = self.municipalities.municipality(ref_muni)
+            ref = self.municipalities.resolve(ResolveResident(
+                request_id=msg.request_id, serial_hex=serial_hex), t)
+            if ref is None:
+                t.execute("UPDATE sessions SET state='failed' WHERE session_id=?",
+                          (msg.session_id,))
+            else:
+                t.execute("UPDATE sessions SET state='authenticated', cert_sha256=?,"
+                          " resident_id=?, municipality=? WHERE session_id=? AND"
+                          " state='authenticating'",
+                          (cert_sha, ref.resident_id, ref.municipality_code, msg.session_id))
+                m = self.municipalities.municipality(ref.municipality_code, t)
+                audit.write(t, self.config.wall(), municipality=ref.municipality_code)
+        if ref is None:
+            raise Refused(403, "unknown_certificate", "no municipality knows this"
+                          " certificate (利用者証明用電子証明書 not registered)")
         return Authenticated(request_id=msg.request_id, session_id=msg.session_id,
-                             municipality_code=ref_muni, municipality_name=m.model.name)
+                             municipality_code=ref.municipality_code,
+                             municipality_name=m.model.name)
 
-    def _check_card(self, msg: Authenticate, nonce: bytes) -> tuple[str, str, str]:
+    def _check_card(self, msg: Authenticate, nonce: bytes) -> tuple[str, str]:
+        """The card's signature over the nonce and its certificate's status: (SHA-256 of
+        the certificate, its serial in hex), or :class:`Refused`."""
         try:
             der = base64.b64decode(msg.certificate, validate=True)
             sig = base64.b64decode(msg.signature, validate=True)
@@ -272,37 +315,33 @@ class Center:
             code = _STATUS_CODES[v.status]
             log.info("certificate refused: %s (%s)", code, v.revocation_source or "-")
             raise Refused(403, code, _STATUS_MESSAGES[code])
-        ref = self.municipalities.resolve(ResolveResident(
-            request_id=msg.request_id, serial_hex=format(cert.serial_number, "x")))
-        if ref is None:
-            raise Refused(403, "unknown_certificate", "no municipality knows this"
-                          " certificate (利用者証明用電子証明書 not registered)")
-        return hashlib.sha256(der).hexdigest(), ref.resident_id, ref.municipality_code
+        return hashlib.sha256(der).hexdigest(), format(cert.serial_number, "x")
 
     def _stopped(self, t: Any, code: str) -> bool:
         row = t.one("SELECT stopped FROM municipalities WHERE code=?", (code,))
         return row is None or bool(row[0])
 
-    def menu(self, kiosk_id: str, nonce_hdr: str, msg: MenuQuery) -> Menu:
+    def menu(self, kiosk_id: str, nonce_hdr: str, msg: MenuQuery, audit: _Audit) -> Menu:
         with self.db.tx(write=True) as t:
             self._nonce(t, kiosk_id, nonce_hdr)
             row = self._session(t, msg.session_id, kiosk_id, msg.request_id)
             if row[4] != "authenticated":
                 raise Refused(409, "not_authenticated", "authenticate the card first")
-            stopped = self._stopped(t, row[7])
-        if stopped:
-            ja, en = REASONS["municipality_stopped"]
-            return Menu(request_id=msg.request_id, session_id=msg.session_id, items=[],
-                        refused=[MenuRefusal(d, "municipality_stopped", ja, en)
-                                 for d in ("juminhyo", "kisai-jiko", "inkan", "tax", "koseki",
-                                           "fuhyo")])
-        items, refused = self.municipalities.menu(EligibilityQuery(
-            request_id=msg.request_id, session_id=msg.session_id, resident_id=row[6],
-            at=self.config.clock().isoformat()))
+            if self._stopped(t, row[7]):
+                ja, en = REASONS["municipality_stopped"]
+                items: list[MenuItem] = []
+                refused = [MenuRefusal(d.value, "municipality_stopped", ja, en)
+                           for d in DocumentType]
+            else:
+                items, refused = self.municipalities.menu(EligibilityQuery(
+                    request_id=msg.request_id, session_id=msg.session_id,
+                    resident_id=row[6], at=self.config.clock().isoformat()), t)
+            audit.write(t, self.config.wall(), municipality=row[7])
         return Menu(request_id=msg.request_id, session_id=msg.session_id, items=items,
                     refused=refused)
 
-    def document(self, kiosk_id: str, nonce_hdr: str, msg: DocumentRequest) -> IssuedDocument:
+    def document(self, kiosk_id: str, nonce_hdr: str, msg: DocumentRequest, audit: _Audit
+                 ) -> IssuedDocument:
         with self.db.tx(write=True) as t:
             self._nonce(t, kiosk_id, nonce_hdr)
             row = self._session(t, msg.session_id, kiosk_id, msg.request_id)
@@ -345,12 +384,14 @@ class Center:
                           " (?, ?, ?, ?, ?, ?, ?, ?)",
                           (msg.request_id, msg.session_id, kiosk_id, muni, msg.doc_type, fee,
                            binding.issued_at, doc_sha))
+                audit.write(t, self.config.wall(), municipality=muni)
         if stopped:
             raise Refused(503, "municipality_stopped")
         return IssuedDocument(request_id=msg.request_id, session_id=msg.session_id, fee=fee,
                               signed=signed)
 
-    def finalize(self, kiosk_id: str, nonce_hdr: str, msg: Finalize) -> Finalized:
+    def finalize(self, kiosk_id: str, nonce_hdr: str, msg: Finalize, audit: _Audit
+                 ) -> Finalized:
         with self.db.tx(write=True) as t:
             self._nonce(t, kiosk_id, nonce_hdr)
             srow = self._session(t, msg.session_id, kiosk_id, msg.request_id)
@@ -363,6 +404,7 @@ class Center:
                 if srow[4] not in ("cancelled",):
                     t.execute("UPDATE sessions SET state='cancelled' WHERE session_id=?",
                               (msg.session_id,))
+                audit.write(t, self.config.wall(), municipality=srow[7])
                 return Finalized(request_id=msg.request_id, outcome="cancelled")
             if row[1] is None:
                 t.execute("UPDATE issuances SET outcome=?, finalized=? WHERE request_id=? AND"
@@ -373,9 +415,11 @@ class Center:
             elif row[1] != msg.outcome:
                 raise Refused(409, "already_finalized", f"this request was already finalized"
                               f" as {row[1]}")
+            audit.write(t, self.config.wall(), municipality=srow[7])
         return Finalized(request_id=msg.request_id, outcome=msg.outcome)
 
-    def incident(self, kiosk_id: str, nonce_hdr: str, msg: IncidentReport) -> IncidentRecorded:
+    def incident(self, kiosk_id: str, nonce_hdr: str, msg: IncidentReport, audit: _Audit
+                 ) -> IncidentRecorded:
         with self.db.tx(write=True) as t:
             self._nonce(t, kiosk_id, nonce_hdr)
             row = self._session(t, msg.session_id, kiosk_id, msg.request_id)
@@ -391,6 +435,7 @@ class Center:
                       " request_id=? AND outcome IS NULL", (self.config.wall(), msg.request_id))
             (iid,) = t.one("SELECT MAX(id) FROM incidents WHERE request_id=?",
                            (msg.request_id,))
+            audit.write(t, self.config.wall(), municipality=muni)
         log.warning("INCIDENT %s from kiosk %s: issuance for municipality %s stopped until"
                     " cleared", msg.kind, kiosk_id, muni)
         return IncidentRecorded(incident_id=int(iid), municipality_code=muni, stopped=True)
@@ -436,24 +481,21 @@ def create_app(config: CenterConfig) -> FastAPI:
     def serve(step: str, headers: Any, method: str, path: str, body: bytes,
               session_id: str | None) -> tuple[int, Message, str]:
         cls, name = _ROUTES[step]
-        started = time.perf_counter()
-        kiosk_id, rid, muni, dtype = "-", "-", None, None
+        audit = _Audit(step, time.perf_counter())
         try:
-            kiosk_id, nonce = center.authenticate_kiosk(headers, method, path, body)
+            audit.kiosk_id, nonce = center.authenticate_kiosk(headers, method, path, body)
             msg = decode(cls, body)
-            rid = getattr(msg, "request_id", "-")
-            REQUEST_ID.set(rid)
+            audit.request_id = getattr(msg, "request_id", "-")
+            REQUEST_ID.set(audit.request_id)
             if session_id is not None and getattr(msg, "session_id", None) != session_id:
                 raise Refused(400, "malformed", "session_id differs from the path")
-            dtype = getattr(msg, "doc_type", None)
-            out: Message = getattr(center, name)(kiosk_id, nonce, msg)
-            muni = getattr(out, "municipality_code", None) or (
-                out.signed.binding.municipality_code if isinstance(out, IssuedDocument)
-                else None)
+            audit.doc_type = getattr(msg, "doc_type", None)
+            out: Message = getattr(center, name)(audit.kiosk_id, nonce, msg, audit)
             status, result, outcome = 200, out, "ok"
         except Refused as e:
             status, outcome = e.status, e.code
-            result = ErrorReply(error=e.code, message=e.message, request_id=_safe(rid))
+            result = ErrorReply(error=e.code, message=e.message,
+                                request_id=_safe(audit.request_id))
         except KioskAuthError as e:
             status, outcome = 401, e.code
             result = ErrorReply(error=e.code, message=str(e), request_id=None)
@@ -466,17 +508,18 @@ def create_app(config: CenterConfig) -> FastAPI:
             # retries or cancels. Only the error's type is logged (a driver message can
             # quote values).
             status, outcome = 503, "unavailable"
-            log.error("%s kiosk=%s: database error %s", step, kiosk_id, type(e).__name__)
+            log.error("%s kiosk=%s: database error %s", step, audit.kiosk_id, type(e).__name__)
             result = ErrorReply(error="unavailable", message="the center cannot reach its"
-                                " database; try again later", request_id=_safe(rid))
-        ms = (time.perf_counter() - started) * 1000
+                                " database; try again later", request_id=_safe(audit.request_id))
         center.counters[outcome] += 1
-        log.info("%s kiosk=%s outcome=%s %.1f ms", step, kiosk_id, outcome, ms)
-        if kiosk_id != "-" and rid != "-" and outcome != "unavailable":
+        log.info("%s kiosk=%s outcome=%s %.1f ms", step, audit.kiosk_id, outcome, audit.ms())
+        if (not audit.written and audit.kiosk_id != "-" and audit.request_id != "-"
+                and outcome != "unavailable"):
             try:
-                center.audit(rid, kiosk_id, step, outcome, ms, muni, dtype)
+                center.audit(audit, outcome)
             except center.db.backend_errors() as e:
                 log.error("audit row not written: %s", type(e).__name__)
+        rid = audit.request_id
         return status, result, rid
 
     async def handle(step: str, request: Request, session_id: str | None = None) -> Response:

@@ -20,7 +20,7 @@ import queue
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,8 @@ class Tx:
     def __init__(self, conn: Any, pg: bool) -> None:
         self._conn = conn
         self._pg = pg
+        self.after_commit: list[Callable[[], None]] = []
+        """Run once the transaction has committed (not when it rolls back)."""
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         if self._pg:
@@ -187,14 +189,15 @@ class Database:
             except queue.Empty:
                 conn = self._connect()
             ok = False
+            tx = Tx(conn, self.pg)
             try:
                 if self.pg:
                     with conn.transaction():
-                        yield Tx(conn, True)
+                        yield tx
                 else:
                     conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                     try:
-                        yield Tx(conn, False)
+                        yield tx
                     except BaseException:
                         conn.execute("ROLLBACK")
                         raise
@@ -208,6 +211,8 @@ class Database:
                         conn.close()
         finally:
             self._slots.release()
+        for hook in tx.after_commit:
+            hook()
 
     def _healthy(self, conn: Any) -> bool:
         if self.pg:

@@ -12,6 +12,7 @@ name, 公印 identity, settings and signing key.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -115,8 +116,12 @@ class MunicipalityServer:
             return m
 
     # -- resolve ---------------------------------------------------------------------------
-    def resolve(self, msg: ResolveResident) -> ResidentRef | None:
-        with self.db.tx() as t:
+    def _tx(self, t: Tx | None) -> contextlib.AbstractContextManager[Tx]:
+        """The caller's transaction (the center folds lookups into its own), or a new one."""
+        return contextlib.nullcontext(t) if t is not None else self.db.tx()
+
+    def resolve(self, msg: ResolveResident, t: Tx | None = None) -> ResidentRef | None:
+        with self._tx(t) as t:
             row = t.one("SELECT c.resident_id, r.municipality FROM cert_serials c JOIN"
                         " residents r ON r.id = c.resident_id WHERE c.serial_hex=?",
                         (msg.serial_hex,))
@@ -141,9 +146,10 @@ class MunicipalityServer:
                         (r.id, year)) is not None
         return has_inkan, has_tax
 
-    def menu(self, q: EligibilityQuery) -> tuple[list[MenuItem], list[MenuRefusal]]:
+    def menu(self, q: EligibilityQuery, t: Tx | None = None
+             ) -> tuple[list[MenuItem], list[MenuRefusal]]:
         now = dt.datetime.fromisoformat(q.at)
-        with self.db.tx() as t:
+        with self._tx(t) as t:
             r = self._resident(t, q.resident_id)
             m = self.municipality(r.municipality, t)
             has_inkan, has_tax = self._facts(t, r, now)
