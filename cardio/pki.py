@@ -30,10 +30,11 @@ import datetime as dt
 import http.client
 import os
 import threading
+import typing
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TypeVar
@@ -127,6 +128,44 @@ _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 Fetcher = Callable[[str, bytes | None, str, int], bytes]
+"""``fetch(url, body, content_type, limit)``: GET when ``body`` is None, else POST; the
+answer's bytes, or :class:`RevocationSourceError`."""
+AsyncFetcher = Callable[[str, bytes | None, str, int], Awaitable[bytes]]
+FetchRequest = tuple[str, bytes | None, str, int]
+"""What the validation needs from the network next: the arguments of a fetcher."""
+_R = TypeVar("_R")
+_Steps = Generator[FetchRequest, bytes, _R]
+"""The validation written once, without I/O: a generator that yields each fetch it needs
+and is sent the answer (or thrown the fetch's :class:`RevocationSourceError`). The
+synchronous and the asyncio drivers below run the same steps."""
+
+
+def _drive(steps: _Steps[_R], fetch: Fetcher) -> _R:
+    try:
+        request = next(steps)
+        while True:
+            try:
+                answer = fetch(*request)
+            except RevocationSourceError as exc:
+                request = steps.throw(exc)
+            else:
+                request = steps.send(answer)
+    except StopIteration as done:
+        return typing.cast(_R, done.value)
+
+
+async def _drive_async(steps: _Steps[_R], fetch: AsyncFetcher) -> _R:
+    try:
+        request = next(steps)
+        while True:
+            try:
+                answer = await fetch(*request)
+            except RevocationSourceError as exc:
+                request = steps.throw(exc)
+            else:
+                request = steps.send(answer)
+    except StopIteration as done:
+        return typing.cast(_R, done.value)
 
 
 def http_fetch(url: str, body: bytes | None, content_type: str, limit: int) -> bytes:
@@ -282,6 +321,17 @@ class CertificateValidator:
         ``sign`` or ``any``), then revocation — by a fresh nonced OCSP answer only when
         ``fresh`` (a decision that grants something), else possibly from the display
         cache or the CRL."""
+        return _drive(self._validate(cert, at, purpose, fresh), self.fetch)
+
+    async def validate_async(self, cert: x509.Certificate, fetch: AsyncFetcher, *,
+                             at: dt.datetime | None = None, purpose: str = "any",
+                             fresh: bool = False) -> Validation:
+        """:meth:`validate` for an asyncio service: the same checks, with OCSP and CRL
+        fetched by ``fetch`` on the event loop instead of a blocking call in a thread."""
+        return await _drive_async(self._validate(cert, at, purpose, fresh), fetch)
+
+    def _validate(self, cert: x509.Certificate, at: dt.datetime | None, purpose: str,
+                  fresh: bool) -> _Steps[Validation]:
         when = at or self.clock()
         try:
             check_parsable(cert)
@@ -304,7 +354,7 @@ class CertificateValidator:
         if usage_problem:
             return Validation(Status.UNTRUSTED, usage_problem, checks)
         checks.append("key_usage")
-        return self._revocation(cert, issuer, when, checks, fresh)
+        return (yield from self._revocation(cert, issuer, when, checks, fresh))
 
     # -- chain ---------------------------------------------------------------------------
     def _issuer(self, cert: x509.Certificate) -> x509.Certificate | None:
@@ -332,11 +382,11 @@ class CertificateValidator:
 
     # -- revocation ----------------------------------------------------------------------
     def _revocation(self, cert: x509.Certificate, issuer: x509.Certificate,
-                    when: dt.datetime, checks: list[str], fresh: bool) -> Validation:
+                    when: dt.datetime, checks: list[str], fresh: bool) -> _Steps[Validation]:
         problems: list[str] = []
         if self.use_ocsp:
             try:
-                resp = self._ocsp(cert, issuer, fresh)
+                resp = yield from self._ocsp(cert, issuer, fresh)
                 checks.append("ocsp-fresh" if fresh else "ocsp")
                 return self._from_ocsp(resp, when, checks)
             except RevocationSourceError as exc:
@@ -346,7 +396,7 @@ class CertificateValidator:
                             " no CRL fallback)")
         elif self.use_crl:
             try:
-                crl = self._crl(cert, issuer)
+                crl = yield from self._crl(cert, issuer)
                 checks.append("crl")
                 revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
                 if revoked is not None and revoked.revocation_date_utc <= when:
@@ -378,7 +428,7 @@ class CertificateValidator:
                           checks, "ocsp")
 
     def _ocsp(self, cert: x509.Certificate, issuer: x509.Certificate,
-              fresh: bool) -> ocsp.OCSPResponse:
+              fresh: bool) -> _Steps[ocsp.OCSPResponse]:
         key = (cert.serial_number, issuer.fingerprint(hashes.SHA256()))
         now = self.clock()
         cached = self._ocsp_cache.get(key)
@@ -388,8 +438,8 @@ class CertificateValidator:
         nonce = os.urandom(16)
         req = (ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA256())
                .add_extension(x509.OCSPNonce(nonce), critical=False).build())
-        raw = self.fetch(url, req.public_bytes(serialization.Encoding.DER),
-                         "application/ocsp-request", MAX_OCSP)
+        raw = yield (url, req.public_bytes(serialization.Encoding.DER),
+                     "application/ocsp-request", MAX_OCSP)
         resp = parse_ocsp_response(raw)
         check_ocsp_response(resp, cert, issuer, now, nonce)
         until = now + DISPLAY_CACHE_TTL
@@ -400,13 +450,13 @@ class CertificateValidator:
         return resp
 
     def _crl(self, cert: x509.Certificate, issuer: x509.Certificate
-             ) -> x509.CertificateRevocationList:
+             ) -> _Steps[x509.CertificateRevocationList]:
         url = _crl_url(cert)
         now = self.clock()
         cached = self._crl_cache.get(url)
         if cached is not None and cached[1] > now:
             return cached[0]
-        raw = self.fetch(url, None, "", MAX_CRL)
+        raw = yield (url, None, "", MAX_CRL)
         try:
             crl = x509.load_der_x509_crl(raw)
         except ValueError as exc:

@@ -55,7 +55,7 @@ from pydantic import BaseModel, Field
 from cardio import pinreset
 from cardio.crypto import CvCertificate, SignatureError, digest_info_of, verify_payload
 from cardio.errors import CardioError
-from cardio.pki import PARSE_ERRORS, CertificateValidator, Status
+from cardio.pki import PARSE_ERRORS, CertificateValidator, KeepAliveFetcher, Status
 from cardio.records import CardFace, RecordError
 from cardio.trust import TrustStore
 from facepin.face import (
@@ -184,7 +184,8 @@ def fingerprint(cert: x509.Certificate) -> str:
 def create_app(config: ServiceConfig) -> BodyLimit:
     """The ASGI application: the FastAPI routes behind :class:`BodyLimit`."""
     store = Store(config.database)
-    validator = config.validator or CertificateValidator(config.trust)
+    # Every reservation checks OCSP afresh: over kept-alive connections to the responder.
+    validator = config.validator or CertificateValidator(config.trust, fetch=KeepAliveFetcher())
     app = FastAPI(title="cardio facepin PIN-reset reservations", version="1")
 
     @app.middleware("http")

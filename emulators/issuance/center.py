@@ -21,6 +21,7 @@ import binascii
 import contextvars
 import datetime as dt
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -38,18 +39,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from cardio.pki import (
     CertificateError,
     CertificateValidator,
-    KeepAliveFetcher,
     Status,
     load_certificate,
 )
 from cardio.trust import TrustStore
 from emulators.issuance.db import Database
 from emulators.issuance.errors import Refused
+from emulators.issuance.http11 import RevocationFetcher
 from emulators.issuance.municipality import MunicipalityServer
 from emulators.issuance.rules import JST, REASONS
 from kiosk.documents.model import DocumentType
@@ -165,7 +165,7 @@ class Center:
         self.municipalities = MunicipalityServer(self.db, config.jlis_dir)
         self._kiosks: dict[str, tuple[ec.EllipticCurvePublicKey | None, float]] = {}
         self._lock = threading.Lock()
-        self._fetch = KeepAliveFetcher()
+        self._fetch = RevocationFetcher()
         self.counters: Counter[str] = Counter()
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -174,9 +174,10 @@ class Center:
 
     def validator(self) -> CertificateValidator:
         """A fresh validator per grant decision: no OCSP answer is reused from another
-        request (cardio.pki caches within nextUpdate; the grant wants a fresh check)."""
-        return CertificateValidator(self.config.trust, clock=self._utc,
-                                    fetch=self._fetch)
+        request (cardio.pki caches within nextUpdate; the grant wants a fresh check).
+        It is driven by :meth:`CertificateValidator.validate_async` with the worker's
+        :class:`RevocationFetcher`, on the event loop."""
+        return CertificateValidator(self.config.trust, clock=self._utc)
 
     def kiosk_key(self, kiosk_id: str) -> ec.EllipticCurvePublicKey:
         now = time.monotonic()
@@ -253,8 +254,11 @@ class Center:
                              nonce=base64.b64encode(nonce).decode(),
                              expires_at=expires.isoformat())
 
-    def authenticate(self, kiosk_id: str, nonce_hdr: str, msg: Authenticate, audit: _Audit
-                     ) -> Authenticated:
+    async def authenticate(self, kiosk_id: str, nonce_hdr: str, msg: Authenticate,
+                           audit: _Audit) -> Authenticated:
+        """The one step that waits on the network (OCSP, CRL): a coroutine, so the worker
+        serves other kiosks meanwhile; its database transactions are short and run
+        inline like every other step's."""
         with self.db.tx(write=True) as t:
             self._nonce(t, kiosk_id, nonce_hdr)
             row = self._session(t, msg.session_id, kiosk_id, msg.request_id)
@@ -267,7 +271,7 @@ class Center:
                       (msg.session_id,))
             nonce = bytes(row[2])
         try:
-            cert_sha, serial_hex = self._check_card(msg, nonce)
+            cert_sha, serial_hex = await self._check_card(msg, nonce)
         except Refused:
             with self.db.tx(write=True) as t:
                 t.execute("UPDATE sessions SET state='failed' WHERE session_id=?",
@@ -293,7 +297,7 @@ class Center:
                              municipality_code=ref.municipality_code,
                              municipality_name=m.model.name)
 
-    def _check_card(self, msg: Authenticate, nonce: bytes) -> tuple[str, str]:
+    async def _check_card(self, msg: Authenticate, nonce: bytes) -> tuple[str, str]:
         """The card's signature over the nonce and its certificate's status: (SHA-256 of
         the certificate, its serial in hex), or :class:`Refused`."""
         try:
@@ -310,7 +314,7 @@ class Center:
         except InvalidSignature:
             raise Refused(403, "card_signature_invalid", "the card's signature over the"
                           " center nonce does not verify with this certificate") from None
-        v = self.validator().validate(cert, purpose="auth")
+        v = await self.validator().validate_async(cert, self._fetch, purpose="auth")
         if v.status is not Status.VALID:
             code = _STATUS_CODES[v.status]
             log.info("certificate refused: %s (%s)", code, v.revocation_source or "-")
@@ -466,9 +470,6 @@ _ROUTES: dict[str, tuple[type[Message], str]] = {
 }
 
 
-_WAITS_ON_NETWORK = frozenset({"authenticate"})
-
-
 def create_app(config: CenterConfig) -> FastAPI:
     center = Center(config)
     app = FastAPI(title="cardio emulated 証明書交付センター", version="1", docs_url=None,
@@ -478,8 +479,8 @@ def create_app(config: CenterConfig) -> FastAPI:
         return Response(encode(msg), status_code=status, media_type="application/json",
                         headers={"X-Request-ID": rid})
 
-    def serve(step: str, headers: Any, method: str, path: str, body: bytes,
-              session_id: str | None) -> tuple[int, Message, str]:
+    async def serve(step: str, headers: Any, method: str, path: str, body: bytes,
+                    session_id: str | None) -> tuple[int, Message, str]:
         cls, name = _ROUTES[step]
         audit = _Audit(step, time.perf_counter())
         try:
@@ -490,7 +491,9 @@ def create_app(config: CenterConfig) -> FastAPI:
             if session_id is not None and getattr(msg, "session_id", None) != session_id:
                 raise Refused(400, "malformed", "session_id differs from the path")
             audit.doc_type = getattr(msg, "doc_type", None)
-            out: Message = getattr(center, name)(audit.kiosk_id, nonce, msg, audit)
+            out = getattr(center, name)(audit.kiosk_id, nonce, msg, audit)
+            if inspect.isawaitable(out):
+                out = await out
             status, result, outcome = 200, out, "ok"
         except Refused as e:
             status, outcome = e.status, e.code
@@ -527,11 +530,10 @@ def create_app(config: CenterConfig) -> FastAPI:
             body = await _read(request)
         except Refused as e:
             return reply(e.status, ErrorReply(error=e.code, message=e.message), "-")
-        args = (step, request.headers, request.method, request.url.path, body, session_id)
-        if step in _WAITS_ON_NETWORK:
-            status, msg, rid = await run_in_threadpool(serve, *args)
-        else:
-            status, msg, rid = serve(*args)
+        # On the event loop, no thread hop: the steps' database work is a few short
+        # statements, and the one network wait (OCSP) is awaited.
+        status, msg, rid = await serve(step, request.headers, request.method,
+                                       request.url.path, body, session_id)
         return reply(status, msg, rid)
 
     @app.post("/v1/sessions")

@@ -1,6 +1,7 @@
-"""A lean HTTP/1.1 client for the load generator: one keep-alive connection per simulated
-kiosk, requests written in one ``send``, responses parsed with Content-Length or chunked
-framing.
+"""A lean asyncio HTTP/1.1 client: one keep-alive connection, requests written in one
+``send``, responses parsed with Content-Length or chunked framing — for the load
+generator's simulated kiosks, and (as :class:`RevocationFetcher`) for the center's OCSP
+and CRL fetches on its event loop.
 
 Why not httpx here: a load generator that shares two cores with the services it measures
 must be cheap, and httpx spends about a millisecond of CPU per request in its URL, header,
@@ -21,7 +22,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
-__all__ = ["Http11Client", "Reply"]
+from cardio.pki import HTTP_TIMEOUT, RevocationSourceError
+
+__all__ = ["Http11Client", "Reply", "RevocationFetcher"]
 
 MAX_HEAD = 16 * 1024
 MAX_BODY = 8 * 1024 * 1024
@@ -51,6 +54,11 @@ class Http11Client:
         self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._lock = asyncio.Lock()
 
+    @property
+    def connected(self) -> bool:
+        """A connection is open (kept alive from the last request)."""
+        return self._conn is not None
+
     async def __aenter__(self) -> Http11Client:
         return self
 
@@ -70,7 +78,8 @@ class Http11Client:
         return await self.request("GET", path, b"", headers)
 
     async def request(self, method: str, path: str, content: bytes = b"",
-                      headers: Mapping[str, str] | None = None) -> Reply:
+                      headers: Mapping[str, str] | None = None, *,
+                      max_body: int | None = None) -> Reply:
         if not path.startswith("/") or any(c in path for c in "\r\n "):
             raise httpx.UnsupportedProtocol(f"not an origin-form path: {path!r}")
         head = [f"{method} {path} HTTP/1.1".encode(), b"Host: " + self._authority,
@@ -86,7 +95,8 @@ class Http11Client:
         async with self._lock:
             try:
                 async with asyncio.timeout(self.timeout):
-                    return await self._exchange(data)
+                    return await self._exchange(data, self.max_body if max_body is None
+                                                else max_body)
             except TimeoutError:
                 await self.aclose()
                 raise httpx.ReadTimeout(f"no answer within {self.timeout} s") from None
@@ -94,19 +104,19 @@ class Http11Client:
                 await self.aclose()
                 raise
 
-    async def _exchange(self, data: bytes) -> Reply:
+    async def _exchange(self, data: bytes, max_body: int) -> Reply:
         reused = self._conn is not None
         try:
-            return await self._once(data)
+            return await self._once(data, max_body)
         except _StaleConnection:
             # The server closed a kept-alive connection (its idle timeout) before reading
             # the request: nothing was received, so sending it again is safe.
             if not reused:
                 raise httpx.RemoteProtocolError("the server closed the connection without"
                                                 " answering") from None
-            return await self._once(data)
+            return await self._once(data, max_body)
 
-    async def _once(self, data: bytes) -> Reply:
+    async def _once(self, data: bytes, max_body: int) -> Reply:
         if self._conn is None:
             try:
                 self._conn = await asyncio.open_connection(self.host, self.port,
@@ -137,7 +147,8 @@ class Http11Client:
             raise httpx.RemoteProtocolError("answer head too large")
         status, headers = _parse_head(raw)
         try:
-            body = b"" if status in (204, 304) else await self._body(reader, headers)
+            body = (b"" if status in (204, 304)
+                    else await self._body(reader, headers, max_body))
         except asyncio.IncompleteReadError:
             await self.aclose()
             raise httpx.RemoteProtocolError("the answer ended inside its body") from None
@@ -151,7 +162,8 @@ class Http11Client:
             await self.aclose()
         return Reply(status, body, headers)
 
-    async def _body(self, reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    async def _body(self, reader: asyncio.StreamReader, headers: dict[str, str],
+                    max_body: int) -> bytes:
         if headers.get("transfer-encoding", "").lower() == "chunked":
             chunks: list[bytes] = []
             size = 0
@@ -166,28 +178,85 @@ class Http11Client:
                         pass
                     return b"".join(chunks)
                 size += n
-                if size > self.max_body:
-                    raise httpx.RemoteProtocolError(f"answer larger than {self.max_body} bytes")
+                if size > max_body:
+                    raise httpx.RemoteProtocolError(f"answer larger than {max_body} bytes")
                 chunks.append(await reader.readexactly(n))
                 if await reader.readexactly(2) != b"\r\n":
                     raise httpx.RemoteProtocolError("malformed chunk")
         length = headers.get("content-length")
         if length is None:
             # Delimited by close (HTTP/1.0 style): read to the end, bounded.
-            body = await reader.read(self.max_body + 1)
+            body = await reader.read(max_body + 1)
             rest = body
-            while rest and len(body) <= self.max_body:
-                rest = await reader.read(self.max_body + 1 - len(body))
+            while rest and len(body) <= max_body:
+                rest = await reader.read(max_body + 1 - len(body))
                 body += rest
-            if len(body) > self.max_body:
-                raise httpx.RemoteProtocolError(f"answer larger than {self.max_body} bytes")
+            if len(body) > max_body:
+                raise httpx.RemoteProtocolError(f"answer larger than {max_body} bytes")
             headers["connection"] = "close"
             return body
         if not length.isdigit():
             raise httpx.RemoteProtocolError(f"malformed Content-Length {length!r}")
-        if int(length) > self.max_body:
-            raise httpx.RemoteProtocolError(f"answer larger than {self.max_body} bytes")
+        if int(length) > max_body:
+            raise httpx.RemoteProtocolError(f"answer larger than {max_body} bytes")
         return await reader.readexactly(int(length))
+
+
+class RevocationFetcher:
+    """A :data:`cardio.pki.AsyncFetcher` for an asyncio service that checks revocation on
+    every request (the center's grant decisions): OCSP and CRL fetched on the event loop
+    over kept-alive connections, at most ``per_origin`` per responder (a request waits for
+    one rather than opening more), bounded in time and size; every failure is a
+    :class:`~cardio.pki.RevocationSourceError`, which the validation turns into the next
+    source or ``unknown``."""
+
+    def __init__(self, *, per_origin: int = 4, timeout: float = HTTP_TIMEOUT) -> None:
+        self.per_origin = per_origin
+        self.timeout = timeout
+        self._idle: dict[tuple[str, int], list[Http11Client]] = {}
+        self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}
+
+    async def __call__(self, url: str, body: bytes | None, content_type: str,
+                       limit: int) -> bytes:
+        parts = urllib.parse.urlsplit(url)
+        try:
+            origin = (parts.hostname or "", parts.port or 80)
+        except ValueError as exc:
+            raise RevocationSourceError(f"{url}: {exc}") from None
+        if parts.scheme != "http" or not origin[0]:
+            raise RevocationSourceError(f"only http:// revocation URLs are fetched ({url})")
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        slots = self._slots.setdefault(origin, asyncio.Semaphore(self.per_origin))
+        try:
+            async with asyncio.timeout(self.timeout):
+                await slots.acquire()
+        except TimeoutError:
+            raise RevocationSourceError(f"{url}: no connection free within {self.timeout} s"
+                                        ) from None
+        try:
+            idle = self._idle.setdefault(origin, [])
+            client = idle.pop() if idle else Http11Client(
+                f"http://{origin[0]}:{origin[1]}", timeout=self.timeout)
+            headers = {"Content-Type": content_type} if body is not None else {}
+            try:
+                reply = await client.request("POST" if body is not None else "GET", target,
+                                             body or b"", headers, max_body=limit)
+            except httpx.HTTPError as exc:
+                await client.aclose()
+                raise RevocationSourceError(f"{url}: {exc}") from None
+            if client.connected:  # kept alive: reused by the next check
+                idle.append(client)
+        finally:
+            slots.release()
+        if reply.status_code != 200:
+            raise RevocationSourceError(f"{url}: HTTP {reply.status_code}")
+        return reply.content
+
+    async def aclose(self) -> None:
+        clients = [c for idle in self._idle.values() for c in idle]
+        self._idle.clear()
+        for c in clients:
+            await c.aclose()
 
 
 class _StaleConnection(Exception):
