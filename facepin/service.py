@@ -177,6 +177,12 @@ def _b64(value: str, what: str, limit: int = MAX_IMAGE) -> bytes:
         raise Refused(400, "bad_encoding", f"{what} is not base64") from None
 
 
+HTTP_IMPL = "h11"
+"""uvicorn's HTTP parser for this service, named rather than left to what is installed:
+h11 answers a body streamed past its declared length with the 413 the limits promise
+(httptools, which the issuance center uses for speed, answers such a stream 400)."""
+
+
 def fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
@@ -526,7 +532,7 @@ def serve(config: ServiceConfig, host: str, port: int, *, limit_concurrency: int
     try:
         uvicorn.run(create_app(config), host=host, port=port, log_level="info",
                     access_log=False, log_config=log_config,
-                    limit_concurrency=limit_concurrency, timeout_keep_alive=5)
+                    limit_concurrency=limit_concurrency, timeout_keep_alive=5, http=HTTP_IMPL)
     except SystemExit as exc:
         # uvicorn exits with 3 when it cannot start — the CLI's "wrong PIN" code.
         if exc.code in (0, None):

@@ -41,6 +41,9 @@ from emulators.jpki_ca import CaServer, JpkiAuthority
 __all__ = ["ENV", "app_from_env", "parse_now", "serve", "shifted_clock"]
 
 ENV = "CARDIO_ISSUANCE_CONFIG"
+SERVER_OPTIONS: dict[str, Any] = {"http": "httptools", "loop": "uvloop"}
+"""uvicorn's C parser and event loop for the center's workers: a tenth of a worker's CPU
+per issuance less than h11 on asyncio's loop (``bench/issuance_bench.py``)."""
 log = logging.getLogger("emulators.issuance")
 
 
@@ -177,11 +180,12 @@ def serve(db_url: str, *, workers: int = 1, host: str = "127.0.0.1", port: int =
         if workers > 1:
             config = uvicorn.Config("emulators.issuance.server:app_from_env", factory=True,
                                     workers=workers, log_level=log_level, access_log=False,
-                                    timeout_graceful_shutdown=5)
+                                    timeout_graceful_shutdown=5, **SERVER_OPTIONS)
             Multiprocess(config, sockets=[sock]).run()
         else:
             config = uvicorn.Config(create_app(_config_from(env)), log_level=log_level,
-                                    access_log=False, timeout_graceful_shutdown=5)
+                                    access_log=False, timeout_graceful_shutdown=5,
+                                    **SERVER_OPTIONS)
             # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal into the
             # handler it found: make that one a no-op so the CA stops too and we exit 0.
             for sig in (signal.SIGTERM, signal.SIGINT):

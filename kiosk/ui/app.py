@@ -152,7 +152,7 @@ class UiServer:
         shown = f"[{bound[0]}]" if family == socket.AF_INET6 else bound[0]
         self.url = f"http://{shown}:{bound[1]}/"
         config = uvicorn.Config(create_app(hub), log_level="warning", access_log=False,
-                                lifespan="off", ws="websockets-sansio",
+                                lifespan="off", ws="websockets-sansio", http="h11",
                                 ws_max_size=WS_MAX_SIZE,
                                 timeout_graceful_shutdown=2)
         self.server = _quiet_server(config)

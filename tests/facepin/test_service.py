@@ -31,7 +31,7 @@ from emulators.card import SoftwareCard
 from facepin.client import Capture, CardEvidence, ServiceRefused, gather_evidence, redeem, reserve
 from facepin.face import FaceEngine, load_image
 from facepin.liveness import Prompt
-from facepin.service import ServiceConfig, create_app
+from facepin.service import HTTP_IMPL, ServiceConfig, create_app
 from facepin.simulate import attack_sequence, genuine_sequence
 from tests.conftest import SHARED
 from tests.facepin.pg import postgres_url  # noqa: F401  (fixture)
@@ -69,7 +69,7 @@ def running(config: ServiceConfig) -> Iterator[str]:
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+                                           log_level="warning", http=HTTP_IMPL))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -646,7 +646,7 @@ def strict_service(pki: PkiEnv, tmp_path_factory: pytest.TempPathFactory) -> Ite
                            registry=pki.authority.card_of, body_timeout=1.0,
                            max_buffered=1 << 20)
     server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=0,
-                                           log_level="warning"))
+                                           log_level="warning", http=HTTP_IMPL))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
