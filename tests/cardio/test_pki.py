@@ -518,3 +518,119 @@ def test_ocsp_produced_at_in_the_future_is_refused(pki: PkiEnv, forger: Forger) 
                              clock=lambda: behind, use_crl=False)
     res = v.validate(cert, fresh=True)
     assert res.status is Status.UNKNOWN and "producedAt" in res.reason
+
+
+# -- the same validation driven asynchronously; kept-alive fetching ---------------------------
+def _async_of(fetch: Callable[[str, bytes | None, str, int], bytes]
+              ) -> Callable[[str, bytes | None, str, int], Any]:
+    async def afetch(url: str, body: bytes | None, ctype: str, limit: int) -> bytes:
+        return fetch(url, body, ctype, limit)
+    return afetch
+
+
+def test_validate_async_gives_the_same_answers_as_validate(pki: PkiEnv) -> None:
+    """One set of steps, two drivers: valid by OCSP, revoked by OCSP, revoked by the CRL
+    when OCSP is down, unknown when both are — the same status, source and checks."""
+    import asyncio
+
+    good, _ = pki.new_card()
+    bad, _ = pki.new_card()
+    pki.authority.revoke_card(bad, "auth", "key_compromise")
+    cases = [(cert_of(good), http_fetch), (cert_of(bad), http_fetch),
+             (cert_of(bad), failing("ocsp")), (cert_of(good), failing("both"))]
+    seen = []
+    for cert, fetch in cases:
+        v = CertificateValidator(pki.trust, fetch=fetch).validate(cert, purpose="auth")
+        a = asyncio.run(CertificateValidator(pki.trust).validate_async(
+            cert, _async_of(fetch), purpose="auth"))
+        assert (a.status, a.revocation_source, a.checks) == \
+            (v.status, v.revocation_source, v.checks)
+        seen.append(a.status)
+    assert seen == [Status.VALID, Status.REVOKED, Status.REVOKED, Status.UNKNOWN]
+
+
+def test_validate_async_makes_no_request_when_no_revocation_check_is_needed(
+        pki: PkiEnv) -> None:
+    import asyncio
+
+    path, _ = pki.new_card()
+    cert = cert_of(path)
+    calls: list[str] = []
+
+    async def afetch(url: str, body: bytes | None, ctype: str, limit: int) -> bytes:
+        calls.append(url)
+        raise AssertionError("no fetch expected")
+
+    later = cert.not_valid_after_utc + dt.timedelta(seconds=1)
+    v = asyncio.run(CertificateValidator(pki.trust).validate_async(cert, afetch, at=later))
+    assert v.status is Status.EXPIRED and calls == []
+
+
+def test_keep_alive_fetcher_reuses_one_connection_and_survives_an_idle_close() -> None:
+    """Three OCSP-sized exchanges over one TCP connection; after the responder closes the
+    idle connection, the next fetch opens a new one and succeeds (sent once more)."""
+    import socket
+    import threading
+
+    from cardio.pki import KeepAliveFetcher
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+    accepted: list[int] = []
+    close_after = {1: 3, 2: 1}  # first connection: 3 answers then idle close
+
+    def serve() -> None:
+        for n in (1, 2):
+            conn, _ = srv.accept()
+            accepted.append(n)
+            with conn:
+                buf = b""
+                for _ in range(close_after[n]):
+                    while b"\r\n\r\n" not in buf:
+                        buf += conn.recv(65536)
+                    head, _, buf = buf.partition(b"\r\n\r\n")
+                    length = int(next(h.split(b":")[1] for h in head.split(b"\r\n")
+                                  if h.lower().startswith(b"content-length")))
+                    while len(buf) < length:
+                        buf += conn.recv(65536)
+                    body, buf = buf[:length], buf[length:]
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                                 % (len(body), body.upper()))
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    fetch = KeepAliveFetcher(timeout=5)
+    url = f"http://127.0.0.1:{port}/ocsp/auth"
+    try:
+        assert [fetch(url, b"q%d" % i, "application/ocsp-request", 100) for i in range(3)] \
+            == [b"Q0", b"Q1", b"Q2"]
+        assert accepted == [1]
+        import time
+
+        time.sleep(0.1)  # the responder has closed the idle connection
+        assert fetch(url, b"again", "application/ocsp-request", 100) == b"AGAIN"
+        assert accepted == [1, 2]
+    finally:
+        fetch.close()
+        srv.close()
+        t.join(5)
+
+
+def test_keep_alive_fetcher_refuses_what_http_fetch_refuses(pki: PkiEnv) -> None:
+    from cardio.pki import KeepAliveFetcher
+    from tests.pki_env import free_port
+
+    fetch = KeepAliveFetcher(timeout=2)
+    with pytest.raises(RevocationSourceError, match="only http://"):
+        fetch("https://127.0.0.1/ocsp", b"x", "application/ocsp-request", 10)
+    with pytest.raises(RevocationSourceError):
+        fetch(f"http://127.0.0.1:{free_port()}/ocsp", b"x", "application/ocsp-request", 10)
+    crl_url = pki.server.url + "/crl/auth.crl"
+    with pytest.raises(RevocationSourceError, match="larger than 10 bytes"):
+        fetch(crl_url, None, "", 10)
+    with pytest.raises(RevocationSourceError, match="HTTP 404"):
+        fetch(pki.server.url + "/nothing", None, "", 1000)
+    assert len(fetch(crl_url, None, "", 1 << 20)) > 10  # and the fetcher still works
+    fetch.close()

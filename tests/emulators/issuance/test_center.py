@@ -570,3 +570,28 @@ def test_the_database_vanishing_is_a_typed_refusal_not_a_crash(
         assert "Traceback" not in svc.stderr_text()
     finally:
         assert stop_service(svc) == 0
+
+
+# -- the audit trail ---------------------------------------------------------------------------
+def test_every_step_leaves_exactly_one_audit_row_refusals_included(service: Service,
+                                                                    card: Card) -> None:
+    """A step writes its row inside its own transaction; a refused step (its transaction
+    rolled back) still leaves one row with the refusal's code — never none, never two."""
+    async def go() -> tuple[str, str]:
+        async with service.client() as c:
+            done = await issue(c, card, "juminhyo")
+            with pytest.raises(IssuanceRefused) as e:
+                await c.request_document(done.request_id, done.session_id, "juminhyo")
+            assert e.value.code == "session_closed"
+            return done.request_id, done.auth.municipality_code
+
+    rid, muni = run(go)
+    with service.db.tx() as t:
+        rows = t.all("SELECT event, outcome, municipality, doc_type, ms FROM audit WHERE"
+                     " request_id=? ORDER BY id", (rid,))
+    assert [(r[0], r[1]) for r in rows] == [
+        ("open", "ok"), ("authenticate", "ok"), ("menu", "ok"), ("documents", "ok"),
+        ("finalize", "ok"), ("documents", "session_closed")]
+    assert [r[2] for r in rows[1:5]] == [muni] * 4  # once the card is known
+    assert rows[3][3] == "juminhyo" and rows[5][3] == "juminhyo"
+    assert all(r[4] >= 0 for r in rows)
