@@ -221,9 +221,12 @@ class Center:
             audit.write(t, self.config.wall(), outcome, municipality)
 
     def _session(self, t: Any, session_id: str, kiosk_id: str, request_id: str) -> Any:
-        row = t.one("SELECT request_id, kiosk_id, nonce, expires, state, cert_sha256,"
-                    " resident_id, municipality FROM sessions WHERE session_id=?",
-                    (session_id,))
+        # row[8]: issuance for the session's municipality is stopped (an incident); with
+        # no municipality known (not yet authenticated, or unknown) it counts as stopped.
+        row = t.one("SELECT s.request_id, s.kiosk_id, s.nonce, s.expires, s.state,"
+                    " s.cert_sha256, s.resident_id, s.municipality, COALESCE(m.stopped, 1)"
+                    " FROM sessions s LEFT JOIN municipalities m ON m.code = s.municipality"
+                    " WHERE s.session_id=?", (session_id,))
         if row is None:
             raise Refused(404, "unknown_session", "no such session")
         if row[1] != kiosk_id:
@@ -331,7 +334,7 @@ class Center:
             row = self._session(t, msg.session_id, kiosk_id, msg.request_id)
             if row[4] != "authenticated":
                 raise Refused(409, "not_authenticated", "authenticate the card first")
-            if self._stopped(t, row[7]):
+            if row[8]:
                 ja, en = REASONS["municipality_stopped"]
                 items: list[MenuItem] = []
                 refused = [MenuRefusal(d.value, "municipality_stopped", ja, en)
@@ -355,7 +358,7 @@ class Center:
                 raise Refused(409, "session_closed", "this session has ended; start again")
             if row[4] != "authenticated":
                 raise Refused(409, "not_authenticated", "authenticate the card first")
-            if self._stopped(t, row[7]):
+            if row[8]:
                 raise Refused(503, "municipality_stopped")
             t.execute("UPDATE sessions SET state='requested' WHERE session_id=?",
                       (msg.session_id,))

@@ -132,27 +132,24 @@ class MunicipalityServer:
 
     # -- eligibility -------------------------------------------------------------------------
     @staticmethod
-    def _resident(t: Tx, resident_id: str) -> Resident:
-        row = t.one(f"SELECT {Resident.COLUMNS} FROM residents WHERE id=?", (resident_id,))
+    def _resident(t: Tx, resident_id: str, now: dt.datetime) -> tuple[Resident, bool, bool]:
+        """The resident, whether a seal is registered, whether last year's tax record
+        exists — one statement (the eligibility table needs all three)."""
+        row = t.one(f"SELECT {Resident.COLUMNS},"
+                    " EXISTS (SELECT 1 FROM inkan i WHERE i.resident_id = residents.id),"
+                    " EXISTS (SELECT 1 FROM tax_records x WHERE x.resident_id = residents.id"
+                    " AND x.year = ?) FROM residents WHERE id=?",
+                    (now.astimezone(JST).year - 1, resident_id))
         if row is None:
             raise Refused(404, "unknown_resident", "no such resident")
-        return Resident.from_row(row)
-
-    @staticmethod
-    def _facts(t: Tx, r: Resident, now: dt.datetime) -> tuple[bool, bool]:
-        has_inkan = t.one("SELECT 1 FROM inkan WHERE resident_id=?", (r.id,)) is not None
-        year = now.astimezone(JST).year - 1
-        has_tax = t.one("SELECT 1 FROM tax_records WHERE resident_id=? AND year=?",
-                        (r.id, year)) is not None
-        return has_inkan, has_tax
+        return Resident.from_row(row[:-2]), bool(row[-2]), bool(row[-1])
 
     def menu(self, q: EligibilityQuery, t: Tx | None = None
              ) -> tuple[list[MenuItem], list[MenuRefusal]]:
         now = dt.datetime.fromisoformat(q.at)
         with self._tx(t) as t:
-            r = self._resident(t, q.resident_id)
+            r, has_inkan, has_tax = self._resident(t, q.resident_id, now)
             m = self.municipality(r.municipality, t)
-            has_inkan, has_tax = self._facts(t, r, now)
         items, refused = [], []
         for dtype in DocumentType:
             reason = refusal_for(r, m.settings, dtype, now, has_inkan=has_inkan,
@@ -176,12 +173,11 @@ class MunicipalityServer:
         dtype = DocumentType(b.doc_type)
         now = dt.datetime.fromisoformat(b.issued_at)
         with self.db.tx() as t:
-            r = self._resident(t, req.resident_id)
+            r, has_inkan, has_tax = self._resident(t, req.resident_id, now)
             if r.municipality != b.municipality_code:
                 raise Refused(409, "wrong_municipality", "the resident is registered in"
                               " another municipality")
             m = self.municipality(r.municipality, t)
-            has_inkan, has_tax = self._facts(t, r, now)
             reason = refusal_for(r, m.settings, dtype, now, has_inkan=has_inkan,
                                  has_tax=has_tax)
             if reason is not None:
