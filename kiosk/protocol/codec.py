@@ -79,9 +79,21 @@ class Message:
 M = TypeVar("M", bound=Message)
 
 
+_FIELDS: dict[type, tuple[str, ...] | None] = {}
+"""Field names per dataclass type (``None``: not a dataclass), looked up once per type."""
+
+
 def _to_json(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    tp = type(value)
+    if tp not in _FIELDS:
+        _FIELDS[tp] = (tuple(f.name for f in dataclasses.fields(value))
+                       if dataclasses.is_dataclass(value) and not isinstance(value, type)
+                       else None)
+    names = _FIELDS[tp]
+    if names is not None:
+        return {n: _to_json(getattr(value, n)) for n in names}
+    if tp is str or tp is int or tp is bool or tp is float or value is None:
+        return value
     if isinstance(value, (list, tuple)):
         return [_to_json(v) for v in value]
     if isinstance(value, dict):
@@ -110,7 +122,10 @@ def decode(cls: type[M], data: bytes, *, limit: int = MAX_MESSAGE) -> M:
 
 
 def from_obj(cls: type[M], obj: Any) -> M:
-    msg = _value(cls, obj, cls.__name__, 0)
+    try:
+        msg = _converter(cls)(obj, 0)
+    except _Refusal as e:
+        raise e.kind(f"{cls.__name__}{''.join(reversed(e.path))}: {e.message}") from None
     if getattr(msg, "v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
         raise UnsupportedVersion(f"{cls.__name__}: version {msg.v!r} is not "
                                  f"{PROTOCOL_VERSION!r}")
@@ -122,81 +137,166 @@ def _no_constant(name: str) -> Any:
     raise MalformedMessage(f"{name} is not JSON")
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+class _Refusal(Exception):
+    """Raised inside the converters; the path to the offending value is collected while
+    it unwinds (so no path string is built for input that is fine)."""
+
+    def __init__(self, kind: type[ProtocolError], message: str) -> None:
+        self.kind, self.message = kind, message
+        self.path: list[str] = []
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    h = _HINTS.get(cls)
-    if h is None:
-        h = _HINTS[cls] = typing.get_type_hints(cls)
-    return h
+_Converter = typing.Callable[[Any, int], Any]
+_CONVERTERS: dict[Any, _Converter] = {}
 
 
-def _value(tp: Any, obj: Any, where: str, depth: int) -> Any:
-    if depth > MAX_DEPTH:
-        raise MalformedMessage(f"{where}: nested too deeply")
+def _converter(tp: Any) -> _Converter:
+    """The strict converter for a field type, built once per type: decoding walks
+    closures instead of inspecting type hints for every value."""
+    conv = _CONVERTERS.get(tp)
+    if conv is None:
+        conv = _CONVERTERS[tp] = _build(tp)
+    return conv
+
+
+def _build(tp: Any) -> _Converter:
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         args = get_args(tp)
-        if obj is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _value(inner, obj, where, depth)
+        optional = type(None) in args
+        (inner_tp,) = [a for a in args if a is not type(None)]
+        inner = _converter(inner_tp)
+
+        def union(obj: Any, depth: int) -> Any:
+            if obj is None and optional:
+                if depth > MAX_DEPTH:
+                    raise _Refusal(MalformedMessage, "nested too deeply")
+                return None
+            return inner(obj, depth)
+        return union
     if tp is Any:
-        return obj
+        def anything(obj: Any, depth: int) -> Any:
+            if depth > MAX_DEPTH:
+                raise _Refusal(MalformedMessage, "nested too deeply")
+            return obj
+        return anything
     if tp is str:
-        if not isinstance(obj, str):
-            raise MalformedMessage(f"{where}: expected a string")
-        if len(obj) > MAX_STRING:
-            raise MessageTooLarge(f"{where}: string longer than {MAX_STRING}")
-        return obj
+        def string(obj: Any, depth: int) -> Any:
+            if depth > MAX_DEPTH:
+                raise _Refusal(MalformedMessage, "nested too deeply")
+            if type(obj) is not str:
+                raise _Refusal(MalformedMessage, "expected a string")
+            if len(obj) > MAX_STRING:
+                raise _Refusal(MessageTooLarge, f"string longer than {MAX_STRING}")
+            return obj
+        return string
     if tp is bool:
-        if not isinstance(obj, bool):
-            raise MalformedMessage(f"{where}: expected true or false")
-        return obj
+        def boolean(obj: Any, depth: int) -> Any:
+            if depth > MAX_DEPTH:
+                raise _Refusal(MalformedMessage, "nested too deeply")
+            if type(obj) is not bool:
+                raise _Refusal(MalformedMessage, "expected true or false")
+            return obj
+        return boolean
     if tp is int:
-        if isinstance(obj, bool) or not isinstance(obj, int):
-            raise MalformedMessage(f"{where}: expected an integer")
-        return obj
+        def integer(obj: Any, depth: int) -> Any:
+            if depth > MAX_DEPTH:
+                raise _Refusal(MalformedMessage, "nested too deeply")
+            if type(obj) is not int:
+                raise _Refusal(MalformedMessage, "expected an integer")
+            return obj
+        return integer
     if tp is float:
-        if isinstance(obj, bool) or not isinstance(obj, (int, float)):
-            raise MalformedMessage(f"{where}: expected a number")
-        return float(obj)
+        def number(obj: Any, depth: int) -> Any:
+            if depth > MAX_DEPTH:
+                raise _Refusal(MalformedMessage, "nested too deeply")
+            if type(obj) is not int and type(obj) is not float:
+                raise _Refusal(MalformedMessage, "expected a number")
+            return float(obj)
+        return number
     if origin in (list, tuple):
-        if not isinstance(obj, list):
-            raise MalformedMessage(f"{where}: expected a list")
-        if len(obj) > MAX_LIST:
-            raise MessageTooLarge(f"{where}: more than {MAX_LIST} items")
-        (inner,) = get_args(tp)[:1]
-        items = [_value(inner, v, f"{where}[{i}]", depth + 1) for i, v in enumerate(obj)]
-        return tuple(items) if origin is tuple else items
+        (item_tp,) = get_args(tp)[:1]
+        as_tuple = origin is tuple
+        item_ref: list[_Converter] = []  # filled on first use: a type may contain itself
+
+        def sequence(obj: Any, depth: int) -> Any:
+            if depth > MAX_DEPTH:
+                raise _Refusal(MalformedMessage, "nested too deeply")
+            if type(obj) is not list:
+                raise _Refusal(MalformedMessage, "expected a list")
+            if len(obj) > MAX_LIST:
+                raise _Refusal(MessageTooLarge, f"more than {MAX_LIST} items")
+            if not item_ref:
+                item_ref.append(_converter(item_tp))
+            item = item_ref[0]
+            out = []
+            for i, v in enumerate(obj):
+                try:
+                    out.append(item(v, depth + 1))
+                except _Refusal as e:
+                    e.path.append(f"[{i}]")
+                    raise
+            return tuple(out) if as_tuple else out
+        return sequence
     if origin is dict:
-        if not isinstance(obj, dict):
-            raise MalformedMessage(f"{where}: expected an object")
-        _k, vt = get_args(tp)
-        if len(obj) > MAX_LIST:
-            raise MessageTooLarge(f"{where}: more than {MAX_LIST} keys")
-        return {k: _value(vt, v, f"{where}.{k}", depth + 1) for k, v in obj.items()}
+        _k, value_tp = get_args(tp)
+        value_ref: list[_Converter] = []
+
+        def mapping(obj: Any, depth: int) -> Any:
+            if depth > MAX_DEPTH:
+                raise _Refusal(MalformedMessage, "nested too deeply")
+            if type(obj) is not dict:
+                raise _Refusal(MalformedMessage, "expected an object")
+            if len(obj) > MAX_LIST:
+                raise _Refusal(MessageTooLarge, f"more than {MAX_LIST} keys")
+            if not value_ref:
+                value_ref.append(_converter(value_tp))
+            conv = value_ref[0]
+            out = {}
+            for k, v in obj.items():
+                try:
+                    out[k] = conv(v, depth + 1)
+                except _Refusal as e:
+                    e.path.append(f".{k}")
+                    raise
+            return out
+        return mapping
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if not isinstance(obj, dict):
-            raise MalformedMessage(f"{where}: expected an object")
-        hints = _hints(tp)
-        fields = {f.name: f for f in dataclasses.fields(tp)}
-        unknown = set(obj) - set(fields)
-        if unknown:
-            raise MalformedMessage(f"{where}: unknown keys {sorted(unknown)[:5]}")
-        kwargs = {}
-        for name, f in fields.items():
-            if name not in obj:
-                if f.default is dataclasses.MISSING and \
-                        f.default_factory is dataclasses.MISSING:
-                    raise MalformedMessage(f"{where}: missing key {name!r}")
-                continue
-            kwargs[name] = _value(hints[name], obj[name], f"{where}.{name}", depth + 1)
-        try:
-            return tp(**kwargs)
-        except (TypeError, ValueError) as e:
-            raise MalformedMessage(f"{where}: {e}") from None
+        cls = tp
+        fields = dataclasses.fields(cls)
+        names = frozenset(f.name for f in fields)
+        required = frozenset(f.name for f in fields if f.default is dataclasses.MISSING
+                             and f.default_factory is dataclasses.MISSING)
+        field_refs: list[tuple[str, _Converter]] = []
+
+        def record(obj: Any, depth: int) -> Any:
+            if depth > MAX_DEPTH:
+                raise _Refusal(MalformedMessage, "nested too deeply")
+            if type(obj) is not dict:
+                raise _Refusal(MalformedMessage, "expected an object")
+            if not field_refs:
+                hints = typing.get_type_hints(cls)
+                built = [(f.name, _converter(hints[f.name])) for f in fields]
+                field_refs.extend(built)  # all or nothing: a failed build is not cached
+            if not names.issuperset(obj):
+                unknown = set(obj) - names
+                raise _Refusal(MalformedMessage, f"unknown keys {sorted(unknown)[:5]}")
+            kwargs = {}
+            for name, conv in field_refs:
+                if name not in obj:
+                    if name in required:
+                        raise _Refusal(MalformedMessage, f"missing key {name!r}")
+                    continue
+                try:
+                    kwargs[name] = conv(obj[name], depth + 1)
+                except _Refusal as e:
+                    e.path.append(f".{name}")
+                    raise
+            try:
+                return cls(**kwargs)
+            except (TypeError, ValueError) as e:
+                raise _Refusal(MalformedMessage, str(e)) from None
+        return record
     # A message class declares a field type the codec does not know: a bug in the
     # message definitions, not bad input — but still a typed error, never a crash.
     raise ProtocolError(f"unsupported field type {tp!r} in the message definitions")

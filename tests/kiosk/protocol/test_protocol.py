@@ -112,6 +112,41 @@ def test_bool_is_not_an_int_and_outcome_is_checked() -> None:
                                 b'"doc_type":"passport"}')
 
 
+@pytest.mark.parametrize(("raw", "error", "says"), [
+    (b'{"request_id":"r","session_id":"s","items":[{"doc_type":"juminhyo","title":"t",'
+     b'"fee":300,"options":{}},{"doc_type":"inkan","title":"t","fee":"300","options":{}}],'
+     b'"refused":[]}', MalformedMessage, "Menu.items[1].fee: expected an integer"),
+    (b'{"request_id":"r","session_id":"s","items":[{"doc_type":"juminhyo","title":"t",'
+     b'"fee":300,"options":{"a":7}}],"refused":[]}', MalformedMessage,
+     "Menu.items[0].options.a: expected a list"),
+    (b'{"request_id":"r","session_id":"s","items":[],"refused":[],"extra":1,"more":2}',
+     MalformedMessage, "Menu: unknown keys ['extra', 'more']"),
+    (b'{"request_id":"r","items":[],"refused":[]}', MalformedMessage,
+     "Menu: missing key 'session_id'"),
+    (b'{"request_id":"r","session_id":"s","items":[],"refused":[],"v":"cardio-issuance/9"}',
+     UnsupportedVersion, "Menu: version 'cardio-issuance/9'"),
+    (b'{"request_id":"r","session_id":"s","items":' + b"[{}]" * 0 + b'[' + b'{"doc_type":'
+     b'"x","title":"t","fee":1,"options":{}},' * 300 + b'{}],"refused":[]}', MessageTooLarge,
+     "Menu.items: more than 256 items"),
+])
+def test_refusals_name_the_path_to_the_bad_value(raw: bytes, error: type[Exception],
+                                                 says: str) -> None:
+    """A refusal says where: the message, then each field and index down to the value."""
+    with pytest.raises(error) as e:
+        decode(Menu, raw)
+    assert str(e.value).startswith(says), str(e.value)
+
+
+def test_decoding_is_repeatable_after_a_refusal() -> None:
+    """The per-type converters are built once; a refusal leaves nothing half-built."""
+    good = encode(Menu(request_id="r", session_id="s", items=[MenuItem("juminhyo", "t", 300,
+                                                                        {})], refused=[]))
+    for _ in range(2):
+        with pytest.raises(MalformedMessage):
+            decode(Menu, good.replace(b'"fee":300', b'"fee":true'))
+        assert decode(Menu, good).items[0].fee == 300
+
+
 def test_deep_nesting_is_refused() -> None:
     raw = b'{"binding":' + b"[" * 5000 + b"]" * 5000 + b"}"
     with pytest.raises(MalformedMessage):
