@@ -13,6 +13,11 @@ imply on two dedicated cores. Baseline in the same process: the plain HTTP round
     .venv/bin/python bench/issuance_bench.py [--db sqlite|postgresql|both] [--workers 4]
         [--kiosks 50] [--issuances 1000] [--profile]
 
+With PostgreSQL the CPU of the database server (postmaster and backends) is counted too:
+it shares the cores. The simulated kiosks speak through the lean HTTP/1.1 client of
+``emulators.issuance.http11`` (httpx would cost the load generator a millisecond of CPU
+per request, as much as the center spends serving it).
+
 ``--profile`` profiles the workers (cProfile) and prints where one of them spends its time.
 Prints figures; never fails for being slow.
 """
