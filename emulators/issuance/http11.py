@@ -114,7 +114,11 @@ class Http11Client:
             if not reused:
                 raise httpx.RemoteProtocolError("the server closed the connection without"
                                                 " answering") from None
+        try:
             return await self._once(data, max_body)
+        except _StaleConnection:
+            raise httpx.RemoteProtocolError("the server closed the new connection without"
+                                            " answering") from None
 
     async def _once(self, data: bytes, max_body: int) -> Reply:
         if self._conn is None:
