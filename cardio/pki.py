@@ -30,6 +30,7 @@ import datetime as dt
 import http.client
 import os
 import threading
+import time
 import typing
 import urllib.error
 import urllib.parse
@@ -57,6 +58,10 @@ CLOCK_SKEW = dt.timedelta(minutes=5)
 """Allowance for the difference between our clock and a responder's."""
 MAX_OCSP_AGE = dt.timedelta(hours=1)
 """How old thisUpdate may be when a response gives no nextUpdate."""
+IDLE_REUSE = 1.0
+"""Seconds a kept-alive connection to a responder may sit idle and still be reused; older
+ones are closed: before the responder's own idle timeout (the emulated CA's is 2 s) closes
+them under us, and without holding one of its connection slots for nothing."""
 DISPLAY_CACHE_TTL = dt.timedelta(minutes=5)
 """How long a revocation answer may serve *display* (never a granting decision): a
 revocation shows in status displays within five minutes, while a status page that
@@ -204,7 +209,7 @@ class KeepAliveFetcher:
     def __init__(self, *, per_origin: int = 4, timeout: float = HTTP_TIMEOUT) -> None:
         self.per_origin = per_origin
         self.timeout = timeout
-        self._idle: dict[tuple[str, int], list[http.client.HTTPConnection]] = {}
+        self._idle: dict[tuple[str, int], list[tuple[http.client.HTTPConnection, float]]] = {}
         self._slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
 
@@ -256,23 +261,29 @@ class KeepAliveFetcher:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _take(self, origin: tuple[str, int]) -> tuple[http.client.HTTPConnection, bool]:
+        stale = []
         with self._lock:
-            idle = self._idle.get(origin)
-            if idle:
-                return idle.pop(), True
+            idle = self._idle.get(origin, [])
+            while idle:
+                conn, since = idle.pop()
+                if time.monotonic() - since <= IDLE_REUSE:
+                    return conn, True
+                stale.append(conn)
+        for conn in stale:
+            conn.close()
         return http.client.HTTPConnection(*origin, timeout=self.timeout), False
 
     def _give(self, origin: tuple[str, int], conn: http.client.HTTPConnection) -> None:
         with self._lock:
             idle = self._idle.setdefault(origin, [])
             if len(idle) < self.per_origin:
-                idle.append(conn)
+                idle.append((conn, time.monotonic()))
                 return
         conn.close()
 
     def close(self) -> None:
         with self._lock:
-            conns = [c for idle in self._idle.values() for c in idle]
+            conns = [c for idle in self._idle.values() for c, _ in idle]
             self._idle.clear()
         for c in conns:
             c.close()

@@ -440,6 +440,10 @@ and its buffer for longer."""
 MAX_CONNECTIONS = 32
 """Connections served at once; more get ``503`` at once. Each holds a thread and at most
 :data:`MAX_REQUEST` bytes, so the server's memory stays bounded however many connect."""
+KEEP_ALIVE_IDLE = 2.0
+"""Seconds a kept-alive connection may wait for its next request: an idle client does not
+hold one of the :data:`MAX_CONNECTIONS` slots for long (relying parties that keep
+connections expire theirs sooner, see ``IDLE_REUSE``)."""
 
 
 def content_length(headers: Any, limit: int) -> tuple[int, int | None]:
@@ -490,6 +494,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         self.wfile.write(body)
+        if not self.close_connection:
+            self.connection.settimeout(min(KEEP_ALIVE_IDLE, self.timeout or KEEP_ALIVE_IDLE))
 
     def _kind(self, part: str) -> str | None:
         return part if part in ("sign", "auth") else None
@@ -610,14 +616,17 @@ class CaServer:
     base64 request in the path), ``/crl/{sign,auth}.crl``, ``/tsa`` (RFC 3161 over HTTP:
     POST application/timestamp-query). Request bodies are bounded
     before they are read (:func:`content_length`), in time (:data:`BODY_TIMEOUT`) and in
-    number of connections (:data:`MAX_CONNECTIONS`)."""
+    number of connections (``max_connections``, :data:`MAX_CONNECTIONS` by default; the
+    issuance back end sizes it to its workers' connection pools)."""
 
     def __init__(self, authority: JpkiAuthority, host: str = "127.0.0.1", port: int = 0, *,
-                 body_timeout: float = BODY_TIMEOUT) -> None:
+                 body_timeout: float = BODY_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         handler = type("Handler", (_Handler,), {"authority": authority,
                                                 "body_timeout": body_timeout,
                                                 "timeout": body_timeout})
-        self.httpd = _BoundedServer((host, port), handler)
+        server = type("Server", (_BoundedServer,), {"max_connections": max_connections})
+        self.httpd = server((host, port), handler)
         self._thread: threading.Thread | None = None
 
     @property

@@ -16,8 +16,10 @@ outcome and timings — never a name, address, 個人番号 or certificate.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import contextvars
 import datetime as dt
 import hashlib
@@ -83,6 +85,7 @@ log = logging.getLogger("emulators.issuance.center")
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 SESSION_TTL = 300.0
 KIOSK_CACHE_TTL = 5.0
+BUSY_TIMEOUT = 2.0
 M = TypeVar("M", bound=Message)
 
 
@@ -161,7 +164,10 @@ class Center:
 
     def __init__(self, config: CenterConfig) -> None:
         self.config = config
-        self.db = Database(config.database)
+        # The steps run on the event loop: a write lock held elsewhere (a long seed, a
+        # backup) must not freeze the worker for 30 s — after BUSY_TIMEOUT the request is
+        # refused 503 and the kiosk retries or cancels.
+        self.db = Database(config.database, busy_timeout=BUSY_TIMEOUT)
         self.municipalities = MunicipalityServer(self.db, config.jlis_dir)
         self._kiosks: dict[str, tuple[ec.EllipticCurvePublicKey | None, float]] = {}
         self._lock = threading.Lock()
@@ -275,7 +281,7 @@ class Center:
             nonce = bytes(row[2])
         try:
             cert_sha, serial_hex = await self._check_card(msg, nonce)
-        except Refused:
+        except (Refused, asyncio.CancelledError):  # refused, or the worker is shutting down
             with self.db.tx(write=True) as t:
                 t.execute("UPDATE sessions SET state='failed' WHERE session_id=?",
                           (msg.session_id,))
@@ -509,6 +515,13 @@ def create_app(config: CenterConfig) -> FastAPI:
             status = 413 if e.code == "too_large" else 400
             outcome = e.code
             result = ErrorReply(error=e.code, message=str(e), request_id=None)
+        except asyncio.CancelledError:
+            # The worker is shutting down mid-step (a slow OCSP check outlived the graceful
+            # timeout): the row says so, then the cancellation goes on.
+            if audit.kiosk_id != "-" and audit.request_id != "-" and not audit.written:
+                with contextlib.suppress(*center.db.backend_errors()):
+                    center.audit(audit, "interrupted")
+            raise
         except center.db.backend_errors() as e:
             # The shared database is unreachable or failing: refuse, typed; the kiosk
             # retries or cancels. Only the error's type is logged (a driver message can

@@ -128,8 +128,12 @@ class Tx:
 class Database:
     """``sqlite:///PATH`` or ``postgresql://...``."""
 
-    def __init__(self, url: str, *, pool_size: int = POOL_SIZE, create: bool = True) -> None:
+    def __init__(self, url: str, *, pool_size: int = POOL_SIZE, create: bool = True,
+                 busy_timeout: float = 30.0) -> None:
         self.url = url
+        self.busy_timeout = busy_timeout
+        """Seconds a SQLite statement waits for another process's write lock before
+        failing (a back-end error: the center answers 503)."""
         self.pg = url.startswith(("postgresql://", "postgres://"))
         if self.pg:
             try:
@@ -171,11 +175,11 @@ class Database:
             import psycopg
 
             return psycopg.connect(self.url, connect_timeout=10)
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         return conn
 
     @contextlib.contextmanager

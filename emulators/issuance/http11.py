@@ -16,15 +16,16 @@ httpx's transport errors, so the client's callers treat both alike.
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import httpx
 
-from cardio.pki import HTTP_TIMEOUT, RevocationSourceError
+from cardio.pki import HTTP_TIMEOUT, IDLE_REUSE, RevocationSourceError
 
-__all__ = ["Http11Client", "Reply", "RevocationFetcher"]
+__all__ = ["REVOCATION_CONNECTIONS", "Http11Client", "Reply", "RevocationFetcher"]
 
 MAX_HEAD = 16 * 1024
 MAX_BODY = 8 * 1024 * 1024
@@ -206,6 +207,11 @@ class Http11Client:
         return await reader.readexactly(int(length))
 
 
+REVOCATION_CONNECTIONS = 8
+"""Connections a :class:`RevocationFetcher` opens to one responder at once (its checks
+queue for one beyond that, within the fetch's time limit)."""
+
+
 class RevocationFetcher:
     """A :data:`cardio.pki.AsyncFetcher` for an asyncio service that checks revocation on
     every request (the center's grant decisions): OCSP and CRL fetched on the event loop
@@ -214,10 +220,11 @@ class RevocationFetcher:
     :class:`~cardio.pki.RevocationSourceError`, which the validation turns into the next
     source or ``unknown``."""
 
-    def __init__(self, *, per_origin: int = 4, timeout: float = HTTP_TIMEOUT) -> None:
+    def __init__(self, *, per_origin: int = REVOCATION_CONNECTIONS,
+                 timeout: float = HTTP_TIMEOUT) -> None:
         self.per_origin = per_origin
         self.timeout = timeout
-        self._idle: dict[tuple[str, int], list[Http11Client]] = {}
+        self._idle: dict[tuple[str, int], list[tuple[Http11Client, float]]] = {}
         self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}
 
     async def __call__(self, url: str, body: bytes | None, content_type: str,
@@ -239,8 +246,14 @@ class RevocationFetcher:
                                         ) from None
         try:
             idle = self._idle.setdefault(origin, [])
-            client = idle.pop() if idle else Http11Client(
-                f"http://{origin[0]}:{origin[1]}", timeout=self.timeout)
+            client = None
+            while idle and client is None:
+                client, since = idle.pop()
+                if time.monotonic() - since > IDLE_REUSE:
+                    await client.aclose()
+                    client = None
+            if client is None:
+                client = Http11Client(f"http://{origin[0]}:{origin[1]}", timeout=self.timeout)
             headers = {"Content-Type": content_type} if body is not None else {}
             try:
                 reply = await client.request("POST" if body is not None else "GET", target,
@@ -249,7 +262,7 @@ class RevocationFetcher:
                 await client.aclose()
                 raise RevocationSourceError(f"{url}: {exc}") from None
             if client.connected:  # kept alive: reused by the next check
-                idle.append(client)
+                idle.append((client, time.monotonic()))
         finally:
             slots.release()
         if reply.status_code != 200:
@@ -257,7 +270,7 @@ class RevocationFetcher:
         return reply.content
 
     async def aclose(self) -> None:
-        clients = [c for idle in self._idle.values() for c in idle]
+        clients = [c for idle in self._idle.values() for c, _ in idle]
         self._idle.clear()
         for c in clients:
             await c.aclose()

@@ -32,11 +32,12 @@ from cardio.trust import TrustStore
 from emulators.card import JlisHierarchy
 from emulators.issuance.center import CenterConfig, create_app
 from emulators.issuance.db import Database
+from emulators.issuance.http11 import REVOCATION_CONNECTIONS
 from emulators.issuance.municipality import ensure_document_issuers
 from emulators.issuance.operator import ensure_kiosk
 from emulators.issuance.population import seed
 from emulators.issuance.rules import JST
-from emulators.jpki_ca import CaServer, JpkiAuthority
+from emulators.jpki_ca import MAX_CONNECTIONS, CaServer, JpkiAuthority
 
 __all__ = ["ENV", "app_from_env", "parse_now", "serve", "shifted_clock"]
 
@@ -136,14 +137,18 @@ def serve(db_url: str, *, workers: int = 1, host: str = "127.0.0.1", port: int =
     jlis = JlisHierarchy.load_or_create(jlis_dir)
     authority = JpkiAuthority(jlis, clock=lambda: clock().astimezone(dt.UTC))
     ca = None
+    # Every worker keeps up to REVOCATION_CONNECTIONS connections to the OCSP responder;
+    # room for all of them and for other relying parties besides.
+    ca_slots = max(MAX_CONNECTIONS, workers * REVOCATION_CONNECTIONS + 32)
     previous = db.info("ca_url")
     if previous is not None:  # keep the URL the issued cards already point at
         try:
-            ca = CaServer(authority, host, int(previous.rsplit(":", 1)[1])).start()
+            ca = CaServer(authority, host, int(previous.rsplit(":", 1)[1]),
+                          max_connections=ca_slots).start()
         except OSError:
             ca = None
     if ca is None:
-        ca = CaServer(authority, host, 0).start()
+        ca = CaServer(authority, host, 0, max_connections=ca_slots).start()
     db.set_info("ca_url", ca.url)
     sock = _listen(host, port)
     center = f"http://{host}:{sock.getsockname()[1]}"

@@ -230,3 +230,25 @@ def test_revoking_another_jlis_card_is_refused(pki: PkiEnv, tmp_path: Path,
         other.revoke_card(path, "auth")
     assert other.revocations("auth") == []
     assert pki.authority.revoke_card(path, "auth").serial  # its own J-LIS still can
+
+
+def test_an_idle_kept_alive_connection_is_closed_after_two_seconds(pki: PkiEnv) -> None:
+    """HTTP/1.1: two requests on one connection; left idle, the connection (and the slot
+    it holds among the server's bounded connections) is given back after KEEP_ALIVE_IDLE."""
+    import socket
+
+    from emulators.jpki_ca import KEEP_ALIVE_IDLE
+
+    host, port = pki.server.url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        for _ in range(2):
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while not got.endswith(b"ok\n"):
+                chunk = s.recv(4096)
+                assert chunk, got
+                got += chunk
+            assert got.startswith(b"HTTP/1.1 200") and b"Connection: close" not in got
+        t0 = time.monotonic()
+        assert s.recv(100) == b""  # closed by the server
+        assert KEEP_ALIVE_IDLE - 0.5 < time.monotonic() - t0 < KEEP_ALIVE_IDLE + 2

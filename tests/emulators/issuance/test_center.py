@@ -595,3 +595,51 @@ def test_every_step_leaves_exactly_one_audit_row_refusals_included(service: Serv
     assert [r[2] for r in rows[1:5]] == [muni] * 4  # once the card is known
     assert rows[3][3] == "juminhyo" and rows[5][3] == "juminhyo"
     assert all(r[4] >= 0 for r in rows)
+
+
+def test_a_write_lock_held_elsewhere_is_a_quick_503_not_a_frozen_worker(
+        service: Service, card: Card) -> None:
+    """Steps run on the worker's event loop: another process holding SQLite's write lock
+    (a long seed, a backup) costs a request BUSY_TIMEOUT (2 s) and a typed 503, and the
+    worker answers /health meanwhile instead of freezing for 30 s."""
+    import sqlite3
+    import threading
+    import time
+
+    if not service.db_url.startswith("sqlite:///"):
+        pytest.skip("SQLite's lock")
+
+    async def opened() -> tuple[str, str]:
+        async with service.client() as c:
+            o, _auth, _sha = await open_and_authenticate(c, card)
+            return o.request_id, o.session_id
+
+    rid, sid = run(opened)
+    holder = sqlite3.connect(service.db_url.removeprefix("sqlite:///"), timeout=5,
+                             isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    released = threading.Timer(4.0, holder.rollback)
+    released.start()
+    try:
+        async def menu_while_locked() -> tuple[float, int, str]:
+            async with service.client() as c:
+                t0 = time.monotonic()
+                with pytest.raises(IssuanceRefused) as e:
+                    await c.menu(rid, sid)
+                took = time.monotonic() - t0
+                async with httpx.AsyncClient(base_url=service.info["center"]) as h:
+                    health = await h.get("/health", timeout=2)
+                return took, e.value.status, e.value.code + f" /health {health.status_code}"
+
+        took, status, code = run(menu_while_locked)
+        assert (status, code.split()[0]) == (503, "unavailable") and 1.5 < took < 3.5, \
+            (took, code)
+    finally:
+        released.join()
+        holder.close()
+
+    async def after() -> int:
+        async with service.client() as c:
+            return len((await c.menu(rid, sid)).items)
+
+    assert run(after) > 0  # the session goes on once the lock is gone
