@@ -234,8 +234,8 @@ class KeepAliveFetcher:
 
     def _exchange(self, url: str, origin: tuple[str, int], target: str, body: bytes | None,
                   headers: dict[str, str], limit: int) -> bytes:
-        for attempt in (0, 1):
-            conn, reused = self._take(origin)
+        conn, reused = self._take(origin)
+        while True:
             try:
                 conn.request("POST" if body is not None else "GET", target, body=body,
                              headers=headers)
@@ -243,7 +243,8 @@ class KeepAliveFetcher:
                 data = resp.read(limit + 1)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
                 conn.close()
-                if reused and attempt == 0:
+                if reused:  # closed while idle: once more, on a new connection
+                    conn, reused = http.client.HTTPConnection(*origin, timeout=self.timeout), False
                     continue
                 raise RevocationSourceError(f"{url}: {exc}") from exc
             except (OSError, http.client.HTTPException, ValueError) as exc:
@@ -258,7 +259,6 @@ class KeepAliveFetcher:
             if resp.status != 200:
                 raise RevocationSourceError(f"{url}: HTTP {resp.status} {resp.reason}")
             return data
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _take(self, origin: tuple[str, int]) -> tuple[http.client.HTTPConnection, bool]:
         stale = []

@@ -46,7 +46,8 @@ class Http11Client:
                  max_body: int = MAX_BODY) -> None:
         url = urllib.parse.urlsplit(base_url)
         if url.scheme != "http" or not url.hostname:
-            raise ValueError(f"only http://host[:port] origins are supported: {base_url!r}")
+            raise httpx.UnsupportedProtocol(f"only http://host[:port] origins are supported:"
+                                            f" {base_url!r}")
         self.host, self.port = url.hostname, url.port or 80
         self._authority = f"{self.host}:{self.port}".encode()
         self.timeout = timeout

@@ -469,8 +469,8 @@ def test_bad_path_is_rejected_before_sending(path: str) -> None:
 
 @pytest.mark.parametrize("url", ["https://127.0.0.1:8443", "ftp://127.0.0.1", "http://",
                                  "127.0.0.1:80"])
-def test_non_http_base_url_is_value_error(url: str) -> None:
-    with pytest.raises(ValueError):
+def test_non_http_base_url_is_refused_at_construction(url: str) -> None:
+    with pytest.raises(httpx.UnsupportedProtocol):
         Http11Client(url)
 
 
