@@ -39,8 +39,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -49,6 +47,7 @@ from emulators.card.images import photo_jp2  # noqa: E402
 from emulators.card.keys import KeyPool  # noqa: E402
 from emulators.issuance.db import Database  # noqa: E402
 from emulators.issuance.fleet import Card, run_fleet  # noqa: E402
+from emulators.issuance.http11 import Http11Client  # noqa: E402
 from emulators.issuance.operator import issue_card  # noqa: E402
 from kiosk.center_client import KioskCredentials  # noqa: E402
 
@@ -168,16 +167,22 @@ def run_one(backend: str, args: argparse.Namespace, pool: KeyPool, photo: bytes)
         asyncio.run(run_fleet(kiosks, cards, min(50, args.issuances)))  # warm-up
 
         async def health(n: int) -> float:
-            async with httpx.AsyncClient(base_url=info["center"]) as h:
-                t0 = time.perf_counter()
-                sem = asyncio.Semaphore(args.kiosks)
+            """GET /health from as many kept-alive clients as there are kiosks, through
+            the same lean client the kiosks use: the plain HTTP round trip."""
+            clients = [Http11Client(info["center"]) for _ in range(args.kiosks)]
+            left = [n]
 
-                async def one() -> None:
-                    async with sem:
-                        await h.get("/health")
+            async def loop(c: Http11Client) -> None:
+                while left[0] > 0:
+                    left[0] -= 1
+                    await c.get("/health")
 
-                await asyncio.gather(*(one() for _ in range(n)))
-                return n / (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            await asyncio.gather(*(loop(c) for c in clients))
+            rate = n / (time.perf_counter() - t0)
+            for c in clients:
+                await c.aclose()
+            return rate
 
         floor = asyncio.run(health(2000))
         own0, workers0 = worker_cpu(proc.pid)
