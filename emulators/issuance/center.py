@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import secrets
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -170,7 +169,6 @@ class Center:
         self.db = Database(config.database, busy_timeout=BUSY_TIMEOUT)
         self.municipalities = MunicipalityServer(self.db, config.jlis_dir)
         self._kiosks: dict[str, tuple[ec.EllipticCurvePublicKey | None, float]] = {}
-        self._lock = threading.Lock()
         self._fetch = RevocationFetcher()
         self.counters: Counter[str] = Counter()
 
