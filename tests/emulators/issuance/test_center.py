@@ -616,7 +616,7 @@ def test_a_write_lock_held_elsewhere_is_a_quick_503_not_a_frozen_worker(
 
     rid, sid = run(opened)
     holder = sqlite3.connect(service.db_url.removeprefix("sqlite:///"), timeout=5,
-                             isolation_level=None)
+                             isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
     released = threading.Timer(4.0, holder.rollback)
     released.start()
