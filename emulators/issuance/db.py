@@ -132,8 +132,9 @@ class Database:
                  busy_timeout: float = 30.0) -> None:
         self.url = url
         self.busy_timeout = busy_timeout
-        """Seconds a SQLite statement waits for another process's write lock before
-        failing (a back-end error: the center answers 503)."""
+        """Seconds a statement waits for a lock another process holds (SQLite's write lock,
+        a PostgreSQL row or table lock) before failing with a back-end error (the center
+        answers 503)."""
         self.pg = url.startswith(("postgresql://", "postgres://"))
         if self.pg:
             try:
@@ -174,7 +175,10 @@ class Database:
         if self.pg:
             import psycopg
 
-            return psycopg.connect(self.url, connect_timeout=10)
+            # lock_timeout: the same bound on waiting for another session's lock as
+            # SQLite's busy_timeout (PostgreSQL would wait for ever).
+            return psycopg.connect(self.url, connect_timeout=10,
+                                   options=f"-c lock_timeout={int(self.busy_timeout * 1000)}")
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
