@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import secrets
@@ -643,3 +644,45 @@ def test_a_write_lock_held_elsewhere_is_a_quick_503_not_a_frozen_worker(
             return len((await c.menu(rid, sid)).items)
 
     assert run(after) > 0  # the session goes on once the lock is gone
+
+
+def test_a_step_cancelled_mid_ocsp_check_fails_its_session_and_is_audited(
+        service: Service, card: Card) -> None:
+    """A worker shutting down while an authentication waits on a slow OCSP responder (the
+    step is cancelled after the graceful timeout): the session is marked failed, never
+    left 'authenticating', and the step's audit row says 'interrupted'. The center runs
+    in-process on the service's database, with an OCSP fetch that never answers."""
+    import time
+
+    from emulators.issuance.center import create_app
+    from emulators.issuance.server import _config_from
+
+    app = create_app(_config_from({"db": service.db_url, "trust": str(service.jlis),
+                                   "now": service.now.isoformat(), "wall_start": time.time()}))
+    asked = asyncio.Event()
+
+    async def never_answers(url: str, body: bytes | None, ctype: str, limit: int) -> bytes:
+        asked.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    app.state.center._fetch = never_answers
+
+    async def go() -> tuple[str, str]:
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://center")
+        async with CenterClient(service.kiosk(), http=http) as c:
+            opened = await c.open(new_request_id())
+            cert, sig = card.cert_and_signature(base64.b64decode(opened.nonce))
+            task = asyncio.create_task(c.authenticate(opened, cert, sig))
+            await asyncio.wait_for(asked.wait(), 10)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return opened.request_id, opened.session_id
+
+    rid, sid = run(go)
+    with service.db.tx() as t:
+        assert t.one("SELECT state FROM sessions WHERE session_id=?", (sid,))[0] == "failed"
+        rows = t.all("SELECT event, outcome FROM audit WHERE request_id=? ORDER BY id", (rid,))
+    assert rows == [("open", "ok"), ("authenticate", "interrupted")]
