@@ -111,8 +111,10 @@ class Http11Client:
         try:
             return await self._once(data, max_body)
         except _StaleConnection:
-            # The server closed a kept-alive connection (its idle timeout) before reading
-            # the request: nothing was received, so sending it again is safe.
+            # The server closed a kept-alive connection (its idle timeout) before any
+            # answer: sent once more on a new connection. (Had the server read it after
+            # all, a center refuses the copy as a replayed kiosk nonce; an OCSP query has
+            # no side effects.)
             if not reused:
                 raise httpx.RemoteProtocolError("the server closed the connection without"
                                                 " answering") from None
@@ -126,7 +128,7 @@ class Http11Client:
         if self._conn is None:
             try:
                 self._conn = await asyncio.open_connection(self.host, self.port,
-                                                                limit=MAX_HEAD)
+                                                           limit=MAX_HEAD)
             except OSError as e:
                 raise httpx.ConnectError(f"{self.host}:{self.port}: {e}") from None
         reader, writer = self._conn
