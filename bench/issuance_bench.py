@@ -55,38 +55,28 @@ ARGV = [sys.executable, "-m", "cardio.cli", "emu", "issuance"]
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def process_cpu(pid: int) -> float:
+    """utime+stime of one process (from /proc); 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def cpu_seconds(pid: int) -> float:
     """utime+stime of a process and its live children (from /proc)."""
-    total = 0.0
-    pids = [pid]
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(k) for k in kids]
-    except OSError:
-        pass
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICK
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
-
-
-def worker_cpu(pid: int) -> tuple[float, float]:
-    """(serve parent, all workers) CPU seconds."""
-    parent = cpu_seconds(pid)
     try:
         kids = [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         kids = []
-    own = 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        own = (int(fields[11]) + int(fields[12])) / TICK
-    except OSError:
-        pass
-    return own, parent - own + 0 * len(kids)
+    return sum(process_cpu(p) for p in [pid, *kids])
+
+
+def worker_cpu(pid: int) -> tuple[float, float]:
+    """(serve parent, all workers) CPU seconds."""
+    own = process_cpu(pid)
+    return own, cpu_seconds(pid) - own
 
 
 def postgres_cpu(base: Path) -> float:

@@ -191,6 +191,19 @@ def http_fetch(url: str, body: bytes | None, content_type: str, limit: int) -> b
     return data
 
 
+def split_http_url(url: str) -> tuple[tuple[str, int], str]:
+    """``((host, port), target)`` of a plain-HTTP revocation URL — what a fetcher that
+    keeps connections per responder needs — or :class:`RevocationSourceError`."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise RevocationSourceError(f"only http:// revocation URLs are fetched ({url})")
+    try:
+        origin = (parts.hostname, parts.port or 80)
+    except ValueError as exc:
+        raise RevocationSourceError(f"{url}: {exc}") from None
+    return origin, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
 class KeepAliveFetcher:
     """A :data:`Fetcher` for services that check revocation on every request: like
     :func:`http_fetch` (HTTP only, no proxies, bounded time and size, failures as
@@ -214,14 +227,7 @@ class KeepAliveFetcher:
         self._lock = threading.Lock()
 
     def __call__(self, url: str, body: bytes | None, content_type: str, limit: int) -> bytes:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise RevocationSourceError(f"only http:// revocation URLs are fetched ({url})")
-        try:
-            origin = (parts.hostname, parts.port or 80)
-        except ValueError as exc:
-            raise RevocationSourceError(f"{url}: {exc}") from None
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        origin, target = split_http_url(url)
         headers = {"Content-Type": content_type} if body is not None else {}
         with self._lock:
             slots = self._slots.setdefault(origin, threading.BoundedSemaphore(self.per_origin))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from cardio.pki import HTTP_TIMEOUT, IDLE_REUSE, RevocationSourceError
+from cardio.pki import HTTP_TIMEOUT, IDLE_REUSE, RevocationSourceError, split_http_url
 
 __all__ = ["REVOCATION_CONNECTIONS", "Http11Client", "Reply", "RevocationFetcher"]
 
@@ -232,14 +232,7 @@ class RevocationFetcher:
 
     async def __call__(self, url: str, body: bytes | None, content_type: str,
                        limit: int) -> bytes:
-        parts = urllib.parse.urlsplit(url)
-        try:
-            origin = (parts.hostname or "", parts.port or 80)
-        except ValueError as exc:
-            raise RevocationSourceError(f"{url}: {exc}") from None
-        if parts.scheme != "http" or not origin[0]:
-            raise RevocationSourceError(f"only http:// revocation URLs are fetched ({url})")
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        origin, target = split_http_url(url)
         slots = self._slots.setdefault(origin, asyncio.Semaphore(self.per_origin))
         try:
             async with asyncio.timeout(self.timeout):

@@ -159,107 +159,65 @@ def _converter(tp: Any) -> _Converter:
     return conv
 
 
+_SCALARS: dict[Any, tuple[tuple[type, ...], str]] = {
+    str: ((str,), "expected a string"), bool: ((bool,), "expected true or false"),
+    int: ((int,), "expected an integer"), float: ((int, float), "expected a number"),
+}
+"""Exact JSON types a scalar field takes (``True`` is not an integer) and the refusal."""
+
+
+def _descend(conv: _Converter, value: Any, depth: int, key: str | int) -> Any:
+    """Convert a member one level down (refused past :data:`MAX_DEPTH`); a refusal records
+    where it happened (an ``int`` key is a list index)."""
+    try:
+        if depth >= MAX_DEPTH:
+            raise _Refusal(MalformedMessage, "nested too deeply")
+        return conv(value, depth + 1)
+    except _Refusal as e:
+        e.path.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+        raise
+
+
 def _build(tp: Any) -> _Converter:
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         args = get_args(tp)
         optional = type(None) in args
-        (inner_tp,) = [a for a in args if a is not type(None)]
-        inner = _converter(inner_tp)
-
-        def union(obj: Any, depth: int) -> Any:
-            if obj is None and optional:
-                if depth > MAX_DEPTH:
-                    raise _Refusal(MalformedMessage, "nested too deeply")
-                return None
-            return inner(obj, depth)
-        return union
+        (inner,) = [_converter(a) for a in args if a is not type(None)]
+        return lambda obj, depth: None if obj is None and optional else inner(obj, depth)
     if tp is Any:
-        def anything(obj: Any, depth: int) -> Any:
-            if depth > MAX_DEPTH:
-                raise _Refusal(MalformedMessage, "nested too deeply")
-            return obj
-        return anything
-    if tp is str:
-        def string(obj: Any, depth: int) -> Any:
-            if depth > MAX_DEPTH:
-                raise _Refusal(MalformedMessage, "nested too deeply")
-            if type(obj) is not str:
-                raise _Refusal(MalformedMessage, "expected a string")
-            if len(obj) > MAX_STRING:
+        return lambda obj, depth: obj
+    if tp in _SCALARS:
+        accepted, expected = _SCALARS[tp]
+
+        def scalar(obj: Any, depth: int) -> Any:
+            if type(obj) not in accepted:
+                raise _Refusal(MalformedMessage, expected)
+            if type(obj) is str and len(obj) > MAX_STRING:
                 raise _Refusal(MessageTooLarge, f"string longer than {MAX_STRING}")
-            return obj
-        return string
-    if tp is bool:
-        def boolean(obj: Any, depth: int) -> Any:
-            if depth > MAX_DEPTH:
-                raise _Refusal(MalformedMessage, "nested too deeply")
-            if type(obj) is not bool:
-                raise _Refusal(MalformedMessage, "expected true or false")
-            return obj
-        return boolean
-    if tp is int:
-        def integer(obj: Any, depth: int) -> Any:
-            if depth > MAX_DEPTH:
-                raise _Refusal(MalformedMessage, "nested too deeply")
-            if type(obj) is not int:
-                raise _Refusal(MalformedMessage, "expected an integer")
-            return obj
-        return integer
-    if tp is float:
-        def number(obj: Any, depth: int) -> Any:
-            if depth > MAX_DEPTH:
-                raise _Refusal(MalformedMessage, "nested too deeply")
-            if type(obj) is not int and type(obj) is not float:
-                raise _Refusal(MalformedMessage, "expected a number")
-            return float(obj)
-        return number
+            return float(obj) if tp is float else obj
+        return scalar
     if origin in (list, tuple):
-        (item_tp,) = get_args(tp)[:1]
+        item = _converter(get_args(tp)[0])
         as_tuple = origin is tuple
-        item_ref: list[_Converter] = []  # filled on first use: a type may contain itself
 
         def sequence(obj: Any, depth: int) -> Any:
-            if depth > MAX_DEPTH:
-                raise _Refusal(MalformedMessage, "nested too deeply")
             if type(obj) is not list:
                 raise _Refusal(MalformedMessage, "expected a list")
             if len(obj) > MAX_LIST:
                 raise _Refusal(MessageTooLarge, f"more than {MAX_LIST} items")
-            if not item_ref:
-                item_ref.append(_converter(item_tp))
-            item = item_ref[0]
-            out = []
-            for i, v in enumerate(obj):
-                try:
-                    out.append(item(v, depth + 1))
-                except _Refusal as e:
-                    e.path.append(f"[{i}]")
-                    raise
+            out = [_descend(item, v, depth, i) for i, v in enumerate(obj)]
             return tuple(out) if as_tuple else out
         return sequence
     if origin is dict:
-        _k, value_tp = get_args(tp)
-        value_ref: list[_Converter] = []
+        value = _converter(get_args(tp)[1])
 
         def mapping(obj: Any, depth: int) -> Any:
-            if depth > MAX_DEPTH:
-                raise _Refusal(MalformedMessage, "nested too deeply")
             if type(obj) is not dict:
                 raise _Refusal(MalformedMessage, "expected an object")
             if len(obj) > MAX_LIST:
                 raise _Refusal(MessageTooLarge, f"more than {MAX_LIST} keys")
-            if not value_ref:
-                value_ref.append(_converter(value_tp))
-            conv = value_ref[0]
-            out = {}
-            for k, v in obj.items():
-                try:
-                    out[k] = conv(v, depth + 1)
-                except _Refusal as e:
-                    e.path.append(f".{k}")
-                    raise
-            return out
+            return {k: _descend(value, v, depth, k) for k, v in obj.items()}
         return mapping
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         cls = tp
@@ -267,31 +225,25 @@ def _build(tp: Any) -> _Converter:
         names = frozenset(f.name for f in fields)
         required = frozenset(f.name for f in fields if f.default is dataclasses.MISSING
                              and f.default_factory is dataclasses.MISSING)
+        # Field converters are built on first use (a message type may contain itself),
+        # all or nothing: a failed build is not cached.
         field_refs: list[tuple[str, _Converter]] = []
 
         def record(obj: Any, depth: int) -> Any:
-            if depth > MAX_DEPTH:
-                raise _Refusal(MalformedMessage, "nested too deeply")
             if type(obj) is not dict:
                 raise _Refusal(MalformedMessage, "expected an object")
             if not field_refs:
                 hints = typing.get_type_hints(cls)
-                built = [(f.name, _converter(hints[f.name])) for f in fields]
-                field_refs.extend(built)  # all or nothing: a failed build is not cached
+                field_refs.extend([(f.name, _converter(hints[f.name])) for f in fields])
             if not names.issuperset(obj):
                 unknown = set(obj) - names
                 raise _Refusal(MalformedMessage, f"unknown keys {sorted(unknown)[:5]}")
             kwargs = {}
             for name, conv in field_refs:
-                if name not in obj:
-                    if name in required:
-                        raise _Refusal(MalformedMessage, f"missing key {name!r}")
-                    continue
-                try:
-                    kwargs[name] = conv(obj[name], depth + 1)
-                except _Refusal as e:
-                    e.path.append(f".{name}")
-                    raise
+                if name in obj:
+                    kwargs[name] = _descend(conv, obj[name], depth, name)
+                elif name in required:
+                    raise _Refusal(MalformedMessage, f"missing key {name!r}")
             try:
                 return cls(**kwargs)
             except (TypeError, ValueError) as e:
