@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 from cardio.pki import (
     CertificateError,
@@ -218,19 +219,33 @@ class Center:
                           " (replayed)") from None
         if secrets.randbelow(500) == 0:
             t.execute("DELETE FROM kiosk_nonces WHERE at < ?", (now - 3 * FRESHNESS,))
+            # Sessions abandoned after authentication keep no certificate past their life.
+            t.execute("UPDATE sessions SET certificate=NULL WHERE expires < ? AND"
+                      " certificate IS NOT NULL", (now,))
 
-    def audit(self, audit: _Audit, outcome: str, municipality: str | None = None) -> None:
-        """The audit row of a step that did not write it itself (a refusal)."""
+    def audit(self, audit: _Audit, outcome: str, municipality: str | None = None, *,
+              nonce: str | None = None) -> None:
+        """The audit row of a step that did not write it itself (a refusal), and the
+        kiosk's request nonce: a signed request is spent when first seen, whatever the
+        answer. The step's own transaction recorded it, but a refusal rolls that back — and
+        a request refused now (409: the session is not there yet) must not be accepted when
+        replayed byte for byte once the session has moved on."""
         with self.db.tx(write=True) as t:
-            audit.write(t, self.config.wall(), outcome, municipality)
+            if nonce is not None:
+                t.execute("INSERT INTO kiosk_nonces (kiosk_id, nonce, at) VALUES (?, ?, ?)"
+                          " ON CONFLICT DO NOTHING", (audit.kiosk_id, nonce, self.config.wall()))
+            if audit.request_id != "-":
+                audit.write(t, self.config.wall(), outcome, municipality)
 
     def _session(self, t: Any, session_id: str, kiosk_id: str, request_id: str) -> Any:
         # row[8]: issuance for the session's municipality is stopped (an incident); with
         # no municipality known (not yet authenticated, or unknown) it counts as stopped.
+        # row[9]: the card's certificate (DER) while the session may still ask for a
+        # document, for the second revocation check.
         row = t.one("SELECT s.request_id, s.kiosk_id, s.nonce, s.expires, s.state,"
-                    " s.cert_sha256, s.resident_id, s.municipality, COALESCE(m.stopped, 1)"
-                    " FROM sessions s LEFT JOIN municipalities m ON m.code = s.municipality"
-                    " WHERE s.session_id=?", (session_id,))
+                    " s.cert_sha256, s.resident_id, s.municipality, COALESCE(m.stopped, 1),"
+                    " s.certificate FROM sessions s LEFT JOIN municipalities m"
+                    " ON m.code = s.municipality WHERE s.session_id=?", (session_id,))
         if row is None:
             raise Refused(404, "unknown_session", "no such session")
         if row[1] != kiosk_id:
@@ -278,7 +293,7 @@ class Center:
                       (msg.session_id,))
             nonce = bytes(row[2])
         try:
-            cert_sha, serial_hex = await self._check_card(msg, nonce)
+            cert_sha, serial_hex, der = await self._check_card(msg, nonce)
         except (Refused, asyncio.CancelledError):  # refused, or the worker is shutting down
             with self.db.tx(write=True) as t:
                 t.execute("UPDATE sessions SET state='failed' WHERE session_id=?",
@@ -292,9 +307,10 @@ class Center:
                           (msg.session_id,))
             else:
                 t.execute("UPDATE sessions SET state='authenticated', cert_sha256=?,"
-                          " resident_id=?, municipality=? WHERE session_id=? AND"
+                          " resident_id=?, municipality=?, certificate=? WHERE session_id=? AND"
                           " state='authenticating'",
-                          (cert_sha, ref.resident_id, ref.municipality_code, msg.session_id))
+                          (cert_sha, ref.resident_id, ref.municipality_code, der,
+                           msg.session_id))
                 m = self.municipalities.municipality(ref.municipality_code, t)
                 audit.write(t, self.config.wall(), municipality=ref.municipality_code)
         if ref is None:
@@ -304,9 +320,9 @@ class Center:
                              municipality_code=ref.municipality_code,
                              municipality_name=m.model.name)
 
-    async def _check_card(self, msg: Authenticate, nonce: bytes) -> tuple[str, str]:
+    async def _check_card(self, msg: Authenticate, nonce: bytes) -> tuple[str, str, bytes]:
         """The card's signature over the nonce and its certificate's status: (SHA-256 of
-        the certificate, its serial in hex), or :class:`Refused`."""
+        the certificate, its serial in hex, the DER), or :class:`Refused`."""
         try:
             der = base64.b64decode(msg.certificate, validate=True)
             sig = base64.b64decode(msg.signature, validate=True)
@@ -321,12 +337,17 @@ class Center:
         except InvalidSignature:
             raise Refused(403, "card_signature_invalid", "the card's signature over the"
                           " center nonce does not verify with this certificate") from None
+        await self._certificate_status(cert)
+        return hashlib.sha256(der).hexdigest(), format(cert.serial_number, "x"), der
+
+    async def _certificate_status(self, cert: Any) -> None:
+        """Chain, validity and a fresh nonced OCSP answer (CRL fallback; ``unknown``
+        refuses), or :class:`Refused` with the status's code."""
         v = await self.validator().validate_async(cert, self._fetch, purpose="auth")
         if v.status is not Status.VALID:
             code = _STATUS_CODES[v.status]
             log.info("certificate refused: %s (%s)", code, v.revocation_source or "-")
             raise Refused(403, code, _STATUS_MESSAGES[code])
-        return hashlib.sha256(der).hexdigest(), format(cert.serial_number, "x")
 
     def _stopped(self, t: Any, code: str) -> bool:
         row = t.one("SELECT stopped FROM municipalities WHERE code=?", (code,))
@@ -338,6 +359,7 @@ class Center:
             row = self._session(t, msg.session_id, kiosk_id, msg.request_id)
             if row[4] != "authenticated":
                 raise Refused(409, "not_authenticated", "authenticate the card first")
+            self._alive(row)
             if row[8]:
                 ja, en = REASONS["municipality_stopped"]
                 items: list[MenuItem] = []
@@ -351,8 +373,22 @@ class Center:
         return Menu(request_id=msg.request_id, session_id=msg.session_id, items=items,
                     refused=refused)
 
-    def document(self, kiosk_id: str, nonce_hdr: str, msg: DocumentRequest, audit: _Audit
-                 ) -> IssuedDocument:
+    def _alive(self, row: Any) -> None:
+        """Every step after authentication runs within the session's lifetime (the
+        authenticate step checks it too): past it, the card's check is stale."""
+        if self.config.wall() > row[3]:
+            raise Refused(410, "session_expired", "the session expired; start again")
+
+    async def document(self, kiosk_id: str, nonce_hdr: str, msg: DocumentRequest,
+                       audit: _Audit) -> IssuedDocument:
+        """One document per session, for a card whose certificate is still good.
+
+        The session is claimed first — a conditional update, so of two simultaneous
+        requests on one session exactly one goes on, on SQLite and on PostgreSQL alike
+        (under PostgreSQL's READ COMMITTED the second waits on the row and then finds it
+        claimed), before any municipal work. Then the card's certificate is checked again,
+        as at authentication (a card reported lost after its session opened gets nothing),
+        before the municipality builds anything."""
         with self.db.tx(write=True) as t:
             self._nonce(t, kiosk_id, nonce_hdr)
             row = self._session(t, msg.session_id, kiosk_id, msg.request_id)
@@ -362,10 +398,23 @@ class Center:
                 raise Refused(409, "session_closed", "this session has ended; start again")
             if row[4] != "authenticated":
                 raise Refused(409, "not_authenticated", "authenticate the card first")
+            self._alive(row)
             if row[8]:
                 raise Refused(503, "municipality_stopped")
-            t.execute("UPDATE sessions SET state='requested' WHERE session_id=?",
-                      (msg.session_id,))
+            claimed = t.execute("UPDATE sessions SET state='requested' WHERE session_id=?"
+                                " AND state='authenticated'", (msg.session_id,))
+            if claimed.rowcount != 1:
+                raise Refused(409, "already_requested", "one document per session")
+        try:
+            if row[9] is None:  # authenticated before certificates were kept
+                code = "certificate_status_unknown"
+                raise Refused(403, code, _STATUS_MESSAGES[code])
+            await self._certificate_status(load_certificate(bytes(row[9])))
+        except (Refused, asyncio.CancelledError):
+            with self.db.tx(write=True) as t:
+                t.execute("UPDATE sessions SET state='refused', certificate=NULL WHERE"
+                          " session_id=?", (msg.session_id,))
+            raise
         cert_sha, resident_id, muni = row[5], row[6], row[7]
         issued_at = self.config.clock().astimezone(JST).replace(microsecond=0)
         binding = Binding(request_id=msg.request_id, session_id=msg.session_id,
@@ -376,8 +425,8 @@ class Center:
                 resident_id=resident_id, options=dict(msg.options), binding=binding))
         except Refused:
             with self.db.tx(write=True) as t:
-                t.execute("UPDATE sessions SET state='refused' WHERE session_id=?",
-                          (msg.session_id,))
+                t.execute("UPDATE sessions SET state='refused', certificate=NULL WHERE"
+                          " session_id=?", (msg.session_id,))
             raise
         fee = self.municipalities.fee(muni, msg.doc_type)
         doc_sha = hashlib.sha256(json.dumps(signed.document, ensure_ascii=False,
@@ -385,11 +434,13 @@ class Center:
                                  ).hexdigest()
         with self.db.tx(write=True) as t:
             if self._stopped(t, muni):  # an incident may have landed meanwhile
-                t.execute("UPDATE sessions SET state='refused' WHERE session_id=?",
-                          (msg.session_id,))
+                t.execute("UPDATE sessions SET state='refused', certificate=NULL WHERE"
+                          " session_id=?", (msg.session_id,))
                 stopped = True
             else:
                 stopped = False
+                t.execute("UPDATE sessions SET certificate=NULL WHERE session_id=?",
+                          (msg.session_id,))
                 t.execute("INSERT INTO issuances (request_id, session_id, kiosk_id,"
                           " municipality, doc_type, fee, issued_at, doc_sha256) VALUES"
                           " (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -413,8 +464,8 @@ class Center:
                     raise Refused(409, "nothing_to_finalize", "no document was issued in this"
                                   " session; only 'cancelled' applies")
                 if srow[4] not in ("cancelled",):
-                    t.execute("UPDATE sessions SET state='cancelled' WHERE session_id=?",
-                              (msg.session_id,))
+                    t.execute("UPDATE sessions SET state='cancelled', certificate=NULL WHERE"
+                              " session_id=?", (msg.session_id,))
                 audit.write(t, self.config.wall(), municipality=srow[7])
                 return Finalized(request_id=msg.request_id, outcome="cancelled")
             if row[1] is None:
@@ -490,6 +541,7 @@ def create_app(config: CenterConfig) -> FastAPI:
                     session_id: str | None) -> tuple[int, Message, str]:
         cls, name = _ROUTES[step]
         audit = _Audit(step, time.perf_counter())
+        nonce: str | None = None  # known once the kiosk's signature holds
         try:
             audit.kiosk_id, nonce = center.authenticate_kiosk(headers, method, path, body)
             msg = decode(cls, body)
@@ -518,7 +570,7 @@ def create_app(config: CenterConfig) -> FastAPI:
             # timeout): the row says so, then the cancellation goes on.
             if audit.kiosk_id != "-" and audit.request_id != "-" and not audit.written:
                 with contextlib.suppress(*center.db.backend_errors()):
-                    center.audit(audit, "interrupted")
+                    center.audit(audit, "interrupted", nonce=nonce)
             raise
         except center.db.backend_errors() as e:
             # The shared database is unreachable or failing: refuse, typed; the kiosk
@@ -530,10 +582,9 @@ def create_app(config: CenterConfig) -> FastAPI:
                                 " database; try again later", request_id=_safe(audit.request_id))
         center.counters[outcome] += 1
         log.info("%s kiosk=%s outcome=%s %.1f ms", step, audit.kiosk_id, outcome, audit.ms())
-        if (not audit.written and audit.kiosk_id != "-" and audit.request_id != "-"
-                and outcome != "unavailable"):
+        if not audit.written and nonce is not None and outcome != "unavailable":
             try:
-                center.audit(audit, outcome)
+                center.audit(audit, outcome, nonce=nonce)
             except center.db.backend_errors() as e:
                 log.error("audit row not written: %s", type(e).__name__)
         rid = audit.request_id
@@ -544,6 +595,11 @@ def create_app(config: CenterConfig) -> FastAPI:
             body = await _read(request)
         except Refused as e:
             return reply(e.status, ErrorReply(error=e.code, message=e.message), "-")
+        except ClientDisconnect:
+            # Nothing was decided and nobody is listening: one rate-limited line, never a
+            # traceback (anyone could fill the log by hanging up mid-body).
+            _disconnects.note(step)
+            return Response(status_code=400)
         # On the event loop, no thread hop: the steps' database work is a few short
         # statements, and the one network wait (OCSP) is awaited.
         status, msg, rid = await serve(step, request.headers, request.method,
@@ -581,6 +637,29 @@ def create_app(config: CenterConfig) -> FastAPI:
 
     app.state.center = center
     return app
+
+
+class _RateLimitedLine:
+    """One log line per ``every`` seconds at most for a noisy, harmless event; the lines
+    held back are counted into the next one."""
+
+    def __init__(self, message: str, every: float = 10.0) -> None:
+        self.message = message
+        self.every = every
+        self._last = -float("inf")
+        self._held = 0
+
+    def note(self, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every:
+            self._held += 1
+            return
+        log.warning(self.message + " (%d more not logged since the last line)",
+                    *args, self._held)
+        self._last, self._held = now, 0
+
+
+_disconnects = _RateLimitedLine("%s: the client hung up before its request body was complete")
 
 
 def _safe(rid: str) -> str | None:

@@ -72,7 +72,8 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS sessions (
         session_id TEXT PRIMARY KEY, request_id TEXT NOT NULL UNIQUE, kiosk_id TEXT NOT NULL,
         nonce {blob} NOT NULL, created {real} NOT NULL, expires {real} NOT NULL,
-        state TEXT NOT NULL, cert_sha256 TEXT, resident_id TEXT, municipality TEXT)""",
+        state TEXT NOT NULL, cert_sha256 TEXT, resident_id TEXT, municipality TEXT,
+        certificate {blob})""",
     """CREATE TABLE IF NOT EXISTS issuances (
         request_id TEXT PRIMARY KEY, session_id TEXT NOT NULL UNIQUE, kiosk_id TEXT NOT NULL,
         municipality TEXT NOT NULL, doc_type TEXT NOT NULL, fee INTEGER NOT NULL,
@@ -88,6 +89,12 @@ SCHEMA = [
         ms {real} NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS service_info (
         key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+]
+
+_ADDED_COLUMNS = [
+    # The card's 利用者証明用 certificate (DER) of an authenticated session, for the document
+    # step's second revocation check; cleared when the session ends. It carries no 4情報.
+    ("sessions", "certificate", "{blob}"),
 ]
 
 _TYPES = {
@@ -234,6 +241,17 @@ class Database:
                 t.execute("SELECT pg_advisory_xact_lock(4242)")
             for stmt in SCHEMA:
                 t.execute(stmt.format(**types))
+            for table, column, kind in _ADDED_COLUMNS:
+                self._add_column(t, table, column, kind.format(**types))
+
+    def _add_column(self, t: Tx, table: str, column: str, kind: str) -> None:
+        """A column added after databases of this schema were deployed: ``CREATE TABLE IF
+        NOT EXISTS`` leaves an existing table as it was, so it is added here."""
+        if self.pg:
+            t.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+            return
+        if column not in {row[1] for row in t.all(f"PRAGMA table_info({table})")}:
+            t.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         while True:
