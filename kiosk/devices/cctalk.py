@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from kiosk.devices.errors import DeviceError, DeviceFault, DeviceTimeout, DeviceValueError
+from kiosk.devices.errors import DeviceFault, DeviceTimeout, DeviceValueError
 from kiosk.devices.model import (
     CommunicationLost,
     CommunicationRestored,
@@ -257,20 +257,19 @@ class CcTalkBus:
 
     def __init__(self, port: str, *, timeout: float = 0.1, retries: int = 3,
                  baudrate: int = 9600) -> None:
-        import serial
+        from kiosk.devices.portlock import open_serial
 
         self.port = port
         self.timeout = timeout
         self.retries = retries
-        try:
-            self._serial = serial.Serial(port, baudrate=baudrate, timeout=timeout)
-        except (OSError, ValueError) as exc:  # SerialException is an OSError
-            raise DeviceError(f"cannot open the ccTalk bus on {port}: {exc}") from None
+        # One controller per bus (lock file + TIOCEXCL): see kiosk.devices.portlock.
+        self._port = open_serial(port, "ccTalk bus", baudrate=baudrate, timeout=timeout)
+        self._serial = self._port.serial
         self._decoder = PacketDecoder()
         self.failures = 0  # transactions that got no valid answer
 
     def close(self) -> None:
-        self._serial.close()
+        self._port.close()
 
     def transact(self, dest: int, header: int, data: bytes = b"") -> Packet | None:
         """Send once; return the reply, or None when it did not come back intact."""

@@ -495,19 +495,21 @@ class Id003Driver:
                  timeout: float = 0.2, baudrate: int = 9600) -> None:
         import serial  # the adapter's one dependency; the core needs none
 
+        from kiosk.devices.portlock import open_serial
+
         self.port = port
         self.host = host or Id003Host()
         self.timeout = timeout
-        try:
-            self._serial = serial.Serial(port, baudrate=baudrate, bytesize=serial.EIGHTBITS,
-                                         parity=serial.PARITY_EVEN,
-                                         stopbits=serial.STOPBITS_ONE, timeout=timeout)
-        except (OSError, ValueError) as exc:  # SerialException is an OSError
-            raise DeviceError(f"cannot open the bill validator on {port}: {exc}") from None
+        # Held by this controller alone (lock file + TIOCEXCL): a second controller is
+        # refused before it sends a byte (portlock.PortInUse, exit 22).
+        self._port = open_serial(port, "bill validator", baudrate=baudrate,
+                                 bytesize=serial.EIGHTBITS, parity=serial.PARITY_EVEN,
+                                 stopbits=serial.STOPBITS_ONE, timeout=timeout)
+        self._serial = self._port.serial
         self._decoder = FrameDecoder()
 
     def close(self) -> None:
-        self._serial.close()
+        self._port.close()
 
     def __enter__(self) -> Id003Driver:
         return self
