@@ -347,8 +347,16 @@ class CashAdapter:
 
         bill = config.get("bill_validator")
         coin = config.get("coin_acceptor")
+        # Both ports are taken (lock file + TIOCEXCL, kiosk.devices.portlock) before any
+        # byte is sent: a second controller on these devices stops here, naming the
+        # holder's PID (exit 22), before recovery or a session could move money.
         self.bill = Id003Driver(bill["port"], timeout=0.05) if bill else None
-        self.bus = CcTalkBus(coin["port"], timeout=0.05, retries=10) if coin else None
+        try:
+            self.bus = CcTalkBus(coin["port"], timeout=0.05, retries=10) if coin else None
+        except BaseException:
+            if self.bill is not None:
+                self.bill.close()
+            raise
         coins = CoinAcceptorDriver(self.bus, int(coin.get("address", 2))) if self.bus and coin \
             else None
         self.hoppers = {int(h["coin"]): HopperDriver(self.bus, int(h["address"]), int(h["coin"]))

@@ -21,7 +21,9 @@ optional, and only the devices named are checked::
     [card_slot]
     reader = "0"                # index, exact name, or unique substring of a PC/SC reader
 
-The command exits 0 when every configured device answered, else 21.
+The command exits 0 when every configured device answered, else 21; 22 when a serial port
+is held by another controller (``kiosk run``, another check): it is refused before a byte
+reaches any device, naming the holder's PID.
 """
 
 from __future__ import annotations
@@ -124,35 +126,67 @@ def _integer(path: Path, what: str, value: object, low: int, high: int) -> int:
     return value
 
 
-def _check_bill(cfg: dict[str, Any]) -> dict[str, Any]:
-    from kiosk.devices.id003 import Id003Driver, Status
+def _open_ports(config: dict[str, Any]) -> dict[str, Any]:
+    """Open every configured serial device before talking to any: a port another controller
+    holds refuses the whole check at once (:class:`~kiosk.devices.portlock.PortInUse`,
+    exit 22, one line with its PID) before a byte reaches either device. A port that cannot
+    be opened at all is that device's FAIL line (the error stands in for the driver)."""
+    from kiosk.devices.cctalk import CcTalkBus
+    from kiosk.devices.id003 import Id003Driver
 
-    with Id003Driver(cfg["port"]) as driver:
-        driver.run_until(lambda: driver.host.status is not None and driver.host.configured,
-                         timeout=float(cfg.get("timeout", 3.0)))
-        status = driver.host.status
-        version = driver.version()  # an echoing line passes the status poll, not this
+    opened: dict[str, Any] = {}
+    openers: list[tuple[str, Callable[[str], Any]]] = [
+        ("bill_validator", Id003Driver), ("coin_acceptor", CcTalkBus)]
+    try:
+        for name, opener in openers:
+            if name in config:
+                try:
+                    opened[name] = opener(config[name]["port"])
+                except DeviceConfigError:  # held by another controller; bad lock dir
+                    raise
+                except DeviceError as exc:
+                    opened[name] = exc
+    except BaseException:
+        _close_ports(opened)
+        raise
+    return opened
+
+
+def _close_ports(opened: dict[str, Any]) -> None:
+    for port in opened.values():
+        if not isinstance(port, BaseException):
+            port.close()
+
+
+def _check_bill(cfg: dict[str, Any], driver: Any) -> dict[str, Any]:
+    from kiosk.devices.id003 import Status
+
+    if isinstance(driver, BaseException):
+        raise driver
+    driver.run_until(lambda: driver.host.status is not None and driver.host.configured,
+                     timeout=float(cfg.get("timeout", 3.0)))
+    status = driver.host.status
+    version = driver.version()  # an echoing line passes the status poll, not this
     return {"status": Status(status).name.lower() if status is not None else None,
             "version": version}
 
 
-def _check_coins(cfg: dict[str, Any], hoppers: list[dict[str, Any]]) -> dict[str, Any]:
-    from kiosk.devices.cctalk import CcTalkBus, Header, HopperDriver
+def _check_coins(cfg: dict[str, Any], hoppers: list[dict[str, Any]], bus: Any
+                 ) -> dict[str, Any]:
+    from kiosk.devices.cctalk import Header, HopperDriver
 
-    bus = CcTalkBus(cfg["port"])
-    try:
-        address = int(cfg.get("address", 2))
-        bus.call(address, Header.SIMPLE_POLL)
-        category = bus.call(address, Header.REQUEST_EQUIPMENT_CATEGORY).data.decode(
-            "ascii", errors="replace")
-        out: dict[str, Any] = {"status": "ok", "category": category, "hoppers": []}
-        for h in hoppers:
-            st = HopperDriver(bus, int(h["address"]), int(h["coin"])).status()
-            out["hoppers"].append({"coin": int(h["coin"]), "address": int(h["address"]),
-                                   "event_counter": st.counter, "busy": bool(st.remaining)})
-        return out
-    finally:
-        bus.close()
+    if isinstance(bus, BaseException):
+        raise bus
+    address = int(cfg.get("address", 2))
+    bus.call(address, Header.SIMPLE_POLL)
+    category = bus.call(address, Header.REQUEST_EQUIPMENT_CATEGORY).data.decode(
+        "ascii", errors="replace")
+    out: dict[str, Any] = {"status": "ok", "category": category, "hoppers": []}
+    for h in hoppers:
+        st = HopperDriver(bus, int(h["address"]), int(h["coin"])).status()
+        out["hoppers"].append({"coin": int(h["coin"]), "address": int(h["address"]),
+                               "event_counter": st.counter, "busy": bool(st.remaining)})
+    return out
 
 
 def _check_printer(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -178,20 +212,26 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     results: dict[str, Any] = {}
+    ports = _open_ports(config)
     checks: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-        ("bill_validator", lambda: _check_bill(config["bill_validator"])),
+        ("bill_validator", lambda: _check_bill(config["bill_validator"],
+                                               ports["bill_validator"])),
         ("coin_acceptor", lambda: _check_coins(config["coin_acceptor"],
-                                               list(config.get("hopper", [])))),
+                                               list(config.get("hopper", [])),
+                                               ports["coin_acceptor"])),
         ("printer", lambda: _check_printer(config["printer"])),
         ("card_slot", lambda: _check_card_slot(config["card_slot"])),
     ]
-    for name, check in checks:
-        if name not in config:
-            continue
-        try:
-            results[name] = {"ok": True, **check()}
-        except (CardioError, OSError) as exc:
-            results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    try:
+        for name, check in checks:
+            if name not in config:
+                continue
+            try:
+                results[name] = {"ok": True, **check()}
+            except (CardioError, OSError) as exc:
+                results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        _close_ports(ports)
     lines = []
     for name, r in results.items():
         detail = r.get("error") or ", ".join(f"{k}={v}" for k, v in r.items() if k != "ok")
