@@ -4,6 +4,7 @@ and the issuer-authenticated reset down to the software card."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -633,6 +634,60 @@ def test_rate_limit_holds_under_20_concurrent_attempts(pki: PkiEnv, service: Ser
     print(f"\n[{service.database.split(':')[0]}] 20 concurrent attempts:"
           f" {sum(c != 429 for c in codes)} evaluated, {codes.count(429)} refused 429")
     assert sorted(codes) == [422] * 5 + [429] * 15, errors  # 422: no face in the blank frame
+
+
+@pytest.mark.slow
+def test_one_challenge_is_evaluated_once_for_20_simultaneous_copies(
+        pki: PkiEnv, service: Service, chip: bytes) -> None:
+    """Issue 22, item 10: one request sent 20 times at once, in five rounds (four with a
+    blank frame, then a genuine one: the card's evidence and live frames). In each round
+    exactly one copy is evaluated; the other 19 are refused as a used challenge before any
+    work and spend none of the card's 5 attempts, so the genuine round still gets its
+    one reservation. Before, on PostgreSQL, 1–6 copies per round passed the challenge
+    check, each spending an attempt (and, with live frames, making a reservation)."""
+    import base64
+
+    path, p = pki.new_card(photo=chip)
+    blank = io.BytesIO()
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(blank, "PNG")
+    passed: list[int] = []
+    for round_ in range(5):
+        with httpx.Client(base_url=service.url, trust_env=False, timeout=60) as http:
+            ch = http.post("/v1/challenges").json()
+        ev = gather_evidence(card_of(path), base64.b64decode(ch["nonce"]), p.auth_pin,
+                             p.text_pin)
+        frames = probe()(ch["prompts"]) if round_ == 4 else [(blank.getvalue(), 0.0)]
+        body = _reservation_body(ch, ev, ev, frames, ev.serial)
+        start = threading.Barrier(20)
+        answers: list[tuple[int, str]] = []
+
+        def send(body: dict[str, object] = body, start: threading.Barrier = start,
+                 answers: list[tuple[int, str]] = answers) -> None:
+            with httpx.Client(base_url=service.url, trust_env=False, timeout=120) as http:
+                start.wait()
+                r = http.post("/v1/reservations", json=body)
+                answers.append((r.status_code, r.json().get("error", "")))
+
+        threads = [threading.Thread(target=send) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+        passed.append(sum(c != 400 for c, _ in answers))
+        first = (201, "") if round_ == 4 else (422, "face_no_face")
+        assert sorted(answers) == sorted([first] + [(400, "challenge_invalid")] * 19), \
+            f"round {round_}: {passed[-1]} of 20 copies passed the challenge check: {answers}"
+    print(f"\n[{service.database.split(':')[0]}] copies of one request past the challenge"
+          f" check, per round of 20: {passed}")
+    from facepin.store import Store
+
+    store = Store(service.database)
+    fp = hashlib.sha256(ev.auth_certificate).hexdigest()
+    assert store.attempts_since(fp, 0.0) == 5
+    with store._conn() as db:
+        (n,) = db.execute("SELECT COUNT(*) FROM reservations WHERE cert_fp=?", (fp,)
+                          ).fetchone()
+    assert n == 1
 
 
 @pytest.fixture(scope="module")

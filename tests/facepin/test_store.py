@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from facepin.store import Reservation, Store, StoreError
 from tests.facepin.pg import postgres_url  # noqa: F401  (fixture)
+
+T = TypeVar("T")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -88,6 +93,118 @@ def test_rate_limit_is_one_atomic_step_across_workers(store: Store) -> None:
     store.finish_attempt(later, True)
     with store._conn() as db:
         assert db.execute("SELECT ok FROM attempts WHERE id=?", (later,)).fetchone()[0] == 1
+
+
+def _at_once(n: int, fn: Callable[[int], T]) -> list[T]:
+    """``fn(0..n-1)`` on n threads released together by a barrier; the results."""
+    start = threading.Barrier(n)
+    got: list[T] = []
+
+    def run(i: int) -> None:
+        start.wait()
+        got.append(fn(i))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(got) == n
+    return got
+
+
+def _workers(store: Store, n: int) -> list[Store]:
+    """n Stores on one database: separate connections and no shared lock, as n worker
+    processes behind a load balancer would be."""
+    return [Store(store.url if store.postgres else f"sqlite:///{store.path}")
+            for _ in range(n)]
+
+
+def test_a_challenge_is_claimed_once_by_simultaneous_workers(store: Store) -> None:
+    """Issue 22, item 10: 20 copies of one request, each on its own worker, claim one
+    challenge at once — exactly one gets the nonce, in every round. Reading "not used"
+    and then marking it used let 1–11 of 20 through on PostgreSQL and 5–20 of 20 on
+    SQLite (separate connections)."""
+    workers = _workers(store, 20)
+    for k in range(5):
+        store.add_challenge(f"c{k}", b"nonce%d" % k, 1000.0, "blink")
+        got = _at_once(20, lambda i, k=k: workers[i].take_challenge(f"c{k}", 1001.0, 300))
+        assert [g for g in got if g is not None] == [(b"nonce%d" % k, "blink")], k
+    # An expired challenge is spent by its first claim too, and still gives nothing.
+    store.add_challenge("old", b"n", 1000.0)
+    assert _at_once(8, lambda i: workers[i].take_challenge("old", 1400.0, 300)) == [None] * 8
+    with store._conn() as db:
+        assert db.execute("SELECT used FROM challenges WHERE id=?", ("old",)).fetchone()[0] == 1
+
+
+def _claim_in_a_process(url: str, cid: str, start: Any, out: Any) -> None:
+    """A worker process: its own Store, then one claim when all are ready."""
+    store = Store(url)
+    start.wait()
+    out.put(store.take_challenge(cid, 1001.0, 300) is not None)
+
+
+def test_a_challenge_is_claimed_once_by_simultaneous_processes(store: Store) -> None:
+    """The same with 10 processes (separate interpreters, as the service's workers are):
+    one claim succeeds, 9 are refused."""
+    ctx = multiprocessing.get_context("spawn")
+    url = store.url if store.postgres else f"sqlite:///{store.path}"
+    store.add_challenge("cp", b"nonce", 1000.0)
+    start, out = ctx.Barrier(10), ctx.Queue()
+    procs = [ctx.Process(target=_claim_in_a_process, args=(url, "cp", start, out))
+             for _ in range(10)]
+    for proc in procs:
+        proc.start()
+    got = [out.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+    assert sorted(got) == [False] * 9 + [True], f"{sum(got)} of 10 claims succeeded"
+
+
+def test_reservation_is_redeemed_once_by_simultaneous_workers(store: Store) -> None:
+    """The redeem step is one conditional UPDATE already; this holds it to that with 20
+    workers of their own (the test above shares one Store, whose lock serialises SQLite)."""
+    workers = _workers(store, 20)
+    store.add_reservation(Reservation("r", "fp", "4" * 15, 0.0, 100.0, None))
+    got = _at_once(20, lambda i: (workers[i].use_reservation("r", 5.0 + i), 5.0 + i))
+    winners = [at for ok, at in got if ok]
+    assert len(winners) == 1
+    used = store.get_reservation("r")
+    assert used is not None and used.used_at == winners[0]  # the winner's time stays
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_workers_starting_at_once_on_a_fresh_database_all_open_it(
+        backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """20 workers started together against an empty database (a deployment's first
+    start) each create the tables IF NOT EXISTS. On PostgreSQL two concurrent CREATE
+    TABLEs of one name collide in the catalogue (pg_type's unique index), and 19 of 20
+    workers failed to start; the schema is now created under a transaction-level
+    advisory lock."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    else:
+        import psycopg
+
+        base = request.getfixturevalue("postgres_url")
+        name = "fresh_" + tmp_path.name.lower().replace("-", "_")[-40:]
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name}")
+            admin.execute(f"CREATE DATABASE {name}")
+        url = base.replace("/postgres?", f"/{name}?")
+
+    def start(i: int) -> str:
+        try:
+            Store(url)
+        except StoreError as exc:
+            return str(exc)
+        return ""
+
+    failures = [e for e in _at_once(20, start) if e]
+    assert failures == []
+    s = Store(url)
+    s.add_challenge("c", b"n", 1.0)
+    assert s.take_challenge("c", 1.0, 300) == (b"n", "")
 
 
 def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
