@@ -12,15 +12,18 @@ down).
 # annotations (``WebSocket``) as objects, and these are imported inside create_app.
 import asyncio
 import contextlib
+import copy
 import json
+import logging
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from kiosk.ui.hub import UiConfigError, WebHub, catalogue_languages, load_catalogue
 
-__all__ = ["STATIC", "UiServer", "create_app", "parse_listen"]
+__all__ = ["STATIC", "UiServer", "create_app", "parse_action", "parse_listen"]
 
 STATIC = Path(__file__).parent / "static"
 
@@ -41,6 +44,8 @@ def create_app(hub: WebHub) -> Any:
     from fastapi.staticfiles import StaticFiles
 
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    binary_refused = RateLimitedLog("a binary WebSocket message was refused (closed 1003:"
+                                    " the page sends JSON text only)")
 
     @app.middleware("http")
     async def headers(request: Any, call_next: Any) -> Any:
@@ -93,12 +98,17 @@ def create_app(hub: WebHub) -> Any:
         sender = asyncio.get_running_loop().create_task(pump())
         try:
             while True:
-                text = await websocket.receive_text()
-                try:
-                    msg = json.loads(text)
-                except ValueError:
-                    msg = None
-                hub.act(msg)
+                # The raw ASGI message: ``receive_text`` assumed text and raised KeyError
+                # on a binary frame, dropping the connection without a close frame.
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is None:  # binary: the page only ever sends JSON text
+                    binary_refused.note()
+                    await websocket.close(code=1003)  # unsupported data
+                    break
+                hub.act(parse_action(text))
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
@@ -109,6 +119,69 @@ def create_app(hub: WebHub) -> Any:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def parse_action(text: str) -> object:
+    """One message from the page, parsed; None for anything that is not JSON — including
+    nesting deep enough to exhaust the parser's recursion (4 KiB of ``[`` is), which raised
+    RecursionError out of the handler. The hub refuses None (and any other shape it does
+    not expect) as malformed, and the connection stays."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+class RateLimitedLog:
+    """One warning line now and then for a repeated refusal, with the count since the last
+    line: any process on the machine can reconnect and repeat it, and must not be able to
+    fill the log. One per server (a new server starts with a line)."""
+
+    def __init__(self, what: str, every: float = 60.0) -> None:
+        self.what, self.every = what, every
+        self.last: float | None = None
+        self.quiet = 0
+
+    def line(self) -> str | None:
+        """The line to log now, or None while the last one is recent (counted)."""
+        now = time.monotonic()
+        if self.last is not None and now - self.last < self.every:
+            self.quiet += 1
+            return None
+        more = f" ({self.quiet} more since the last line)" if self.quiet else ""
+        self.last, self.quiet = now, 0
+        return f"kiosk UI: {self.what}{more}"
+
+    def note(self) -> None:
+        line = self.line()
+        if line is not None:
+            _log.warning("%s", line)
+
+
+class ClientNoiseFilter(logging.Filter):
+    """On uvicorn's error log: a text message that is not UTF-8 is the client's doing, yet
+    uvicorn logs it with a traceback (``logger.exception``) — a traceback per message for
+    anyone who reconnects and repeats it. That record becomes one rate-limited line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad_utf8 = RateLimitedLog("a WebSocket text message that is not UTF-8 was"
+                                       " refused (closed 1007)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Invalid UTF-8 sequence"):
+            return True
+        line = self.bad_utf8.line()
+        if line is None:
+            return False
+        record.msg, record.args = line, ()
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+#: The UI's own log lines (to stderr beside uvicorn's: :class:`UiServer` configures it).
+_log = logging.getLogger("kiosk.ui")
 
 
 #: Names the kiosk's own browser reaches the screen by (the server listens on loopback).
@@ -151,11 +224,20 @@ class UiServer:
         bound = self.sock.getsockname()
         shown = f"[{bound[0]}]" if family == socket.AF_INET6 else bound[0]
         self.url = f"http://{shown}:{bound[1]}/"
+        from uvicorn.config import LOGGING_CONFIG
+
+        log_config = copy.deepcopy(LOGGING_CONFIG)
+        log_config["loggers"]["kiosk.ui"] = {"handlers": ["default"], "level": "INFO"}
         config = uvicorn.Config(create_app(hub), log_level="warning", access_log=False,
+                                log_config=log_config,
                                 lifespan="off", ws="websockets-sansio", http="h11",
                                 ws_max_size=WS_MAX_SIZE,
                                 timeout_graceful_shutdown=2)
         self.server = _quiet_server(config)
+        # Added to uvicorn's (process-wide) error logger for this server's life only, after
+        # the Config above configured logging; ``stop`` takes it off again.
+        self._noise = ClientNoiseFilter()
+        logging.getLogger("uvicorn.error").addFilter(self._noise)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -173,6 +255,7 @@ class UiServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._task, 10)
         self.sock.close()
+        logging.getLogger("uvicorn.error").removeFilter(self._noise)
 
 
 def _quiet_server(config: Any) -> Any:
