@@ -155,15 +155,22 @@ def _trust(args: argparse.Namespace) -> list[Any]:
     return emulated
 
 
+MAX_CONTENT_BYTES = 1 << 20
+"""``--content``: a certificate's canonical JSON is a few kilobytes."""
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from kiosk.documents.pages import DEFAULT_LIMITS, read_input
     from kiosk.documents.verify import verify_file
 
     content = None
     if args.content:
-        try:
-            content = Document.from_canonical(Path(args.content).read_bytes())
-        except OSError as e:
-            raise DocumentCliError(f"--content {args.content}: {e.strerror}") from None
+        raw = read_input(Path(args.content),
+                         dataclasses.replace(DEFAULT_LIMITS, max_bytes=MAX_CONTENT_BYTES),
+                         what="--content ")
+        content = Document.from_canonical(raw)
     now = None
     if args.now:
         try:
@@ -174,6 +181,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
             raise DocumentCliError("--now must carry a UTC offset")
     v = verify_file(Path(args.file), _trust(args), now=now, content=content)
     lines = [f"{v.status.value}: {v.reason}"]
+    if len(v.pages) > 1:
+        lines += [f"  page {p.page}: {p.status.value} — {p.reason}" for p in v.pages]
+    if v.content == "not-checked":
+        lines.append("  content: not checked (the page is not read; compare it with the"
+                     " sealed values)")
+    else:
+        lines.append(f"  content: {v.content} (the document given with --content)")
+    if v.sealed_title:
+        lines.append(f"  sealed document: {v.sealed_title}")
     lines += [f"  {k}: {val}" for k, val in v.fields.items()]
     lines.append(f"  trust: {args.trust_source}")
     emit(args, {**v.to_json(), "trust_source": args.trust_source}, lines)
@@ -202,16 +218,13 @@ def _key(spec: str, args: argparse.Namespace) -> bytes:
 
 def cmd_descramble(args: argparse.Namespace) -> int:
     from kiosk.documents.layers import ScrambleError, ScrambleImage
-    from kiosk.documents.verify import DocumentInputError, load_pages
+    from kiosk.documents.pages import read_input, rendered_pages
 
     key = _key(args.key, args)
-    try:
-        data = Path(args.file).read_bytes()
-    except OSError as e:
-        raise DocumentInputError(f"{args.file}: cannot read: {e.strerror}") from None
+    data = read_input(Path(args.file))
     sc = ScrambleImage()
     last: ScrambleError | None = None
-    for page in load_pages(data, args.file).images:
+    for page in rendered_pages(data, args.file):
         try:
             plain = sc.descramble(sc.extract(page), key)
         except ScrambleError as e:
@@ -259,7 +272,29 @@ def register(sub: Any) -> None:
     common(p)
     p.set_defaults(func=cmd_render)
 
-    p = dsub.add_parser("verify", help="verify a PDF, scan or photo offline")
+    p = dsub.add_parser(
+        "verify", help="verify a PDF, scan or photo offline",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Verify the seal (the DataMatrix) on every page of a PDF, scan or photo.",
+        epilog="""\
+what a verdict covers:
+  Each page is judged from the seal printed on that page alone; a page without one is
+  no_seal. The input is valid (exit 0) only if every page carries a seal that verifies
+  and all seal the same document; otherwise its verdict is the worst page's (exit 6),
+  and the reason names the pages. Our certificates carry the seal on every page, front
+  and back, so a page slipped among genuine ones is never covered by their seal.
+
+  The page's content is NOT checked: a seal proves what was issued (document type,
+  sealed fields, digest), not what the page shows. Compare the sealed document type and
+  fields with the page. content is "not-checked", or digest-match/digest-mismatch for
+  the document given with --content.
+
+limits (one line and exit 1 past them):
+  a regular file (no FIFO, device or directory) of at most 64 MiB; a PDF of at most 32
+  pages, each at most A3 (18 million pixels at 300 dpi), 280 million pixels in all, at
+  most 20,000 drawing objects per page and 50 million pixels per embedded image; an
+  image of at most 50 million pixels; everything read in a child process limited to
+  1.5 GiB of memory and 30 s.""")
     p.add_argument("file")
     p.add_argument("--trust", metavar="DIR",
                    help="trust list directory, or 'emu' for the emulated issuers (default:"

@@ -185,6 +185,9 @@ class Document:
             obj = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise DocumentFormatError(f"document is not UTF-8 JSON: {e}") from None
+        except RecursionError:  # [[[[… nested deeper than the parser's stack
+            raise DocumentFormatError("document is not a certificate: JSON nested too deep"
+                                      ) from None
         return cls.from_dict(obj)
 
 

@@ -7,7 +7,8 @@ the PDF the printer gets and the PNG the tests measure from drifting apart, and 
 rasteriser also draw each element's mask (``--layers-out``).
 
 Every sheet has a front (content, 公印, seal, page number, けん制文字) and a back (けん制文字,
-the IR latent mark, and on the first sheet the スクランブル画像), as J-LIS pages do.
+the IR latent mark, the seal, and on the first sheet the スクランブル画像), as J-LIS pages do
+(the seal on the back is ours: a verifier vouches only for pages that carry it).
 """
 
 from __future__ import annotations
@@ -204,8 +205,6 @@ def layout(doc: Document, seal: bytes, scramble_key: bytes,
         y += 3.0
     n = len(fronts)
     pages: list[Page] = []
-    seal_mm = matrix.shape[1] * SEAL_DOTS_PER_MODULE / DEVICE_DPI * 25.4
-    seal_x, seal_y = 22.0, 226.0
     for i, ops in enumerate(fronts, 1):
         head: list[Op] = [
             Text(105.0, 32.0, 20.0, doc.title, anchor="m"),
@@ -227,20 +226,30 @@ def layout(doc: Document, seal: bytes, scramble_key: bytes,
             ]
         else:
             foot.append(Text(right, 232.0, 9.0, "（次葉へ続く）", "gothic", anchor="r"))
-        # The seal goes on every front page so any single page verifies; the digest inside
-        # covers the whole document.
-        foot += [
-            Bitmap(seal_x, seal_y, seal_mm, seal_mm * matrix.shape[0] / matrix.shape[1],
-                   matrix, "seal"),
-            Text(seal_x, seal_y + seal_mm + 4.0, 6.5, "電子署名コード（オフライン検証用）",
-                 "gothic"),
-        ]
-        quiet = 2 * SEAL_DOTS_PER_MODULE / DEVICE_DPI * 25.4 + 1.0
-        pages.append(Page("front", i, head + ops + foot,
-                          [(seal_x - quiet, seal_y - quiet, seal_mm + 2 * quiet,
-                            seal_mm + 2 * quiet)]))
-        pages.append(_back(doc, i, params, scramble_key if i == 1 else None))
+        seal_ops, seal_keepout = _seal(matrix)
+        pages.append(Page("front", i, head + ops + foot + seal_ops, [seal_keepout]))
+        back = _back(doc, i, params, scramble_key if i == 1 else None)
+        back.ops += seal_ops
+        back.pantograph_keepout.append(seal_keepout)
+        pages.append(back)
     return pages
+
+
+def _seal(matrix: np.ndarray) -> tuple[list[Op], tuple[float, float, float, float]]:
+    """The seal and its caption, and the area the けん制文字 keeps out of (its quiet zone).
+
+    The same seal goes on every page, front and back: a verifier vouches only for a page
+    that carries it (a forged page slipped among genuine ones carries none), so a genuine
+    sheet must carry it on both sides. The digest inside covers the whole document."""
+    seal_mm = matrix.shape[1] * SEAL_DOTS_PER_MODULE / DEVICE_DPI * 25.4
+    seal_x, seal_y = 22.0, 226.0
+    ops: list[Op] = [
+        Bitmap(seal_x, seal_y, seal_mm, seal_mm * matrix.shape[0] / matrix.shape[1], matrix,
+               "seal"),
+        Text(seal_x, seal_y + seal_mm + 4.0, 6.5, "電子署名コード（オフライン検証用）", "gothic"),
+    ]
+    quiet = 2 * SEAL_DOTS_PER_MODULE / DEVICE_DPI * 25.4 + 1.0
+    return ops, (seal_x - quiet, seal_y - quiet, seal_mm + 2 * quiet, seal_mm + 2 * quiet)
 
 
 def _back(doc: Document, sheet: int, params: SecurityParams,
@@ -251,7 +260,7 @@ def _back(doc: Document, sheet: int, params: SecurityParams,
         Text(22.0, 28.0, 8.0, "・けん制文字（複写すると「複写」の文字が現れます）　"
              "・偽造防止検出画像（赤外線で「証」が見えます）", "gothic"),
         Text(22.0, 33.0, 8.0, "・スクランブル画像（照会サイトで復号し表面と照合できます）　"
-             "・電子署名コード（表面）", "gothic"),
+             "・電子署名コード（両面）", "gothic"),
     ]
     lm = params.latent
     cx, cy, r = 160.0, 75.0, lm.diameter_mm / 2

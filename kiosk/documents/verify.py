@@ -1,34 +1,61 @@
-"""The offline verifier: a PDF, a scan or a phone photo in; a verdict and the sealed fields out.
+"""The offline verifier: a PDF, a scan or a phone photo in; a verdict per page and for the
+whole input, and the sealed fields, out.
 
-Steps: find every DataMatrix (zxing-cpp) → parse the COSE_Sign1 → look the kid up in the
-trust list → verify ES256 over the protected header and the claims → check the key against
-the claims' issuer, its revocation and its validity → compare with the content, where there
-is content: the full document (``content``, checked against the sealed SHA-256 digest) or
-the PDF's own text (every sealed field must be printed on the page).
+Steps, for every page on its own: find the DataMatrix symbols on that page (zxing-cpp, in
+the bounded reader of :mod:`kiosk.documents.pages`) → parse the COSE_Sign1 → look the kid up
+in the trust list → verify ES256 over the protected header and the claims → check the key
+against the claims' issuer, its revocation and its validity → with ``content`` (the full
+document in hand), compare its SHA-256 with the sealed digest.
 
-Verdicts are exactly: ``valid``, ``invalid_signature`` (also: content differs from what the
-seal signs — the signature does not cover what is in front of you), ``untrusted`` (no trusted
-key with that kid, or a key trusted for another municipality), ``expired_key``,
-``revoked_key``, ``no_seal`` (no seal found), ``unreadable`` (a symbol was seen but could not
-be decoded, or it is not a seal of ours). Nothing here needs a network.
+What a verdict vouches for, and what it does not:
+
+* **A seal vouches only for the page it is printed on.** Each page is judged from the
+  symbols found on that page alone; a page without one is ``no_seal``, whatever the other
+  pages carry. The input is ``valid`` only if *every* page carries a seal that verifies
+  and all of them seal the same document (our certificates print the seal on every page,
+  front and back); otherwise its verdict is the worst page's, and the reason names the
+  pages. So a forged page put in front of genuine ones is never covered by their seal.
+* **The page's content is not checked.** A seal proves what the municipality issued (the
+  sealed fields, the document type, the digest of the whole content); it does not prove
+  that the page in front of you shows it. Reading the page means reading what a person
+  sees (OCR of the rendered page, a later issue) — never the PDF's text layer, which can
+  hold text that is painted over, off the page, or another document's. Until then
+  ``content`` is ``not-checked`` and the reason says which document the seal is for, so
+  the reader compares title and fields with the page. ``content`` is ``digest-match`` only
+  for a document given with ``--content`` (canonical JSON), which is then the sealed one;
+  that still says nothing about the page.
+
+Verdicts are exactly: ``valid``, ``invalid_signature`` (also: the document given as content
+differs from what the seal signs, or the pages carry seals of different documents),
+``untrusted`` (no trusted key with that kid, or a key trusted for another municipality),
+``expired_key``, ``revoked_key``, ``no_seal`` (a page, or the input, carries no seal),
+``unreadable`` (a symbol was seen but could not be decoded, or it is not a seal of ours).
+Nothing here needs a network.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-import io
-import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from cardio.errors import CardioError
-from kiosk.documents.model import Document
+from kiosk.documents.model import DOCUMENT_TITLES, Document, DocumentType
+from kiosk.documents.pages import (
+    DEFAULT_LIMITS,
+    PDF_DPI,
+    DocumentInputError,
+    InputLimits,
+    PageScan,
+    iter_images,
+    read_input,
+    scan_pages,
+)
 from kiosk.documents.seal import (
     SealClaims,
     SealFormatError,
@@ -39,26 +66,17 @@ from kiosk.documents.seal import (
 from kiosk.documents.trust import TrustEntry
 
 __all__ = [
+    "PDF_DPI",
     "DocumentInputError",
+    "PageVerdict",
     "Verdict",
     "VerifyStatus",
     "load_pages",
     "verify_file",
     "verify_image",
+    "verify_scans",
     "verify_seal",
 ]
-
-MAX_PDF_PAGES = 50
-MAX_PAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
-"""A PDF page rasterised at PDF_DPI may hold no more pixels than Pillow lets an image have
-(A4 at 300 dpi is 8.7 million): a 5 m page would otherwise be gigabytes of bitmap."""
-PDF_DPI = 300  # enough for 0.34 mm modules (4 px) and for 2D-Doc's 300 dpi minimum
-
-
-class DocumentInputError(CardioError):
-    """The input file is missing or is neither a PDF nor an image we can read."""
-
-    exit_code = 2
 
 
 class VerifyStatus(enum.StrEnum):
@@ -71,6 +89,21 @@ class VerifyStatus(enum.StrEnum):
     UNREADABLE = "unreadable"
 
 
+NOT_CHECKED = "not-checked"
+
+
+@dataclass(frozen=True)
+class PageVerdict:
+    """The verdict on one page (1-based), from the symbols found on that page only."""
+
+    page: int
+    status: VerifyStatus
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"page": self.page, "status": self.status.value, "reason": self.reason}
+
+
 @dataclass(frozen=True)
 class Verdict:
     status: VerifyStatus
@@ -78,25 +111,48 @@ class Verdict:
     fields: dict[str, str] = field(default_factory=dict)
     kid: str | None = None
     issuer_name: str | None = None
-    content: str = "not-checked"  # digest-match | fields-match | not-checked
+    content: str = NOT_CHECKED  # digest-match | digest-mismatch | not-checked
+    pages: tuple[PageVerdict, ...] = ()
 
     @property
     def valid(self) -> bool:
         return self.status is VerifyStatus.VALID
 
+    @property
+    def sealed_title(self) -> str | None:
+        """The title of the document type the seal names (what the page must be)."""
+        return _title(self.fields.get("doc_type"))
+
     def to_json(self) -> dict[str, Any]:
         return {"valid": self.valid, "status": self.status.value, "reason": self.reason,
                 "fields": self.fields, "kid": self.kid, "issuer_name": self.issuer_name,
-                "content": self.content}
+                "sealed_title": self.sealed_title, "content": self.content,
+                "pages": [p.to_json() for p in self.pages]}
 
 
-def _norm(s: str) -> str:
-    return re.sub(r"\s+", "", s)
+def _title(doc_type: str | None) -> str | None:
+    if doc_type is None:
+        return None
+    try:
+        return DOCUMENT_TITLES[DocumentType(doc_type)]
+    except ValueError:
+        return None
+
+
+def _what(doc_type: str) -> str:
+    title = _title(doc_type)
+    return f"a {title} ({doc_type})" if title else f"a document of type {doc_type!r}"
+
+
+def _not_read(doc_type: str) -> str:
+    return (f"the page itself was not read: check that it is {_what(doc_type)} and shows the"
+            " values below")
 
 
 def verify_seal(seal: bytes, trust: list[TrustEntry], *, now: datetime | None = None,
-                content: Document | None = None, page_text: str | None = None) -> Verdict:
-    """Verify one seal's bytes against ``trust`` at ``now`` (default: the current time)."""
+                content: Document | None = None) -> Verdict:
+    """Verify one seal's bytes against ``trust`` at ``now`` (default: the current time), and
+    ``content``, if given, against its digest. Says nothing about any page."""
     now = now or datetime.now(UTC)
     try:
         msg = decode_cose(seal)
@@ -116,7 +172,7 @@ def verify_seal(seal: bytes, trust: list[TrustEntry], *, now: datetime | None = 
         return Verdict(VerifyStatus.UNREADABLE, str(e), kid=kid)
     fields = claims.public_fields()
 
-    def verdict(status: VerifyStatus, reason: str, content_state: str = "not-checked"
+    def verdict(status: VerifyStatus, reason: str, content_state: str = NOT_CHECKED
                 ) -> Verdict:
         return Verdict(status, reason, fields, kid, entry.name, content_state)
 
@@ -134,113 +190,136 @@ def verify_seal(seal: bytes, trust: list[TrustEntry], *, now: datetime | None = 
         return verdict(VerifyStatus.EXPIRED_KEY,
                        f"the issuer key expired on {entry.not_after.isoformat()}")
     if content is not None:
+        if content.doc_type.value != claims.doc_type:
+            return verdict(VerifyStatus.INVALID_SIGNATURE,
+                           f"the document given as content is {_what(content.doc_type.value)};"
+                           f" the seal is for {_what(claims.doc_type)}", "digest-mismatch")
         if hashlib.sha256(content.canonical_bytes()).digest() != claims.digest:
             return verdict(VerifyStatus.INVALID_SIGNATURE,
-                           "the document's content differs from what the seal signs",
+                           "the document given as content differs from what the seal signs",
                            "digest-mismatch")
-        return verdict(VerifyStatus.VALID, "seal verified; content matches its digest",
-                       "digest-match")
-    if page_text is not None:
-        text = _norm(page_text)
-        missing = [k for k, v in claims.fields.items() if _norm(v) not in text]
-        if _norm(claims.issue_number) not in text:
-            missing.append("issue_number")
-        if missing:
-            return verdict(VerifyStatus.INVALID_SIGNATURE,
-                           f"printed text differs from the sealed fields: {', '.join(missing)}",
-                           "fields-mismatch")
-        return verdict(VerifyStatus.VALID, "seal verified; the sealed fields are printed",
-                       "fields-match")
-    return verdict(VerifyStatus.VALID,
-                   "seal verified; compare the fields with the printed page")
+        return verdict(VerifyStatus.VALID,
+                       "seal verified; the document given as content is the sealed one (its"
+                       f" digest matches); {_not_read(claims.doc_type)}", "digest-match")
+    return verdict(VerifyStatus.VALID, f"seal verified; {_not_read(claims.doc_type)}")
 
 
-def _grey(image: Any) -> np.ndarray:
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("L"))
-    arr = np.asarray(image)
-    if arr.ndim == 3:
-        arr = (arr[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
-        arr = arr.astype(np.uint8)
-    return np.ascontiguousarray(arr, dtype=np.uint8)
+def _pages_list(pages: Sequence[int]) -> str:
+    return ("page " if len(pages) == 1 else "pages ") + ", ".join(map(str, pages))
+
+
+def _document(v: Verdict) -> tuple[str | None, str | None]:
+    return v.fields.get("municipality"), v.fields.get("content_digest")
+
+
+def _page_verdict(scan: PageScan, seals: list[Verdict]) -> PageVerdict:
+    if not seals:
+        if scan.unreadable:
+            return PageVerdict(scan.page, VerifyStatus.UNREADABLE,
+                               "a 2D code on this page cannot be decoded")
+        return PageVerdict(scan.page, VerifyStatus.NO_SEAL, "no seal on this page")
+    bad = next((v for v in seals if not v.valid), None)
+    if bad is not None:
+        return PageVerdict(scan.page, bad.status, bad.reason)
+    if len({_document(v) for v in seals}) > 1:
+        return PageVerdict(scan.page, VerifyStatus.INVALID_SIGNATURE,
+                           "this page carries seals of different documents")
+    f = seals[0].fields
+    return PageVerdict(scan.page, VerifyStatus.VALID,
+                       f"seal of {_what(f['doc_type'])} {f['issue_number']} verified")
+
+
+def verify_scans(scans: Sequence[PageScan], trust: list[TrustEntry], *,
+                 now: datetime | None = None, content: Document | None = None) -> Verdict:
+    """The verdict on an input whose pages were read into ``scans``: each page judged from
+    its own symbols, the input ``valid`` only if every page is (see the module's doc)."""
+    cache: dict[bytes, Verdict] = {}  # the same seal on every page is verified once
+    per_page: list[tuple[PageVerdict, list[Verdict]]] = []
+    for scan in scans:
+        seals = []
+        for s in scan.seals:
+            if s not in cache:
+                cache[s] = verify_seal(s, trust, now=now, content=content)
+            seals.append(cache[s])
+        per_page.append((_page_verdict(scan, seals), seals))
+    pages = tuple(pv for pv, _ in per_page)
+    n = len(pages)
+
+    # 1. A seal that fails (forged, untrusted, expired, revoked, other content) decides.
+    for pv, seals in per_page:
+        if pv.status in (VerifyStatus.VALID, VerifyStatus.NO_SEAL, VerifyStatus.UNREADABLE):
+            continue
+        first = next((v for v in seals if not v.valid), seals[0])
+        where = "" if n == 1 else f"page {pv.page} of {n}: "
+        return Verdict(pv.status, where + pv.reason, first.fields, first.kid,
+                       first.issuer_name, first.content, pages)
+    good = [(pv.page, seals[0]) for pv, seals in per_page if pv.status is VerifyStatus.VALID]
+    unsealed = [pv for pv in pages if pv.status is not VerifyStatus.VALID]
+    # 2. No seal anywhere.
+    if not good:
+        pv = next((p for p in pages if p.status is VerifyStatus.UNREADABLE), pages[0])
+        if pv.status is VerifyStatus.UNREADABLE:
+            reason = "a 2D code was found but cannot be decoded"
+        else:
+            reason = "no seal found in the input" if n == 1 else f"none of the {n} pages" \
+                " carries a seal"
+        return Verdict(pv.status, reason, pages=pages)
+    # 3. The pages must carry seals of one document.
+    seal = good[0][1]
+    sealed = [page for page, _ in good]
+    if len({_document(v) for _, v in good}) > 1:
+        return Verdict(VerifyStatus.INVALID_SIGNATURE,
+                       f"{_pages_list(sealed)} carry seals of different documents",
+                       seal.fields, seal.kid, seal.issuer_name, NOT_CHECKED, pages)
+    matched = all(v.content == "digest-match" for _, v in good)
+    content_state = "digest-match" if matched else NOT_CHECKED
+    # 4. A page without a seal is vouched for by nothing, whatever the others carry.
+    if unsealed:
+        missing = [pv.page for pv in unsealed]
+        it, verb = ("it", "carries") if len(missing) == 1 else ("them", "carry")
+        scope = "that page" if len(sealed) == 1 else "those pages"
+        return Verdict(unsealed[0].status,
+                       f"{_pages_list(missing)} of {n} {verb} no seal, so nothing vouches for"
+                       f" {it}; the seal verified on {_pages_list(sealed)} covers {scope} only"
+                       f" ({_what(seal.fields['doc_type'])})",
+                       seal.fields, seal.kid, seal.issuer_name, content_state, pages)
+    where = "" if n == 1 else f" on every page ({n} of {n})"
+    tail = seal.reason.split("; ", 1)[1]  # what the seal is for, and what was not checked
+    return Verdict(VerifyStatus.VALID, f"seal verified{where}; {tail}", seal.fields, seal.kid,
+                   seal.issuer_name, content_state, pages)
+
+
+def verify_image(images: Iterable[np.ndarray], trust: list[TrustEntry], *,
+                 now: datetime | None = None, content: Document | None = None) -> Verdict:
+    """Verify page images already in this process (each image is one page): for our own
+    renders and the tests; a file from outside goes through :func:`verify_file`."""
+    scans = []
+    for i, img in enumerate(images, 1):
+        found, bad = read_seal_bytes(img)
+        scans.append(PageScan(i, tuple(found), bad))
+    return verify_scans(scans, trust, now=now, content=content)
 
 
 @dataclass
 class _Input:
     images: list[np.ndarray]
-    text: str | None
 
 
-def load_pages(data: bytes, source: str = "<input>") -> _Input:
-    """Greyscale images of the input: each page of a PDF (rasterised at 300 dpi, with its
-    text), or the one image of a scan or photo."""
-    if data[:5] == b"%PDF-":
-        import pypdfium2 as pdfium
-
-        try:
-            pdf = pdfium.PdfDocument(data)
-        except pdfium.PdfiumError as e:
-            raise DocumentInputError(f"{source}: unreadable PDF: {e}") from None
-        images, texts = [], []
-        try:
-            if len(pdf) > MAX_PDF_PAGES:
-                raise DocumentInputError(f"{source}: {len(pdf)} pages; a certificate has at"
-                                         f" most {MAX_PDF_PAGES}")
-            for page in pdf:
-                width, height = page.get_size()  # points: checked before any pixel exists
-                pixels = (width * PDF_DPI / 72) * (height * PDF_DPI / 72)
-                if not pixels <= MAX_PAGE_PIXELS:
-                    raise DocumentInputError(
-                        f"{source}: a page of {width / 72 * 25.4:.0f} × "
-                        f"{height / 72 * 25.4:.0f} mm is too large to be a certificate")
-                bitmap = page.render(scale=PDF_DPI / 72, grayscale=True)
-                images.append(_grey(bitmap.to_pil()))
-                texts.append(page.get_textpage().get_text_range())
-        finally:
-            pdf.close()
-        return _Input(images, "\n".join(texts))
+def load_pages(data: bytes, source: str = "<input>",
+               limits: InputLimits = DEFAULT_LIMITS) -> _Input:
+    """Greyscale images of every page (a PDF at 300 dpi, or an image's frames), decoded in
+    this process under the static limits: for input that is not hostile (our renders, the
+    tests, the bench). A file from outside goes through :func:`verify_file`."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return _Input([_grey(img)], None)
-    except Image.DecompressionBombError:  # Pillow's own limit (not an OSError)
-        raise DocumentInputError(f"{source}: the image is too large to be a page (over"
-                                 f" {2 * MAX_PAGE_PIXELS:,} pixels)") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise DocumentInputError(f"{source}: neither a PDF nor a readable image ({e})") from None
-
-
-def verify_image(images: list[np.ndarray], trust: list[TrustEntry], *,
-                 now: datetime | None = None, content: Document | None = None,
-                 page_text: str | None = None) -> Verdict:
-    """Find the seals in ``images`` and verify them. Every distinct seal found must verify
-    and they must all sign the same document; the first failure is the verdict."""
-    seals: list[bytes] = []
-    unreadable = False
-    for img in images:
-        found, bad = read_seal_bytes(img)
-        unreadable |= bad
-        seals += [s for s in found if s not in seals]
-    if not seals:
-        if unreadable:
-            return Verdict(VerifyStatus.UNREADABLE, "a 2D code was found but cannot be decoded")
-        return Verdict(VerifyStatus.NO_SEAL, "no seal found in the input")
-    verdicts = [verify_seal(s, trust, now=now, content=content, page_text=page_text)
-                for s in seals]
-    for v in verdicts:
-        if not v.valid:
-            return v
-    if len({v.fields.get("content_digest") for v in verdicts}) > 1:
-        return Verdict(VerifyStatus.INVALID_SIGNATURE,
-                       "the pages carry seals of different documents", verdicts[0].fields)
-    return verdicts[0]
+        return _Input(list(iter_images(data, limits)))
+    except DocumentInputError as e:
+        raise DocumentInputError(f"{source}: {e}") from None
 
 
 def verify_file(path: Path, trust: list[TrustEntry], *, now: datetime | None = None,
-                content: Document | None = None) -> Verdict:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise DocumentInputError(f"{path}: cannot read: {e.strerror}") from None
-    pages = load_pages(data, str(path))
-    return verify_image(pages.images, trust, now=now, content=content, page_text=pages.text)
+                content: Document | None = None,
+                limits: InputLimits = DEFAULT_LIMITS) -> Verdict:
+    """Verify the PDF, scan or photo at ``path``: read within ``limits`` (a regular file
+    only), its pages rendered and searched for seals in a bounded child process."""
+    data = read_input(path, limits)
+    return verify_scans(scan_pages(data, str(path), limits), trust, now=now, content=content)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +53,12 @@ def test_render_pdf_then_verify_with_the_exported_trust_list(
     assert r["pages"] >= 4 and r["seal_mm"] <= 25
     p = doc("verify", str(pdf), "--trust", str(trust_dir), "--json", jlis=jlis)
     v = json.loads(p.stdout)  # exactly one JSON object
-    assert v["valid"] is True and v["status"] == "valid"
-    assert v["fields"]["hittosha"] == "青葉　太郎"
+    assert v["valid"] is True and v["status"] == "valid" and v["content"] == "not-checked"
+    assert v["fields"]["hittosha"] == "青葉　太郎" and v["sealed_title"] == "戸籍全部事項証明書"
+    assert [pg["status"] for pg in v["pages"]] == ["valid"] * r["pages"]
+    text = doc("verify", str(pdf), "--trust", str(trust_dir), jlis=jlis).stdout
+    assert text.startswith(f"valid: seal verified on every page ({r['pages']} of")
+    assert "  page 1: valid — seal of" in text and "content: not checked" in text
     # The same page against an empty trust list: untrusted, exit code 3.
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -103,11 +108,11 @@ def test_bad_input_is_a_clear_error_with_its_exit_code(jlis: Path, tmp_path: Pat
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"this is not an image")
     p = doc("verify", str(junk), "--trust", "emu", jlis=jlis, check=False)
-    assert p.returncode == 2 and "neither a PDF nor a readable image" in p.stderr
+    assert p.returncode == 1 and "neither a PDF nor a readable image" in p.stderr
     assert "Traceback" not in p.stderr
     p = doc("verify", str(tmp_path / "missing.pdf"), "--trust", "emu", jlis=jlis,
             check=False)
-    assert p.returncode == 2 and "cannot read" in p.stderr
+    assert p.returncode == 1 and "cannot read" in p.stderr
     p = doc("descramble", str(junk), "--key", "zz", "--out", str(tmp_path / "o.png"),
             jlis=jlis, check=False)
     assert p.returncode == 2 and "--key" in p.stderr
@@ -185,3 +190,65 @@ def test_json_output_carries_a_non_utf8_path_exactly(jlis: Path, tmp_path: Path)
                             "PYTHONIOENCODING": "utf-8:strict"})
     assert p.returncode == 0, p.stderr
     assert os.fsencode(json.loads(p.stdout.decode("utf-8"))["out"]) == raw
+
+
+def _run_bounded(argv: list[str], env: dict[str, str], timeout: float
+                 ) -> tuple[int, str, float, int]:
+    """Run ``argv``; (exit code, stderr, seconds, peak RSS in MB of the process and its
+    page-reading child). Its address space is capped at 3 GiB so a regression fails here
+    rather than eating the machine, and it is killed after ``timeout``."""
+    import resource
+    import time
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    t = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=env, preexec_fn=cap)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        assert proc.stderr is not None
+        err = proc.stderr.read().decode("utf-8", "replace")
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, err, time.perf_counter() - t, usage.ru_maxrss // 1024
+
+
+def test_verify_refuses_hostile_input_with_one_line_in_bounded_time_and_memory(
+        jlis: Path, trust_dir: Path, tmp_path: Path) -> None:
+    """A FIFO without a writer hung ``doc verify``; ``/dev/zero`` ended in exit 70 after
+    eating memory; a 22 kB PDF of 50 huge pages took 35.7 s and 4.4 GB."""
+    from tests.kiosk.documents import hostile
+
+    fifo = tmp_path / "fifo.pdf"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.pdf"
+    huge.write_bytes(hostile.blank_pdf(50, 2270, 2270))
+    a3 = tmp_path / "a3.pdf"  # each page allowed, all together 557 million pixels
+    a3.write_bytes(hostile.blank_pdf(32, 842, 1191))
+    env = {**os.environ, "CARDIO_JLIS_DIR": str(jlis)}
+    for path, says in ((fifo, "not a regular file (a FIFO)"),
+                       (Path("/dev/zero"), "not a regular file (a character device)"),
+                       (huge, "50 pages; a certificate has at most 32"),
+                       (a3, "at most 280,000,000 in all")):
+        rc, err, seconds, mb = _run_bounded(
+            [*DOC_ARGV, "verify", str(path), "--trust", str(trust_dir)], env, timeout=60)
+        assert rc == 1 and says in err and err.count("\n") == 1, (path, rc, err[-300:])
+        assert seconds < 20 and mb < 500, (path, seconds, mb)
+
+
+def test_content_that_is_not_a_document_is_one_line(jlis: Path, trust_dir: Path,
+                                                    tmp_path: Path) -> None:
+    blank = tmp_path / "blank.png"
+    Image.new("L", (80, 110), 255).save(blank)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    for content, says in (("/dev/zero", "--content /dev/zero: not a regular file"),
+                          (str(deep), "nested too deep")):
+        p = doc("verify", str(blank), "--trust", str(trust_dir), "--content", content,
+                jlis=jlis, check=False)
+        assert p.returncode == 1 and says in p.stderr and p.stderr.count("\n") == 1, p.stderr
