@@ -18,6 +18,14 @@ journals its own intents first, so a crash during recovery is recovered the same
 
 What is at rest: ids, amounts, states, reason codes and digests (as raw bytes). Never a PIN
 (the session never has one), never personal data or document content.
+
+The file says what it is (SQLite ``application_id``/``user_version``, stamped at creation)
+and is recognised before anything reads or writes it (:mod:`kiosk.session.journal_check`):
+another program's database, an empty file or a journal missing a table is refused without a
+byte written; reading commands open it read-only. Recovery acts only on what validates —
+amounts a session can hold, the core's money identities, commands consistent with their
+session — and leaves anything else, untouched, for staff (:data:`LEFT_FOR_STAFF`,
+:class:`JournalDamaged`, the cash-ledger exit code 24).
 """
 
 from __future__ import annotations
@@ -34,8 +42,26 @@ from cardio.errors import CardioError
 from kiosk.session import commands as C
 from kiosk.session import events as E
 from kiosk.session.core import CENTER_OUTCOME, IssuanceSession, Outcome, Snapshot, State
+from kiosk.session.journal_check import (
+    APPLICATION_ID,
+    VERSION,
+    books_problem,
+    header_problem,
+    identity_problem,
+    orphans,
+    row_check,
+    session_problem,
+)
 
-__all__ = ["Journal", "JournalError", "Ledger", "Recovered", "RecoveryPort"]
+__all__ = ["JOURNAL_APPLICATION_ID", "JOURNAL_VERSION", "LEFT_FOR_STAFF", "Journal",
+           "JournalDamaged", "JournalError", "Ledger", "Recovered", "RecoveryPort",
+           "refuse_left_for_staff"]
+
+JOURNAL_APPLICATION_ID = APPLICATION_ID
+JOURNAL_VERSION = VERSION
+#: The outcome recovery reports for a session it did not act on: its journal rows do not
+#: validate, so nothing was paid, printed, stacked, returned or released for it.
+LEFT_FOR_STAFF = "left_for_staff"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -66,6 +92,29 @@ class JournalError(CardioError):
     """The journal cannot be opened or written (disk full, not a journal, locked)."""
 
     exit_code = 1
+
+
+class JournalDamaged(JournalError):
+    """The journal is a kiosk journal, but damaged: a corrupt page, or values no session can
+    hold (text where yen belong, impossible amounts, deleted or garbled rows). Nothing is
+    paid, printed or counted on its strength; staff settle it from the cash box (the
+    cash-ledger code, as for books that do not balance)."""
+
+    exit_code = 24
+
+
+#: SQLite's primary result codes for a damaged file (sqlite3.h).
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+
+
+def _db_error(e: sqlite3.Error, path: Path, doing: str) -> JournalError:
+    """A typed, one-line error for an SQLite failure: damage (a corrupt page) apart from the
+    rest (locked, disk full, unreadable)."""
+    code = (getattr(e, "sqlite_errorcode", 0) or 0) & 0xFF
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return JournalDamaged(f"the kiosk journal {path} is damaged ({e}): nothing was acted"
+                              " on; keep the file for staff and settle from the cash box")
+    return JournalError(f"kiosk journal {path}: {doing} failed: {e}")
 
 
 class RecoveryPort(Protocol):
@@ -124,6 +173,20 @@ class Recovered:
     outcome: str
     held_for_card: bool  # still open: pages wait until the card leaves the slot
     actions: tuple[str, ...]
+    problem: str = ""  # why it was left for staff (outcome LEFT_FOR_STAFF)
+
+
+def refuse_left_for_staff(results: list[Recovered]) -> None:
+    """Raise :class:`JournalDamaged` if recovery left a session for staff: a kiosk does not
+    take new money while its journal cannot account for old."""
+    left = [r for r in results if r.outcome == LEFT_FOR_STAFF]
+    if left:
+        first = left[0]
+        more = f" (and {len(left) - 1} more)" if len(left) > 1 else ""
+        raise JournalDamaged(
+            f"kiosk journal: session {first.txn} left for staff{more} — {first.problem};"
+            " nothing was paid, printed or released for it: keep the journal and settle it"
+            " from the cash box")
 
 
 def _money_moved(before: Snapshot | None, after: Snapshot) -> bool:
@@ -147,18 +210,100 @@ def _digest(hexdigest: str) -> bytes | None:
 class Journal:
     """One kiosk's journal file. Not thread-safe: one runner owns it."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False,
+                 create: bool = True) -> None:
+        """Open the journal at ``path`` — creating it when ``create`` and the file is missing
+        or empty. An existing file is recognised first (:mod:`kiosk.session.journal_check`)
+        and checked page by page (``PRAGMA quick_check``); what is not a kiosk journal is
+        refused without a write. ``readonly`` opens it as SQLite's read-only mode does: for
+        the ledger and other inspection, which must never change the books they read."""
         self.path = Path(path)
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as e:
-            raise JournalError(f"cannot open the kiosk journal {self.path}: {e}") from None
+        self.readonly = readonly
+        self.create = create and not readonly
         self._full = True
         self._last: dict[str, Snapshot] = {}
         self._seq: dict[str, int] = {}
+        try:
+            exists = self.path.stat().st_size > 0
+        except FileNotFoundError:
+            exists = False
+        except OSError as e:
+            raise JournalError(f"cannot open the kiosk journal {self.path}:"
+                               f" {e.strerror}") from None
+        try:
+            problem = header_problem(self.path) if exists or not self.create else None
+        except OSError as e:
+            raise JournalError(f"cannot open the kiosk journal {self.path}:"
+                               f" {e.strerror}") from None
+        if problem is None and exists and not self.path.with_name(
+                self.path.name + "-wal").exists():
+            problem = self._identity_at_rest()
+        if problem is not None:
+            raise JournalError(f"{self.path} is not a kiosk journal: {problem};"
+                               " nothing was written to it")
+        try:
+            if readonly:
+                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro",
+                                           uri=True, isolation_level=None)
+                self._db.execute("PRAGMA query_only=1")
+            else:
+                self._db = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error as e:
+            raise _db_error(e, self.path, "open") from None
+        try:
+            self._open(new=not exists)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _identity_at_rest(self) -> str | None:
+        """The identity of a file with no WAL beside it, read as an immutable database: SQLite
+        then takes no lock and makes no -wal/-shm file, so a foreign database in WAL mode is
+        refused leaving its directory as it was. (With a WAL present — a journal in use or
+        left by a crash — the identity is read through it in :meth:`_open`.)"""
+        try:
+            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1",
+                                 uri=True)
+            try:
+                return identity_problem(db)[0]
+            finally:
+                db.close()
+        except sqlite3.Error as e:
+            raise _db_error(e, self.path, "open") from None
+
+    def _open(self, *, new: bool) -> None:
+        try:
+            empty = new or not self._db.execute(
+                "SELECT 1 FROM sqlite_master LIMIT 1").fetchone()
+            legacy = False
+            if not (empty and self.create):
+                problem, legacy = identity_problem(self._db)
+                if problem is not None:
+                    raise JournalError(f"{self.path} is not a kiosk journal: {problem};"
+                                       " nothing was written to it")
+                bad = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]
+                if bad != ["ok"]:
+                    raise JournalDamaged(
+                        f"the kiosk journal {self.path} is damaged (SQLite: {bad[0]}):"
+                        " nothing was acted on; keep the file for staff and settle from"
+                        " the cash box")
+            if self.readonly:
+                return
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            if empty or legacy:
+                # The tables and the identity in one transaction: a file is a journal
+                # with both, or neither.
+                self._db.execute("BEGIN IMMEDIATE")
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                self._db.execute(f"PRAGMA user_version={VERSION}")
+                self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise _db_error(e, self.path, "open") from None
 
     def close(self) -> None:
         self._db.close()
@@ -196,7 +341,18 @@ class Journal:
                 raise
             self._db.execute("COMMIT")
         except sqlite3.Error as e:
+            error = _db_error(e, self.path, "write")
+            if isinstance(error, JournalDamaged):
+                raise error from None
             raise JournalError(f"kiosk journal write failed: {e}") from None
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A query, its SQLite failures as typed errors (a corrupt page: JournalDamaged)."""
+        try:
+            yield self._db
+        except sqlite3.Error as e:
+            raise _db_error(e, self.path, "read") from None
 
     # -- the write-ahead path ----------------------------------------------------------------
 
@@ -236,9 +392,11 @@ class Journal:
         f = c.journal_fields()
         digest = _digest(str(f.pop("digest", "")))
         yen = int(f.pop("yen", 0) or f.pop("fee", 0))
+        kind = type(c).__name__.lower()
+        f["crc"] = row_check(c.key, txn, n, kind, yen)
         db.execute("INSERT OR IGNORE INTO commands (key, txn, seq, kind, yen, detail, digest) "
                    "VALUES (?,?,?,?,?,?,?)",
-                   (c.key, txn, n, type(c).__name__.lower(), yen,
+                   (c.key, txn, n, kind, yen,
                     json.dumps(f, sort_keys=True, ensure_ascii=True), digest))
 
     def _write_session(self, db: sqlite3.Connection, s: Snapshot) -> None:
@@ -272,32 +430,57 @@ class Journal:
     # -- queries -------------------------------------------------------------------------------
 
     def ledger(self) -> Ledger:
-        row = self._db.execute(
-            "SELECT COALESCE(SUM(cash_in),0), COALESCE(SUM(change_paid),0),"
-            " COALESCE(SUM(CASE WHEN printed=1 THEN fee ELSE 0 END),0),"
-            " COALESCE(SUM(refund),0), COALESCE(SUM(1-closed),0), COALESCE(SUM(printed),0)"
-            " FROM sessions").fetchone()
+        """The books. Refused (:class:`JournalDamaged`) when the journal holds anything
+        recovery would leave for staff (:meth:`damage`): a sum over text, impossible amounts
+        or a session whose rows do not add up is no account."""
+        with self._reading() as db:
+            bad = self.damage()
+            if bad:
+                raise JournalDamaged(f"kiosk journal: session {bad[0][0]}: {bad[0][1]}; the"
+                                     " books cannot be vouched for — keep the journal for"
+                                     " staff and settle from the cash box")
+            row = db.execute(
+                "SELECT COALESCE(SUM(cash_in),0), COALESCE(SUM(change_paid),0),"
+                " COALESCE(SUM(CASE WHEN printed=1 THEN fee ELSE 0 END),0),"
+                " COALESCE(SUM(refund),0), COALESCE(SUM(1-closed),0), COALESCE(SUM(printed),0)"
+                " FROM sessions").fetchone()
         return Ledger(*(int(v) for v in row))
 
+    def damage(self) -> list[tuple[str, str]]:
+        """``(txn, problem)`` for everything in the journal that does not validate: an
+        unfinished session recovery may not act on, commands or steps without their session,
+        the first finished session whose values cannot be summed."""
+        with self._reading() as db:
+            out = [(str(txn), p) for txn in self.open_sessions()
+                   if (p := session_problem(db, txn)) is not None]
+            out += [(txn, "commands or steps without their session row") for txn in orphans(db)]
+            bad = books_problem(db)
+            if bad is not None and bad[0] not in {t for t, _ in out}:
+                out.append(bad)
+        return out
+
     def open_sessions(self) -> list[str]:
-        return [r[0] for r in self._db.execute(
-            "SELECT txn FROM sessions WHERE closed=0 ORDER BY rowid")]
+        with self._reading() as db:
+            return [r[0] for r in db.execute(
+                "SELECT txn FROM sessions WHERE closed=0 ORDER BY rowid")]
 
     def owed_finalizes(self) -> list[tuple[str, str, str, str]]:
         """``(txn, request_id, session_id, outcome)`` the center has not acknowledged."""
-        return [tuple(r) for r in self._db.execute(
-            "SELECT txn, request_id, session_id, finalize_outcome FROM sessions"
-            " WHERE closed=1 AND session_id != '' AND finalize_outcome != ''"
-            " AND finalize_done=0 ORDER BY rowid")]
+        with self._reading() as db:
+            return [tuple(r) for r in db.execute(
+                "SELECT txn, request_id, session_id, finalize_outcome FROM sessions"
+                " WHERE closed=1 AND session_id != '' AND finalize_outcome != ''"
+                " AND finalize_done=0 ORDER BY rowid")]
 
     def mark_finalized(self, txn: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE sessions SET finalize_done=1 WHERE txn=?", (txn,))
 
     def session_row(self, txn: str) -> dict[str, object]:
-        cur = self._db.execute("SELECT * FROM sessions WHERE txn=?", (txn,))
-        names = [d[0] for d in cur.description]
-        row = cur.fetchone()
+        with self._reading() as db:
+            cur = db.execute("SELECT * FROM sessions WHERE txn=?", (txn,))
+            names = [d[0] for d in cur.description]
+            row = cur.fetchone()
         if row is None:
             raise JournalError(f"no session {txn!r} in the journal")
         return dict(zip(names, row, strict=True))
@@ -306,24 +489,41 @@ class Journal:
 
     def recover(self, port: RecoveryPort) -> list[Recovered]:
         """Bring every unfinished session to a defined outcome (see the module docstring).
-        Idempotent: run it at every start, and again once a held card has been taken."""
-        return [self._recover_one(txn, port) for txn in self.open_sessions()]
+        Idempotent: run it at every start, and again once a held card has been taken.
+
+        A session whose rows do not validate (:func:`~kiosk.session.journal_check.
+        session_problem`) is not touched — no device is asked anything for it — and comes
+        back as :data:`LEFT_FOR_STAFF` with the reason; so do commands or steps with no
+        session, and a finished session whose books cannot be summed."""
+        damaged = dict(self.damage())
+        out: list[Recovered] = []
+        for txn in self.open_sessions():
+            if str(txn) in damaged:
+                out.append(Recovered(str(txn), LEFT_FOR_STAFF, False, (),
+                                     damaged.pop(str(txn))))
+            else:
+                out.append(self._recover_one(txn, port))
+        out += [Recovered(txn, LEFT_FOR_STAFF, False, (), problem)
+                for txn, problem in damaged.items()]
+        return out
 
     def _commands(self, txn: str) -> dict[str, tuple[str, int, int | None]]:
         """Latest command of each kind: ``kind → (key, done, result)``."""
         out: dict[str, tuple[str, int, int | None]] = {}
-        for key, kind, done, result in self._db.execute(
-                "SELECT key, kind, done, result FROM commands WHERE txn=? ORDER BY seq, rowid",
-                (txn,)):
-            out[kind] = (key, done, result)
+        with self._reading() as db:
+            for key, kind, done, result in db.execute(
+                    "SELECT key, kind, done, result FROM commands WHERE txn=?"
+                    " ORDER BY seq, rowid", (txn,)):
+                out[kind] = (key, done, result)
         return out
 
     def _intent(self, txn: str, key: str, kind: str, yen: int) -> None:
         with self._tx() as db:
             n = db.execute("SELECT COALESCE(MAX(seq),0)+1 FROM commands WHERE txn=?",
                            (txn,)).fetchone()[0]
+            detail = json.dumps({"crc": row_check(key, txn, n, kind, yen), "recovery": 1})
             db.execute("INSERT OR IGNORE INTO commands (key, txn, seq, kind, yen, detail)"
-                       " VALUES (?,?,?,?,?,?)", (key, txn, n, kind, yen, '{"recovery":1}'))
+                       " VALUES (?,?,?,?,?,?)", (key, txn, n, kind, yen, detail))
 
     def _settle(self, txn: str, key: str, result: int, **changes: object) -> None:
         with self._tx() as db:
@@ -409,9 +609,10 @@ class Journal:
             db.execute("UPDATE sessions SET outcome=?, reason=?, recovered=1 WHERE txn=?",
                        (outcome, reason, txn))
         s = self.session_row(txn)
-        pages = bool(s["printed"]) or bool(self._db.execute(
-            "SELECT 1 FROM commands WHERE txn=? AND kind='printslip' AND done=1 AND result=1",
-            (txn,)).fetchone())
+        with self._reading() as db:
+            pages = bool(s["printed"]) or bool(db.execute(
+                "SELECT 1 FROM commands WHERE txn=? AND kind='printslip' AND done=1"
+                " AND result=1", (txn,)).fetchone())
         if port.card_in_slot():
             # The interlock holds across a crash: nothing is released, the session does not
             # end, while a card is in the slot. Money is settled already.

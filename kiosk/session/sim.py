@@ -193,7 +193,7 @@ class World:
 
     def pay_change(self, key: str, yen: int) -> int:
         if key not in self.results:
-            paid = min(yen, self.hopper)
+            paid = min(yen, self.hopper - self.hopper % 10)  # its smallest coin is ¥10
             self.hopper -= paid
             self.change_paid += paid
             self.results[key] = [paid]
@@ -369,7 +369,7 @@ class World:
             return [E.ChangePaid(cmd.key, 0)]
         if f == 2:  # hopper jams half way
             half = (cmd.yen // 2) // 10 * 10
-            paid = min(half, self.hopper)
+            paid = min(half, self.hopper - self.hopper % 10)
             self.hopper -= paid
             self.change_paid += paid
             self.results[cmd.key] = [paid]

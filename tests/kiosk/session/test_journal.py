@@ -264,8 +264,9 @@ def test_the_planted_pin_search_would_find_a_leak(tmp_path: Path) -> None:
 def test_a_file_that_is_not_a_journal_is_a_typed_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(JournalError, match="cannot open the kiosk journal"):
+    with pytest.raises(JournalError, match="is not a kiosk journal: not an SQLite database"):
         Journal(bad)
+    assert bad.read_bytes() == b"this is not sqlite" * 100
 
 
 def test_a_journal_that_cannot_write_stops_the_side_effect(flow: Flow) -> None:
