@@ -22,12 +22,14 @@ One TOML file configures it — the device sections of ``kiosk devices check`` p
     lang = "ja"
 
 What it does: recovery first (the journal's unfinished sessions, before any new card is
-served) and the finalizes the journal owes the center (again after every session), then
-one JSON line ``{"event": "ready", …}`` on stdout (with ``[web]``, its ``"ui"`` URL); then
-it watches the card slot and runs one session per inserted card, the cash devices polled
-all along on their own thread. The screens go to stdout as ``{"event": "screen", …}`` lines
-(with ``[web]`` also to the browser page, ``docs/kiosk-ui.md``) and each session ends with
-``{"event": "session", …}``. The card slot, not the UI, reports the card's removal.
+served; with a card in the slot it releases nothing and waits for the removal, see
+:func:`recover_at_start`) and the finalizes the journal owes the center (again after every
+session), then one JSON line ``{"event": "ready", …}`` on stdout (with ``[web]``, its
+``"ui"`` URL); then it watches the card slot and runs one session per inserted card, the
+cash devices polled all along on their own thread. The screens go to stdout as
+``{"event": "screen", …}`` lines (with ``[web]`` also to the browser page,
+``docs/kiosk-ui.md``) and each session ends with ``{"event": "session", …}``. The card
+slot, not the UI, reports the card's removal.
 
 SIGTERM or SIGINT: no new session starts; a session in progress runs to its end (bounded by
 its deadline — money and paper are never abandoned halfway), the journal is closed and the
@@ -51,7 +53,7 @@ from kiosk.devices.errors import DeviceConfigError
 from kiosk.runner import HeadlessUi, Ui
 from kiosk.session import commands as C
 
-__all__ = ["load_run_config", "register", "timeouts_of"]
+__all__ = ["load_run_config", "recover_at_start", "register", "timeouts_of"]
 
 
 def load_run_config(path: Path) -> dict[str, Any]:
@@ -198,7 +200,6 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
         find_credentials,
         flush_finalizes,
         lab_feeder,
-        start_recovery,
     )
     from kiosk.session import events as E
     from kiosk.session.journal import Journal
@@ -227,7 +228,7 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
     journal = Journal(k["journal"])
     cash = CashAdapter(config, journal=k["journal"])
     try:
-        recovered = start_recovery(journal, out, cash)
+        recovered = await recover_at_start(journal, out, cash, slot, stop)
         async with CenterClient(creds) as center:
             finalizes = await flush_finalizes(journal, center)
         await cash.start()
@@ -295,6 +296,35 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
         cash.stop()
         journal.close()
     return 0
+
+
+async def recover_at_start(journal: Any, out: Path | None, cash: Any, slot: Any,
+                           stop: asyncio.Event, *, poll: float = 0.2) -> list[dict[str, Any]]:
+    """Recovery before any new card is served, with the card-removal interlock of a live
+    session: a session left waiting for its card (or one whose pages or 未交付 slip
+    recovery makes while a card is in the slot) is settled but releases nothing; the kiosk
+    says ``{"event": "awaiting-card-removal", …}`` and waits — serving no one — until the
+    slot reports the removal, then recovers again, which releases the held output and
+    closes the sessions. A stop while waiting leaves them held for the next start. Returns
+    each session's last report (a journal that cannot be recovered raises
+    :class:`~kiosk.session.journal.JournalDamaged`, before any device is asked for it)."""
+    from kiosk.runner import start_recovery
+
+    recovered = start_recovery(journal, out, cash, card_present=slot.present)
+    while not stop.is_set():
+        held = [r["txn"] for r in recovered if r["held_for_card"]]
+        if not held:
+            break
+        _line({"event": "awaiting-card-removal", "txns": held})
+        while not stop.is_set() and await asyncio.to_thread(slot.present):
+            await _wait(stop, poll)
+        if stop.is_set():
+            break
+        again = {r["txn"]: r for r in start_recovery(journal, out, cash,
+                                                     card_present=slot.present)}
+        recovered = [{**again[r["txn"]], "actions": r["actions"] + again[r["txn"]]["actions"]}
+                     if r["txn"] in again else r for r in recovered]
+    return recovered
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

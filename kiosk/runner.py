@@ -51,7 +51,7 @@ from kiosk.protocol.messages import IssuedDocument, SessionOpened
 from kiosk.session import commands as C
 from kiosk.session import events as E
 from kiosk.session.core import ExpectedBinding, IssuanceSession, State, Timeouts
-from kiosk.session.journal import Journal
+from kiosk.session.journal import Journal, refuse_left_for_staff
 from kiosk.session.ports import ConservativePort, release_held
 
 __all__ = ["CardAdapter", "CashAdapter", "HeadlessUi", "Keypad", "KioskError",
@@ -375,6 +375,10 @@ class CashAdapter:
         self._cmd_lock = threading.Lock()
         self.results: dict[str, int] = {}  # key -> yen: idempotent by key
         self.intents = PayoutIntents(journal) if journal is not None and self.hoppers else None
+        # Notes (and coins) that settled or were refused outside a session: handed back, or
+        # in the machine for no one — journalled, never a customer's payment (issue 22).
+        self.strays: list[dict[str, Any]] = []
+        self._stray_log = StrayCash(journal) if journal is not None else None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -393,6 +397,28 @@ class CashAdapter:
                 self.bus.close()
         if self.intents is not None:
             self.intents.close()
+        if self._stray_log is not None:
+            with contextlib.suppress(Exception):  # what the last polls saw, on record too
+                self._record_strays()
+            self._stray_log.close()
+
+    def _record_strays(self) -> None:
+        """Journal what the acceptor saw outside a session (worker thread)."""
+        from kiosk.devices.model import ItemRejected, ItemSettled
+
+        events, self.acceptor.strays = self.acceptor.strays, []
+        for ev in events:
+            if isinstance(ev, ItemSettled):
+                row = {"device": ev.device, "item": ev.item, "yen": ev.yen,
+                       "outcome": ev.outcome.value, "reason": ev.reason}
+            elif isinstance(ev, ItemRejected):  # the unit does not say the note's value
+                row = {"device": ev.device, "item": 0, "yen": 0, "outcome": "rejected",
+                       "reason": ev.reason}
+            else:
+                continue
+            self.strays.append(row)
+            if self._stray_log is not None:
+                self._stray_log.record(row)
 
     def _post(self, fn: Callable[[], None]) -> None:
         if self._loop is not None:
@@ -419,6 +445,11 @@ class CashAdapter:
             for ev in events:
                 if isinstance(ev, Fault):
                     self._post(functools.partial(self.on_fault, ev.kind))
+            if self.acceptor.strays:
+                try:
+                    self._record_strays()
+                except Exception:  # the journal failed: no money is taken meanwhile
+                    self._post(functools.partial(self.on_fault, "journal"))
             self._credit()
             self._stop.wait(0.01)
 
@@ -529,14 +560,48 @@ class CashAdapter:
         note's yen (0: none was there). Without this the next customer's session would be
         credited with it."""
         from kiosk.devices.model import ItemSettled, Outcome
+        from kiosk.devices.services import hand_back
 
         if self.bill is None:
             return 0
         host = self.bill.host
         host.accept = lambda _yen: stack
         want = Outcome.STACKED if stack else Outcome.RETURNED
-        events = self.bill.run_until(lambda: host.idle and host.configured, timeout=15.0)
+        try:
+            events = self.bill.run_until(lambda: host.idle and host.configured, timeout=15.0)
+        finally:
+            host.accept = hand_back  # no session is open: a later note goes back
         return sum(e.yen for e in events if isinstance(e, ItemSettled) and e.outcome is want)
+
+
+class StrayCash:
+    """Notes and coins the cash devices settled or refused while no session was open (or
+    that were in their path before one began), in their own table of the kiosk's journal
+    file: a note handed back between sessions is on record, and one the machine kept for no
+    session is money staff can account for — never a customer's payment."""
+
+    def __init__(self, path: str | Path) -> None:
+        import sqlite3
+
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS cash_strays (seq INTEGER PRIMARY KEY"
+                         " AUTOINCREMENT, at TEXT NOT NULL, device TEXT NOT NULL,"
+                         " item INTEGER NOT NULL, yen INTEGER NOT NULL, outcome TEXT NOT NULL,"
+                         " reason TEXT NOT NULL)")
+        self._lock = threading.Lock()
+
+    def record(self, row: dict[str, Any]) -> None:
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with self._lock:
+            self._db.execute("INSERT INTO cash_strays (at, device, item, yen, outcome, reason)"
+                             " VALUES (?, ?, ?, ?, ?, ?)", (at, row["device"], row["item"],
+                                                            row["yen"], row["outcome"],
+                                                            row["reason"]))
+
+    def close(self) -> None:
+        self._db.close()
 
 
 class PayoutIntents:
@@ -590,8 +655,9 @@ class DeviceRecoveryPort(ConservativePort):
     is stacked or handed back as the journal asked, and counts as confirmed; a change payout
     pays only what the hoppers' counters say it has not paid yet."""
 
-    def __init__(self, journal: Journal, cash: CashAdapter, out: Path | None) -> None:
-        super().__init__(journal, out=out)
+    def __init__(self, journal: Journal, cash: CashAdapter, out: Path | None,
+                 card_present: Callable[[], bool] | None = None) -> None:
+        super().__init__(journal, out=out, card_present=card_present)
         self.cash = cash
 
     def return_escrow(self, key: str) -> tuple[int, int]:
@@ -1181,11 +1247,25 @@ async def flush_finalizes(journal: Journal, center: CenterClient) -> dict[str, i
     return {"sent": sent, "refused": refused, "owed": len(journal.owed_finalizes())}
 
 
-def start_recovery(journal: Journal, out: Path | None, cash: CashAdapter | None = None
-                   ) -> list[dict[str, Any]]:
+def start_recovery(journal: Journal, out: Path | None, cash: CashAdapter | None = None, *,
+                   card_present: Callable[[], bool] | None = None,
+                   strict: bool = True) -> list[dict[str, Any]]:
     """Recovery at start, with the conservative port (see :mod:`kiosk.session.ports`); with
-    ``cash`` (before its worker starts) change still owed is paid by the real hoppers."""
-    port = DeviceRecoveryPort(journal, cash, out) if cash is not None else \
-        ConservativePort(journal, out=out)
+    ``cash`` (before its worker starts) change still owed is paid by the real hoppers.
+
+    ``card_present`` is the card slot: while it says a card is in, recovery settles the
+    money but releases nothing (no page, no 未交付 slip) and keeps the session open, held
+    for the card — call again once the slot reports the removal. Without it the caller
+    vouches that the slot is empty (``kiosk recover`` run by staff without ``--reader``).
+
+    ``strict``: a session left for staff (its journal rows do not validate) raises
+    :class:`~kiosk.session.journal.JournalDamaged` after the others are recovered; with
+    ``strict=False`` it is reported in the list (``"problem"``) for the caller to refuse."""
+    port = DeviceRecoveryPort(journal, cash, out, card_present) if cash is not None else \
+        ConservativePort(journal, out=out, card_present=card_present)
+    results = journal.recover(port)
+    if strict:
+        refuse_left_for_staff(results)
     return [{"txn": r.txn, "outcome": r.outcome, "held_for_card": r.held_for_card,
-             "actions": list(r.actions)} for r in journal.recover(port)]
+             "actions": list(r.actions)} | ({"problem": r.problem} if r.problem else {})
+            for r in results]

@@ -2,10 +2,13 @@
 command line (registered by :mod:`kiosk.cli`).
 
 * ``ledger --journal PATH`` — the books: cash in, change out, fees of printed documents,
-  refunds due, open sessions, documents printed, and whether they balance (exit 24 if not);
-* ``recover --journal PATH [--out DIR] [--devices FILE]`` — bring unfinished sessions to an
-  outcome (also run at every start of ``issue`` and ``run``), with the conservative port of
-  :mod:`kiosk.session.ports` (and the hoppers of ``--devices`` for change still owed);
+  refunds due, open sessions, documents printed, and whether they balance (exit 24 if not,
+  or if a stored value cannot be a session's money); read-only, and only a kiosk journal;
+* ``recover --journal PATH [--out DIR] [--devices FILE] [--reader SLOT]`` — bring
+  unfinished sessions to an outcome (also run at every start of ``issue`` and ``run``), with
+  the conservative port of :mod:`kiosk.session.ports` (and the hoppers of ``--devices`` for
+  change still owed; with ``--reader``, nothing is released while a card is in the slot);
+  a session whose journal rows do not validate is left untouched for staff (exit 24);
 * ``issue`` — one headless issuance: a software or PC/SC card, the center over HTTP, the
   cash devices named in ``--devices`` (the ``kiosk devices check`` TOML), the document
   rendered into ``--out``;
@@ -20,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from cardio.errors import CardioError, UsageError
-from kiosk.session.journal import Journal, JournalError
+from kiosk.session.journal import (
+    LEFT_FOR_STAFF,
+    Journal,
+    JournalDamaged,
+    JournalError,
+    Recovered,
+    refuse_left_for_staff,
+)
 
 __all__ = ["register"]
 
@@ -39,16 +49,16 @@ class NotIssued(CardioError):
     exit_code = 26
 
 
-def _journal(path: Path, *, create: bool = False) -> Journal:
+def _journal(path: Path, *, create: bool = False, readonly: bool = False) -> Journal:
     if not create and not path.is_file():
         raise JournalError(f"no kiosk journal at {path}")
-    return Journal(path)
+    return Journal(path, readonly=readonly, create=create)
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
     from cardio.cli import emit
 
-    with _journal(args.journal) as j:
+    with _journal(args.journal, readonly=True) as j:  # reading the books changes nothing
         ledger = j.ledger()
     d = ledger.as_dict()
     emit(args, d, [f"{k:18} {v}" for k, v in d.items()])
@@ -59,6 +69,12 @@ def cmd_recover(args: argparse.Namespace) -> int:
     from cardio.cli import emit
     from kiosk.runner import start_recovery
 
+    reader = getattr(args, "reader", None)
+    card_present = None
+    if reader:  # the slot is asked: nothing is released while a card is in it
+        from kiosk.run import Slot
+
+        card_present = Slot(reader).present
     with _journal(args.journal) as j:
         cash = None
         if args.devices is not None:  # the devices are asked, and the hoppers pay
@@ -67,15 +83,26 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
             cash = CashAdapter(load_config(args.devices), journal=args.journal)
         try:
-            done = start_recovery(j, args.out, cash)
+            done = start_recovery(j, args.out, cash, card_present=card_present,
+                                  strict=False)
         finally:
             if cash is not None:
                 cash.stop()
-        ledger = j.ledger()
-    emit(args, {"recovered": done, "ledger": ledger.as_dict()},
+        left = [r for r in done if r["outcome"] == LEFT_FOR_STAFF]
+        try:
+            ledger: dict[str, Any] | None = j.ledger().as_dict()
+        except JournalDamaged:
+            if not left:
+                raise
+            ledger = None  # the books cannot be added up: the line below says why
+    emit(args, {"recovered": done, "ledger": ledger},
          [f"{r['txn']}: {r['outcome']}" + (" (held: card in slot)" if r["held_for_card"]
                                            else "") + "".join(f"\n  {a}" for a in r["actions"])
+          + (f"\n  {r['problem']}" if r.get("problem") else "")
           for r in done] or ["nothing to recover"])
+    if left:
+        refuse_left_for_staff([Recovered(r["txn"], r["outcome"], False, (), r["problem"])
+                               for r in left])
     return 0
 
 
@@ -124,7 +151,11 @@ def cmd_issue(args: argparse.Namespace) -> int:
     try:
         keypad = Keypad()
         cash = CashAdapter(devices, journal=args.journal)
-        recovered = start_recovery(journal, args.out, cash)
+        from kiosk.run import Slot
+
+        # A card already in the slot holds what recovery would release (the interlock).
+        recovered = start_recovery(journal, args.out, cash,
+                                   card_present=Slot(args.reader).present)
         printer = PrinterAdapter(args.out, devices.get("printer", {}).get("url"))
         ui = HeadlessUi(pin, args.document, tuple(args.option or ()), insert,
                         lab_feeder(str(control)) if control else lambda _y: None)
@@ -173,6 +204,10 @@ def register(ksub: Any) -> None:
                    help="held-output directory (未交付 slips are written there)")
     p.add_argument("--devices", type=Path, default=None,
                    help="the kiosk's devices TOML: change still owed is paid by its hoppers")
+    p.add_argument("--reader", default=argparse.SUPPRESS,
+                   help="the card slot (emu:DIR or a PC/SC reader name): while a card is"
+                        " in it nothing is released (without it, you vouch the slot is"
+                        " empty)")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=cmd_recover)
 

@@ -430,3 +430,53 @@ insert = [1000]
             proc.wait(10)
     err = proc.stderr.read() if proc.stderr else ""
     assert card.pin not in err.replace(done["request_id"], "")
+
+
+def test_kiosk_run_restarted_with_the_card_in_releases_nothing_until_it_is_taken(
+        backend: Service, lab: dict[str, Any], tmp_path: Path) -> None:
+    """A kiosk killed while its customer's card was still in the slot (the page printed and
+    held, a second session crashed at print and owes a refund slip), restarted with the card
+    still there: recovery settles the money but releases neither page nor slip until the
+    slot reports the removal."""
+    import time
+
+    from kiosk.session.journal import Journal
+    from tests.kiosk.test_run import printed_awaiting_card, released
+    from tests.kiosk.test_runner_cli import crashed_at_print
+
+    with Journal(tmp_path / "journal.db") as j:
+        printed_awaiting_card(j, "Tprinted")
+        crashed_at_print(j, "Tslip")
+    out = tmp_path / "out"
+    (out / ".held").mkdir(parents=True)
+    (out / ".held" / "juminhyo-req-Tprinted.pdf").write_bytes(b"%PDF-1.7 the page")
+    card = backend.card()  # its directory exists: the card is in the slot
+    config = tmp_path / "kiosk.toml"
+    config.write_text(lab["toml"].read_text() + f'''
+[kiosk]
+journal = "{tmp_path / 'journal.db'}"
+out = "{out}"
+center = "{backend.info['center']}"
+reader = "emu:{card.path}"
+''')
+    proc = subprocess.Popen([*CARDIO, "kiosk", "run", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=backend.env)
+    lines = Lines(proc)
+    try:
+        first = lines.until(lambda m: m["event"] in ("awaiting-card-removal", "ready"))[-1]
+        assert first["event"] == "awaiting-card-removal", first
+        assert first["txns"] == ["Tprinted", "Tslip"]
+        time.sleep(1.0)
+        assert released(out) == []  # the card is still in: nothing to take
+        card.path.rename(card.path.with_name(card.path.name + "-taken"))
+        ready = lines.until(lambda m: m["event"] == "ready")[-1]
+        assert released(out) == ["juminhyo-req-Tprinted.pdf", "slip-Tslip.pdf"]
+        assert ready["ledger"]["sessions_open"] == 0 and ready["ledger"]["balanced"]
+        proc.send_signal(signal.SIGTERM)
+        lines.until(lambda m: m["event"] == "stopped")
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -138,3 +138,124 @@ def pdf_text(path: Path) -> str:
         return "".join(page.get_textpage().get_text_range() for page in doc)
     finally:
         doc.close()
+
+
+# -- a file that is not a kiosk journal is refused, and left as it was -------------------------
+
+
+def _stamp(path: Path, *, application_id: int | None = None,
+           user_version: int | None = None, drop: str = "") -> None:
+    """Change a journal's identity the way another program (or an old cardio) would."""
+    db = sqlite3.connect(path)
+    if application_id is not None:
+        db.execute(f"PRAGMA application_id={application_id}")
+    if user_version is not None:
+        db.execute(f"PRAGMA user_version={user_version}")
+    if drop:
+        db.execute(f"DROP TABLE {drop}")
+    db.commit()
+    db.close()
+
+
+def not_journals(tmp: Path) -> dict[str, Path]:
+    """Files a careless operator might point ``--journal`` at."""
+    files: dict[str, Path] = {}
+    files["empty"] = tmp / "empty.db"
+    files["empty"].write_bytes(b"")
+    files["text"] = tmp / "notes.db"
+    files["text"].write_bytes("これは日誌ではない\n".encode() * 200)
+    files["foreign"] = tmp / "accounts.db"
+    db = sqlite3.connect(files["foreign"])
+    db.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, owner TEXT, balance INTEGER)")
+    db.execute("INSERT INTO accounts VALUES (1, 'x', 100)")
+    db.commit()
+    db.close()
+    files["foreign-wal"] = tmp / "other-wal.db"
+    db = sqlite3.connect(files["foreign-wal"])
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t (a)")
+    db.commit()
+    db.close()
+    files["same-table-name"] = tmp / "lookalike.db"
+    db = sqlite3.connect(files["same-table-name"])
+    db.execute("CREATE TABLE sessions (txn TEXT, cash_in INTEGER)")
+    db.commit()
+    db.close()
+    for name, change in (("missing-tables", {"drop": "commands"}),
+                         ("foreign-application-id", {"application_id": 0x46495245}),
+                         ("newer-version", {"user_version": 99})):
+        files[name] = tmp / f"{name}.db"
+        with Journal(files[name]) as j:
+            crashed_at_print(j, "Tprint")
+        _stamp(files[name], **change)  # type: ignore[arg-type]
+    return files
+
+
+@pytest.mark.parametrize("cmd", ["ledger", "recover"])
+def test_a_file_that_is_not_a_journal_is_refused_untouched(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], cmd: str) -> None:
+    files = not_journals(tmp_path)
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+    out = tmp_path / "out"
+    for name, path in files.items():
+        extra = ["--out", str(out)] if cmd == "recover" else []
+        rc = main(["kiosk", cmd, "--journal", str(path), "--json", *extra])
+        captured = capsys.readouterr()
+        assert rc == 1, (name, rc, captured)
+        assert captured.out == "", name
+        assert captured.err.count("\n") == 1 and "not a kiosk journal" in captured.err, (
+            name, captured.err)
+    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+    # Not a byte written, no table created, no -wal/-shm left beside a foreign file.
+    assert after == before
+    assert not out.exists()
+
+
+def test_the_runner_refuses_a_foreign_database_before_writing(tmp_path: Path) -> None:
+    from kiosk.session.journal import JournalError
+
+    path = not_journals(tmp_path)["foreign"]
+    data = path.read_bytes()
+    with pytest.raises(JournalError, match="not a kiosk journal"):
+        Journal(path)
+    assert path.read_bytes() == data
+
+
+def test_a_new_journal_carries_its_identity(tmp_path: Path) -> None:
+    from kiosk.session.journal import JOURNAL_APPLICATION_ID, JOURNAL_VERSION
+
+    with Journal(tmp_path / "j.db") as j:
+        crashed_at_print(j, "Tprint")
+    db = sqlite3.connect(tmp_path / "j.db")
+    assert db.execute("PRAGMA application_id").fetchone()[0] == JOURNAL_APPLICATION_ID
+    assert db.execute("PRAGMA user_version").fetchone()[0] == JOURNAL_VERSION == 1
+    db.close()
+
+
+def test_a_journal_from_before_the_identity_is_read_and_stamped_only_when_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kiosk.session.journal import JOURNAL_APPLICATION_ID
+
+    path = tmp_path / "old.db"
+    with Journal(path) as j:
+        crashed_at_print(j, "Tprint")
+    _stamp(path, application_id=0, user_version=0)  # as every journal was before
+    data, mtime = path.read_bytes(), path.stat().st_mtime_ns
+    assert main(["kiosk", "ledger", "--journal", str(path), "--json"]) == 24  # open session
+    assert json.loads(capsys.readouterr().out)["cash_in"] == 1000
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == (data, mtime)  # read-only
+    assert main(["kiosk", "recover", "--journal", str(path), "--json"]) == 0
+    capsys.readouterr()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA application_id").fetchone()[0] == JOURNAL_APPLICATION_ID
+    db.close()
+
+
+def test_ledger_writes_nothing_to_a_journal(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "journal.db"
+    crashed_journal(path)
+    data, mtime = path.read_bytes(), path.stat().st_mtime_ns
+    assert main(["kiosk", "ledger", "--journal", str(path), "--json"]) == 24
+    assert json.loads(capsys.readouterr().out)["sessions_open"] == 2
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == (data, mtime)
