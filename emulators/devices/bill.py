@@ -13,6 +13,10 @@ in escrow whatever the host says), ``cheat`` (the next note is pulled back while
 answer has a bad CRC), ``duplicate`` (the next answer is sent twice), ``power_cycle``
 (now: the unit is off for N requests, then powers up with whatever was in its path),
 ``cassette_full`` (the cassette reports full until :meth:`empty_cassette`).
+
+Inhibit is honoured as a real unit honours it: a note inserted while INHIBIT is set, or
+still waiting in the slot when it is set, is rejected ("return by inhibit", 0x79) and never
+stacked — it does not wait for the next acceptance.
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ class BillValidator:
     bill: int | None = None  # yen of the note in the mechanism
     bill_stuck: bool = False
     queue: deque[int] = field(default_factory=deque)  # notes the customer is feeding
+    #: Notes inserted while the unit was inhibited: a real unit refuses them there and then
+    #: (they go back through REJECTING, "return by inhibit"), whatever the host says next.
+    refused: deque[int] = field(default_factory=deque)
     cassette: list[int] = field(default_factory=list)
     returned: list[int] = field(default_factory=list)
     held: list[int] = field(default_factory=list)
@@ -84,8 +91,11 @@ class BillValidator:
 
     # -- the customer and the test -------------------------------------------------------
     def insert(self, yen: int) -> None:
+        """A customer feeds a note. While INHIBIT is set the unit does not take it in: it is
+        rejected at once (never queued for the next acceptance: that would credit it to
+        whoever comes next, the defect of issue 22)."""
         with self._lock:
-            self.queue.append(yen)
+            (self.refused if self.inhibited else self.queue).append(yen)
 
     def arm(self, fault: str, count: int = 1, **kw: Any) -> None:
         with self._lock:
@@ -111,6 +121,7 @@ class BillValidator:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {"state": self.state.name, "bill": self.bill, "queue": list(self.queue),
+                    "refused": list(self.refused),
                     "cassette": list(self.cassette), "returned": list(self.returned),
                     "held": list(self.held), "rejected": list(self.rejected),
                     "inhibited": self.inhibited}
@@ -118,7 +129,7 @@ class BillValidator:
     def unsettled(self) -> int:
         """Yen inserted by the customer and not yet in a final place."""
         with self._lock:
-            return sum(self.queue) + (self.bill or 0)
+            return sum(self.queue) + sum(self.refused) + (self.bill or 0)
 
     # -- the line ------------------------------------------------------------------------
     def receive(self, data: bytes) -> bytes:
@@ -216,7 +227,15 @@ class BillValidator:
         self._dwelt += 1
         if self._dwelt < self.dwell.get(s, 1):
             return
-        if s == Status.DISABLED and not self.inhibited:
+        if s in (Status.DISABLED, Status.IDLING) and (
+                self.refused or (self.inhibited and self.queue)):
+            # At rest and inhibited (or holding a note fed while inhibited): the note in the
+            # slot goes back through the reject path, as a real unit does it.
+            self.bill = (self.refused or self.queue).popleft()
+            self.escrowed = False
+            self._reject_reason = 0x79  # return by inhibit
+            self.state = Status.REJECTING
+        elif s == Status.DISABLED and not self.inhibited:
             self.state = Status.IDLING
         elif s == Status.IDLING:
             if self.inhibited:
@@ -247,7 +266,7 @@ class BillValidator:
             assert self.bill is not None
             self.rejected.append(self.bill)
             self.bill = None
-            self.state = Status.IDLING
+            self.state = Status.DISABLED if self.inhibited else Status.IDLING
         elif s == Status.STACKING:
             assert self.bill is not None
             if self._armed.cheat:

@@ -280,6 +280,17 @@ class Id003Host:
         return self._bill is not None and self._bill.outcome is None
 
     @property
+    def items_seen(self) -> int:
+        """Notes seen in escrow so far (item numbers are 1, 2, …): a caller that records
+        this at a session's start knows which items arrived before it."""
+        return self._items
+
+    @property
+    def held_item(self) -> int:
+        """Item number of the note held in escrow awaiting :meth:`decide` (0 if none)."""
+        return self._bill.item if self.held_yen and self._bill is not None else 0
+
+    @property
     def held_yen(self) -> int:
         """Yen of a note held in escrow awaiting :meth:`decide` (0 if none)."""
         bill = self._bill
@@ -390,7 +401,7 @@ class Id003Host:
 
     def _on_status(self, reply: Frame) -> list[DeviceEvent]:
         status = Status(reply.cmd)
-        self.status = status
+        previous, self.status = self.status, status
         events: list[DeviceEvent] = []
         if status not in _ERROR_KINDS:
             self._last_fault = None
@@ -454,8 +465,11 @@ class Id003Host:
                 events.append(Fault(self.device, "vend-valid-unknown",
                                     "VEND VALID for a note never seen in escrow"))
         elif status == Status.REJECTING:
-            code = reply.data[0] if reply.data else 0
-            events.append(ItemRejected(self.device, REJECT_REASONS.get(code, f"0x{code:02X}")))
+            # Reported once per note: the unit stays in REJECTING for several polls.
+            if previous != Status.REJECTING:
+                code = reply.data[0] if reply.data else 0
+                events.append(ItemRejected(self.device,
+                                           REJECT_REASONS.get(code, f"0x{code:02X}")))
         elif status == Status.RETURNING:
             if bill is not None:
                 bill.returning = True

@@ -11,6 +11,13 @@ it) or ``CashInRollback`` (printing failed: hand the very note back) — the ref
 cleanest answer to "paid but not printed". Once the fee is covered acceptance is switched
 off and a further note is handed back. A rollback gives back everything: the held note
 itself, the rest as coins from the hoppers (what they cannot pay becomes refund due).
+
+Nothing that arrived before a session counts for it (issue 22: a note inserted between
+sessions became the next customer's payment). Between sessions every note is handed back;
+``CashInStart`` first brings the validator to rest — a note still in escrow goes back — and
+only then opens acceptance; a bill item the validator reported before the session began is
+never the session's, whenever its outcome arrives. What settles or is refused outside a
+session is kept in :attr:`CashAcceptor.strays` for the kiosk to journal.
 """
 
 from __future__ import annotations
@@ -27,7 +34,23 @@ from kiosk.devices.cctalk import CoinAcceptorDriver, HopperDriver
 from kiosk.devices.errors import DeviceError, DeviceTimeout
 from kiosk.devices.id003 import Id003Driver, Status
 from kiosk.devices.ipp import IppPrinter
-from kiosk.devices.model import DeviceEvent, DeviceService, Interface
+from kiosk.devices.model import (
+    DeviceEvent,
+    DeviceService,
+    Interface,
+    ItemEscrowed,
+    ItemRejected,
+    ItemSettled,
+)
+
+#: Validator states with a note on the move: a sweep waits until none of them is reported.
+_MOVING = frozenset({Status.ACCEPTING, Status.ESCROW, Status.STACKING, Status.VEND_VALID,
+                     Status.STACKED, Status.REJECTING, Status.RETURNING, Status.HOLDING})
+
+
+def hand_back(_yen: int) -> bool | None:
+    """The validator's escrow decision while no session is open: hand the note back."""
+    return False
 
 
 class CashAcceptor:
@@ -44,6 +67,12 @@ class CashAcceptor:
         self.hold_last_note = hold_last_note
         self.session: CashSession | None = None
         self._accepting = False
+        #: Items that settled or were refused outside a session (or before it began):
+        #: nobody's payment; the caller journals them and empties the list.
+        self.strays: list[DeviceEvent] = []
+        self._bill_floor = 0  # bill items numbered up to this arrived before the session
+        if bill is not None:
+            bill.host.accept = hand_back
 
     def service(self) -> DeviceService:
         return DeviceService(Interface.CASH_ACCEPTOR, poll=self.poll, handlers={
@@ -66,6 +95,7 @@ class CashAcceptor:
         if self.session is not None and not self.session.closed:
             raise DeviceError("a cash-in is already open; end or roll it back first")
         fee = int(payload["fee"])
+        self._sweep()
         session = CashSession(fee)
         self.session = session
         if self.bill is not None:
@@ -78,7 +108,54 @@ class CashAcceptor:
 
             self.bill.host.accept = accept
         self._set_accepting(True)
+        self._until_accepting()
         return {"fee": fee}
+
+    def _sweep(self) -> None:
+        """Before a session: drive the validator to rest with every note refused — one held
+        in escrow or on its way goes back (recorded in :attr:`strays`) — and remember how
+        many items it has reported, so that none of them is ever this session's. A validator
+        that cannot be brought to rest refuses the cash-in (:class:`DeviceError`): a note of
+        unknown origin is in its path. One that does not answer at all is passed over (it
+        cannot escrow anything while silent; the coins still work)."""
+        if self.bill is None:
+            return
+        host = self.bill.host
+        host.accept = hand_back
+        host.decide(False)
+        deadline = time.monotonic() + self.settle_timeout
+        quiet = 0
+        while quiet < 2:
+            got = self.poll()
+            if not host.online:
+                break
+            moving = host.bill_in_flight or host.status is None or host.status in _MOVING
+            quiet = 0 if got or moving else quiet + 1
+            if time.monotonic() > deadline:
+                if moving:
+                    raise DeviceError("a note from before this session is still in the bill"
+                                      " validator's path; staff must clear it")
+                break
+        self._bill_floor = host.items_seen
+
+    def _until_accepting(self) -> None:
+        """Return once the validator has acknowledged acceptance (bounded): a note inserted
+        while it is still inhibited is refused by the unit, and the screen must not ask
+        for money before the unit takes it."""
+        if self.bill is None:
+            return
+        host = self.bill.host
+        deadline = time.monotonic() + self.settle_timeout
+        while not host.configured and host.online and time.monotonic() < deadline:
+            self.poll()
+
+    def _counts(self, event: DeviceEvent) -> bool:
+        """Whether ``event`` belongs to the open session: a bill item first reported before
+        the session began (numbered up to the floor) is not the customer's."""
+        if isinstance(event, ItemEscrowed | ItemSettled) and self.bill is not None \
+                and event.device == self.bill.host.device:
+            return event.item > self._bill_floor
+        return True
 
     def poll(self) -> list[DeviceEvent]:
         events: list[DeviceEvent] = []
@@ -86,17 +163,23 @@ class CashAcceptor:
             events += self.bill.step()
         if self.coins is not None:
             events += self.coins.poll()
-        if self.session is not None and not self.session.closed:
-            for event in events:
-                self.session.apply(event)
-            if self.covered >= self.session.price:
-                self._set_accepting(False)
+        session = self.session if self.session is not None and not self.session.closed \
+            else None
+        for event in events:
+            if session is not None and self._counts(event):
+                session.apply(event)
+            elif isinstance(event, ItemSettled | ItemRejected):
+                self.strays.append(event)
+        if session is not None and self.covered >= session.price:
+            self._set_accepting(False)
         return events
 
     @property
     def held(self) -> int:
-        """Yen of the note held in escrow (0 if none)."""
-        return self.bill.host.held_yen if self.bill is not None else 0
+        """Yen of the note held in escrow for this session (0 if none)."""
+        if self.bill is None or self.bill.host.held_item <= self._bill_floor:
+            return 0
+        return self.bill.host.held_yen
 
     @property
     def covered(self) -> int:
@@ -143,6 +226,8 @@ class CashAcceptor:
         except DeviceTimeout as exc:
             problems.append(f"payout stopped: {exc}")
         settlement = session.close(sold=sold)
+        if self.bill is not None:
+            self.bill.host.accept = hand_back  # until the next session, every note goes back
         return {**dataclasses.asdict(settlement), "refund_due": settlement.refund_due,
                 "problems": problems}
 

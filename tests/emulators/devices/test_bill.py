@@ -167,3 +167,51 @@ def test_reopening_the_port_mid_note_does_not_credit_twice(rig: Rig) -> None:
     rig.settle()
     assert rig.settled() == [(1000, Outcome.STACKED)]
     rig.books_match_the_machine()
+
+
+def _settle_inhibited(rig: Rig) -> None:
+    """Run until every note is in a final place and the inhibited unit rests (DISABLED)."""
+    rig.driver.run_until(
+        lambda: (rig.unit.unsettled() == 0 and rig.host.idle
+                 and rig.unit.state == Status.DISABLED), timeout=10, sink=rig.sink)
+
+
+@pytest.mark.parametrize("enable_at_once", [False, True])
+def test_a_note_inserted_while_inhibited_is_rejected_never_credited(
+        rig: Rig, enable_at_once: bool) -> None:
+    """A real ID-003 unit refuses a note while INHIBIT is set: it goes back at once through
+    the reject path (status REJECTING, "return by inhibit"), nothing stacked. The emulator
+    kept it queued, and the next customer's acceptance took it as theirs (issue 22). With
+    ``enable_at_once`` acceptance opens before the unit is even polled again: the note was
+    refused when it was inserted, so it stays refused."""
+    rig.host.set_enabled(False)
+    _settle_inhibited(rig)
+    rig.unit.insert(5000)
+    if not enable_at_once:
+        _settle_inhibited(rig)
+        assert rig.unit.rejected == [5000] and not rig.unit.queue
+    rig.host.set_enabled(True)
+    rig.settle()
+    assert rig.unit.rejected == [5000] and rig.unit.cassette == []
+    assert [e.reason for e in rig.events if isinstance(e, ItemRejected)] == [
+        "return by inhibit"]
+    assert rig.settled() == [] and rig.cash.credited == 0
+    rig.unit.insert(1000)  # the next note, inserted while accepting, is taken as usual
+    rig.settle()
+    assert rig.settled() == [(1000, Outcome.STACKED)]
+    rig.books_match_the_machine()
+
+
+def test_a_note_waiting_in_the_slot_is_rejected_when_the_unit_is_inhibited(rig: Rig) -> None:
+    """A note fed while the unit was accepting but not yet taken in (another one was in the
+    path) is pushed back once acceptance is switched off, not kept for later."""
+    rig.unit.insert(1000)
+    rig.unit.insert(2000)
+    while rig.unit.state != Status.ESCROW:
+        for e in rig.driver.step():
+            rig.sink(e)
+    rig.host.set_enabled(False)
+    _settle_inhibited(rig)
+    assert rig.settled() == [(1000, Outcome.STACKED)]
+    assert rig.unit.rejected == [2000] and not rig.unit.queue
+    rig.books_match_the_machine()

@@ -59,6 +59,9 @@ def test_serve_json_drive_check_and_stop(tmp_path: Path,
         cash = CashSession(0)
         with Id003Driver(info["bill_validator"], timeout=0.05) as driver:
             driver.host.set_enabled(True)
+            # (a note inserted while the unit is still inhibited is refused, as by a real one)
+            driver.run_until(lambda: driver.host.configured and driver.host.status ==
+                             Status.IDLING, timeout=10)
             control(info["control"], device="bill_validator", op="insert", yen=10000)
             control(info["control"], device="bill_validator", op="fault", fault="corrupt")
             driver.run_until(lambda: cash.credited == 10000 and driver.host.status ==

@@ -24,7 +24,7 @@ from kiosk.devices.id003 import (
     crc16_kermit,
     encode_frame,
 )
-from kiosk.devices.model import DeviceEvent, Fault, ItemSettled, Outcome
+from kiosk.devices.model import DeviceEvent, Fault, ItemRejected, ItemSettled, Outcome
 
 FUZZ_FRAMES = 100_000 if os.environ.get("CARDIO_FUZZ_FULL") else 20_000
 
@@ -109,6 +109,18 @@ def test_power_up_with_note_in_acceptor_returns_it() -> None:
     settled = [e for e in events if isinstance(e, ItemSettled)]
     assert [(s.yen, s.outcome) for s in settled] == [(5000, Outcome.RETURNED)]
     assert host.next_request() == Request(Frame(Cmd.RESET), Expect.ACK)
+
+
+def test_a_rejection_is_reported_once_however_many_polls_it_takes() -> None:
+    """A unit stays in REJECTING for several polls (its transport takes about a second);
+    one note is one refusal — a count of refusals (the kiosk journals the ones between
+    sessions) must not grow with the polling rate."""
+    host = Id003Host()
+    events = _drive(host, [Frame(Status.DISABLED)] + [Frame(Status.REJECTING, b"\x79")] * 3
+                    + [Frame(Status.DISABLED), Frame(Status.REJECTING, b"\x79"),
+                       Frame(Status.DISABLED)])
+    assert [e for e in events if isinstance(e, ItemRejected)] == [
+        ItemRejected("bill_validator", "return by inhibit")] * 2
 
 
 def test_disabled_denomination_is_returned_not_stacked() -> None:

@@ -5,15 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
+from collections.abc import Callable
 from typing import Any
 
 from emulators.devices.bill import BillValidator
 from emulators.devices.coin import CcTalkBusEmulator
 from emulators.devices.ptyline import PtyLine
 from kiosk.devices.cctalk import CcTalkBus, CoinAcceptorDriver, HopperDriver
-from kiosk.devices.id003 import Id003Driver
+from kiosk.devices.id003 import Id003Driver, Status
 from kiosk.devices.ipp import IppPrinter
-from kiosk.devices.model import Command, CompletionCode, DeviceService, Interface, Message
+from kiosk.devices.model import (
+    Command,
+    CompletionCode,
+    DeviceService,
+    Interface,
+    ItemSettled,
+    Message,
+    Outcome,
+)
 from kiosk.devices.services import CashAcceptor, DocumentPrinter
 
 
@@ -120,3 +130,61 @@ def test_rollback_hands_back_the_held_note_itself() -> None:
     assert unit.cassette == [] and unit.returned == [1000] and not result["sold"]
     assert (result["returned"], result["change_owed"], result["change_paid"]) == (1000, 100,
                                                                                   100)
+
+
+def _poll_until(cash: CashAcceptor, predicate: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the devices made no progress"
+        cash.poll()
+
+
+def _note_in_escrow(unit: BillValidator, yen: int) -> None:
+    """A note sitting in the validator's escrow between sessions (a unit that took it while
+    it should not have, or one found there at power-up)."""
+    with unit._lock:
+        unit.bill, unit.state, unit.escrowed = yen, Status.ESCROW, True
+
+
+def test_a_stale_note_in_escrow_at_session_start_is_returned_not_credited() -> None:
+    """At session start nothing that arrived before it counts: a note already in escrow is
+    handed back and reported as a stray (the adapter journals it), and the customer's
+    payment is what the customer inserted — the acceptor credited it as theirs (issue 22)."""
+    unit, _coins, cash, lines = _cash_rig()
+    assert cash.bill is not None
+    try:
+        _poll_until(cash, lambda: cash.bill is not None and cash.bill.host.idle)
+        _note_in_escrow(unit, 5000)
+        cash.cash_in_start({"fee": 300})
+        assert cash.covered == 0
+        unit.insert(1000)  # the customer's note
+        _poll_until(cash, lambda: cash.covered >= 300)
+        assert cash.covered == 1000
+        end = cash.cash_in_end({"sold": True})
+    finally:
+        cash.bill.close()
+        for line in lines:
+            line.close()
+    assert (end["stacked"], end["change_owed"]) == (1000, 700)
+    assert unit.cassette == [1000] and unit.returned == [5000]
+    assert [(e.yen, e.outcome) for e in cash.strays if isinstance(e, ItemSettled)] == [
+        (5000, Outcome.RETURNED)]
+
+
+def test_between_sessions_a_note_is_handed_back_and_kept_for_no_one() -> None:
+    """No session open: whatever the validator sees goes back (before, the host's default
+    stacked it — money in the cassette that no session records)."""
+    unit, _coins, cash, lines = _cash_rig()
+    assert cash.bill is not None
+    try:
+        _poll_until(cash, lambda: cash.bill is not None and cash.bill.host.idle)
+        _note_in_escrow(unit, 10000)
+        _poll_until(cash, lambda: unit.unsettled() == 0 and cash.bill is not None
+                    and cash.bill.host.idle)
+    finally:
+        cash.bill.close()
+        for line in lines:
+            line.close()
+    assert unit.cassette == [] and unit.returned == [10000]
+    assert [(e.yen, e.outcome) for e in cash.strays if isinstance(e, ItemSettled)] == [
+        (10000, Outcome.RETURNED)]
