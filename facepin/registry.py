@@ -54,6 +54,9 @@ class FileCardRegistry:
             data = json.loads(path.read_bytes())
         except (OSError, ValueError) as exc:
             raise RegistryError(f"card registry {path}: not readable JSON ({exc})") from exc
+        except RecursionError:  # the parser recurses per nested array or object
+            raise RegistryError(f"card registry {path}: not a registry (JSON nested too"
+                                " deeply)") from None
         if not isinstance(data, dict):
             raise RegistryError(f"card registry {path}: not a JSON object")
         cards = {}

@@ -45,7 +45,6 @@ import json
 import os
 import signal
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +56,9 @@ __all__ = ["load_run_config", "recover_at_start", "register", "timeouts_of"]
 
 
 def load_run_config(path: Path) -> dict[str, Any]:
-    from kiosk.devices.cli import validate_config
+    from kiosk.devices.cli import read_toml, validate_config
 
-    try:
-        config = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DeviceConfigError(f"cannot read kiosk configuration {path}: {exc.strerror}"
-                                ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise DeviceConfigError(f"{path} is not valid TOML: {exc}") from None
+    config = read_toml(path, "kiosk configuration")
     validate_config(config, path, extra=frozenset({"kiosk", "ui", "web"}))
     k = config.get("kiosk")
     if not isinstance(k, dict):
@@ -76,6 +69,7 @@ def load_run_config(path: Path) -> dict[str, Any]:
         raise DeviceConfigError(f"{path}: [kiosk] needs {', '.join(missing)} (strings)")
     if "facepin" in k and not isinstance(k["facepin"], str):
         raise DeviceConfigError(f"{path}: [kiosk] facepin is the reservation service's URL")
+    _check_values(path, config)
     ui = config.get("ui", {})
     if ui and not (isinstance(ui.get("pin_env"), str) and isinstance(ui.get("document"), str)):
         raise DeviceConfigError(f"{path}: [ui] needs pin_env and document")
@@ -143,6 +137,30 @@ def timeouts_of(config: dict[str, Any], path: Path | None = None) -> Any:
     if t.warn >= t.wipe:
         raise DeviceConfigError(f"{where}[kiosk.timeouts] warn must come before wipe")
     return t
+
+
+def _check_values(path: Path, config: dict[str, Any]) -> None:
+    """The values ``serve`` converts as it goes (``float(tick)``, ``Path(credentials)``,
+    ``int(yen)``…): checked when the file is read, so a wrong type is one line now (exit
+    22) — not an "internal error" at start, or at the first customer's card."""
+    k = config["kiosk"]
+    for name, high in (("tick", 60), ("deadline", 86_400)):
+        v = k.get(name, 1)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= high:
+            raise DeviceConfigError(f"{path}: [kiosk] {name} is seconds, more than 0 and at"
+                                    f" most {high}")
+    if not isinstance(k.get("credentials", ""), str):
+        raise DeviceConfigError(f"{path}: [kiosk] credentials is a directory (a string)")
+    ui = config.get("ui", {})
+    if not isinstance(ui, dict):
+        raise DeviceConfigError(f"{path}: ui must be a [ui] table")
+    options, insert = ui.get("options", []), ui.get("insert", [])
+    if not (isinstance(options, list) and all(isinstance(o, str) for o in options)):
+        raise DeviceConfigError(f"{path}: [ui] options is a list of option names")
+    if not (isinstance(insert, list) and all(
+            isinstance(y, int) and not isinstance(y, bool) and y > 0 for y in insert)):
+        raise DeviceConfigError(f"{path}: [ui] insert is a list of yen amounts, e.g."
+                                " [1000, 100]")
 
 
 class Slot:

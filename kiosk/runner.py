@@ -1214,10 +1214,11 @@ def find_credentials(center: str, explicit: Path | None) -> KioskCredentials:
                          " CARDIO_JLIS_DIR to the emulated J-LIS directory)")
     for d in sorted((Path(base) / "kiosks").glob("kiosk-*")):
         try:
-            meta = json.loads((d / "kiosk.json").read_text())
-        except (OSError, ValueError):
+            meta = json.loads((d / "kiosk.json").read_bytes())
+        except (OSError, ValueError, RecursionError):  # not a kiosk's: look further
             continue
-        if str(meta.get("center", "")).rstrip("/") == center.rstrip("/"):
+        if isinstance(meta, dict) and \
+                str(meta.get("center", "")).rstrip("/") == center.rstrip("/"):
             return KioskCredentials.load(d)
     raise UsageError(f"no kiosk enrolled for {center} under {base}/kiosks: give"
                      " --credentials DIR")

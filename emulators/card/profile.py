@@ -157,6 +157,8 @@ class Profile:
         except (UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
             kind = "TOML" if path.suffix == ".toml" else "JSON"
             raise InvalidValue(f"{path} is not a {kind} profile ({exc})") from None
+        except RecursionError:  # both parsers recurse per nested array or table
+            raise InvalidValue(f"{path} is not a profile (nested too deeply)") from None
         if not isinstance(data, dict):
             raise InvalidValue("a profile file holds one object")
         return cls.from_mapping(data)

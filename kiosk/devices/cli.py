@@ -53,16 +53,37 @@ def load_config(path: Path) -> dict[str, Any]:
     type (``bill_validator = 3``, ``address = "x"``, ``timeout = "abc"``) is a one-line
     :class:`DeviceConfigError` (exit 22) naming the key, never a crash halfway through the
     checks."""
+    return validate_config(read_toml(path, "device configuration"), path)
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file the operator names, parsed — or one line (:class:`DeviceConfigError`,
+    exit 22) saying why not: unreadable, not UTF-8, not TOML, or nested deeper than the
+    parser's recursion goes (``tomllib`` recurses per array or inline table, so 100,000
+    ``[`` raised RecursionError, an "internal error" exit 70). Read up to
+    :data:`MAX_CONFIG_BYTES` only: ``--config /dev/zero`` would otherwise read for ever."""
     try:
-        config = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise DeviceConfigError(f"{path} is larger than a {what} can be"
+                                    f" ({MAX_CONFIG_BYTES // 1024} KiB at most)")
+        return tomllib.loads(raw.decode("utf-8"))
     except OSError as exc:
-        raise DeviceConfigError(f"cannot read device configuration {path}: {exc.strerror}"
+        raise DeviceConfigError(f"cannot read {what} {path}: {exc.strerror or exc}"
                                 ) from None
     except UnicodeDecodeError as exc:
-        raise DeviceConfigError(f"{path} is not UTF-8 text: {exc.reason}") from None
+        raise DeviceConfigError(f"{path} is not UTF-8 text ({exc.reason} at byte"
+                                f" {exc.start}): give a TOML {what}") from None
     except tomllib.TOMLDecodeError as exc:
         raise DeviceConfigError(f"{path} is not valid TOML: {exc}") from None
-    return validate_config(config, path)
+    except RecursionError:
+        raise DeviceConfigError(f"{path}: arrays or tables nested too deeply to be a"
+                                f" {what}") from None
+
+
+#: A kiosk's configuration is a few hundred bytes; a file past this is not one.
+MAX_CONFIG_BYTES = 1 << 20
 
 
 def validate_config(config: dict[str, Any], path: Path, *,
@@ -76,9 +97,12 @@ def validate_config(config: dict[str, Any], path: Path, *,
     if unknown:
         raise DeviceConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; "
                                 f"known: {', '.join(sorted(known))}")
-    for name in ("bill_validator", "coin_acceptor", "printer", "card_slot"):
+    for name in ("bill_validator", "coin_acceptor", "printer", "card_slot", "emulator"):
         if name in config and not isinstance(config[name], dict):
             raise DeviceConfigError(f"{path}: {name} must be a [{name}] table")
+    if "emulator" in config and not isinstance(config["emulator"].get("control", ""), str):
+        raise DeviceConfigError(f"{path}: [emulator] control is the emulated devices'"
+                                " control socket (a path)")
     for name in ("bill_validator", "coin_acceptor"):
         if name in config and not isinstance(config[name].get("port"), str):
             raise DeviceConfigError(f"{path}: [{name}] needs port = \"/dev/tty…\"")
