@@ -290,11 +290,11 @@ what a verdict covers:
   the document given with --content.
 
 limits (one line and exit 1 past them):
-  a regular file (no FIFO, device or directory) of at most 64 MiB; a PDF of at most 32
-  pages, each at most A3 (18 million pixels at 300 dpi), 280 million pixels in all, at
+  a regular file (no FIFO, device or directory) of at most 64 MiB; a PDF of at most
+  32 pages, each at most A3 (18 million pixels at 300 dpi), 280 million pixels in all, at
   most 20,000 drawing objects per page and 50 million pixels per embedded image; an
   image of at most 50 million pixels; everything read in a child process limited to
-  1.5 GiB of memory and 30 s.""")
+  1 GiB of memory and 30 s of CPU time (90 s of wall-clock time).""")
     p.add_argument("file")
     p.add_argument("--trust", metavar="DIR",
                    help="trust list directory, or 'emu' for the emulated issuers (default:"

@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import zlib
+from collections.abc import Callable
+from typing import Any
 
 import pypdfium2 as pdfium
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -35,14 +37,14 @@ FORGED_NAME = "偽造　次郎"
 FORGED_ADDRESS = "偽造県偽造市東区一丁目1番1号"
 
 
-def _reportlab_page(draw: object) -> bytes:
+def _reportlab_page(draw: Callable[[Any], None]) -> bytes:
     """One A4 page drawn by ``draw(canvas)`` with the IPA fonts registered."""
     from reportlab.pdfgen import canvas as rl_canvas
 
     register_fonts()
     buf = io.BytesIO()
     c = rl_canvas.Canvas(buf, pagesize=A4_PT)
-    draw(c)  # type: ignore[operator]
+    draw(c)
     c.showPage()
     c.save()
     return buf.getvalue()
@@ -68,15 +70,15 @@ def painted_over(doc: Document, key: ec.EllipticCurvePrivateKey,
            if isinstance(op, Text) and op.text in targets]
     assert ops, "no value to paint over"
 
-    def draw(c: object) -> None:
+    def draw(c: Any) -> None:
         for op in ops:
             x, y = op.x * PT_PER_MM, A4_PT[1] - op.y * PT_PER_MM
-            c.setFillColorRGB(1, 1, 1)  # type: ignore[attr-defined]
-            c.rect(x - 1, y - 3, 128 * PT_PER_MM, op.size + 4,  # type: ignore[attr-defined]
+            c.setFillColorRGB(1, 1, 1)
+            c.rect(x - 1, y - 3, 128 * PT_PER_MM, op.size + 4,
                    stroke=0, fill=1)
-            c.setFillColorRGB(0, 0, 0)  # type: ignore[attr-defined]
-            c.setFont("IPAMincho", op.size)  # type: ignore[attr-defined]
-            c.drawString(x, y, targets[op.text])  # type: ignore[attr-defined]
+            c.setFillColorRGB(0, 0, 0)
+            c.setFont("IPAMincho", op.size)
+            c.drawString(x, y, targets[op.text])
 
     overlay = pdfium.PdfDocument(_reportlab_page(draw))
     pdf = pdfium.PdfDocument(genuine)
@@ -94,15 +96,15 @@ def forged_page(doc: Document) -> bytes:
     """A one-page forgery of ``doc``'s front without any seal: title, issue number and the
     forged name and address, where the genuine page prints them."""
 
-    def draw(c: object) -> None:
-        c.setFont("IPAMincho", 20)  # type: ignore[attr-defined]
-        c.drawCentredString(A4_PT[0] / 2, A4_PT[1] - 32 * PT_PER_MM,  # type: ignore[attr-defined]
+    def draw(c: Any) -> None:
+        c.setFont("IPAMincho", 20)
+        c.drawCentredString(A4_PT[0] / 2, A4_PT[1] - 32 * PT_PER_MM,
                             doc.title)
-        c.setFont("IPAMincho", 10)  # type: ignore[attr-defined]
+        c.setFont("IPAMincho", 10)
         y = A4_PT[1] - 60 * PT_PER_MM
         for label, value in (("発行番号", doc.issue_number), ("氏名", FORGED_NAME),
                              ("住所", FORGED_ADDRESS)):
-            c.drawString(22 * PT_PER_MM, y, f"{label}　{value}")  # type: ignore[attr-defined]
+            c.drawString(22 * PT_PER_MM, y, f"{label}　{value}")
             y -= 8 * PT_PER_MM
 
     return _reportlab_page(draw)

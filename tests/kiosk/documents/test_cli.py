@@ -252,3 +252,19 @@ def test_content_that_is_not_a_document_is_one_line(jlis: Path, trust_dir: Path,
         p = doc("verify", str(blank), "--trust", str(trust_dir), "--content", content,
                 jlis=jlis, check=False)
         assert p.returncode == 1 and says in p.stderr and p.stderr.count("\n") == 1, p.stderr
+
+
+def test_verify_help_states_the_limits_in_force(jlis: Path) -> None:
+    """The limits are written out in ``doc verify --help`` (the CLI does not import the
+    page reader to build its parser); they must be the ones enforced."""
+    from kiosk.documents.pages import DEFAULT_LIMITS as L
+
+    text = " ".join(doc("verify", "--help", jlis=jlis).stdout.split())
+    for phrase in (f"at most {L.max_bytes // 2**20} MiB", f"at most {L.max_pages} pages",
+                   f"({L.max_page_pixels // 10**6} million pixels at 300 dpi)",
+                   f"{L.max_pdf_pixels // 10**6} million pixels in all",
+                   f"{L.max_page_objects:,} drawing objects",
+                   f"{L.max_image_pixels // 10**6} million pixels per embedded image",
+                   f"{L.memory_bytes // 2**30} GiB of memory",
+                   f"{L.cpu_seconds:g} s of CPU time", f"({L.wall_seconds:g} s of wall-clock"):
+        assert phrase in text, phrase
