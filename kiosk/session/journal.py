@@ -354,6 +354,21 @@ class Journal:
         except sqlite3.Error as e:
             raise _db_error(e, self.path, "read") from None
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Several queries that must see one state of the file: one read transaction, so a
+        kiosk writing meanwhile (``kiosk ledger`` beside ``kiosk run``) cannot show a
+        session's row from before a commit and its commands from after it."""
+        with self._reading() as db:
+            if db.in_transaction:
+                yield db
+                return
+            db.execute("BEGIN")
+            try:
+                yield db
+            finally:
+                db.execute("COMMIT")
+
     # -- the write-ahead path ----------------------------------------------------------------
 
     def step(self, session: IssuanceSession, event: E.Event) -> list[C.Command]:
@@ -433,7 +448,7 @@ class Journal:
         """The books. Refused (:class:`JournalDamaged`) when the journal holds anything
         recovery would leave for staff (:meth:`damage`): a sum over text, impossible amounts
         or a session whose rows do not add up is no account."""
-        with self._reading() as db:
+        with self._snapshot() as db:
             bad = self.damage()
             if bad:
                 raise JournalDamaged(f"kiosk journal: session {bad[0][0]}: {bad[0][1]}; the"
@@ -450,7 +465,7 @@ class Journal:
         """``(txn, problem)`` for everything in the journal that does not validate: an
         unfinished session recovery may not act on, commands or steps without their session,
         the first finished session whose values cannot be summed."""
-        with self._reading() as db:
+        with self._snapshot() as db:
             out = [(str(txn), p) for txn in self.open_sessions()
                    if (p := session_problem(db, txn)) is not None]
             out += [(txn, "commands or steps without their session row") for txn in orphans(db)]

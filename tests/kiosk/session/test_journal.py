@@ -283,3 +283,48 @@ def test_a_journal_that_cannot_write_stops_the_side_effect(flow: Flow) -> None:
     (recovered,) = flow.j.recover(flow.w)
     assert recovered.outcome == "failed_refund_due"
     assert flow.j.ledger().balanced and flow.w.change_paid == 700
+
+
+def test_the_ledger_beside_a_running_kiosk_sees_one_state(tmp_path: Path) -> None:
+    """``kiosk ledger`` (read-only, another connection) while the kiosk writes sessions:
+    the validation and the sums read one snapshot, so a commit landing between two of its
+    queries is never taken for damage."""
+    import os
+    import tempfile
+    import threading
+
+    from kiosk.session.journal import JournalDamaged
+
+    # The page cache is what the two connections share; a RAM file system keeps it fast.
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    path = Path(tempfile.mkdtemp(dir=shm)) / "j.db" if shm else tmp_path / "j.db"
+    writer = Journal(path)
+    kiosk = SimKiosk(writer)
+    done = threading.Event()
+    errors: list[str] = []
+    reads = [0]
+
+    def read() -> None:
+        with Journal(path, readonly=True) as reader:
+            while not done.is_set():
+                try:
+                    reader.ledger()
+                    reads[0] += 1
+                except JournalDamaged as e:
+                    errors.append(str(e))
+                    return
+
+    t = threading.Thread(target=read)
+    t.start()
+    try:
+        for i in range(12):
+            kiosk.run(Chooser([], chaos=5, faults=5, seed=i))
+    finally:
+        done.set()
+        t.join(10)
+        writer.close()
+        if shm:
+            import shutil
+
+            shutil.rmtree(path.parent, ignore_errors=True)
+    assert errors == [] and reads[0] > 0
