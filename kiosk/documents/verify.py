@@ -277,11 +277,15 @@ def verify_scans(scans: Sequence[PageScan], trust: list[TrustEntry], *,
     if unsealed:
         missing = [pv.page for pv in unsealed]
         it, verb = ("it", "carries") if len(missing) == 1 else ("them", "carry")
+        if any(pv.status is VerifyStatus.UNREADABLE for pv in unsealed):
+            verb += " no readable seal"
+        else:
+            verb += " no seal"
         scope = "that page" if len(sealed) == 1 else "those pages"
         return Verdict(unsealed[0].status,
-                       f"{_pages_list(missing)} of {n} {verb} no seal, so nothing vouches for"
-                       f" {it}; the seal verified on {_pages_list(sealed)} covers {scope} only"
-                       f" ({_what(seal.fields['doc_type'])})",
+                       f"{_pages_list(missing)} of {n} {verb}, so nothing vouches for"
+                       f" {it}; the seal verified on {_pages_list(sealed)}, of"
+                       f" {_what(seal.fields['doc_type'])}, covers {scope} only",
                        seal.fields, seal.kid, seal.issuer_name, content_state, pages)
     where = "" if n == 1 else f" on every page ({n} of {n})"
     tail = seal.reason.split("; ", 1)[1]  # what the seal is for, and what was not checked
