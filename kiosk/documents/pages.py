@@ -194,7 +194,7 @@ def _count_objects(get: Any, n: int, limits: InputLimits, budget: list[int],
                 raise DocumentInputError(
                     f"a page embeds a {w.value:,} × {h.value:,} image; at most"
                     f" {limits.max_image_pixels:,} pixels per image")
-        elif kind == pdfium_c.FPDF_PAGEOBJ_FORM and depth < 8:
+        elif kind == pdfium_c.FPDF_PAGEOBJ_FORM and depth < 32:  # the budget bounds the walk
             m = pdfium_c.FPDFFormObj_CountObjects(obj)
             if m > 0:
                 _count_objects(lambda j, o=obj: pdfium_c.FPDFFormObj_GetObject(o, j), m,
