@@ -240,7 +240,9 @@ def _kiosk_toml(base: Path, lab: dict[str, Any], center: str, card: Path, *,
     if lab.get("printer"):
         text += f'[printer]\nurl = "{lab["printer"]}"\n'
     text += (f'\n[kiosk]\njournal = "{base / "kiosk" / "journal.db"}"\n'
-             f'out = "{base / "kiosk" / "out"}"\ncenter = "{center}"\nreader = "emu:{card}"\n')
+             f'center = "{center}"\nreader = "emu:{card}"\n')
+    if not lab.get("printer"):  # no ippeveprinter here: the lab's emulated output tray
+        text += f'tray = "{base / "kiosk" / "tray"}"\n'
     if browser:
         text += f'\n[web]\nlisten = "127.0.0.1:0"\nlang = "{lang}"\n'
     else:  # the scripted customer of [ui] (no browser on this machine)
@@ -250,6 +252,15 @@ def _kiosk_toml(base: Path, lab: dict[str, Any], center: str, card: Path, *,
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _printed_jobs(printer_dir: Path) -> list[str]:
+    """The emulated printer's spool names of the jobs that printed, last first."""
+    try:
+        names = (printer_dir / "output-tray").read_text().split()
+    except OSError:
+        return []
+    return [n for n in reversed(names) if n.endswith(".pdf")]
 
 
 def _hoppers_paid(control: str) -> int:
@@ -416,7 +427,7 @@ def run_kiosk_demo(directory: Path | None = None, *, interactive: bool = False,
             say("no browser: the kiosk's scripted customer plays the resident")
             slot.put()
             seen = kiosk.until(lambda m: m.get("screen") in ("take-card", "take-pages")
-                               or m.get("event") == "session", 180)
+                               or m.get("event") in ("remind", "session"), 180)
             if seen[-1].get("event") != "session":
                 slot.take()
                 seen += kiosk.until(lambda m: m.get("event") == "session", 120)
@@ -442,7 +453,12 @@ def run_kiosk_demo(directory: Path | None = None, *, interactive: bool = False,
         "final_screenshot": drive.get("final_screenshot"), "directory": str(base),
         "seconds": timings,
     }
-    pdfs = [Path(f) for f in session.get("files", []) if str(f).endswith(".pdf")]
+    # With the printer, the page is what the emulated printer printed (its own spool; the
+    # kiosk keeps no copy); without one, the lab's emulated tray.
+    printer_dir = Path(lab["printer_dir"]) if lab.get("printer_dir") else None
+    printed = [printer_dir / "spool" / name for name in _printed_jobs(printer_dir)] \
+        if printer_dir is not None else []
+    pdfs = printed or [Path(f) for f in session.get("files", []) if str(f).endswith(".pdf")]
     if session.get("outcome") == "printed" and pdfs:
         t = time.perf_counter()
         png, photo = _page_png_and_photo(pdfs[0], base)

@@ -5,12 +5,16 @@ One TOML file configures it — the device sections of ``kiosk devices check`` p
 
     [kiosk]
     journal = "/var/lib/cardio-kiosk/journal.db"
-    out = "/var/spool/cardio-kiosk"        # the held output tray (and 未交付 slips)
     center = "https://center.example"
     reader = "0"                           # PC/SC reader name, or emu:DIR
     credentials = "/etc/cardio-kiosk"      # optional with the emulated operator's kiosks
     tick = 1.0                             # the core's clock, seconds per Tick
     facepin = "https://pin-reset.example"  # optional: offer PIN reset (facepin reservations)
+    # tray = "/tmp/lab-tray"               # device lab only: an emulated output tray
+    #                                      # instead of [printer] (it keeps certificates!)
+
+    [printer]                              # the IPP printer (kiosk devices check checks it)
+    url = "ipp://127.0.0.1:631/ipp/print"
 
     [ui]                                   # optional: a scripted customer (demos, tests)
     pin_env = "KIOSK_PIN"
@@ -62,11 +66,12 @@ def load_run_config(path: Path) -> dict[str, Any]:
     validate_config(config, path, extra=frozenset({"kiosk", "ui", "web"}))
     k = config.get("kiosk")
     if not isinstance(k, dict):
-        raise DeviceConfigError(f"{path}: a [kiosk] section is needed (journal, out, center,"
+        raise DeviceConfigError(f"{path}: a [kiosk] section is needed (journal, center,"
                                 " reader)")
-    missing = [n for n in ("journal", "out", "center", "reader") if not isinstance(k.get(n), str)]
+    missing = [n for n in ("journal", "center", "reader") if not isinstance(k.get(n), str)]
     if missing:
         raise DeviceConfigError(f"{path}: [kiosk] needs {', '.join(missing)} (strings)")
+    _check_output(path, config)
     if "facepin" in k and not isinstance(k["facepin"], str):
         raise DeviceConfigError(f"{path}: [kiosk] facepin is the reservation service's URL")
     _check_values(path, config)
@@ -78,6 +83,29 @@ def load_run_config(path: Path) -> dict[str, Any]:
         _check_web(path, web, scripted="ui" in config)
     timeouts_of(config, path)
     return config
+
+
+def _check_output(path: Path, config: dict[str, Any]) -> None:
+    """Where pages go: the IPP printer (``[printer] url``), or — device lab, tests, demos —
+    an emulated output tray (``[kiosk] tray``), which keeps every certificate as a file and
+    so is never a kiosk's default. Exactly one."""
+    k = config["kiosk"]
+    if "out" in k:
+        raise DeviceConfigError(f"{path}: [kiosk] out is gone: a kiosk prints to its [printer]"
+                                " and keeps no certificate on disk; for an emulated output"
+                                " tray (device lab, tests) write [kiosk] tray = DIR instead")
+    url = config.get("printer", {}).get("url") if isinstance(config.get("printer"), dict) \
+        else None
+    tray = k.get("tray")
+    if tray is not None and not isinstance(tray, str):
+        raise DeviceConfigError(f"{path}: [kiosk] tray is a directory (a string)")
+    if url and tray:
+        raise DeviceConfigError(f"{path}: [printer] url and [kiosk] tray exclude each other:"
+                                " the tray stands in for a printer in the device lab; drop"
+                                " the tray")
+    if not url and not tray:
+        raise DeviceConfigError(f"{path}: no output: give [printer] url = \"ipp://…\" (or, in"
+                                " the device lab, [kiosk] tray = DIR for an emulated tray)")
 
 
 def _check_web(path: Path, web: object, *, scripted: bool) -> None:
@@ -202,6 +230,13 @@ class StreamUi(HeadlessUi):
         if self.scripted:
             super().show(cmd)
 
+    def remind(self, cmd: C.RemindCard) -> None:
+        """The card reminder as a line too: a certificate prints only once the card is out,
+        so whoever drives the kiosk from outside must see the request."""
+        _line({"event": "remind", "level": cmd.level})
+        if self.scripted:
+            super().remind(cmd)
+
     def cash_in(self, fee: int) -> None:
         if self.scripted:
             super().cash_in(fee)
@@ -223,8 +258,10 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
     from kiosk.session.journal import Journal
 
     k = config["kiosk"]
-    out = Path(k["out"])
-    out.mkdir(parents=True, exist_ok=True)
+    tray = Path(k["tray"]) if k.get("tray") else None
+    if tray is not None:
+        tray.mkdir(parents=True, exist_ok=True)
+    printer_url = config.get("printer", {}).get("url")
     creds = find_credentials(k["center"], Path(k["credentials"]) if k.get("credentials")
                              else None)
     creds.center_url = k["center"]
@@ -246,7 +283,8 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
     journal = Journal(k["journal"])
     cash = CashAdapter(config, journal=k["journal"])
     try:
-        recovered = await recover_at_start(journal, out, cash, slot, stop)
+        recovered = await recover_at_start(journal, tray, cash, slot, stop,
+                                           printer=printer_url)
         async with CenterClient(creds) as center:
             finalizes = await flush_finalizes(journal, center)
         await cash.start()
@@ -276,8 +314,8 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
                               take_card=False, scripted=bool(ui_cfg))
                 del pin
             runner = Runner(journal, creds=creds, card=CardAdapter(k["reader"], keypad),
-                            cash=cash, printer=PrinterAdapter(out, config.get(
-                                "printer", {}).get("url")), ui=ui, keypad=keypad,
+                            cash=cash, printer=PrinterAdapter(tray, printer_url), ui=ui,
+                            keypad=keypad,
                             timeouts=timeouts, tick=float(k.get("tick", 1.0)),
                             facepin_url=k.get("facepin"))
 
@@ -317,7 +355,8 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
 
 
 async def recover_at_start(journal: Any, out: Path | None, cash: Any, slot: Any,
-                           stop: asyncio.Event, *, poll: float = 0.2) -> list[dict[str, Any]]:
+                           stop: asyncio.Event, *, poll: float = 0.2,
+                           printer: str | None = None) -> list[dict[str, Any]]:
     """Recovery before any new card is served, with the card-removal interlock of a live
     session: a session left waiting for its card (or one whose pages or 未交付 slip
     recovery makes while a card is in the slot) is settled but releases nothing; the kiosk
@@ -328,7 +367,8 @@ async def recover_at_start(journal: Any, out: Path | None, cash: Any, slot: Any,
     :class:`~kiosk.session.journal.JournalDamaged`, before any device is asked for it)."""
     from kiosk.runner import start_recovery
 
-    recovered = start_recovery(journal, out, cash, card_present=slot.present)
+    recovered = start_recovery(journal, out, cash, card_present=slot.present,
+                               printer=printer)
     while not stop.is_set():
         held = [r["txn"] for r in recovered if r["held_for_card"]]
         if not held:
@@ -339,7 +379,8 @@ async def recover_at_start(journal: Any, out: Path | None, cash: Any, slot: Any,
         if stop.is_set():
             break
         again = {r["txn"]: r for r in start_recovery(journal, out, cash,
-                                                     card_present=slot.present)}
+                                                     card_present=slot.present,
+                                                     printer=printer)}
         recovered = [{**again[r["txn"]], "actions": r["actions"] + again[r["txn"]]["actions"]}
                      if r["txn"] in again else r for r in recovered]
     return recovered

@@ -2,8 +2,8 @@
 (:mod:`kiosk.session.core`) and the real parts — the card (``cardio`` over PC/SC or any
 registered reader scheme), the center (:class:`~kiosk.center_client.CenterClient`), the cash
 devices (ID-003 bills, ccTalk coins and hoppers, through
-:class:`~kiosk.devices.services.CashAcceptor`), the printer (held output, plus IPP when
-configured), the keypad/UI and a 1 Hz timer.
+:class:`~kiosk.devices.services.CashAcceptor`), the printer (IPP; or, in the device lab, an
+emulated output tray), the keypad/UI and a 1 Hz timer.
 
 What it guarantees (``docs/kiosk-session.md``, "What the runner must provide"):
 
@@ -16,8 +16,10 @@ What it guarantees (``docs/kiosk-session.md``, "What the runner must provide"):
   core shows CALL_STAFF and recovery settles it (never guessed);
 * the keypad holds the PIN and drops it on ``VerifyPin`` and ``Wipe``: the PIN goes to the
   card and nowhere else (no event, no journal row, no log line carries it);
-* the printer holds its output (``OUT/.held``) until ``ReleasePages``, which the core
-  issues only after the card left the slot.
+* no page comes out while the card is in the slot: a certificate's print job is sent to
+  the printer only after the card's removal, and the certificate is never written to the
+  kiosk's disk; the emulated tray holds its files (``TRAY/.held``) until ``ReleasePages``,
+  which the core issues only after the card left the slot.
 
 The :class:`Ui` is the seam for the next issue's screens; :class:`HeadlessUi` is the scripted
 customer of ``cardio kiosk issue``.
@@ -43,6 +45,7 @@ from typing import Any
 
 from cardio.errors import CardioError, UsageError
 from kiosk.center_client import CenterClient, CenterUnavailable, IssuanceRefused
+from kiosk.devices.errors import DeviceConfigError
 from kiosk.documents.model import Document
 from kiosk.protocol.binding import BadDocumentSignature, BindingMismatch, ExpectedSession
 from kiosk.protocol.binding import check_binding as protocol_check_binding
@@ -656,8 +659,9 @@ class DeviceRecoveryPort(ConservativePort):
     pays only what the hoppers' counters say it has not paid yet."""
 
     def __init__(self, journal: Journal, cash: CashAdapter, out: Path | None,
-                 card_present: Callable[[], bool] | None = None) -> None:
-        super().__init__(journal, out=out, card_present=card_present)
+                 card_present: Callable[[], bool] | None = None,
+                 printer: str | None = None) -> None:
+        super().__init__(journal, out=out, card_present=card_present, printer=printer)
         self.cash = cash
 
     def return_escrow(self, key: str) -> tuple[int, int]:
@@ -720,27 +724,52 @@ def _resolve(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -
 
 
 class PrinterAdapter:
-    """Renders the verified document and prints it into the held output ``out/.held`` (and
-    to the IPP printer, when one is configured); :meth:`release` opens the held output."""
+    """Prints the verified document: to the kiosk's IPP printer, or — in the device lab,
+    tests and demos only — into an explicitly configured *emulated output tray* (a
+    directory). Exactly one of the two.
 
-    def __init__(self, out: Path, ipp_url: str | None = None, *, job_timeout: float = 120.0
-                 ) -> None:
-        self.out = out
+    With a printer, the certificate exists only in memory and in the print job: it is
+    rendered into a buffer that lives for the call, sent, and dropped; nothing of it is
+    written to the kiosk's disk (no spool copy, no temp file, no log). The rule that pages
+    come out only once the card has left the slot is kept by *when the job is sent*: the
+    runner starts :meth:`print_document` after the card's removal (IPP ``job-hold-until``
+    with Release-Job would keep it in the printer instead, but the printers we test
+    against — ippeveprinter among them — do not offer it, and sending later needs nothing
+    of the printer). The 未交付 slip carries no personal data (transaction, amount, reason,
+    kiosk, time) and prints at once.
+
+    With the emulated tray, pages are written into ``TRAY/.held`` and :meth:`release`
+    opens them (moves them into ``TRAY``), as the lab's model of a shuttered output tray;
+    that directory then holds certificates, which is why it is never a kiosk's default."""
+
+    def __init__(self, tray: Path | None = None, ipp_url: str | None = None, *,
+                 job_timeout: float = 120.0) -> None:
+        if (tray is None) == (ipp_url is None):
+            raise DeviceConfigError("a kiosk prints to an IPP printer ([printer] url) or, in"
+                                    " the device lab, into an emulated output tray ([kiosk]"
+                                    " tray): exactly one of the two")
+        self.tray = tray
         self.ipp_url = ipp_url
         self.job_timeout = job_timeout
         self.done: dict[str, bool] = {}  # key -> printed (idempotent by key)
-        self.files: list[Path] = []
+        self.files: list[Path] = []  # the emulated tray's files (none with a printer)
         self.print_started: float | None = None
         self.kiosk_id = ""  # printed on the 未交付 slip (the runner sets it)
 
+    @property
+    def defers_until_card_out(self) -> bool:
+        """True when the job itself must wait for the card's removal (a real printer: its
+        pages cannot be held back on our side)."""
+        return self.ipp_url is not None
+
     def _held(self) -> Path:
-        held = self.out / ".held"
+        assert self.tray is not None
+        held = self.tray / ".held"
         held.mkdir(parents=True, exist_ok=True)
         return held
 
     def _ipp(self, data: bytes, name: str) -> str | None:
-        if not self.ipp_url:
-            return None
+        assert self.ipp_url is not None
         from kiosk.devices.ipp import IppPrinter
 
         result = IppPrinter(self.ipp_url, timeout=10.0).print_document(
@@ -764,38 +793,45 @@ class PrinterAdapter:
             self.done[key] = False
             return "bad_seal"  # never print a page whose seal is not this document's
         pdf = render_pdf(fetched.document, page_seal, scramble_key)
-        failure = self._ipp(pdf, name)
-        if failure is None:
-            path = self._held() / f"{name}.pdf"
-            path.write_bytes(pdf)
-            self.files.append(self.out / path.name)
+        try:
+            if self.ipp_url is not None:
+                failure = self._ipp(pdf, name)
+            else:
+                path = self._held() / f"{name}.pdf"
+                path.write_bytes(pdf)
+                self.files.append(self.tray / path.name)  # type: ignore[operator]
+                failure = None
+        finally:
+            del pdf  # the only copy: gone with the call, printed or not
         self.done[key] = failure is None
         return failure
 
     def print_slip(self, key: str, txn: str, yen: int, reason: str) -> str | None:
-        """The 未交付 slip, printed like a certificate; ``None`` when it printed. The kiosk
-        keeps a copy in the held output either way — when the printer is what failed,
+        """The 未交付 slip, printed like a certificate; ``None`` when it printed. With the
+        emulated tray the kiosk keeps a copy either way — when the printer is what failed,
         staff reprint it from there — so the file is no proof of printing; the refund
-        stands whatever happens to the paper."""
+        stands whatever happens to the paper (and is in the journal's books)."""
         if key in self.done:
             return None if self.done[key] else "failed"
         from kiosk.documents.slip import render_slip
 
         pdf = render_slip(txn, yen, reason, kiosk_id=self.kiosk_id)
-        path = self._held() / f"slip-{txn}.pdf"
-        path.write_bytes(pdf)
-        self.files.append(self.out / path.name)
+        if self.ipp_url is None:
+            path = self._held() / f"slip-{txn}.pdf"
+            path.write_bytes(pdf)
+            self.files.append(self.tray / path.name)  # type: ignore[operator]
+            self.done[key] = True
+            return None
         try:
             failure = self._ipp(pdf, f"slip-{txn}")
         except (CardioError, OSError) as e:
             failure = type(e).__name__
-        if failure is not None:  # no paper to hold back: the copy is for staff at once
-            path.replace(self.out / path.name)
         self.done[key] = failure is None
         return failure
 
     def release(self) -> None:
-        release_held(self.out)
+        if self.tray is not None:
+            release_held(self.tray)
 
 
 # -- the UI seam ----------------------------------------------------------------------------
@@ -1102,9 +1138,8 @@ class Runner:
             self.marks["print"] = time.perf_counter()
             name = f"{s.item.doc_type if s.item else 'document'}-{s.request_id}"
             doc = cmd.document
-            self._reply(k, self._printing(k, lambda: self.printer.print_document(k, doc, name),
-                                          E.PrintDone, E.PrintFailed),
-                        t.printer, lambda k: E.PrintFailed(k, "timeout"))
+            self.spawn(self._print_when_card_out(
+                k, lambda: self.printer.print_document(k, doc, name), t.printer))
         elif isinstance(cmd, C.PrintSlip):
             self._reply(k, self._printing(k, lambda: self.printer.print_slip(
                 k, cmd.txn, cmd.yen, cmd.reason), E.PrintDone, E.PrintFailed), t.printer,
@@ -1189,6 +1224,19 @@ class Runner:
                                                               self.timeouts.cash * 3))
         return E.ChangePaid(key, self.cash.results[key])
 
+    async def _print_when_card_out(self, key: str, job: Callable[[], str | None],
+                                   timeout: float) -> None:
+        """A certificate's job goes to a real printer only once the card has left the slot
+        (the pages cannot be held back on our side, and the card must never be left behind
+        for them); the printer's own time limit starts then. The wait itself is bounded by
+        the session's deadline: a card never taken leaves the job unsent, and recovery
+        refunds it."""
+        if self.printer.defers_until_card_out:
+            while self.session is not None and self.session.card_present:
+                await asyncio.sleep(0.05)
+        self._reply(key, self._printing(key, job, E.PrintDone, E.PrintFailed), timeout,
+                    lambda k: E.PrintFailed(k, "timeout"))
+
     async def _printing(self, key: str, job: Callable[[], str | None],
                         ok: type[E.PrintDone], failed: type[E.PrintFailed]) -> E.Event:
         try:
@@ -1250,7 +1298,7 @@ async def flush_finalizes(journal: Journal, center: CenterClient) -> dict[str, i
 
 def start_recovery(journal: Journal, out: Path | None, cash: CashAdapter | None = None, *,
                    card_present: Callable[[], bool] | None = None,
-                   strict: bool = True) -> list[dict[str, Any]]:
+                   strict: bool = True, printer: str | None = None) -> list[dict[str, Any]]:
     """Recovery at start, with the conservative port (see :mod:`kiosk.session.ports`); with
     ``cash`` (before its worker starts) change still owed is paid by the real hoppers.
 
@@ -1262,8 +1310,11 @@ def start_recovery(journal: Journal, out: Path | None, cash: CashAdapter | None 
     ``strict``: a session left for staff (its journal rows do not validate) raises
     :class:`~kiosk.session.journal.JournalDamaged` after the others are recovered; with
     ``strict=False`` it is reported in the list (``"problem"``) for the caller to refuse."""
-    port = DeviceRecoveryPort(journal, cash, out, card_present) if cash is not None else \
-        ConservativePort(journal, out=out, card_present=card_present)
+    # ``printer``: the kiosk's IPP printer, where 未交付 slips go (``out`` is then None: a
+    # kiosk with a printer keeps no output directory).
+    port = DeviceRecoveryPort(journal, cash, out, card_present, printer) \
+        if cash is not None else \
+        ConservativePort(journal, out=out, card_present=card_present, printer=printer)
     results = journal.recover(port)
     if strict:
         refuse_left_for_staff(results)

@@ -75,16 +75,23 @@ def cmd_recover(args: argparse.Namespace) -> int:
         from kiosk.run import Slot
 
         card_present = Slot(reader).present
+    devices: dict[str, Any] = {}
+    if args.devices is not None:
+        from kiosk.devices.cli import load_config
+
+        devices = load_config(args.devices)
+    # 未交付 slips go to the kiosk's printer when the devices file names one (a kiosk with
+    # a printer keeps no output directory); else into --out, the emulated tray.
+    printer = devices.get("printer", {}).get("url") if args.out is None else None
     with _journal(args.journal) as j:
         cash = None
         if args.devices is not None:  # the devices are asked, and the hoppers pay
-            from kiosk.devices.cli import load_config
             from kiosk.runner import CashAdapter
 
-            cash = CashAdapter(load_config(args.devices), journal=args.journal)
+            cash = CashAdapter(devices, journal=args.journal)
         try:
             done = start_recovery(j, args.out, cash, card_present=card_present,
-                                  strict=False)
+                                  strict=False, printer=printer)
         finally:
             if cash is not None:
                 cash.stop()
@@ -146,7 +153,17 @@ def cmd_issue(args: argparse.Namespace) -> int:
     if insert and not control:
         raise UsageError("--insert needs emulated devices: [emulator] control = SOCKET in"
                          " the --devices file (a real kiosk takes money from people)")
-    args.out.mkdir(parents=True, exist_ok=True)
+    printer_url = devices.get("printer", {}).get("url")
+    if printer_url and args.tray is not None:
+        raise UsageError("--tray is the emulated output tray for a kiosk without a printer;"
+                         f" {args.devices} names one ([printer] url): drop --tray")
+    if not printer_url and args.tray is None:
+        raise UsageError(f"{args.devices} names no printer ([printer] url): give --tray DIR"
+                         " for the emulated output tray")
+    if args.tray is not None:
+        args.tray.mkdir(parents=True, exist_ok=True)
+    printer = PrinterAdapter(args.tray, printer_url)
+    args.journal.parent.mkdir(parents=True, exist_ok=True)
     journal = _journal(args.journal, create=True)
     try:
         keypad = Keypad()
@@ -154,9 +171,9 @@ def cmd_issue(args: argparse.Namespace) -> int:
         from kiosk.run import Slot
 
         # A card already in the slot holds what recovery would release (the interlock).
-        recovered = start_recovery(journal, args.out, cash,
-                                   card_present=Slot(args.reader).present)
-        printer = PrinterAdapter(args.out, devices.get("printer", {}).get("url"))
+        recovered = start_recovery(journal, args.tray, cash,
+                                   card_present=Slot(args.reader).present,
+                                   printer=printer_url)
         ui = HeadlessUi(pin, args.document, tuple(args.option or ()), insert,
                         lab_feeder(str(control)) if control else lambda _y: None)
         del pin
@@ -201,7 +218,8 @@ def register(ksub: Any) -> None:
     p = ksub.add_parser("recover", help="settle unfinished sessions (also run at every start)")
     p.add_argument("--journal", type=Path, required=True)
     p.add_argument("--out", type=Path, default=None,
-                   help="held-output directory (未交付 slips are written there)")
+                   help="the emulated output tray (device lab) where 未交付 slips are"
+                        " written; without it they go to the --devices file's printer")
     p.add_argument("--devices", type=Path, default=None,
                    help="the kiosk's devices TOML: change still owed is paid by its hoppers")
     p.add_argument("--reader", default=argparse.SUPPRESS,
@@ -221,7 +239,10 @@ def register(ksub: Any) -> None:
     p.add_argument("--insert", required=True, metavar="YEN[,YEN…]",
                    help="bills and coins to insert, in order")
     p.add_argument("--journal", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True, help="where the printer's output goes")
+    p.add_argument("--tray", "--out", dest="tray", type=Path, default=None,
+                   help="the emulated output tray (a directory; device lab and tests) when"
+                        " the devices file names no printer; with a printer nothing of the"
+                        " certificate is written to disk")
     p.add_argument("--devices", type=Path, required=True,
                    help="devices TOML (as for 'kiosk devices check', plus [emulator] control)")
     p.add_argument("--credentials", type=Path, default=None,

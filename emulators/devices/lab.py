@@ -63,6 +63,9 @@ class DeviceLab:
     def info(self) -> dict[str, Any]:
         return {"bill_validator": self.bill_line.path, "coin_acceptor": self.coin_line.path,
                 "printer": self.printer.url if self.printer else None,
+                # what the emulated printer printed: spool files named in output-tray (a
+                # real printer's paper; the kiosk keeps no copy of a certificate)
+                "printer_dir": str(self.printer.workdir) if self.printer else None,
                 "control": str(self.control_path), "baud": 9600}
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -661,10 +661,14 @@ class IssuanceSession:
     def _start_print(self, out: list[C.Command]) -> None:
         self._cmd(out, C.PrintDocument, document=self._document, digest=self.doc_digest)
         self._document = None  # the printer adapter holds it until the job ends
-        self._show(out, C.Screen.PRINTING)
         if self.card_present:
+            # No page comes out while the card is in the slot (a printer's job starts once
+            # it is out): the person is asked for the card first, then sees the printing.
+            self._show(out, C.Screen.TAKE_CARD)
             self._remind_level = 1
             self._cmd(out, C.RemindCard, level=1)
+        else:
+            self._show(out, C.Screen.PRINTING)
         self._go(State.PRINTING)
 
     def _on_print_done(self, ev: E.PrintDone, out: list[C.Command]) -> None:
@@ -743,7 +747,13 @@ class IssuanceSession:
         elif self.state is State.AWAIT_CARD_REMOVAL:
             self._remind_level = 0
             self._advance_ending(out)
-        # stacking, change, printing, returning, slip: the card leaving is what we want
+        elif self.state is State.PRINTING:
+            # A certificate's job goes to a printer only once the card is out (the runner
+            # waits for it): the printer's time limit runs from here.
+            self._ticks = 0
+            self._remind_level = 0
+            self._show(out, C.Screen.PRINTING)
+        # stacking, change, returning, slip: the card leaving is what we want
 
     def _on_tick(self, ev: E.Tick, out: list[C.Command]) -> None:
         self._ticks += 1
@@ -774,6 +784,7 @@ class IssuanceSession:
             if level > self._remind_level:
                 self._remind_level = level
                 self._cmd(out, C.RemindCard, level=level)
+            return  # a printer's job starts once the card is out; until then, reminders
         if self._ticks < limit:
             return
         self._timeout(out)

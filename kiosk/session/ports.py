@@ -27,13 +27,16 @@ __all__ = ["ConservativePort"]
 
 class ConservativePort:
     """A :class:`~kiosk.session.journal.RecoveryPort` that never assumes money left the
-    customer's side without a device saying so. ``out`` (the held-output directory) and
+    customer's side without a device saying so. ``printer`` (the kiosk's IPP printer, for
+    未交付 slips), ``out`` (the device lab's emulated output tray, instead) and
     ``card_present`` (the slot) are optional."""
 
     def __init__(self, journal: Journal, *, out: Path | None = None,
-                 card_present: Callable[[], bool] | None = None) -> None:
+                 card_present: Callable[[], bool] | None = None,
+                 printer: str | None = None) -> None:
         self.journal = journal
         self.out = out
+        self.printer = printer
         self.card_present = card_present
         self.actions: list[str] = []
 
@@ -60,10 +63,23 @@ class ConservativePort:
         return False  # unconfirmed: never counted as printed (the fee is refunded)
 
     def print_slip(self, key: str, txn: str, yen: int, reason: str) -> bool:
-        if self.out is None:
-            return False
+        """The slip on the kiosk's printer (it names no resident), else into the emulated
+        tray; False when neither took it — the refund stands in the books either way."""
         from kiosk.documents.slip import render_slip
 
+        if self.printer is not None:
+            from cardio.errors import CardioError
+            from kiosk.devices.ipp import IppPrinter
+
+            try:
+                IppPrinter(self.printer).print_document(render_slip(txn, yen, reason),
+                                                        name=f"slip-{txn}", timeout=60.0)
+            except (CardioError, OSError) as e:
+                self.actions.append(f"{key}: slip not printed ({type(e).__name__})")
+                return False
+            return True
+        if self.out is None:
+            return False
         held = self.out / ".held"
         held.mkdir(parents=True, exist_ok=True)
         (held / f"slip-{txn}.pdf").write_bytes(render_slip(txn, yen, reason))

@@ -48,9 +48,37 @@ class PilotError(CardioError):
     exit_code = 28
 
 
+def asks_for_card(screen: str, state: dict[str, Any]) -> bool:
+    """The page asks the person to take the card: the take-card screen, its panel beside a
+    notice, or the reminder on the printing screen (a printer's job starts only once the
+    card is out)."""
+    return screen == "take-card" or state.get("take_card") is True or (
+        screen == "printing" and bool(state.get("remind")))
+
+
+class _ProfileBrowser:
+    """A persistent-profile Chromium context that answers ``new_page`` as a ``Browser``
+    does: the kiosk's screen as a kiosk runs it, with its profile (cache, storage) in a
+    directory that stays — so a test can search what the screen left on disk."""
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+
+    def new_page(self, *, viewport: dict[str, int] | None = None, **_kw: Any) -> Any:
+        page = self.context.new_page()
+        if viewport:
+            page.set_viewport_size(viewport)
+        return page
+
+    def close(self) -> None:
+        self.context.close()
+
+
 @contextlib.contextmanager
-def browser(executable: str = CHROMIUM) -> Iterator[Any]:
-    """A headless Chromium (Playwright ``Browser``) for as long as the block runs."""
+def browser(executable: str = CHROMIUM, *, user_data_dir: Path | None = None
+            ) -> Iterator[Any]:
+    """A headless Chromium (Playwright ``Browser``) for as long as the block runs; with
+    ``user_data_dir``, on that persistent profile (as a kiosk's browser runs)."""
     try:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
@@ -60,8 +88,13 @@ def browser(executable: str = CHROMIUM) -> Iterator[Any]:
         raise BrowserMissing(f"no Chromium at {executable}: run bash scripts/setup.sh (it"
                              " installs the Debian packages chromium and chromium-driver)")
     with sync_playwright() as pw:
+        b: Any
         try:
-            b = pw.chromium.launch(executable_path=executable, args=list(CHROMIUM_ARGS))
+            if user_data_dir is not None:
+                b = _ProfileBrowser(pw.chromium.launch_persistent_context(
+                    str(user_data_dir), executable_path=executable, args=list(CHROMIUM_ARGS)))
+            else:
+                b = pw.chromium.launch(executable_path=executable, args=list(CHROMIUM_ARGS))
         except PlaywrightError as e:
             raise BrowserMissing(f"Chromium at {executable} did not start ({str(e)[:200]}):"
                                  " run bash scripts/setup.sh") from None
@@ -154,7 +187,8 @@ def drive_issuance(url: str, *, pin: str, document: str, options: Sequence[str] 
                    insert: Callable[[int], None], put_card: Callable[[], None],
                    take_card: Callable[[], None], yen: Sequence[int],
                    screenshots: Path | None = None, lang: str = "ja",
-                   timeout: float = 120, executable: str = CHROMIUM) -> dict[str, Any]:
+                   timeout: float = 120, executable: str = CHROMIUM,
+                   user_data_dir: Path | None = None) -> dict[str, Any]:
     """One issuance through the kiosk's screen: start → set card (``put_card``) → PIN on
     the keypad → ``document`` → ``options`` → confirm → ``insert`` each of ``yen`` →
     printing → when 「カードをお取りください」 shows, ``take_card`` → done.
@@ -169,7 +203,7 @@ def drive_issuance(url: str, *, pin: str, document: str, options: Sequence[str] 
         return _drive(url, pin=pin, document=document, options=options, insert=insert,
                       put_card=put_card, take_card=take_card, yen=yen,
                       screenshots=screenshots, lang=lang, timeout=timeout,
-                      executable=executable)
+                      executable=executable, user_data_dir=user_data_dir)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -183,7 +217,8 @@ def drive_issuance(url: str, *, pin: str, document: str, options: Sequence[str] 
 def _drive(url: str, *, pin: str, document: str, options: Sequence[str],
            insert: Callable[[int], None], put_card: Callable[[], None],
            take_card: Callable[[], None], yen: Sequence[int], screenshots: Path | None,
-           lang: str, timeout: float, executable: str) -> dict[str, Any]:
+           lang: str, timeout: float, executable: str,
+           user_data_dir: Path | None = None) -> dict[str, Any]:
     if screenshots is not None:
         screenshots.mkdir(parents=True, exist_ok=True)
     end = time.monotonic() + timeout
@@ -191,7 +226,7 @@ def _drive(url: str, *, pin: str, document: str, options: Sequence[str],
     def left() -> float:
         return max(1.0, end - time.monotonic())
 
-    with browser(executable) as b:
+    with browser(executable, user_data_dir=user_data_dir) as b:
         page = b.new_page(viewport={"width": 1024, "height": 768}, locale=lang)
         p = Pilot(page, screenshots=screenshots)
         p.open(url)
@@ -221,8 +256,8 @@ def _drive(url: str, *, pin: str, document: str, options: Sequence[str],
                 insert(y)
             s = p.wait("printing", "take-card", "done", *ENDINGS, timeout=left())
         figures = dict(p.state)
-        s = p.wait_any(lambda x: x == "done" or x == "take-card" or
-                       p.state.get("take_card") is True, "take-card or done", timeout=left())
+        s = p.wait_any(lambda x: x == "done" or asks_for_card(x, p.state),
+                       "take-card or done", timeout=left())
         if s != "done":
             figures = dict(p.state)
             take_card()

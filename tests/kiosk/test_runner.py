@@ -23,7 +23,6 @@ from emulators.devices.lab import control
 from tests.emulators.devices.serve_helper import start_serve
 from tests.emulators.issuance.conftest import Service, start_service, stop_service
 from tests.emulators.issuance.kiosk_sim import Card
-from tests.kiosk.test_runner_cli import pdf_text
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +44,8 @@ def backend(tmp_path_factory: pytest.TempPathFactory, key_pool: KeyPool,
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """``cardio emu devices serve`` (with its IPP printer where this machine can run it;
-    the held output is the ``--out`` directory either way) and the devices TOML a kiosk
-    integrator writes for it."""
+    else the kiosk prints into an emulated output tray, ``--tray``) and the devices TOML a
+    kiosk integrator writes for it."""
     from emulators.devices.printer import unavailable_reason
 
     printer = unavailable_reason() is None
@@ -73,11 +72,37 @@ def kiosk_issue(backend: Service, lab: dict[str, Any], card: Card, tmp: Path, in
     res = subprocess.run([*CARDIO, "kiosk", "issue", "--reader", f"emu:{card.path}", *extra,
                           "--center", center or backend.info["center"], "--document", document,
                           "--pin-env", "KIOSK_PIN", "--insert", insert,
-                          "--journal", str(tmp / "journal.db"), "--out", str(tmp / "out"),
+                          "--journal", str(tmp / "journal.db"), *tray_args(lab, tmp),
                           "--devices", str(lab["toml"]), "--json"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert res.stdout, res.stderr
     return res, json.loads(res.stdout)
+
+
+def tray_args(lab: dict[str, Any], tmp: Path) -> list[str]:
+    """With the lab's printer, nothing of a certificate is written by the kiosk; without
+    one, the emulated output tray."""
+    return [] if lab.get("printer") else ["--tray", str(tmp / "out")]
+
+
+def printed_pages(lab: dict[str, Any]) -> list[Path]:
+    """What the lab's printer printed (its spool files, in order); without a printer,
+    nothing."""
+    if not lab.get("printer_dir"):
+        return []
+    pdir = Path(lab["printer_dir"])
+    try:
+        names = (pdir / "output-tray").read_text().split()
+    except FileNotFoundError:
+        return []
+    return [pdir / "spool" / n for n in names]
+
+
+def pages_of(lab: dict[str, Any], out: dict[str, Any], before: list[Path]) -> list[Path]:
+    """The pages a ``kiosk issue`` produced: new pages at the printer, else the tray's."""
+    if lab.get("printer"):
+        return printed_pages(lab)[len(before):]
+    return [Path(f) for f in out["files"]]
 
 
 def ledger(tmp: Path) -> dict[str, Any]:
@@ -117,16 +142,20 @@ def test_issue_prints_pays_change_and_balances(backend: Service, lab: dict[str, 
                                                tmp_path: Path) -> None:
     card = backend.card()
     before = hoppers_paid(lab)
+    pages_before = printed_pages(lab)
     res, out = kiosk_issue(backend, lab, card, tmp_path, "1000")
     assert res.returncode == 0, res.stderr
     assert out["outcome"] == "printed" and out["document"] == "juminhyo"
     assert out["fee"] > 0 and out["paid"] == 1000 and out["change"] == 1000 - out["fee"]
     assert out["refund_due"] == 0 and out["request_id"].startswith("req-")
     assert hoppers_paid(lab) - before == out["change"]  # the hoppers' own counters
-    files = [Path(f) for f in out["files"]]
-    assert len(files) == 1 and files[0].parent == tmp_path / "out"
-    assert files[0].read_bytes().startswith(b"%PDF-")
-    assert not list((tmp_path / "out" / ".held").iterdir())  # released after card removal
+    files = pages_of(lab, out, pages_before)
+    assert len(files) == 1 and files[0].read_bytes().startswith(b"%PDF-")
+    if lab.get("printer"):  # printed, and the kiosk kept no copy
+        assert out["files"] == [] and not (tmp_path / "out").exists()
+    else:
+        assert files[0].parent == tmp_path / "out"
+        assert not list((tmp_path / "out" / ".held").iterdir())  # released after the card
     # The page carries the municipality's COSE seal (issue 12): an offline verifier with the
     # issuers' published keys says valid, for this municipality and document type.
     trust = tmp_path / "trust"
@@ -179,12 +208,9 @@ def test_printer_jam_refunds_the_fee_with_a_slip(backend: Service, lab: dict[str
     assert res.returncode == 26, res.stderr
     assert out["outcome"] == "failed_refund_due" and out["reason"].startswith("print_failed")
     assert out["change"] == 1000 - out["fee"] and out["refund_due"] == out["fee"]
-    # The printer that jammed cannot print the slip either: the kiosk keeps it in the
-    # held output for staff to reprint; the refund stands regardless.
-    slips = [Path(f) for f in out["files"]]
-    assert [f.name for f in slips] == [f"slip-{out['txn']}.pdf"]
-    assert f"{out['fee']} 円" in pdf_text(slips[0]) and out["txn"] in pdf_text(slips[0])
-    assert [f.name for f in (tmp_path / "out").glob("*.pdf")] == [slips[0].name]
+    # The printer that jammed cannot print the slip either; the refund stands regardless,
+    # in the journal's books (below) — nothing is written to the kiosk's disk.
+    assert out["files"] == [] and not (tmp_path / "out").exists()
     book = ledger(tmp_path)
     assert book["balanced"] and book["documents_printed"] == 0
     assert book["refunds_due"] == out["fee"]
@@ -379,10 +405,12 @@ def test_kiosk_run_serves_a_card_and_stops_on_sigterm(backend: Service, lab: dic
     parked = card.path.with_name(card.path.name + "-wallet")  # same file system
     card.path.rename(parked)  # no card in the slot yet
     config = tmp_path / "kiosk.toml"
+    tray = "" if lab.get("printer") else f'tray = "{tmp_path / "out"}"'
+    pages_before = printed_pages(lab)
     config.write_text(lab["toml"].read_text() + f'''
 [kiosk]
 journal = "{tmp_path / 'journal.db'}"
-out = "{tmp_path / 'out'}"
+{tray}
 center = "{backend.info['center']}"
 reader = "emu:{card.path}"
 
@@ -408,17 +436,17 @@ insert = [1000]
             assert t.one("SELECT outcome FROM issuances WHERE request_id=?", (rid,))[0] == \
                 "failed"
         parked.rename(card.path)  # the card goes in
-        seen = lines.until(lambda m: m.get("screen") == "printing")
-        card.path.rename(parked)  # and is taken while the page prints
+        seen = lines.until(lambda m: m.get("screen") == "take-card")
+        card.path.rename(parked)  # and is taken when asked (a printer prints only then)
         seen += lines.until(lambda m: m["event"] == "session")
         done = seen[-1]
         assert done["outcome"] == "printed" and done["paid"] == 1000
         assert done["change"] == 1000 - done["fee"]
-        assert [Path(f).read_bytes()[:5] for f in done["files"]] == [b"%PDF-"]
+        assert [p.read_bytes()[:5] for p in pages_of(lab, done, pages_before)] == [b"%PDF-"]
         screens = [m["screen"] for m in seen if m["event"] == "screen"]
-        # the pages are released only after the card left
-        assert "take-pages" in screens and screens.index("take-pages") > screens.index(
-            "printing")
+        # the card is asked for before any page, which comes after it left
+        assert screens.index("take-card") < screens.index("printing") < screens.index(
+            "take-pages")
         proc.send_signal(signal.SIGTERM)
         stopped = lines.until(lambda m: m["event"] == "stopped")[-1]
         assert stopped["ledger"]["balanced"] and stopped["ledger"]["documents_printed"] == 1
@@ -452,10 +480,13 @@ def test_kiosk_run_restarted_with_the_card_in_releases_nothing_until_it_is_taken
     (out / ".held" / "juminhyo-req-Tprinted.pdf").write_bytes(b"%PDF-1.7 the page")
     card = backend.card()  # its directory exists: the card is in the slot
     config = tmp_path / "kiosk.toml"
-    config.write_text(lab["toml"].read_text() + f'''
+    # Pages held in a tray: the device lab's emulated output tray (a kiosk with a printer
+    # sends a certificate's job only once the card is out, so nothing is held there).
+    devices = lab["toml"].read_text().split("[printer]")[0]
+    config.write_text(devices + f'''
 [kiosk]
 journal = "{tmp_path / 'journal.db'}"
-out = "{out}"
+tray = "{out}"
 center = "{backend.info['center']}"
 reader = "emu:{card.path}"
 ''')
@@ -480,3 +511,32 @@ reader = "emu:{card.path}"
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_recover_prints_the_refund_slip_on_the_kiosks_printer(
+        lab: dict[str, Any], tmp_path: Path) -> None:
+    """A kiosk with a printer keeps no output directory: the 未交付 slip of a session that
+    crashed at print goes to the printer (it names no resident), nothing to the disk."""
+    from kiosk.session.journal import Journal
+    from tests.kiosk.test_runner_cli import crashed_at_print
+
+    if not lab["printer"]:
+        pytest.skip("the emulated IPP printer cannot run on this machine")
+    with Journal(tmp_path / "journal.db") as j:
+        crashed_at_print(j, "Tslip")
+    before = printed_pages(lab)
+    res = subprocess.run([*CARDIO, "kiosk", "recover", "--journal", str(tmp_path / "journal.db"),
+                          "--devices", str(lab["toml"]), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert [(r["txn"], r["outcome"]) for r in out["recovered"]] == [
+        ("Tslip", "failed_refund_due")]
+    assert out["ledger"]["refunds_due"] == 200 and out["ledger"]["balanced"]
+    slips = printed_pages(lab)[len(before):]
+    assert len(slips) == 1 and "slip-tslip" in slips[0].name.lower()
+    text = subprocess.run(["pdftotext", str(slips[0]), "-"], capture_output=True, text=True,
+                          timeout=60).stdout
+    assert "Tslip" in text and "200" in text
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("journal.db")
+                  ) == []

@@ -63,8 +63,8 @@ def issue(backend: Service, lab: dict[str, Any], tmp: Path, crash: str  # noqa: 
     return subprocess.run(
         [*DRIVER, "kiosk", "issue", "--reader", f"emu:{card.path}", "--center",
          backend.info["center"], "--document", "juminhyo", "--pin-env", "KIOSK_PIN",
-         "--insert", "1000", "--journal", str(tmp / "journal.db"), "--out", str(tmp / "out"),
-         "--devices", str(lab["toml"]), "--json"],
+         "--insert", "1000", "--journal", str(tmp / "journal.db"), "--devices",
+         str(lab["toml"]), "--json"],
         capture_output=True, text=True, env=env, timeout=180, cwd=Path(__file__).parents[2]
     ), card.pin
 

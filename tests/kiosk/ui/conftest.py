@@ -118,17 +118,19 @@ class Kiosk:
 
 def start_kiosk(backend: Service, lab: dict[str, Any], base: Path, *,
                 timeouts: str = "", web: str = 'listen = "127.0.0.1:0"\nlang = "ja"\n',
-                devices: str | None = None, kiosk: str = "") -> Kiosk:
+                devices: str | None = None, kiosk: str = "",
+                env: dict[str, str] | None = None) -> Kiosk:
     """``devices``: the device sections (default: the lab's). Two kiosks must not share
     the lab's serial lines — both would poll them — so a second kiosk gets none.
     ``kiosk``: more ``[kiosk]`` keys (e.g. ``facepin = "URL"``)."""
     base.mkdir(parents=True, exist_ok=True)
     slot = backend.card_dir / f"slot-{base.name}"
     config = base / "kiosk.toml"
-    config.write_text((lab["devices_toml"] if devices is None else devices) + f'''
+    devices_text = lab["devices_toml"] if devices is None else devices
+    config.write_text(devices_text + f'''
 [kiosk]
 journal = "{base / 'journal.db'}"
-out = "{base / 'out'}"
+{"" if "[printer]" in devices_text else f'tray = "{base / "out"}"'}
 center = "{backend.info['center']}"
 reader = "emu:{slot}"
 tick = 1.0
@@ -138,7 +140,7 @@ tick = 1.0
 {web}''')
     proc = subprocess.Popen([*CARDIO, "kiosk", "run", "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=backend.env)
+                            env={**backend.env, **(env or {})})
     lines = Lines(proc)
     k = Kiosk(proc, lines, "", slot, base)
     try:

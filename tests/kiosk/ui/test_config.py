@@ -18,7 +18,7 @@ from kiosk.ui.hub import UiConfigError, WebHub
 
 KIOSK = '''[kiosk]
 journal = "j.db"
-out = "out"
+tray = "out"
 center = "http://127.0.0.1:9"
 reader = "emu:/nowhere"
 '''

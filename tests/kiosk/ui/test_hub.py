@@ -186,14 +186,20 @@ def test_printing_reminders_and_take_card() -> None:
     d.reply(E.DocumentReceived, object(), "digest")
     d.reply(E.EscrowStacked, 1000)
     d.reply(E.ChangePaid, 800)
-    assert hub.screen == "printing" and hub.state()["remind"] == 1
-    d.reply(E.PrintDone)
+    # No page while the card is in: the card is asked for first, the reminder escalates
+    # (no printer time-out runs meanwhile), and the printing shows once it is out.
     assert hub.screen == "take-card" and hub.state()["take_card"]
+    assert hub.state()["remind"] == 1
     for _ in range(d.session.timeouts.remind[0]):
         d.put(E.Tick())
     assert hub.state()["remind"] == 2  # spoken from here on
+    for _ in range(d.session.timeouts.printer):
+        d.put(E.Tick())
+    assert hub.screen == "take-card" and hub.state()["remind"] == 3
     d.put(E.CardRemoved())
-    assert hub.state()["remind"] == 0
+    assert hub.screen == "printing" and hub.state()["remind"] == 0
+    assert not hub.state()["take_card"]
+    d.reply(E.PrintDone)
     d.reply(E.PagesReleased)
     d.reply(E.Finalized)
     st = hub.state()
