@@ -1,5 +1,7 @@
 """Emulated municipal document issuers: each municipality's seal-signing key (ECDSA P-256,
-with a kid) and its スクランブル画像 key, kept in the emulated J-LIS directory.
+with a kid), its credential-signing key (the SD-JWT VC form of the 住民票 and its status
+list, ``kiosk.credentials``; a separate key so each signs one kind of message) and its
+スクランブル画像 key, kept in the emulated J-LIS directory.
 
 Real municipalities hold these in their 証明発行サーバ's HSM and publish the public keys
 through J-LIS; here they live under ``$CARDIO_JLIS_DIR/document-issuers/<code>/`` so that a
@@ -50,14 +52,26 @@ class DocumentIssuer:
     scramble_key: bytes
     not_before: datetime
     not_after: datetime
+    credential_key: ec.EllipticCurvePrivateKey
 
     @property
     def kid(self) -> bytes:
         return key_id(self.signing_key.public_key())
 
+    @property
+    def credential_kid(self) -> bytes:
+        return key_id(self.credential_key.public_key())
+
     def trust_entry(self) -> TrustEntry:
+        """The seal key's entry (``use: seal``)."""
         return TrustEntry(self.kid, self.municipality.code, self.municipality.name,
                           self.signing_key.public_key(), self.not_before, self.not_after)
+
+    def credential_trust_entry(self) -> TrustEntry:
+        """The credential key's entry (``use: credential``), in the same trust list."""
+        return TrustEntry(self.credential_kid, self.municipality.code, self.municipality.name,
+                          self.credential_key.public_key(), self.not_before, self.not_after,
+                          use="credential")
 
     @classmethod
     def load_or_create(cls, municipality: Municipality,
@@ -75,13 +89,16 @@ class DocumentIssuer:
             atomic_write(key_path, key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption()), private=True)
-        loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
-            raise IssuerKeyError(f"{key_path} is not an EC private key")
+        cred_path = d / "credential-key.pem"
+        if not cred_path.exists():  # issuers made before credentials existed get one too
+            atomic_write(cred_path, ec.generate_private_key(ec.SECP256R1()).private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption()), private=True)
+        loaded = _load_key(key_path)
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         return cls(municipality, loaded, scr_path.read_bytes(),
                    datetime.fromisoformat(meta["not_before"]),
-                   datetime.fromisoformat(meta["not_after"]))
+                   datetime.fromisoformat(meta["not_after"]), _load_key(cred_path))
 
     @classmethod
     def all(cls, jlis_dir: Path | None = None) -> list[DocumentIssuer]:
@@ -96,12 +113,21 @@ class DocumentIssuer:
         return out
 
 
+def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+        raise IssuerKeyError(f"{path} is not an EC private key")
+    return loaded
+
+
 def export_trust_list(out: Path, jlis_dir: Path | None = None,
                       ensure: tuple[Municipality, ...] = ()) -> list[TrustEntry]:
-    """Write every emulated issuer's public key to ``out`` (creating ``ensure``'s first)."""
+    """Write every emulated issuer's public keys — seal and credential — to ``out``
+    (creating ``ensure``'s first)."""
     for m in ensure:
         DocumentIssuer.load_or_create(m, jlis_dir)
-    entries = [i.trust_entry() for i in DocumentIssuer.all(jlis_dir)]
+    entries = [e for i in DocumentIssuer.all(jlis_dir)
+               for e in (i.trust_entry(), i.credential_trust_entry())]
     for e in entries:
         write_entry(out, e)
     return entries

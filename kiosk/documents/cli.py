@@ -245,9 +245,10 @@ def cmd_trust(args: argparse.Namespace) -> int:
 
     entries = export_trust_list(Path(args.out), _jlis(args), ensure=(SAMPLE_MUNICIPALITY,))
     obj = {"out": args.out, "keys": [{"kid": e.kid.hex(), "issuer": e.issuer, "name": e.name,
-                                      "not_after": e.not_after.isoformat()} for e in entries]}
+                                      "use": e.use, "not_after": e.not_after.isoformat()}
+                                     for e in entries]}
     emit(args, obj, [f"{len(entries)} issuer keys written to {args.out}"]
-         + [f"  {e.kid.hex()} {e.issuer} {e.name}" for e in entries])
+         + [f"  {e.kid.hex()} {e.issuer} {e.name} ({e.use})" for e in entries])
     return 0
 
 
@@ -314,7 +315,8 @@ limits (one line and exit 1 past them):
     common(p)
     p.set_defaults(func=cmd_descramble)
 
-    p = dsub.add_parser("trust", help="export the emulated issuers' public keys")
+    p = dsub.add_parser("trust", help="export the emulated issuers' public keys (seal and"
+                        " credential keys)")
     p.add_argument("--out", required=True, metavar="DIR")
     common(p)
     p.set_defaults(func=cmd_trust)

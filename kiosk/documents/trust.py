@@ -7,7 +7,14 @@ Format (ours; ``docs/document-security.md``): one UTF-8 JSON file per key, named
      "kid": "1f2e…" (16 hex digits), "issuer": "999997" (団体コード), "name": "見本市",
      "public_key": "-----BEGIN PUBLIC KEY-----…" (SPKI PEM, P-256),
      "not_before": "2026-04-01T00:00:00+09:00", "not_after": "2027-05-31T23:59:59+09:00",
-     "revoked": null | {"at": "…", "reason": "keyCompromise"}}
+     "revoked": null | {"at": "…", "reason": "keyCompromise"},
+     "use": "seal" | "credential"}
+
+``use`` says what the key may sign: ``seal`` (the printed page's 2D seal; also when the
+member is absent, as in lists written before it existed) or ``credential`` (the SD-JWT VC
+form of the certificate and its status list, ``kiosk.credentials``). A verifier of one never
+accepts a key of the other, so each key signs one kind of message (key separation) and one
+can be rotated or revoked without the other.
 
 ``not_before``/``not_after`` bound when seals from this key are accepted: a seal issued
 outside the window, or checked after ``not_after``, is ``expired_key`` (like the ICAO signer's
@@ -31,9 +38,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cardio.errors import CardioError
 from kiosk.documents.seal import key_id
 
-__all__ = ["TRUST_FORMAT", "TrustEntry", "TrustListError", "load_trust_list", "write_entry"]
+__all__ = ["TRUST_FORMAT", "USES", "TrustEntry", "TrustListError", "load_trust_list",
+           "write_entry"]
 
 TRUST_FORMAT = "cardio-seal-trust/1"
+USES = ("seal", "credential")
 
 
 class TrustListError(CardioError):
@@ -54,6 +63,7 @@ class TrustEntry:
     not_after: datetime
     revoked_at: datetime | None = None
     revocation_reason: str | None = None
+    use: str = "seal"
 
     def to_json(self) -> dict[str, Any]:
         pem = self.public_key.public_bytes(serialization.Encoding.PEM,
@@ -65,7 +75,7 @@ class TrustEntry:
         return {"format": TRUST_FORMAT, "kid": self.kid.hex(), "issuer": self.issuer,
                 "name": self.name, "public_key": pem.decode("ascii"),
                 "not_before": self.not_before.isoformat(),
-                "not_after": self.not_after.isoformat(), "revoked": revoked}
+                "not_after": self.not_after.isoformat(), "revoked": revoked, "use": self.use}
 
     @classmethod
     def from_json(cls, obj: Any, source: str = "<trust entry>") -> TrustEntry:
@@ -89,8 +99,12 @@ class TrustEntry:
             rev = obj.get("revoked")
             rev_at = datetime.fromisoformat(rev["at"]) if rev else None
             reason = str(rev.get("reason", "unspecified")) if rev else None
+            use = obj.get("use", "seal")
+            if use not in USES:
+                raise TrustListError(f"{source}: malformed trust entry: use is one of"
+                                     f" {', '.join(USES)}")
             return cls(kid, str(obj["issuer"]), str(obj.get("name", "")), key, nb, na,
-                       rev_at, reason)
+                       rev_at, reason, use)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise TrustListError(f"{source}: malformed trust entry: {e}") from None
 

@@ -159,7 +159,9 @@ def verify_seal(seal: bytes, trust: list[TrustEntry], *, now: datetime | None = 
     except SealFormatError as e:
         return Verdict(VerifyStatus.UNREADABLE, str(e))
     kid = msg.kid.hex()
-    candidates = [t for t in trust if t.kid == msg.kid]
+    # Only keys for seals: a municipality's credential key (kiosk.credentials) signs JWTs,
+    # never a page.
+    candidates = [t for t in trust if t.kid == msg.kid and t.use == "seal"]
     if not candidates:
         return Verdict(VerifyStatus.UNTRUSTED, "no trusted issuer key has this key id", kid=kid)
     entry = next((t for t in candidates if cose_verify(msg, t.public_key)), None)

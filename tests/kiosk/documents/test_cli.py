@@ -39,8 +39,10 @@ def trust_dir(jlis: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("trust")
     p = doc("trust", "--out", str(out), "--json", jlis=jlis)
     keys = json.loads(p.stdout)["keys"]
-    assert len(keys) == 1 and keys[0]["issuer"] == "999997"
-    assert len(list(out.glob("*.json"))) == 1
+    # The sample municipality's seal key and its credential key (kiosk.credentials).
+    assert sorted(k["use"] for k in keys) == ["credential", "seal"]
+    assert {k["issuer"] for k in keys} == {"999997"}
+    assert len(list(out.glob("*.json"))) == 2
     return out
 
 
