@@ -635,6 +635,11 @@ def create_app(config: CenterConfig) -> FastAPI:
     def metrics() -> Response:
         return Response(center.metrics(), media_type="text/plain; version=0.0.4")
 
+    # The resident's wallet: the 住民票 credential after JPKI authentication, and the
+    # status lists (issue 29; docs/credentials.md).
+    from emulators.issuance.wallet import mount_wallet
+
+    mount_wallet(app, center)
     app.state.center = center
     return app
 

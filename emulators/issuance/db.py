@@ -89,6 +89,16 @@ SCHEMA = [
         ms {real} NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS service_info (
         key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    # -- the resident's wallet (emulators.issuance.wallet, docs/credentials.md) -----------
+    """CREATE TABLE IF NOT EXISTS wallet_sessions (
+        session_id TEXT PRIMARY KEY, request_id TEXT NOT NULL, nonce TEXT NOT NULL,
+        created {real} NOT NULL, expires {real} NOT NULL, state TEXT NOT NULL)""",
+    # One row per issued credential: its status-list entry, never its content.
+    """CREATE TABLE IF NOT EXISTS credentials (
+        municipality TEXT NOT NULL, idx INTEGER NOT NULL, resident_id TEXT NOT NULL,
+        issued {real} NOT NULL, expires {real} NOT NULL, status INTEGER NOT NULL,
+        sha256 TEXT NOT NULL, revoked {real}, PRIMARY KEY (municipality, idx))""",
+    "CREATE INDEX IF NOT EXISTS credentials_resident ON credentials(resident_id)",
 ]
 
 _ADDED_COLUMNS = [

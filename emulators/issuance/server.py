@@ -152,6 +152,7 @@ def serve(db_url: str, *, workers: int = 1, host: str = "127.0.0.1", port: int =
     db.set_info("ca_url", ca.url)
     sock = _listen(host, port)
     center = f"http://{host}:{sock.getsockname()[1]}"
+    db.set_info("center_url", center)  # credentials name their status list under it
     kiosk_root = jlis.path / "kiosks"
     enrolled = []
     for i in range(1, kiosks + 1):

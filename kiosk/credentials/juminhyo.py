@@ -94,7 +94,7 @@ VALIDITY_DAYS = 90
 
 def label_of(path: Path, lang: str = "ja") -> str:
     """``世帯員[*].氏名`` for ``("household", None, "name")``."""
-    out = []
+    out: list[str] = []
     for p in path:
         if p is None:
             out[-1] += "[*]"

@@ -172,7 +172,7 @@ class FetchingStatus:
             return None
         if len(body) > self.MAX_BYTES:
             return None
-        token = body.decode("ascii", "replace").strip()
+        token = str(body.decode("ascii", "replace")).strip()
         ttl = 300.0
         try:
             _h, payload, _si, _sig = jws_split(token, "status list token")
