@@ -69,6 +69,7 @@ from kiosk.documents.trust import TrustEntry
 
 __all__ = [
     "CREDENTIAL_TYP",
+    "DirectoryNonces",
     "FetchingStatus",
     "MemoryNonces",
     "NonceStore",
@@ -357,18 +358,16 @@ class Verifier:
                                     iat, exp, checked, len(presentation.strip()))
 
     def _status(self, payload: dict[str, Any], entry: TrustEntry, now: int) -> bool:
-        st = payload.get("status")
-        if st is None and not self.require_status:
+        if not self.require_status:  # the relying party said so explicitly
             return False
+        st = payload.get("status")
         sl = st.get("status_list") if isinstance(st, dict) else None
         if not isinstance(sl, dict) or not isinstance(sl.get("uri"), str) or \
                 not isinstance(sl.get("idx"), int) or isinstance(sl.get("idx"), bool):
             raise StatusUnavailable("the credential names no status list (status.status_list)")
         if self.status is None:
-            if self.require_status:
-                raise StatusUnavailable("no status list token given: fetch the issuer's list"
-                                        " (or say explicitly that status is not checked)")
-            return False
+            raise StatusUnavailable("no status list token given: fetch the issuer's list"
+                                    " (or say explicitly that status is not checked)")
         token = self.status.token(sl["uri"])
         if token is None:
             raise StatusUnavailable("no status list token for this credential's list: fetch"
@@ -398,3 +397,31 @@ def _present(claims: Any, path: Path) -> bool:
 
 def utc(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+class DirectoryNonces:
+    """Nonces as files in a directory (``<nonce>.json`` holding the expiry): what the
+    ``cardio credential`` commands use between ``request`` and ``verify``, and what several
+    verifier processes on one machine can share. Consumption is the unlink: of two processes
+    verifying the same nonce, exactly one succeeds."""
+
+    def __init__(self, path: FsPath) -> None:
+        self.path = path
+
+    def issue(self, nonce: str, expires_at: int) -> None:
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.path / f"{nonce}.json").write_text(f'{{"expires_at": {expires_at}}}\n')
+
+    def consume(self, nonce: str, now: int) -> bool:
+        import json
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9_-]{22,86}", nonce):
+            return False
+        path = self.path / f"{nonce}.json"
+        try:
+            expires = int(json.loads(path.read_text())["expires_at"])
+            path.unlink()
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return expires >= now

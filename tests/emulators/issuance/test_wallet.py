@@ -187,3 +187,58 @@ def test_the_client_reports_a_refusal_typed(service: Service, tmp_path: Path) ->
     with pytest.raises(IssuanceRefused) as e:
         obtain_credential(service.info["center"], forged, Wallet(tmp_path))
     assert e.value.code == "bad_certificate"
+
+
+def test_the_command_line_round_trip(service: Service, tmp_path: Path) -> None:
+    """obtain (card + PIN from an environment variable) → request → present → verify with
+    the exported trust list and the status list fetched over HTTP; then the replay and a
+    tampered presentation are refused with exit 6 and their reason."""
+    import subprocess
+    import sys
+
+    card = service.card()
+    env = {**service.env, "CARDIO_WALLET_DIR": str(tmp_path / "wallet"),
+           "CARDIO_VERIFIER_DIR": str(tmp_path / "rp"), "AUTH_PIN": card.pin}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cardio.cli", "credential", *args],
+                              capture_output=True, text=True, env=env, timeout=120)
+
+    got = cli("obtain", "--center", service.info["center"], "--reader", f"emu:{card.path}",
+              "--pin-env", "AUTH_PIN", "--json")
+    assert got.returncode == 0, got.stderr
+    assert card.pin not in got.stdout + got.stderr
+    listed = json.loads(cli("list", "--json").stdout)["credentials"]
+    assert [c["id"] for c in listed] == [json.loads(got.stdout)["id"]]
+    trust = tmp_path / "trust"
+    export_trust_list(trust, service.jlis)
+    now = service.now.isoformat()
+    req = tmp_path / "req.json"
+    # The service runs on a business clock (--now); so do the holder and the verifier here.
+    assert cli("request", "--client-id", "https://shop.example", "--preset", "name_address",
+               "--purpose", "配送先の確認", "--out", str(req), "--now", now).returncode == 0
+    pres = tmp_path / "pres.txt"
+    shown = cli("present", str(req), "--approve", "all", "--out", str(pres), "--now", now)
+    assert shown.returncode == 0, shown.stderr
+    assert "配送先の確認" in shown.stderr and "氏名" in shown.stderr  # what is asked, shown
+    ok = cli("verify", str(pres), "--request", str(req), "--trust", str(trust),
+             "--fetch-status", "--now", now, "--json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    out = json.loads(ok.stdout)
+    r = _resident(service, card.resident_id)
+    assert out["claims"] == {"name": r.name, "address": {"formatted": r.address}}
+    assert out["status_checked"] is True
+    again = cli("verify", str(pres), "--request", str(req), "--trust", str(trust),
+                "--fetch-status", "--now", now, "--json")
+    assert again.returncode == 6 and json.loads(again.stdout)["reason"] == "replayed"
+    req2 = tmp_path / "req2.json"
+    cli("request", "--client-id", "https://shop.example", "--claim", "name", "--out", str(req2),
+        "--now", now)
+    cli("present", str(req2), "--approve", "name", "--out", str(pres), "--now", now)
+    parts = pres.read_text().strip().split("~")
+    parts[1] = parts[1][:-2] + ("AA" if parts[1][-2:] != "AA" else "BB")
+    pres.write_text("~".join(parts))
+    bad = cli("verify", str(pres), "--request", str(req2), "--trust", str(trust),
+              "--fetch-status", "--now", now, "--json")
+    assert bad.returncode == 6
+    assert json.loads(bad.stdout)["reason"] in ("bad_disclosure", "malformed")
