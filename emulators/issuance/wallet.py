@@ -47,7 +47,7 @@ from kiosk.documents.model import DocumentType
 from kiosk.protocol.codec import MAX_MESSAGE, Message, ProtocolError, decode, encode
 from kiosk.protocol.messages import Authenticate, ErrorReply, ResolveResident
 
-__all__ = ["mount_wallet", "revoke_credentials", "status_uri"]
+__all__ = ["juminhyo_record", "mount_wallet", "revoke_credentials", "status_uri"]
 
 log = logging.getLogger("emulators.issuance.wallet")
 SESSION_TTL = 300.0
@@ -188,18 +188,7 @@ class WalletIssuance:
             if reason is not None and reason not in ("outside_hours", "closed_year_end"):
                 raise Refused(403, reason)
             opts = _options(m.settings, DocumentType.JUMINHYO, dict(msg.options))
-            opts.pop("my_number", None)
-            head, members = _household(t, r)
-            household = None
-            if opts.get("scope") == "household":
-                household = tuple(_person(x) for x in members
-                                  if x.id != r.id and x.status in ("active", "move_filed"))
-            rec = JuminhyoRecord(
-                holder=_person(r), address=r.address, resident_since=r.moved_in,
-                household_head=head, show_relationship=opts.get("relationship") == "yes",
-                honseki=r.honseki if opts.get("honseki") == "yes" else None,
-                hittousha=r.hittousha if opts.get("honseki") == "yes" else None,
-                household=household)
+            rec = juminhyo_record(t, r, opts)
         issuer = self._issuer(r.municipality)
         uri = status_uri(base, r.municipality)
         from emulators.issuance.credentials import issue_credential
@@ -240,6 +229,22 @@ class WalletIssuance:
         return status_list_token(uri=status_uri(base, code), invalid=[int(x[0]) for x in rows],
                                  key=issuer.credential_key, kid=issuer.credential_kid.hex(),
                                  now=int(self.center.config.clock().timestamp()))
+
+
+def juminhyo_record(t: Any, r: Any, opts: dict[str, str]) -> JuminhyoRecord:
+    """The register's entries for the credential, chosen by the same options (and from
+    the same rows) as the printed 住民票; ``my_number`` is dropped whatever it says."""
+    head, members = _household(t, r)
+    household = None
+    if opts.get("scope") == "household":
+        household = tuple(_person(x) for x in members
+                          if x.id != r.id and x.status in ("active", "move_filed"))
+    honseki = opts.get("honseki") == "yes"
+    return JuminhyoRecord(
+        holder=_person(r), address=r.address, resident_since=r.moved_in,
+        household_head=head, show_relationship=opts.get("relationship") == "yes",
+        honseki=r.honseki if honseki else None, hittousha=r.hittousha if honseki else None,
+        household=household)
 
 
 def _person(r: Any) -> Person:
