@@ -137,6 +137,20 @@ def _clear(args: argparse.Namespace, municipality: str) -> int:
     return 0
 
 
+def cmd_revoke(args: argparse.Namespace) -> int:
+    """Revoke 住民票 credentials in their municipality's status list (docs/credentials.md)."""
+    from emulators.issuance.db import Database
+    from emulators.issuance.wallet import revoke_credentials
+
+    if args.resident is None and (args.municipality is None or args.index is None):
+        raise UsageError("name --resident ID, or --municipality CODE and --index N")
+    n = revoke_credentials(Database(_db_url(args)), resident_id=args.resident,
+                           municipality=args.municipality, idx=args.index)
+    _emit(args, {"revoked": n}, [f"Revoked {n} credential(s); the next status list token"
+                                 " says so."])
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=None, help="sqlite:///PATH (default: issuance.db in the"
                    " emulated J-LIS directory) or postgresql://...")
@@ -188,3 +202,11 @@ def register(emu_sub: Any) -> None:
     p.add_argument("municipality")
     _common(p)
     p.set_defaults(func=cmd_clear)
+
+    p = sub.add_parser("revoke-credentials", help="revoke 住民票 credentials (a resident's,"
+                       " or one by municipality and status index)")
+    p.add_argument("--resident", help="every credential of this resident id")
+    p.add_argument("--municipality", help="with --index: one credential")
+    p.add_argument("--index", type=int, help="its status list index")
+    _common(p)
+    p.set_defaults(func=cmd_revoke)

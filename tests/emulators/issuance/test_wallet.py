@@ -126,7 +126,9 @@ def test_a_revoked_credential_is_refused_once_the_list_says_so(
                  clock=clock)
     req = v.request(PRESETS["age_over_18"])
     v.verify(cred.present(req, req.claims, now=clock()), req)  # valid before
-    assert revoke_credentials(service.db, resident_id=card.resident_id) == 1
+    got = service.cli("revoke-credentials", "--resident", card.resident_id, "--json")
+    assert got.returncode == 0 and json.loads(got.stdout) == {"revoked": 1}, got.stderr
+    assert revoke_credentials(service.db, resident_id=card.resident_id) == 0  # done once
     fresh = httpx.get(json.loads(base64.urlsafe_b64decode(
         cred.sd_jwt.split(".")[1] + "==").decode())["status"]["status_list"]["uri"]).text
     v2 = Verifier(trust, client_id="https://shop.example", status=StatusTokens([fresh]),
