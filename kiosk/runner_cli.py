@@ -81,8 +81,9 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
         devices = load_config(args.devices)
     # 未交付 slips go to the kiosk's printer when the devices file names one (a kiosk with
-    # a printer keeps no output directory); else into --out, the emulated tray.
-    printer = devices.get("printer", {}).get("url") if args.out is None else None
+    # a printer keeps no output directory); else into --out, the emulated tray. The printer
+    # is asked what became of a job sent before the crash either way (settle_print).
+    printer = devices.get("printer", {}).get("url")
     with _journal(args.journal) as j:
         cash = None
         if args.devices is not None:  # the devices are asked, and the hoppers pay

@@ -73,6 +73,7 @@ class Op(enum.IntEnum):
     PRINT_JOB = 0x0002
     CANCEL_JOB = 0x0008
     GET_JOB_ATTRIBUTES = 0x0009
+    GET_JOBS = 0x000A
     GET_PRINTER_ATTRIBUTES = 0x000B
 
 
@@ -87,6 +88,8 @@ class JobState(enum.IntEnum):
 
 
 SERVER_ERROR_BUSY = 0x0507
+#: A job in one of these states will not change any more.
+_FINAL = frozenset({JobState.COMPLETED, JobState.ABORTED, JobState.CANCELED})
 
 
 class IppDecodeError(FrameError):
@@ -356,6 +359,45 @@ class IppPrinter:
         if not state or not isinstance(state[0], int) or state[0] not in set(JobState):
             raise DeviceTimeout(f"printer {self.url}: job {job_id} without a valid job-state")
         return JobState(state[0]), reasons
+
+    def jobs(self, which: str = "all") -> list[tuple[int, str, JobState]]:
+        """Get-Jobs: ``(job-id, job-name, job-state)`` of the jobs the printer still knows
+        (``which``: ``all``, ``completed`` or ``not-completed``). Recovery uses it to learn
+        what became of a job the kiosk sent before a crash: the runner names each job after
+        the session's request id, so the name finds it without any job id journalled."""
+        msg = self._call(Op.GET_JOBS, [
+            (Tag.NAME, "requesting-user-name", [self.user]),
+            (Tag.KEYWORD, "which-jobs", [which]),
+            (Tag.KEYWORD, "requested-attributes", ["job-id", "job-name", "job-state"])])
+        if not msg.ok:
+            raise DeviceTimeout(f"printer {self.url}: Get-Jobs refused (0x{msg.code:04X})")
+        out: list[tuple[int, str, JobState]] = []
+        for tag, attrs in msg.groups:
+            if tag != Tag.JOB:
+                continue
+            ids, names, states = (attrs.get("job-id", []), attrs.get("job-name", []),
+                                  attrs.get("job-state", []))
+            if not ids or not isinstance(ids[0], int) or not states or \
+                    not isinstance(states[0], int) or states[0] not in set(JobState):
+                raise DeviceTimeout(f"printer {self.url}: Get-Jobs answered a job without"
+                                    " a valid job-id/job-state")
+            out.append((ids[0], str(names[0]) if names else "", JobState(states[0])))
+        return out
+
+    def follow(self, job_id: int, *, bound: float = 120.0, poll: float = 0.2) -> JobState:
+        """Wait for job ``job_id`` to end; one still pending or processing after ``bound``
+        seconds is cancelled (a printer waiting for paper would otherwise print it once
+        someone loads some) and its state read again — a job that completed meanwhile
+        says so. Returns the last state seen."""
+        deadline = time.monotonic() + bound
+        state, _ = self.job(job_id)
+        while state not in _FINAL and time.monotonic() < deadline:
+            time.sleep(poll)
+            state, _ = self.job(job_id)
+        if state not in _FINAL:
+            self.cancel(job_id)
+            state, _ = self.job(job_id)
+        return state
 
     def cancel(self, job_id: int) -> None:
         """Best-effort Cancel-Job: a job we gave up on must not print later (a printer

@@ -40,6 +40,11 @@ class ConservativePort:
         self.card_present = card_present
         self.actions: list[str] = []
 
+    #: Seconds recovery follows a job still pending or processing at the printer before it
+    #: cancels it (a certificate page takes seconds; a printer out of paper would hold it
+    #: until someone loads some, long after the customer was refunded).
+    PRINT_BOUND = 120.0
+
     def _journalled_yen(self, key: str) -> int:
         db = sqlite3.connect(self.journal.path)
         try:
@@ -59,15 +64,63 @@ class ConservativePort:
     def pay_change(self, key: str, yen: int) -> int:
         return 0  # no hoppers to ask or pay with: the change stays owed
 
+    def _request_id(self, key: str) -> str:
+        db = sqlite3.connect(self.journal.path)
+        try:
+            row = db.execute("SELECT s.request_id FROM commands c JOIN sessions s"
+                             " ON s.txn = c.txn WHERE c.key=?", (key,)).fetchone()
+        finally:
+            db.close()
+        return str(row[0]) if row and row[0] else ""
+
     def settle_print(self, key: str) -> bool:
-        return False  # unconfirmed: never counted as printed (the fee is refunded)
+        """Ask the kiosk's IPP printer what became of the job ``key`` sent before the
+        crash. The runner names a certificate's job ``DOCTYPE-REQUEST_ID`` (the request id
+        is journalled, random and unique), so Get-Jobs finds it by name — no job id needs
+        journalling, and a crash between the printer accepting the job and the kiosk
+        learning its id is covered too. Completed → printed; pending or processing →
+        followed to its end (cancelled past :attr:`PRINT_BOUND`); aborted, cancelled or
+        not at the printer → not printed (it never will: a job not there was never sent,
+        since the job is sent only after this session's print command was journalled and
+        recovery runs before the next one). A printer that cannot be asked leaves the job
+        unconfirmed: not counted (the fee is refunded), and the action says so, because
+        the page may still come out."""
+        if self.printer is None:
+            return False  # no printer to ask: unconfirmed, never counted as printed
+        from cardio.errors import CardioError
+        from kiosk.devices.ipp import IppPrinter, JobState
+
+        rid = self._request_id(key)
+        if not rid:
+            self.actions.append(f"{key}: no request id journalled: print not confirmed")
+            return False
+        try:
+            printer = IppPrinter(self.printer, timeout=10.0)
+            mine = [(job_id, state) for job_id, name, state in printer.jobs("all")
+                    if name.endswith(f"-{rid}") and not name.startswith("slip-")]
+            if not mine:
+                self.actions.append(f"{key}: the printer has no job for this session:"
+                                    " never sent, not printed")
+                return False
+            job_id, state = max(mine)
+            state = printer.follow(job_id, bound=self.PRINT_BOUND)
+        except (CardioError, OSError) as e:
+            self.actions.append(f"{key}: the printer could not be asked about the job"
+                                f" ({type(e).__name__}): counted unprinted and refunded,"
+                                " but a page may still come out — staff check the printer")
+            return False
+        self.actions.append(f"{key}: the printer reports job {job_id}"
+                            f" {state.name.lower()}")
+        return state == JobState.COMPLETED
 
     def print_slip(self, key: str, txn: str, yen: int, reason: str) -> bool:
-        """The slip on the kiosk's printer (it names no resident), else into the emulated
-        tray; False when neither took it — the refund stands in the books either way."""
+        """The slip on the kiosk's printer (it names no resident), or into the emulated
+        tray when one is given (``kiosk recover --out``: the printer is then only asked
+        about jobs, :meth:`settle_print`); False when neither took it — the refund stands
+        in the books either way."""
         from kiosk.documents.slip import render_slip
 
-        if self.printer is not None:
+        if self.printer is not None and self.out is None:
             from cardio.errors import CardioError
             from kiosk.devices.ipp import IppPrinter
 

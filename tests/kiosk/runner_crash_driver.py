@@ -6,7 +6,9 @@ where a kiosk's durable state and the world's can part.
 
 ``after:N`` kills right after the N-th journal commit (before any command of it is
 performed); ``before:N`` kills when the N-th *reply* arrives, before it is journalled
-(the device or server has acted; the kiosk never learnt it). Without a crash it prints
+(the device or server has acted; the kiosk never learnt it); ``reply:KIND`` kills when the
+first reply of that event class arrives (``reply:PrintDone``: the printer completed the job,
+the kiosk died before journalling it). Without a crash it prints
 the number of each kind of point on stderr as ``crash-points {"after": A, "before": B}``.
 The hook patches :meth:`Journal.record` from outside: production code carries no test
 switch.
@@ -25,12 +27,14 @@ from kiosk.session.journal import Journal
 
 def main() -> int:
     kind, _, at = os.environ.get("CARDIO_TEST_CRASH", "none:0").partition(":")
-    crash_at = int(at or 0)
+    crash_at = int(at) if at.isdigit() else 0
     counts = {"after": 0, "before": 0}
     record = Journal.record
 
     def crashing(self: Journal, session: object, event: E.Event, cmds: list[object]) -> None:
         if isinstance(event, E.Reply):
+            if kind == "reply" and type(event).__name__ == at:
+                os.kill(os.getpid(), signal.SIGKILL)
             counts["before"] += 1
             if kind == "before" and counts["before"] == crash_at:
                 os.kill(os.getpid(), signal.SIGKILL)
