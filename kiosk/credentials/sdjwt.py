@@ -209,12 +209,19 @@ def parse(text: str) -> SdJwt:
     return SdJwt(jwt, header, payload, signing_input, sig, disclosures, last or None)
 
 
-def resolve(payload: dict[str, Any], disclosures: Iterable[Disclosure]
-            ) -> tuple[dict[str, Any], dict[str, Path]]:
+def resolve(payload: dict[str, Any], disclosures: Iterable[Disclosure],
+            withheld: set[Path] | None = None) -> tuple[dict[str, Any], dict[str, Path]]:
     """RFC 9901 §7.1 steps 3–5: the claims with every given disclosure put in its place,
     and the path of each disclosure (by digest). Refuses (:class:`TamperedDisclosure`) a
     digest seen twice, a disclosure that no digest references, a name clash, a wrong shape.
-    ``_sd_alg`` must be sha-256."""
+    ``_sd_alg`` must be sha-256.
+
+    Array elements keep the issuer's positions: an integer in a path is the element's
+    position in the issuer-signed array (digests included), never "the n-th disclosed one",
+    and an undisclosed element stays in the list as ``None`` so that a holder cannot shift
+    one member into another's place. The paths of undisclosed elements are added to
+    ``withheld`` (when given): array digests carry no decoys, so whoever holds the payload
+    sees how many elements there are and can tell a complete answer from a partial one."""
     alg = payload.get("_sd_alg", SD_ALG)
     if alg != SD_ALG:
         raise MalformedPresentation(f"_sd_alg {str(alg)[:20]!r} is not sha-256")
@@ -246,6 +253,7 @@ def resolve(payload: dict[str, Any], disclosures: Iterable[Disclosure]
         if isinstance(v, list):
             items: list[Any] = []
             for x in v:
+                pos = len(items)
                 if isinstance(x, dict) and "..." in x:
                     dg = x["..."]
                     if len(x) != 1 or not isinstance(dg, str):
@@ -255,13 +263,16 @@ def resolve(payload: dict[str, Any], disclosures: Iterable[Disclosure]
                     seen.add(dg)
                     d = by_digest.get(dg)
                     if d is None:
+                        if withheld is not None:
+                            withheld.add((*path, pos))
+                        items.append(None)  # keeps every later element at its position
                         continue
                     if d.name is not None:
                         raise TamperedDisclosure("an object-member disclosure sits in an array")
-                    used[dg] = (*path, len(items))
-                    items.append(walk(d.value, (*path, len(items))))
+                    used[dg] = (*path, pos)
+                    items.append(walk(d.value, (*path, pos)))
                 else:
-                    items.append(walk(x, (*path, len(items))))
+                    items.append(walk(x, (*path, pos)))
             return items
         return v
 

@@ -333,7 +333,8 @@ class Verifier:
         if now > exp + LEEWAY:
             raise CredentialExpired("the credential has expired: the holder obtains a new one"
                                     " from the municipality")
-        claims, paths = resolve(sd.payload, sd.disclosures)
+        withheld: set[Path] = set()
+        claims, paths = resolve(sd.payload, sd.disclosures, withheld)
         kb = verify_kb_jwt(sd)
         if kb["aud"] != self.client_id or request.client_id != self.client_id:
             raise WrongAudience("the presentation was made for another verifier")
@@ -349,7 +350,11 @@ class Verifier:
             if not any(path_matches(p, w) for w in request.claims):
                 raise UnrequestedDisclosure("the presentation discloses items that were not"
                                             " asked for; the verifier does not take them")
-        missing = [w for w in request.claims if not _present(claims, w)]
+        # An element the issuer signed but the holder withheld, on the way to a requested
+        # item (every member for ``household[*].x`` or ``household``; member n for
+        # ``household[n].x``), makes the answer incomplete: refused, never shortened.
+        missing = [w for w in request.claims if not _present(claims, w)
+                   or any(path_matches(h, w) for h in withheld)]
         if missing:
             raise MissingClaims(f"the holder did not disclose {len(missing)} of the requested"
                                 " items")
@@ -389,9 +394,10 @@ def _present(claims: Any, path: Path) -> bool:
     head, rest = path[0], path[1:]
     if head is None:
         return isinstance(claims, list) and bool(claims) and \
-            all(_present(x, rest) for x in claims)
+            all(x is not None and _present(x, rest) for x in claims)
     if isinstance(head, int):
-        return isinstance(claims, list) and head < len(claims) and _present(claims[head], rest)
+        return isinstance(claims, list) and head < len(claims) and \
+            claims[head] is not None and _present(claims[head], rest)
     return isinstance(claims, dict) and head in claims and _present(claims[head], rest)
 
 

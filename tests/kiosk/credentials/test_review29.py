@@ -1,0 +1,81 @@
+"""Regression tests for the issue-29 security review (/work/notes/review29.md): each test
+failed on the code as first committed and names the finding it pins down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from kiosk.credentials import errors, sdjwt
+from kiosk.credentials.holder import StoredCredential
+from tests.kiosk.credentials.test_verifier import T0, Issuer, _issue, _verifier
+
+
+@pytest.fixture(name="issuer", scope="module")
+def _issuer_fixture() -> Issuer:
+    return Issuer(ec.generate_private_key(ec.SECP256R1()))
+
+
+@pytest.fixture(name="cred")
+def _cred_fixture(issuer: Issuer, tmp_path: Path) -> StoredCredential:
+    return _issue(issuer, tmp_path)
+
+
+def _forge(cred: StoredCredential, req_nonce: str, show: set[sdjwt.Path]) -> str:
+    """A holder's presentation made of exactly the disclosures at ``show`` (issuer paths),
+    key-bound properly: what a holder that picks members would send."""
+    sd = cred.parsed
+    _claims, paths = sdjwt.resolve(sd.payload, sd.disclosures)
+    head = "~".join([sd.jwt, *(d.encoded for d in sd.disclosures if paths[d.digest] in show),
+                     ""])
+    return head + sdjwt.make_kb_jwt(head, cred.key, aud="https://shop.example",
+                                    nonce=req_nonce, iat=int(T0))
+
+
+# -- finding 1: household members hidden, or one shifted into another's place ---------------
+@pytest.mark.parametrize(("ask", "show"), [
+    # every member's name asked, member 0 only shown
+    ([("household", None, "name")], {("household",), ("household", 0),
+                                     ("household", 0, "name")}),
+    # the whole household asked, no member shown
+    ([("household",)], {("household",)}),
+    # member 0's name asked, member 1's shown in its place
+    ([("household", 0, "name")], {("household",), ("household", 1),
+                                  ("household", 1, "name")}),
+])
+def test_a_holder_cannot_hide_or_renumber_household_members(
+        issuer: Issuer, cred: StoredCredential, ask: list[sdjwt.Path],
+        show: set[sdjwt.Path]) -> None:
+    v = _verifier(issuer)
+    req = v.request(ask)
+    with pytest.raises((errors.MissingClaims, errors.UnrequestedDisclosure)):
+        v.verify(_forge(cred, req.nonce, show), req)
+
+
+def test_an_index_names_the_issuers_position(issuer: Issuer, cred: StoredCredential) -> None:
+    v = _verifier(issuer)
+    req = v.request([("household", 1, "name")])
+    out = v.verify(cred.present(req, req.claims, now=T0), req)
+    assert out.claims == {"household": [None, {"name": "見本　一郎"}]}
+    assert out.disclosed == (("household",), ("household", 1), ("household", 1, "name"))
+
+
+def test_whole_household_is_every_member(issuer: Issuer, cred: StoredCredential) -> None:
+    v = _verifier(issuer)
+    req = v.request([("household",)])
+    out = v.verify(cred.present(req, req.claims, now=T0), req)
+    assert [m["name"] for m in out.claims["household"]] == ["見本　太郎", "見本　一郎"]
+
+
+def test_resolve_keeps_positions_and_reports_withheld(cred: StoredCredential) -> None:
+    sd = cred.parsed
+    _c, paths = sdjwt.resolve(sd.payload, sd.disclosures)
+    keep = [d for d in sd.disclosures if paths[d.digest] in {("household",), ("household", 1)}]
+    withheld: set[sdjwt.Path] = set()
+    claims, got = sdjwt.resolve(sd.payload, keep, withheld)
+    assert claims["household"][0] is None and claims["household"][1] is not None
+    assert withheld == {("household", 0)}
+    assert set(got.values()) == {("household",), ("household", 1)}
+
