@@ -30,10 +30,21 @@ pyserial's ``exclusive=True`` is not used: it is ``flock(LOCK_EX)``, honoured on
 programs that also flock, and it names nobody.
 
 The lock directory: ``$CARDIO_LOCK_DIR`` (or ``lock_dir=``) when set — tests, or a kiosk
-whose lock directory lives elsewhere — used alone; otherwise ``/run/lock`` (``/var/lock``
-on older systems), and when neither is writable for this user, the temporary directory.
-A holder is looked for in all of them, so a controller that fell back still sees one that
-did not, and the other way round.
+whose lock directory lives elsewhere — is where this process *creates* its locks; otherwise
+``/run/lock`` (``/var/lock`` on older systems), and when neither is writable for this user,
+the temporary directory. A holder is looked for in every one of them *and* the override
+(review of issue 22, finding 3: a controller with another ``$CARDIO_LOCK_DIR`` looked only
+there and drove the ports of one that locked in ``/run/lock``). A directory that cannot hold
+the lock file (``CARDIO_LOCK_DIR=/proc``) is a configuration error (exit 22), not a device
+fault.
+
+The lock's names: ``LCK..<name>`` (the UUCP convention, what minicom, cu and ModemManager
+look for) and, for a character device, also ``LCK.<major>.<minor>`` of its device number
+(``LCK.004.064``, three digits each, the second name liblockdev writes beside the first).
+Both are created (hard links of one file) and both are looked for: the name-based one keeps
+serial tools that know only the UUCP name out, the number-based one makes a second node of
+the same tty (``mknod``, a bind mount, a container's ``/dev``) the same lock, which no name
+can.
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ import errno
 import fcntl
 import os
 import secrets
+import stat
 import sys
 import tempfile
 import termios
@@ -56,9 +68,9 @@ from typing import Any
 from kiosk.devices.errors import DeviceConfigError, DeviceError
 
 __all__ = ["LOCK_DIR_ENV", "HeldPort", "PortInUse", "PortLock", "lock_dirs", "lock_name",
-           "open_serial"]
+           "lock_names", "open_serial"]
 
-#: Environment variable naming the lock directory (used alone when set).
+#: Environment variable naming the directory this process creates its locks in.
 LOCK_DIR_ENV = "CARDIO_LOCK_DIR"
 #: The FHS lock directories, in order of preference.
 STANDARD_LOCK_DIRS: tuple[str, ...] = ("/run/lock", "/var/lock")
@@ -87,27 +99,41 @@ def lock_name(port: str) -> str:
     return "LCK.." + rel.replace("/", "_")
 
 
+def lock_names(port: str) -> list[str]:
+    """Every name the lock of ``port`` goes by: :func:`lock_name`, then, for a character
+    device, ``LCK.<major>.<minor>`` of its device number (the same for every node of it)."""
+    names = [lock_name(port)]
+    with contextlib.suppress(OSError):
+        st = os.stat(port)
+        if stat.S_ISCHR(st.st_mode):
+            names.append(f"LCK.{os.major(st.st_rdev):03d}.{os.minor(st.st_rdev):03d}")
+    return names
+
+
 def _usable(directory: Path) -> bool:
     return directory.is_dir() and os.access(directory, os.W_OK | os.X_OK)
 
 
 def lock_dirs(override: str | Path | None = None) -> tuple[Path, list[Path]]:
-    """``(where this process writes its locks, where it looks for a holder's)``."""
+    """``(where this process writes its locks, where it looks for a holder's)``: the
+    override (when set) or the first usable standard directory; the search covers the
+    override and every standard directory, whatever this process writes to."""
     chosen = override if override is not None else os.environ.get(LOCK_DIR_ENV) or None
-    if chosen is not None:
-        path = Path(chosen)
-        if not _usable(path):
-            raise DeviceConfigError(f"lock directory {path} (${LOCK_DIR_ENV}) is not a "
-                                    "writable directory: create it or unset the variable")
-        return path, [path]
     look: list[Path] = []
     seen: set[str] = set()
-    for d in (*STANDARD_LOCK_DIRS, tempfile.gettempdir()):
+    for d in ((chosen,) if chosen is not None else ()) + (*STANDARD_LOCK_DIRS,
+                                                          tempfile.gettempdir()):
         path = Path(d)
         real = os.path.realpath(path)
         if real not in seen and path.is_dir():
             seen.add(real)
             look.append(path)
+    if chosen is not None:
+        path = Path(chosen)
+        if not _usable(path):
+            raise DeviceConfigError(f"lock directory {path} (${LOCK_DIR_ENV}) is not a "
+                                    "writable directory: create it or unset the variable")
+        return path, look
     for path in look:
         if _usable(path):
             return path, look
@@ -218,9 +244,12 @@ class PortLock:
         self.port = port
         self.what = what
         self.device = os.path.realpath(port)
-        self.name = lock_name(port)
+        self.names = lock_names(port)
+        self.name = self.names[0]
         self.directory, self._look = lock_dirs(lock_dir)
-        self.path = self.directory / self.name
+        #: The lock files this process creates: the UUCP name first, then the number's.
+        self.paths = [self.directory / name for name in self.names]
+        self.path = self.paths[0]
         self.held = False
 
     def _refuse(self, pid: int | None, path: Path) -> PortInUse:
@@ -234,13 +263,13 @@ class PortLock:
         """The live holder of the lock at ``path`` (``None``: no lock, or a stale one,
         removed here). Raises :class:`PortInUse` for a lock whose holder cannot be read."""
         try:
-            stat = path.lstat()
+            info = path.lstat()
         except FileNotFoundError:
             return None
         except OSError:
             return None  # a directory we may not read: nothing we can honour
         pid = _read_pid(path)
-        age = time.time() - stat.st_mtime
+        age = time.time() - info.st_mtime
         if pid is None:
             if age < OPEN_GRACE:  # another program is writing it right now
                 raise self._refuse(None, path)
@@ -263,8 +292,7 @@ class PortLock:
             return
         me = os.getpid()
         with _directory_guard(self.directory):
-            for d in self._look:
-                path = d / self.name
+            for path in [d / name for d in self._look for name in self.names]:
                 try:
                     holder = self._holder(path)
                 except OSError as exc:  # a stale lock this user may not remove
@@ -274,25 +302,40 @@ class PortLock:
                 if holder is not None:
                     raise self._refuse(holder, path)
             tmp = self.directory / f".{self.name}.{me}.{secrets.token_hex(4)}"
+            linked: list[Path] = []
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 try:
-                    os.write(fd, f"{me:>10}\n".encode("ascii"))
-                finally:
-                    os.close(fd)
-                try:
-                    os.link(tmp, self.path)  # atomic: never a half-written lock in place
-                except FileExistsError:
-                    raise self._refuse(_read_pid(self.path), self.path) from None
-            except OSError as exc:
-                raise DeviceError(f"cannot write the lock {self.path} for {self.what} port"
-                                  f" {self.port}: {exc.strerror}") from None
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                    try:
+                        os.write(fd, f"{me:>10}\n".encode("ascii"))
+                    finally:
+                        os.close(fd)
+                    for path in self.paths:
+                        try:
+                            os.link(tmp, path)  # atomic: never a half-written lock in place
+                        except FileExistsError:
+                            raise self._refuse(_read_pid(path), path) from None
+                        linked.append(path)
+                except OSError as exc:
+                    # The directory, not the device: one that cannot hold files
+                    # (CARDIO_LOCK_DIR=/proc, a full or read-only file system) is
+                    # configuration (22), never a device fault (21).
+                    raise DeviceConfigError(
+                        f"cannot write the lock {self.path} for {self.what} port"
+                        f" {self.port}: {exc.strerror}; set ${LOCK_DIR_ENV} to a writable"
+                        " directory") from None
+            except BaseException:
+                for path in linked:  # never half a lock: the other name stays free
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                raise
             finally:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
             self.held = True
             with _held_guard:
-                _held[str(self.path)] = weakref.ref(self)
+                for path in self.paths:
+                    _held[str(path)] = weakref.ref(self)
 
     def release(self, *, guard: bool = True) -> None:
         """Remove the lock file if it is still ours (never another process's)."""
@@ -300,13 +343,15 @@ class PortLock:
             return
         self.held = False
         with _held_guard:
-            ref = _held.get(str(self.path))
-            if ref is not None and ref() in (self, None):
-                del _held[str(self.path)]
+            for path in self.paths:
+                ref = _held.get(str(path))
+                if ref is not None and ref() in (self, None):
+                    del _held[str(path)]
         with _directory_guard(self.directory) if guard else contextlib.nullcontext():
-            if _read_pid(self.path) == os.getpid():
-                with contextlib.suppress(FileNotFoundError):
-                    self.path.unlink()
+            for path in self.paths:
+                if _read_pid(path) == os.getpid():
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
 
     def __del__(self) -> None:
         # No directory guard here: the collector may run this inside an acquire's guard.

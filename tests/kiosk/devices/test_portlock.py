@@ -10,6 +10,7 @@ import gc
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import termios
@@ -255,3 +256,79 @@ def test_tiocexcl_keeps_out_openers_that_ignore_lock_files(line: PtyLine,
         assert raw_open() == "opened"
     finally:
         _stop(proc)
+
+
+# -- review of issue 22, finding 3 ----------------------------------------------------------
+
+
+def test_an_override_still_sees_a_holder_in_the_standard_directories(
+        line: PtyLine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``$CARDIO_LOCK_DIR`` says where to create the lock, not where to look: a controller
+    with another override than the holder's (or none) is still refused."""
+    standard, override = tmp_path / "run-lock", tmp_path / "override"
+    standard.mkdir()
+    override.mkdir()
+    monkeypatch.setattr(portlock, "STANDARD_LOCK_DIRS", (str(standard),))
+    monkeypatch.setenv(LOCK_DIR_ENV, str(override))
+    assert lock_dirs()[0] == override and standard in lock_dirs()[1]
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        (standard / lock_name(line.path)).write_text(f"{sleeper.pid:>10}\n")
+        with pytest.raises(PortInUse, match=rf"process {sleeper.pid} .*{standard}"):
+            Id003Driver(line.path, timeout=0.05)
+        assert line.bytes_in == 0
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # The override is where this process creates its lock; nothing lands in /run/lock.
+    _reconfigurable(line)
+    with Id003Driver(line.path, timeout=0.05):
+        assert (override / lock_name(line.path)).read_bytes() == \
+            f"{os.getpid():>10}\n".encode()
+        assert not (standard / lock_name(line.path)).exists()
+
+
+def test_a_second_node_of_the_same_tty_is_the_same_lock(line: PtyLine,
+                                                        tmp_path: Path) -> None:
+    """A node made with mknod has another name but the same device number: the
+    ``LCK.<major>.<minor>`` lock (liblockdev's second name) refuses it."""
+    rdev = os.stat(line.path).st_rdev
+    node = tmp_path / "bill-again"
+    try:
+        os.mknod(node, 0o600 | stat.S_IFCHR, rdev)
+    except PermissionError:
+        pytest.skip("mknod needs CAP_MKNOD")
+    number = f"LCK.{os.major(rdev):03d}.{os.minor(rdev):03d}"
+    assert portlock.lock_names(str(node)) == ["LCK..bill-again", number]
+    assert portlock.lock_names(line.path) == [lock_name(line.path), number]
+    proc = _hold(line.path)
+    try:
+        with pytest.raises(PortInUse, match=rf"in use by process {proc.pid} .*{number}"):
+            Id003Driver(str(node), timeout=0.05)
+        assert (tmp_path / number).read_bytes() == f"{proc.pid:>10}\n".encode()
+        assert not (tmp_path / "LCK..bill-again").exists()
+        assert line.bytes_in == 0
+    finally:
+        _stop(proc)  # killed: its locks stay, stale, and the next acquire removes them
+    # ... and the other way round (at the lock: a pty's slave opened through a node
+    # outside its devpts gives EIO, so the second node itself cannot be driven here).
+    first = portlock.PortLock(str(node), "bill validator")
+    first.acquire()
+    assert (tmp_path / number).read_bytes() == f"{os.getpid():>10}\n".encode()
+    with pytest.raises(PortInUse, match=rf"this process .*{number}"):
+        Id003Driver(line.path, timeout=0.05)
+    first.release()
+    assert not (tmp_path / number).exists() and not (tmp_path / "LCK..bill-again").exists()
+    _reconfigurable(line)
+    Id003Driver(line.path, timeout=0.05).close()
+
+
+def test_a_lock_directory_that_cannot_hold_files_is_configuration(
+        line: PtyLine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``CARDIO_LOCK_DIR=/proc`` (writable for root by ``access()``, yet no file can be
+    created): exit 22 with one line, not a device fault (21)."""
+    monkeypatch.setenv(LOCK_DIR_ENV, "/proc")
+    with pytest.raises(DeviceConfigError, match=LOCK_DIR_ENV) as info:
+        Id003Driver(line.path, timeout=0.05)
+    assert info.value.exit_code == 22 and "\n" not in str(info.value)
+    assert line.bytes_in == 0
