@@ -152,7 +152,7 @@ class AuthoriseIn(BaseModel):
     auth_certificate: str
     card_serial: str | None = Field(default=None, pattern=r"^[0-9]{15}$")
     target: str = Field(pattern=r"^(sign|auth)$")
-    card_challenge: str = Field(pattern=r"^[0-9a-fA-F]{16,64}$")
+    card_challenge: str = Field(pattern=r"^(?:[0-9a-fA-F]{2}){8,32}$")  # whole bytes, 8-32
     value_hash: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
 
 

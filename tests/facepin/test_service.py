@@ -818,3 +818,31 @@ def test_a_registry_file_damaged_while_serving_is_503_then_heals(
         assert (exc.value.status, exc.value.code) == (503, "registry_unavailable")
         registry_file.write_bytes(good)
         assert reserve(url, card_of(path), p.auth_pin, p.text_pin, probe())["reservation_id"]
+
+
+# -- review of issue 22, finding 9 --------------------------------------------------------
+@sqlite_only
+def test_a_malformed_authorise_request_leaves_the_reservation(pki: PkiEnv, service: Service,
+                                                              chip: bytes) -> None:
+    """An odd-length ``card_challenge`` matched the hex pattern, the reservation was spent,
+    then ``bytes.fromhex`` raised: a 500 with a traceback and a face check lost. The request
+    is refused (422) before anything is spent; the same reservation then opens the card."""
+    import base64
+
+    path, p = pki.new_card(photo=chip)
+    mine = reserve(service.url, card_of(path), p.auth_pin, p.text_pin, probe())
+    url = f"/v1/reservations/{mine['reservation_id']}/authorise"
+    with httpx.Client(base_url=service.url, trust_env=False, timeout=60) as http:
+        nonce = base64.b64decode(http.post("/v1/challenges").json()["nonce"])
+        ev = gather_evidence(card_of(path), nonce, p.auth_pin, p.text_pin)
+        body = {"auth_certificate": _b64(ev.auth_certificate), "target": "sign",
+                "value_hash": "00" * 32}
+        for bad in ("0" * 17, "0" * 63, "0" * 14 + "zz"):
+            r = http.post(url, json={**body, "card_challenge": bad})
+            assert r.status_code == 422, (bad, r.status_code, r.text[:200])
+            assert "Traceback" not in r.text and bad not in r.text
+        r = http.post(url, json={**body, "card_challenge": "00" * 8})
+        assert r.status_code == 200, r.text[:200]  # not spent by the malformed ones
+        assert len(bytes.fromhex(r.json()["mac"])) == pinreset.MAC_LEN
+        r = http.post(url, json={**body, "card_challenge": "00" * 8})
+        assert (r.status_code, r.json()["error"]) == (409, "already_used")
