@@ -319,12 +319,17 @@ class CertificateValidator:
 
     def __init__(self, trust: TrustStore, *, fetch: Fetcher = http_fetch,
                  clock: Callable[[], dt.datetime] = _utcnow,
-                 use_ocsp: bool = True, use_crl: bool = True) -> None:
+                 use_ocsp: bool = True, use_crl: bool = True,
+                 max_crl_age: dt.timedelta | None = None) -> None:
         self.trust = trust
         self.fetch = fetch
         self.clock = clock
         self.use_ocsp = use_ocsp
         self.use_crl = use_crl
+        # A CRL vouches for nothing after its thisUpdate: a bound on its age caps how stale a
+        # fallback answer may be (a CRL saved before a revocation and served again while the
+        # OCSP responder is down stays within its nextUpdate for hours). None: nextUpdate only.
+        self.max_crl_age = max_crl_age
         # Insertion-ordered: the first key is the oldest entry, evicted first. A service
         # validates from many threads at once; the lock keeps eviction consistent.
         self._cache_lock = threading.Lock()
@@ -485,6 +490,13 @@ class CertificateValidator:
             raise RevocationSourceError(f"{url}: the CRL signature does not verify")
         if crl.next_update_utc is not None and crl.next_update_utc < now:
             raise RevocationSourceError(f"{url}: the CRL is stale (nextUpdate passed)")
+        if self.max_crl_age is not None and \
+                crl.last_update_utc < now - self.max_crl_age - CLOCK_SKEW:
+            raise RevocationSourceError(
+                f"{url}: the CRL was issued at {crl.last_update_utc.isoformat()}, more than"
+                f" {self.max_crl_age.total_seconds():.0f} s ago: too old for this decision")
+        if crl.last_update_utc > now + CLOCK_SKEW:
+            raise RevocationSourceError(f"{url}: the CRL is dated in the future")
         until = now + DISPLAY_CACHE_TTL
         if crl.next_update_utc is not None:
             until = min(until, crl.next_update_utc)

@@ -86,6 +86,8 @@ REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 SESSION_TTL = 300.0
 KIOSK_CACHE_TTL = 5.0
 BUSY_TIMEOUT = 2.0
+INCIDENT_GRACE = 600.0
+"""Seconds after a session's end within which its kiosk may still report an incident."""
 M = TypeVar("M", bound=Message)
 
 
@@ -102,6 +104,10 @@ class CenterConfig:
     wall: Callable[[], float] = time.time
     """Real time, for the freshness of kiosk request signatures and session expiry."""
     session_ttl: float = SESSION_TTL
+    max_crl_age: dt.timedelta = dt.timedelta(minutes=10)
+    """The CRL fallback (OCSP down) accepts a CRL issued at most this long ago: a grant
+    decision on an older one is ``certificate_status_unknown`` (J-LIS-style CRLs are valid
+    for a day; one saved before a revocation must not vouch for the card all that time)."""
     jlis_dir: Path | None = None
     """The emulated J-LIS directory whose document issuers (``emulators.document_issuers``)
     seal the pages; ``None``: documents carry no page seal."""
@@ -172,6 +178,7 @@ class Center:
         self._kiosks: dict[str, tuple[ec.EllipticCurvePublicKey | None, float]] = {}
         self._fetch = RevocationFetcher()
         self.counters: Counter[str] = Counter()
+        self._failed_nonces: dict[tuple[str, str], float] = {}
 
     # -- plumbing ----------------------------------------------------------------------------
     def _utc(self) -> dt.datetime:
@@ -182,7 +189,8 @@ class Center:
         request (cardio.pki caches within nextUpdate; the grant wants a fresh check).
         It is driven by :meth:`CertificateValidator.validate_async` with the worker's
         :class:`RevocationFetcher`, on the event loop."""
-        return CertificateValidator(self.config.trust, clock=self._utc)
+        return CertificateValidator(self.config.trust, clock=self._utc,
+                                    max_crl_age=self.config.max_crl_age)
 
     def kiosk_key(self, kiosk_id: str) -> ec.EllipticCurvePublicKey:
         now = time.monotonic()
@@ -207,7 +215,20 @@ class Center:
         kiosk_id, ts, nonce, sig = parse_headers(headers)
         key = self.kiosk_key(kiosk_id)
         verify_request(key, kiosk_id, ts, nonce, sig, method, path, body, self.config.wall())
+        if (kiosk_id, nonce) in self._failed_nonces:
+            raise Refused(401, "kiosk_replayed", "this kiosk request was already seen"
+                          " (replayed)")
         return kiosk_id, nonce
+
+    def remember_failed(self, kiosk_id: str, nonce: str) -> None:
+        """A request the database failed (busy or gone) spent its nonce in this worker's
+        memory at once — the database learns it when it can (:meth:`spend_quietly`) — so a
+        replay on this worker is refused even before then. Bounded, oldest out first."""
+        now = time.monotonic()
+        self._failed_nonces[(kiosk_id, nonce)] = now
+        while self._failed_nonces and (len(self._failed_nonces) > 10_000 or next(iter(
+                self._failed_nonces.values())) < now - 3 * FRESHNESS):
+            self._failed_nonces.pop(next(iter(self._failed_nonces)))
 
     def _nonce(self, t: Any, kiosk_id: str, nonce: str) -> None:
         now = self.config.wall()
@@ -236,6 +257,16 @@ class Center:
                           " ON CONFLICT DO NOTHING", (audit.kiosk_id, nonce, self.config.wall()))
             if audit.request_id != "-":
                 audit.write(t, self.config.wall(), outcome, municipality)
+
+    def spend_quietly(self, audit: _Audit, nonce: str, tries: int = 5) -> None:
+        """:meth:`audit` for a request the database failed, retried a few times; a database
+        that stays down leaves the nonce unspent (its replay fails the same way)."""
+        for _ in range(tries):
+            try:
+                self.audit(audit, "unavailable", nonce=nonce)
+                return
+            except self.db.backend_errors():
+                time.sleep(BUSY_TIMEOUT)
 
     def _session(self, t: Any, session_id: str, kiosk_id: str, request_id: str) -> Any:
         # row[8]: issuance for the session's municipality is stopped (an incident); with
@@ -488,6 +519,13 @@ class Center:
             muni = row[7]
             if muni is None:
                 raise Refused(409, "not_authenticated", "no municipality for this session")
+            # A kiosk reports a binding mismatch as it checks the document, which it fetches
+            # within the session's life; the report may race the session's finalize, so it
+            # is taken a while after — not a day later, when it could only be a way to stop
+            # a municipality's issuance with an old session's credentials.
+            if self.config.wall() > row[3] + INCIDENT_GRACE:
+                raise Refused(410, "session_expired", "too late to report an incident for"
+                              " this session")
             t.execute("INSERT INTO incidents (municipality, request_id, kiosk_id, kind, detail,"
                       " at) VALUES (?, ?, ?, ?, ?, ?)",
                       (muni, msg.request_id, kiosk_id, msg.kind, msg.detail,
@@ -587,6 +625,16 @@ def create_app(config: CenterConfig) -> FastAPI:
                 center.audit(audit, outcome, nonce=nonce)
             except center.db.backend_errors() as e:
                 log.error("audit row not written: %s", type(e).__name__)
+        elif not audit.written and nonce is not None:
+            center.remember_failed(audit.kiosk_id, nonce)
+            # The database failed this request (busy or gone), which had no effect; its
+            # nonce is still spent as soon as the database takes it — off the answer's path
+            # (the attempt may wait out the same busy timeout) — so the signed bytes cannot
+            # be replayed once it is back. Until then a replay meets the same failure.
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(
+                center.spend_quietly, audit, nonce))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
         rid = audit.request_id
         return status, result, rid
 
@@ -663,6 +711,9 @@ class _RateLimitedLine:
                     *args, self._held)
         self._last, self._held = now, 0
 
+
+_background: set[asyncio.Task[None]] = set()
+"""Fire-and-forget work started by a request (kept referenced until it ends)."""
 
 _disconnects = _RateLimitedLine("%s: the client hung up before its request body was complete")
 

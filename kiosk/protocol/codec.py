@@ -112,7 +112,8 @@ def decode(cls: type[M], data: bytes, *, limit: int = MAX_MESSAGE) -> M:
     if len(data) > limit:
         raise MessageTooLarge(f"{cls.__name__} of {len(data)} bytes exceeds {limit}")
     try:
-        obj = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+        obj = json.loads(data.decode("utf-8"), parse_constant=_no_constant,
+                         object_pairs_hook=_unique_keys)
     except MalformedMessage as e:
         raise MalformedMessage(f"{cls.__name__}: {e}") from None
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -130,6 +131,17 @@ def from_obj(cls: type[M], obj: Any) -> M:
         raise UnsupportedVersion(f"{cls.__name__}: version {msg.v!r} is not "
                                  f"{PROTOCOL_VERSION!r}")
     return typing.cast(M, msg)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object with a key twice is refused: JSON leaves it to the reader which one
+    counts, so a signed body could mean one thing to us and another to a second parser."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        keys = [k for k, _ in pairs]
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise MalformedMessage(f"the key {dup!r} appears twice")
+    return obj
 
 
 def _no_constant(name: str) -> Any:

@@ -50,6 +50,33 @@ def failing(kind: str):  # type: ignore[no-untyped-def]
     return fetch
 
 
+def test_a_crl_saved_before_a_revocation_vouches_only_within_max_crl_age(
+        pki: PkiEnv) -> None:
+    """OCSP down, and the CRL served is one saved before the card was revoked (within its
+    nextUpdate for a day): with ``max_crl_age`` a grant decision does not take it."""
+    path, _ = pki.new_card()
+    cert = cert_of(path, "auth")
+    saved = http_fetch(f"{pki.server.url}/crl/auth.crl", None, "", 1 << 20)
+    pki.authority.revoke_card(path, "auth", "key_compromise")
+
+    def replay(url: str, body: bytes | None, ctype: str, limit: int) -> bytes:
+        if "/ocsp/" in url:
+            raise RevocationSourceError(f"{url}: 503")
+        return saved
+
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    lax = CertificateValidator(pki.trust, fetch=replay, clock=lambda: later)
+    assert lax.validate(cert).status is Status.VALID  # the attack, without a bound
+    strict = CertificateValidator(pki.trust, fetch=replay, clock=lambda: later,
+                                  max_crl_age=dt.timedelta(minutes=10))
+    v = strict.validate(cert)
+    assert v.status is Status.UNKNOWN and "too old for this decision" in v.reason
+    # a CRL issued now is taken, and says revoked
+    now = CertificateValidator(pki.trust, fetch=failing("ocsp"),
+                               max_crl_age=dt.timedelta(minutes=10)).validate(cert)
+    assert (now.status, now.revocation_source) == (Status.REVOKED, "crl")
+
+
 def test_valid_by_ocsp(pki: PkiEnv) -> None:
     path, _ = pki.new_card()
     for which, purpose in (("auth", "auth"), ("sign", "sign")):

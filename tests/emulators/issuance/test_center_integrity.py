@@ -284,3 +284,69 @@ def test_db_migration_adds_the_certificate_column(tmp_path: Path) -> None:
         assert "certificate" in cols
     finally:
         db.close()
+
+
+# -- a request the database failed is spent once the database is back -----------------------
+def test_a_request_that_got_503_cannot_be_replayed_once_the_database_is_back(
+        service: Service) -> None:
+    import sqlite3
+    import threading
+
+    card = service.card()
+
+    async def opened() -> tuple[str, str]:
+        async with service.client() as c:
+            o, _auth, _sha = await open_and_authenticate(c, card)
+            return o.request_id, o.session_id
+
+    rid, sid = asyncio.run(opened())
+    path = f"/v1/sessions/{sid}/menu"
+    from kiosk.protocol.messages import MenuQuery
+
+    body = encode(MenuQuery(request_id=rid, session_id=sid))
+    holder = sqlite3.connect(service.db_url.removeprefix("sqlite:///"), timeout=5,
+                             isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    released = threading.Timer(3.0, holder.rollback)
+    released.start()
+    try:
+        async def go() -> httpx.Response:
+            async with service.client() as c:
+                headers = _signed(c, path, body)
+            async with httpx.AsyncClient(base_url=service.info["center"], timeout=30) as h:
+                first = await h.post(path, content=body, headers=headers)
+                assert (first.status_code, first.json()["error"]) == (503, "unavailable")
+                await asyncio.sleep(0)
+                deadline = time.monotonic() + 15
+                while True:  # the database is back; the replay must not be served
+                    await asyncio.sleep(0.5)
+                    again = await h.post(path, content=body, headers=headers)
+                    if again.status_code != 503 or time.monotonic() > deadline:
+                        return again
+
+        replayed = asyncio.run(go())
+    finally:
+        released.join()
+        holder.close()
+    assert (replayed.status_code, replayed.json()["error"]) == (401, "kiosk_replayed")
+
+
+def test_an_incident_for_a_long_gone_session_is_refused(service: Service) -> None:
+    """An old session's credentials must not stop a municipality's issuance a day later."""
+    card = service.card()
+
+    async def go() -> IssuanceRefused:
+        async with service.client() as c:
+            opened, _auth, _sha = await open_and_authenticate(c, card)
+            with service.db.tx(write=True) as t:
+                t.execute("UPDATE sessions SET expires=? WHERE session_id=?",
+                          (time.time() - 86_400, opened.session_id))
+            with pytest.raises(IssuanceRefused) as e:
+                await c.report_incident(opened.request_id, opened.session_id,
+                                        "binding_mismatch", "request_id")
+            return e.value
+
+    err = asyncio.run(go())
+    assert (err.status, err.code) == (410, "session_expired")
+    with service.db.tx() as t:
+        assert t.one("SELECT COUNT(*) FROM municipalities WHERE stopped=1")[0] == 0

@@ -94,6 +94,9 @@ def test_round_trip_of_nested_messages() -> None:
     (b'{"request_id":"req-00000001","kiosk_id":"kiosk-0001","v":"cardio-issuance/0"}',
      UnsupportedVersion),
     (b'{"request_id":"req-00000001","kiosk_id":"kiosk-0001","n":NaN}', MalformedMessage),
+    # a key twice: which one a reader takes is up to the reader (last wins in Python)
+    (b'{"request_id":"req-00000001","kiosk_id":"kiosk-0002","kiosk_id":"kiosk-0001"}',
+     MalformedMessage),
     (b'{"request_id":"' + b"a" * 70000 + b'"}', MessageTooLarge),
 ])
 def test_malformed_and_oversized_messages_are_typed_errors(raw: bytes, error: type) -> None:
