@@ -627,11 +627,34 @@ class PayoutIntents:
                          " yen INTEGER NOT NULL)")
         self._lock = threading.Lock()
 
+    def _mark(self, key: str, field: str, value: int) -> None:
+        """Note in the payout's command row (the journal's own, whose rows are checked for
+        deletion) that this intent or finding was written, inside the same transaction:
+        an intent that later goes missing or changes is damage, never "not begun"
+        (:func:`kiosk.session.journal_check.intent_check`)."""
+        base = key.split("/", 1)[0]
+        row = self._db.execute("SELECT detail FROM commands WHERE key=?", (base,)).fetchone()
+        if row is None:
+            return
+        detail = json.loads(row[0])
+        detail.setdefault(field, {})[key] = value
+        self._db.execute("UPDATE commands SET detail=? WHERE key=?",
+                         (json.dumps(detail, sort_keys=True, ensure_ascii=True), base))
+
     def record(self, key: str, counters: dict[int, int]) -> None:
+        from kiosk.session.journal_check import intent_check
+
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("INSERT OR IGNORE INTO payout_intents VALUES (?, ?, ?)",
-                                 [(key, c, n) for c, n in counters.items()])
+            try:
+                if self._db.execute("SELECT 1 FROM payout_intents WHERE key=?",
+                                    (key,)).fetchone() is None:
+                    self._db.executemany("INSERT INTO payout_intents VALUES (?, ?, ?)",
+                                         [(key, c, n) for c, n in counters.items()])
+                    self._mark(key, "payout_intents", intent_check(key, counters))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._db.execute("COMMIT")
 
     def get(self, key: str) -> dict[int, int]:
@@ -646,7 +669,16 @@ class PayoutIntents:
 
     def note_found(self, key: str, yen: int) -> None:
         with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO payout_found VALUES (?, ?)", (key, yen))
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if self._db.execute("SELECT 1 FROM payout_found WHERE key=?",
+                                    (key,)).fetchone() is None:
+                    self._db.execute("INSERT INTO payout_found VALUES (?, ?)", (key, yen))
+                    self._mark(key, "payout_found", yen)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()

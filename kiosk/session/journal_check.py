@@ -33,7 +33,8 @@ from pathlib import Path
 from kiosk.session.core import Outcome, State
 
 __all__ = ["APPLICATION_ID", "MAX_SESSION_YEN", "VERSION", "books_problem",
-           "header_problem", "identity_problem", "orphans", "row_check", "session_problem"]
+           "header_problem", "identity_problem", "intent_check", "orphans", "row_check",
+           "session_problem"]
 
 #: SQLite ``PRAGMA application_id`` of a kiosk journal: "CKJL" (cardio kiosk journal).
 APPLICATION_ID = 0x434B4A4C
@@ -90,6 +91,53 @@ def row_check(key: str, txn: str, seq: int, kind: str, yen: int) -> int:
     Rows written before the check existed have none and are judged by the rest. (A
     checksum finds damage, not a forger with write access to the file.)"""
     return zlib.crc32(f"{key}\x1f{txn}\x1f{seq}\x1f{kind}\x1f{yen}".encode())
+
+
+def intent_check(key: str, counters: dict[int, int]) -> int:
+    """CRC-32 of a payout intent (each hopper's event counter before the payout ``key``).
+    The cash adapter writes the intent rows (``payout_intents``) and, in the same
+    transaction, this number into its command row's ``detail`` (``"payout_intents"``): a
+    payout that began is then on record twice, so an intent deleted, a table dropped or a
+    counter edited is seen as damage — rather than read as "the payout never began" (which
+    would pay the change again) or as a counter the hoppers moved past (which would owe
+    back change the customer already has)."""
+    text = key + "|" + ",".join(f"{c}:{n}" for c, n in sorted(counters.items()))
+    return zlib.crc32(text.encode())
+
+
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                      (name,)).fetchone() is not None
+
+
+def _payout_problem(db: sqlite3.Connection, key: str, fields: dict[str, object]
+                    ) -> str | None:
+    """The payout intents (and found amounts) a command row says were written must be
+    there, unchanged."""
+    marks = fields.get("payout_intents", {})
+    found = fields.get("payout_found", {})
+    if not isinstance(marks, dict) or not isinstance(found, dict):
+        return f"command {key}: its payout record is garbled"
+    if marks and not _has_table(db, "payout_intents"):
+        return f"command {key}: a payout began but the journal's payout_intents table is gone"
+    for ikey, crc in marks.items():
+        try:
+            rows = db.execute("SELECT coin, counter FROM payout_intents WHERE key=?",
+                              (ikey,)).fetchall()
+            counters = {int(c): int(n) for c, n in rows}
+        except (TypeError, ValueError):
+            return f"payout {_show(ikey)}: its hopper counters are garbled"
+        if not counters:
+            return f"payout {_show(ikey)} began, but its hopper counters are missing"
+        if intent_check(str(ikey), counters) != crc:
+            return f"payout {_show(ikey)}: its hopper counters do not match their checksum"
+    if found and not _has_table(db, "payout_found"):
+        return f"command {key}: the journal's payout_found table is gone"
+    for ikey, yen in found.items():
+        row = db.execute("SELECT yen FROM payout_found WHERE key=?", (ikey,)).fetchone()
+        if row is None or row[0] != yen:
+            return f"payout {_show(ikey)}: what recovery found it paid is missing or changed"
+    return None
 
 
 def _show(v: object) -> str:
@@ -267,6 +315,8 @@ def session_problem(db: sqlite3.Connection, txn: str) -> str | None:
             return f"command {key}: its detail is garbled"
         if "crc" in fields and fields["crc"] != row_check(key, txn, seq, kind, yen):
             return f"command {key} does not match its own checksum"
+        if (p := _payout_problem(db, key, fields)) is not None:
+            return p
         for name in ("request_id", "session_id"):  # the center calls name their session
             if fields.get(name) and fields[name] != s[name]:
                 return f"command {key} is for {name} {_show(fields[name])}, the session's" \

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from kiosk.devices.cctalk import HopperStatus, next_counter
 from kiosk.devices.errors import DeviceTimeout
 from kiosk.devices.model import PayoutResult
@@ -88,3 +90,69 @@ def test_a_silent_hopper_leaves_the_change_owed_and_recovery_goes_on(tmp_path: P
     h.dispense(3)
     h.silent = True
     assert port.pay_change("T4:pay", 300) == 0 and paid(h) == 300
+
+
+def _paid_then_crashed(tmp: Path, damage: str) -> tuple[Path, CountingHopper, int]:
+    """A session whose ¥800 change the hoppers paid under its key before the kiosk died
+    (the ChangePaid reply never journalled), then the journal damaged with ``damage``."""
+    import sqlite3
+
+    from tests.kiosk.test_runner_cli import crashed_at_change
+
+    path = tmp / "journal.db"
+    with Journal(path) as j:
+        crashed_at_change(j, "Tchange")
+        key = j._db.execute("SELECT key FROM commands WHERE kind='paychange'").fetchone()[0]
+    h = CountingHopper(100)
+    port, cash = port_for(tmp, h)
+    assert cash.pay(800, key=key) == 800 and paid(h) == 800
+    assert cash.intents is not None
+    cash.intents.close()
+    port.journal.close()
+    if damage:
+        db = sqlite3.connect(path)
+        db.execute(damage)
+        db.commit()
+        db.close()
+    return path, h, 800
+
+
+@pytest.mark.parametrize("damage", [
+    "DELETE FROM payout_intents",
+    "DROP TABLE payout_intents",
+    "UPDATE payout_intents SET counter=counter+10",
+])
+def test_a_payout_whose_intent_was_damaged_is_left_for_staff(tmp_path: Path,
+                                                             damage: str) -> None:
+    """Review of issue 22, finding 2: with the intent rows deleted (or the table dropped)
+    recovery read "never began" and paid the ¥800 again; with a counter edited it owed
+    back change the customer had. The payout's command row says the intent was written,
+    so its absence or change is damage: nothing is paid, the session is left for staff
+    (exit 24)."""
+    from kiosk.session.journal import LEFT_FOR_STAFF, JournalDamaged, refuse_left_for_staff
+
+    path, h, before = _paid_then_crashed(tmp_path, damage)
+    journal = Journal(path)
+    cash = CashAdapter({})
+    cash.hoppers = {100: h}  # type: ignore[dict-item]
+    cash.stock = {100: 10_000}
+    cash.intents = PayoutIntents(path)  # as kiosk recover opens it: the table comes back
+    results = journal.recover(DeviceRecoveryPort(journal, cash, None))
+    assert [r.outcome for r in results] == [LEFT_FOR_STAFF], results
+    assert "payout" in results[0].problem
+    assert paid(h) == before  # not a coin more
+    with pytest.raises(JournalDamaged) as e:
+        refuse_left_for_staff(results)
+    assert e.value.exit_code == 24
+
+
+def test_an_undamaged_paid_payout_is_not_paid_again(tmp_path: Path) -> None:
+    path, h, before = _paid_then_crashed(tmp_path, "")
+    journal = Journal(path)
+    cash = CashAdapter({})
+    cash.hoppers = {100: h}  # type: ignore[dict-item]
+    cash.stock = {100: 10_000}
+    cash.intents = PayoutIntents(path)
+    results = journal.recover(DeviceRecoveryPort(journal, cash, None))
+    assert results[0].outcome != "left_for_staff" and paid(h) == before
+    assert journal.ledger().change_out == 800 and journal.ledger().balanced
