@@ -52,6 +52,62 @@ PRINTED = {"self": {"scope": "self", "honseki": "no", "relationship": "no"},
            "household": {"scope": "household", "honseki": "yes", "relationship": "yes"}}
 
 
+def _old_view(birth: dt.date, today: dt.date, years: int) -> tuple[object, ...]:
+    """What an ``age_over_<years>`` presentation showed before review 29: exp the day after
+    the 18th/20th birthday when that fell inside 90 days, and the claim as at issuance."""
+    from kiosk.credentials.juminhyo import _age, _birthday
+
+    end = today + dt.timedelta(days=90)
+    for n in (18, 20):
+        if _age(birth, today) < n:
+            end = min(end, _birthday(birth, n) - dt.timedelta(days=1))
+            break
+    return end, _age(birth, today) >= years
+
+
+def _new_view(birth: dt.date, today: dt.date, years: int) -> tuple[object, ...]:
+    """What it shows now: exp from the issuance day's grid, the claim if it was issued."""
+    from kiosk.credentials.juminhyo import age_claim, validity_end
+
+    last = validity_end(today)
+    return last, age_claim(birth, years, today, last)
+
+
+def birthdate_leak(years: int = 18, span: tuple[int, int] = (1940, 2016),
+                   days: int = 12, step: int = 30) -> dict[str, float]:
+    """Bits of birth date an ``age_over_<years>`` presentation gives a relying party that
+    knows the issuance day (``iat`` is shown): the mutual information between a birth date
+    drawn uniformly from ``span`` and what it sees (``exp`` and the claim), averaged over
+    ``days`` issuance days, beside the information of the claim's own meaning (over the
+    age or not at issuance), and the worst case for one person (log2 of the population over
+    the birth dates that look the same). A holder whose credential has no such claim (the
+    birthday falls inside the validity) cannot answer, so sends nothing: that case counts
+    in the mean (as "no answer") but not in the worst case of what is *received*."""
+    import math
+    from collections import Counter
+
+    births = [dt.date(span[0], 1, 1) + dt.timedelta(days=i)
+              for i in range((dt.date(span[1], 1, 1) - dt.date(span[0], 1, 1)).days)]
+    n = len(births)
+    out: dict[str, float] = {}
+    for name, view in (("before", _old_view), ("after", _new_view)):
+        mi, worst, meaning = 0.0, 0.0, 0.0
+        for k in range(days):
+            today = dt.date(2026, 1, 1) + dt.timedelta(days=k * step)
+            seen = Counter(view(b, today, years) for b in births)
+            mi += -sum(c / n * math.log2(c / n) for c in seen.values())
+            received = [c for v, c in seen.items() if v[-1] is not None]
+            worst = max(worst, math.log2(n / min(received)))
+            base = Counter((b.replace(year=b.year + years) if (b.month, b.day) != (2, 29)
+                            else dt.date(b.year + years, 3, 1)) <= today for b in births)
+            meaning += -sum(c / n * math.log2(c / n) for c in base.values())
+        out[f"{name}_bits_mean"] = mi / days
+        out[f"{name}_bits_worst"] = worst
+        out["claim_meaning_bits"] = meaning / days
+    out["birthdate_entropy_bits"] = math.log2(n)
+    return out
+
+
 def _values_bytes(v: object) -> int:
     """UTF-8 bytes of the personal values (strings as printed, numbers as written)."""
     if isinstance(v, dict):
@@ -152,6 +208,13 @@ def main() -> int:
     print("personal: the bytes of the disclosed values; the printed columns count the"
           " values on the page the same way.")
     print(json.dumps({"note": "in-process; the status list token is cached (offline)"}))
+    for years in (18, 20):
+        leak = birthdate_leak(years)
+        print(f"age_over_{years}: bits of birth date a relying party learns (iat known):"
+              f" mean {leak['before_bits_mean']:.3f} -> {leak['after_bits_mean']:.3f},"
+              f" worst person {leak['before_bits_worst']:.1f} -> {leak['after_bits_worst']:.1f}"
+              f" (the claim's own meaning: {leak['claim_meaning_bits']:.3f};"
+              f" a birth date is {leak['birthdate_entropy_bits']:.1f} bits)")
     return 0
 
 

@@ -37,13 +37,13 @@ def issue_credential(rec: JuminhyoRecord, *, issuer_code: str, key: ec.EllipticC
                      now: dt.datetime) -> tuple[str, int]:
     """(the SD-JWT in issuance form, its ``exp``)."""
     today = now.astimezone(JST).date()
-    end = validity_end(rec.holder.birthdate, today)
+    end = validity_end(today)  # a grid of issuance dates, never a birthday (exp is public)
     exp = int(dt.datetime.combine(end + dt.timedelta(days=1), dt.time(0, 0), JST).timestamp())
     claims: dict[str, Any] = {
         "iss": issuer_code, "iat": int(now.timestamp()), "exp": exp, "vct": VCT,
         "cnf": {"jwk": holder_jwk},
         "status": {"status_list": {"idx": status_idx, "uri": status_uri}},
-        **credential_claims(rec, today),
+        **credential_claims(rec, today, end),
     }
     header = {"alg": "ES256", "typ": CREDENTIAL_TYP, "kid": kid}
     return sdjwt.issue(header, claims, key, pad_to=PAD_TO), exp

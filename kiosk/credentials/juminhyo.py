@@ -26,10 +26,15 @@ age_over_20         20歳以上                      boolean (飲酒・喫煙), 
 **Never** 個人番号 or 住民票コード: :func:`credential_claims` builds from an allow-list and
 refuses those names outright, as the seal does (``kiosk.documents.seal``).
 
-The age claims are true or false on the day of issuance. So that they stay true for the
-whole validity, a credential of someone under 20 expires no later than the day before the
-birthday that would change one of them (:func:`validity_end`); the holder then obtains a
-new one.
+Validity and the age claims. ``exp`` is not selectively disclosable, so it must say
+nothing about the birth date: it is the end of the calendar month in which the 90th day
+after issuance falls (:func:`validity_end`), the same for every resident issued on that
+day. The age claims are then issued only when they hold for the *whole* validity:
+``age_over_N: true`` when the holder is N or over at issuance (it stays true),
+``age_over_N: false`` when the holder is still under N on the last valid day, and no
+claim at all when the N-th birthday falls inside the validity (the holder obtains a new
+credential after the birthday). A verifier thus learns from an age claim exactly what it
+states, and from ``exp`` only the month of issuance (which ``iat`` shows anyway).
 
 Not disclosable (the verifier needs them to judge the credential, per SD-JWT VC §3.2.2):
 ``iss`` (the municipality's 全国地方公共団体コード), ``iat``, ``exp``, ``vct``, ``cnf``,
@@ -52,6 +57,7 @@ __all__ = [
     "VCT",
     "JuminhyoRecord",
     "Person",
+    "age_claim",
     "credential_claims",
     "label_of",
     "validity_end",
@@ -90,6 +96,9 @@ PRESETS: dict[str, tuple[Path, ...]] = {
 membership), the 基本4情報 (本人確認 under 犯罪収益移転防止法 for an account opening)."""
 
 VALIDITY_DAYS = 90
+MEMBER_PAD = 8
+"""Digests in each household member's object after decoys: a member holds 4 items, or 5
+with 続柄, and a disclosed member must not tell which."""
 
 
 def label_of(path: Path, lang: str = "ja") -> str:
@@ -141,15 +150,25 @@ def _birthday(birth: dt.date, years: int) -> dt.date:
         return dt.date(birth.year + years, 3, 1)
 
 
-def validity_end(birth: dt.date, today: dt.date, days: int = VALIDITY_DAYS) -> dt.date:
-    """The last day the credential is valid: ``days`` on, but not past the day before the
-    18th or 20th birthday while an age claim would turn."""
+def validity_end(today: dt.date, days: int = VALIDITY_DAYS) -> dt.date:
+    """The last day the credential is valid: the end of the month that holds the ``days``-th
+    day after ``today``. A grid of issuance dates only — never a birthday — because
+    ``exp`` is shown with every presentation."""
     end = today + dt.timedelta(days=days)
-    for years in (18, 20):
-        if _age(birth, today) < years:
-            end = min(end, _birthday(birth, years) - dt.timedelta(days=1))
-            break
-    return end
+    first_next = dt.date(end.year + end.month // 12, end.month % 12 + 1, 1)
+    return first_next - dt.timedelta(days=1)
+
+
+def age_claim(birth: dt.date, years: int, today: dt.date, last_day: dt.date) -> bool | None:
+    """``age_over_<years>`` as it holds for the whole validity ``today``…``last_day``:
+    True (reached by today: stays true), False (not reached even on the last day), or None
+    (reached inside the validity: not issued, so no claim is ever wrong and no claim or
+    ``exp`` pins down a birthday)."""
+    if _age(birth, today) >= years:
+        return True
+    if _age(birth, last_day) < years:
+        return False
+    return None
 
 
 def _sex(code: str) -> int:
@@ -157,6 +176,8 @@ def _sex(code: str) -> int:
 
 
 def _member(p: Person, relationship: bool) -> dict[str, Any]:
+    """A member's items, each disclosable; the object is padded to :data:`MEMBER_PAD`
+    digests by the caller's :class:`SD` (``pad_to``)."""
     m = {"name": SD(p.name), "name_kana": SD(p.kana),
          "birthdate": SD(p.birthdate.isoformat()), "sex": SD(_sex(p.sex))}
     if relationship:
@@ -164,16 +185,21 @@ def _member(p: Person, relationship: bool) -> dict[str, Any]:
     return m
 
 
-def credential_claims(rec: JuminhyoRecord, today: dt.date) -> dict[str, Any]:
-    """The subject's claims, every personal item wrapped in :class:`SD`."""
+def credential_claims(rec: JuminhyoRecord, today: dt.date,
+                      last_day: dt.date | None = None) -> dict[str, Any]:
+    """The subject's claims, every personal item wrapped in :class:`SD`; the age claims as
+    they hold until ``last_day`` (default :func:`validity_end`), see :func:`age_claim`."""
     h = rec.holder
-    age = _age(h.birthdate, today)
+    last = validity_end(today) if last_day is None else last_day
     claims: dict[str, Any] = {
         "name": SD(h.name), "name_kana": SD(h.kana), "birthdate": SD(h.birthdate.isoformat()),
         "sex": SD(_sex(h.sex)), "address": SD({"formatted": rec.address}),
         "resident_since": SD(rec.resident_since.isoformat()),
-        "age_over_18": SD(age >= 18), "age_over_20": SD(age >= 20),
     }
+    for years in (18, 20):
+        value = age_claim(h.birthdate, years, today, last)
+        if value is not None:
+            claims[f"age_over_{years}"] = SD(value)
     if rec.show_relationship:
         claims["household_head"] = SD(rec.household_head or "")
         claims["relationship"] = SD(h.relationship)
@@ -181,7 +207,8 @@ def credential_claims(rec: JuminhyoRecord, today: dt.date) -> dict[str, Any]:
         claims["honseki"] = SD(rec.honseki)
         claims["hittousha"] = SD(rec.hittousha or "")
     if rec.household is not None:
-        claims["household"] = SD([SD(_member(m, rec.show_relationship)) for m in rec.household])
+        claims["household"] = SD([SD(_member(m, rec.show_relationship), pad_to=MEMBER_PAD)
+                                  for m in rec.household])
     bad = FORBIDDEN_CLAIMS & set(claims)
     if bad or set(claims) - set(CLAIM_LABELS):
         raise ValueError("a 住民票 credential holds only the allow-listed items")

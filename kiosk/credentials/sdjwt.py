@@ -74,9 +74,13 @@ Path = tuple[str | int | None, ...]
 
 @dataclass(frozen=True)
 class SD:
-    """Marks a value as selectively disclosable when building a payload (:func:`conceal`)."""
+    """Marks a value as selectively disclosable when building a payload (:func:`conceal`).
+    ``pad_to``: when the value is an object with disclosable members, decoys pad its ``_sd``
+    to this many digests, so that once it is disclosed its digest count does not tell
+    which members it holds."""
 
     value: Any
+    pad_to: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,9 +124,9 @@ def _decoy() -> str:
 
 def conceal(obj: Any, out: list[Disclosure], *, pad_to: int = 0) -> Any:
     """The payload of ``obj`` with every :class:`SD` value replaced by a digest; the
-    disclosures are appended to ``out``. The top-level object gets decoys up to ``pad_to``
-    digests (nested objects are inside a disclosure: seen only when it is disclosed, and
-    padding them would lengthen the signed JWT every presentation carries)."""
+    disclosures are appended to ``out``. The object ``obj`` gets decoys up to ``pad_to``
+    digests; a nested object is padded when its :class:`SD` says so (it is seen only once
+    disclosed, but then its digest count must not tell which members it holds)."""
     if isinstance(obj, SD):
         raise ValueError("SD marks a member or an element, not a whole payload")
     if isinstance(obj, dict):
@@ -132,7 +136,7 @@ def conceal(obj: Any, out: list[Disclosure], *, pad_to: int = 0) -> Any:
         digests: list[str] = []
         for k, v in obj.items():
             if isinstance(v, SD):
-                d = Disclosure.make(k, conceal(v.value, out))
+                d = Disclosure.make(k, conceal(v.value, out, pad_to=v.pad_to))
                 out.append(d)
                 digests.append(d.digest)
             else:
@@ -145,7 +149,7 @@ def conceal(obj: Any, out: list[Disclosure], *, pad_to: int = 0) -> Any:
         items: list[Any] = []
         for v in obj:
             if isinstance(v, SD):
-                d = Disclosure.make(None, conceal(v.value, out))
+                d = Disclosure.make(None, conceal(v.value, out, pad_to=v.pad_to))
                 out.append(d)
                 items.append({"...": d.digest})
             else:

@@ -3,6 +3,8 @@ failed on the code as first committed and names the finding it pins down."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from kiosk.credentials import errors, sdjwt
 from kiosk.credentials.holder import StoredCredential
-from tests.kiosk.credentials.test_verifier import T0, Issuer, _issue, _verifier
+from kiosk.credentials.juminhyo import MEMBER_PAD, JuminhyoRecord
+from tests.kiosk.credentials.test_verifier import RECORD, T0, Issuer, _issue, _verifier
 
 
 @pytest.fixture(name="issuer", scope="module")
@@ -79,3 +82,51 @@ def test_resolve_keeps_positions_and_reports_withheld(cred: StoredCredential) ->
     assert withheld == {("household", 0)}
     assert set(got.values()) == {("household",), ("household", 1)}
 
+
+
+# -- finding 2: exp revealed the birth date; a member's digest count revealed 続柄 -------------
+def _payload(issuer: Issuer, tmp_path: Path, rec: JuminhyoRecord) -> dict[str, object]:
+    cred = _issue(issuer, tmp_path, rec=rec)
+    return cred.parsed.payload
+
+
+def test_exp_does_not_depend_on_the_birth_date(issuer: Issuer, tmp_path: Path) -> None:
+    """Every birth date from 17 years 9 months to 20 years 3 months before the issuance day
+    (the ones whose exp used to be the day before a birthday) gets the same exp."""
+    exps = set()
+    day = dt.date(2006, 3, 1)
+    while day < dt.date(2008, 9, 1):
+        rec = dataclasses.replace(RECORD, holder=dataclasses.replace(RECORD.holder,
+                                                                     birthdate=day),
+                                  household=None)
+        exps.add(_payload(issuer, tmp_path, rec)["exp"])
+        day += dt.timedelta(days=9)
+    assert len(exps) == 1
+
+
+@pytest.mark.parametrize(("birth", "expected"), [
+    (dt.date(2008, 6, 1), {"age_over_18": True, "age_over_20": False}),
+    (dt.date(2008, 7, 15), {"age_over_20": False}),  # 18 inside the validity: no claim
+    (dt.date(2009, 1, 1), {"age_over_18": False, "age_over_20": False}),
+    (dt.date(2006, 8, 31), {"age_over_18": True}),  # 20 on the last valid day
+    (dt.date(1990, 4, 1), {"age_over_18": True, "age_over_20": True}),
+])
+def test_age_claims_hold_for_the_whole_validity(issuer: Issuer, tmp_path: Path,
+                                                birth: dt.date,
+                                                expected: dict[str, bool]) -> None:
+    rec = dataclasses.replace(RECORD, holder=dataclasses.replace(RECORD.holder, birthdate=birth))
+    cred = _issue(issuer, tmp_path, rec=rec)
+    claims, _ = cred.contents()
+    assert {k: v for k, v in claims.items() if k.startswith("age_over")} == expected
+    assert len(cred.parsed.payload["_sd"]) == 16  # a withheld claim leaves a decoy
+
+
+@pytest.mark.parametrize("relationship", [False, True])
+def test_a_disclosed_member_shows_the_same_digest_count_with_or_without_zokugara(
+        issuer: Issuer, tmp_path: Path, relationship: bool) -> None:
+    cred = _issue(issuer, tmp_path,
+                  rec=dataclasses.replace(RECORD, show_relationship=relationship))
+    members = [d.value for d in cred.parsed.disclosures
+               if d.name is None and isinstance(d.value, dict)]
+    assert len(members) == 2
+    assert {len(m["_sd"]) for m in members} == {MEMBER_PAD}

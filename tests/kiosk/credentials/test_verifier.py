@@ -339,9 +339,14 @@ def test_garbage_is_malformed_not_a_crash(issuer: Issuer) -> None:
 
 
 def test_an_age_claim_never_outlives_its_truth() -> None:
-    from kiosk.credentials.juminhyo import validity_end
+    from kiosk.credentials.juminhyo import age_claim, validity_end
 
-    assert validity_end(dt.date(2008, 6, 10), dt.date(2026, 6, 1)) == dt.date(2026, 6, 9)
-    assert validity_end(dt.date(2006, 6, 10), dt.date(2026, 6, 1)) == dt.date(2026, 6, 9)
-    assert validity_end(dt.date(1990, 1, 1), dt.date(2026, 6, 1)) == dt.date(2026, 8, 30)
-    assert validity_end(dt.date(2008, 2, 29), dt.date(2026, 2, 1)) == dt.date(2026, 2, 28)
+    today = dt.date(2026, 6, 1)
+    last = validity_end(today)
+    assert last == dt.date(2026, 8, 31)  # the month of the 90th day, whoever the holder
+    assert age_claim(dt.date(2008, 6, 1), 18, today, last) is True  # 18 today
+    assert age_claim(dt.date(2008, 6, 10), 18, today, last) is None  # 18 inside: withheld
+    assert age_claim(dt.date(2008, 9, 1), 18, today, last) is False  # under 18 throughout
+    assert age_claim(dt.date(2008, 2, 29), 18, dt.date(2026, 2, 1),
+                     validity_end(dt.date(2026, 2, 1))) is None
+    assert validity_end(dt.date(2026, 10, 15)) == dt.date(2027, 1, 31)
