@@ -28,6 +28,7 @@ from cardio.cli import (
     trust_for,
 )
 from cardio.errors import EXIT_NOT_VALID
+from cardio.hardening import no_core_dumps
 from cardio.visual import VisualApplication
 from facepin.registry import FileCardRegistry
 
@@ -107,6 +108,7 @@ def read_master_key(option: Path | None) -> bytes:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    no_core_dumps()  # face photos and the issuer's master key: never in a core file
     port = port_number(args.port)
     master = read_master_key(args.master_key_file)
     trust = trust_for(args)

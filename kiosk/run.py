@@ -52,6 +52,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cardio.hardening import no_core_dumps
 from kiosk.devices.errors import DeviceConfigError
 from kiosk.runner import HeadlessUi, Ui
 from kiosk.session import commands as C
@@ -392,6 +393,7 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    no_core_dumps()  # certificates live in this process's memory: never in a core file
     config = load_run_config(args.config)
 
     async def main() -> int:

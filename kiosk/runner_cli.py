@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cardio.errors import CardioError, UsageError
+from cardio.hardening import no_core_dumps
 from kiosk.session.journal import (
     LEFT_FOR_STAFF,
     Journal,
@@ -128,6 +129,7 @@ def _yen_list(value: str) -> list[int]:
 
 
 def cmd_issue(args: argparse.Namespace) -> int:
+    no_core_dumps()  # the PIN and the certificate live in this process: never in a core
     from cardio.cli import SecretSource, emit
     from kiosk.devices.cli import load_config
     from kiosk.runner import (
