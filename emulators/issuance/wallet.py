@@ -47,7 +47,7 @@ from kiosk.documents.model import DocumentType
 from kiosk.protocol.codec import MAX_MESSAGE, Message, ProtocolError, decode, encode
 from kiosk.protocol.messages import Authenticate, ErrorReply, ResolveResident
 
-__all__ = ["juminhyo_record", "mount_wallet", "revoke_credentials", "status_uri"]
+__all__ = ["allocate_index", "juminhyo_record", "mount_wallet", "revoke_credentials", "status_uri"]
 
 log = logging.getLogger("emulators.issuance.wallet")
 SESSION_TTL = 300.0
@@ -55,6 +55,18 @@ WALLET_KIOSK = "wallet"
 _CODE = re.compile(r"[0-9]{6}")
 CREDENTIAL_OPTIONS = ("scope", "honseki", "relationship")
 """What the resident may choose, as for the printed 住民票; ``my_number`` is never offered."""
+MAX_LIVE_CREDENTIALS = 4
+"""Unexpired, unrevoked credentials one resident may hold at once (a phone, a spare, a
+replacement on the way). Without a bound one card could take every index of the
+municipality's status list (the review measured 56 credentials/s)."""
+INDEX_REUSE_AFTER = 2 * 86400 + 120
+"""Seconds after a credential's ``exp`` before its status index is given to another: a
+revoked credential's bit is dropped from the list once it has expired (every verifier
+refuses it as expired then), and a verifier may keep a status token for up to a day
+(``max_status_age``) within the token's one-day life — after two days no token still in
+use can show the old holder's bit against the new credential."""
+PENDING_TTL = 3600
+"""A row whose credential was never finished (expires 0) frees its index after an hour."""
 
 
 def status_uri(base: str, code: str) -> str:
@@ -78,6 +90,48 @@ def revoke_credentials(db: Any, *, resident_id: str | None = None,
             cur = t.execute("UPDATE credentials SET status=1, revoked=? WHERE municipality=? AND"
                             " idx=? AND status=0", (at, municipality, idx))
         return int(cur.rowcount)
+
+
+def allocate_index(db: Any, code: str, resident_id: str, wall: float, now: float,
+                   size: int = SIZE) -> int:
+    """A random status index for a new credential of ``resident_id``, claimed in the same
+    transaction that counts the resident's live credentials: refused (429) past
+    :data:`MAX_LIVE_CREDENTIALS`; an index is free if unused, or its credential expired
+    :data:`INDEX_REUSE_AFTER` ago, or it was never finished. 503 if 32 random draws
+    find none (the list is close to full)."""
+    for _attempt in range(3):
+        try:
+            with db.tx(write=True) as t:
+                live = t.one("SELECT COUNT(*) FROM credentials WHERE resident_id=? AND"
+                             " status=0 AND (expires > ? OR (expires = 0 AND issued > ?))",
+                             (resident_id, now, wall - PENDING_TTL))
+                if live is not None and int(live[0]) >= MAX_LIVE_CREDENTIALS:
+                    raise Refused(429, "too_many_credentials",
+                                  f"this resident already holds {MAX_LIVE_CREDENTIALS}"
+                                  " valid credentials: revoke one (a lost phone is"
+                                  " reported to the municipality) or wait until one"
+                                  " expires")
+                for _ in range(32):  # random (herd privacy), reused only when safe
+                    idx = secrets.randbelow(size)
+                    row = t.one("SELECT expires, issued FROM credentials WHERE"
+                                " municipality=? AND idx=?", (code, idx))
+                    if row is not None:
+                        expires, issued = float(row[0]), float(row[1])
+                        free = (expires > 0 and expires + INDEX_REUSE_AFTER < now) or \
+                            (expires == 0 and issued < wall - PENDING_TTL)
+                        if not free:
+                            continue
+                        t.execute("DELETE FROM credentials WHERE municipality=? AND idx=?",
+                                  (code, idx))
+                    t.execute("INSERT INTO credentials (municipality, idx, resident_id,"
+                              " issued, expires, status, sha256) VALUES (?, ?, ?, ?, 0, 0,"
+                              " '')", (code, idx, resident_id, wall))
+                    return idx
+        except db.integrity_error():
+            continue  # another issuance took the same index at the same moment
+        raise Refused(503, "status_list_full", "no free status index in the"
+                      " municipality's list; try again later")
+    raise Refused(503, "status_list_full", "no free status index; try again")
 
 
 class WalletIssuance:
@@ -193,18 +247,8 @@ class WalletIssuance:
         uri = status_uri(base, r.municipality)
         from emulators.issuance.credentials import issue_credential
 
-        for _ in range(32):  # a random, never reused index (herd privacy)
-            idx = secrets.randbelow(SIZE)
-            try:
-                with self.db.tx(write=True) as t:
-                    t.execute("INSERT INTO credentials (municipality, idx, resident_id, issued,"
-                              " expires, status, sha256) VALUES (?, ?, ?, ?, 0, 0, '')",
-                              (r.municipality, idx, r.id, cfg.wall()))
-                break
-            except self.db.integrity_error():
-                continue
-        else:
-            raise Refused(503, "status_list_full", "no free status index; try again")
+        idx = allocate_index(self.db, r.municipality, r.id, cfg.wall(),
+                             cfg.clock().timestamp())
         sd_jwt, exp = issue_credential(
             rec, issuer_code=r.municipality, key=issuer.credential_key,
             kid=issuer.credential_kid.hex(), holder_jwk=dict(msg.holder_jwk), status_uri=uri,
@@ -223,8 +267,11 @@ class WalletIssuance:
         with self.db.tx() as t:
             if t.one("SELECT 1 FROM municipalities WHERE code=?", (code,)) is None:
                 raise Refused(404, "unknown_municipality", "no such municipality")
-            rows = t.all("SELECT idx FROM credentials WHERE municipality=? AND status=1",
-                         (code,))
+            # A revoked credential's bit is kept until a minute after its exp: then every
+            # verifier refuses it as expired, and the index can later serve another.
+            rows = t.all("SELECT idx FROM credentials WHERE municipality=? AND status=1 AND"
+                         " expires + 60 > ?",
+                         (code, self.center.config.clock().timestamp()))
         issuer = self._issuer(code)
         return status_list_token(uri=status_uri(base, code), invalid=[int(x[0]) for x in rows],
                                  key=issuer.credential_key, kid=issuer.credential_kid.hex(),

@@ -244,3 +244,50 @@ def test_the_command_line_round_trip(service: Service, tmp_path: Path) -> None:
               "--fetch-status", "--now", now, "--json")
     assert bad.returncode == 6
     assert json.loads(bad.stdout)["reason"] in ("bad_disclosure", "malformed")
+
+
+# -- review 29 finding 3: one card could fill the status list ------------------------------
+def test_one_resident_holds_a_bounded_number_of_live_credentials(
+        service: Service, tmp_path: Path) -> None:
+    from emulators.issuance.wallet import MAX_LIVE_CREDENTIALS
+
+    card = service.card()
+    sign = _signer(card)
+    for i in range(MAX_LIVE_CREDENTIALS):
+        obtain_credential(service.info["center"], sign, Wallet(tmp_path / f"w{i}"))
+    with pytest.raises(IssuanceRefused) as e:
+        obtain_credential(service.info["center"], sign, Wallet(tmp_path / "over"))
+    assert (e.value.status, e.value.code) == (429, "too_many_credentials")
+    with service.db.tx() as t:
+        n = t.one("SELECT COUNT(*) FROM credentials WHERE resident_id=?", (card.resident_id,))
+    assert n is not None and int(n[0]) == MAX_LIVE_CREDENTIALS  # the refusal took no index
+    revoke_credentials(service.db, resident_id=card.resident_id)  # e.g. the phone was lost
+    obtain_credential(service.info["center"], sign, Wallet(tmp_path / "again"))
+
+
+def test_status_indexes_of_long_expired_credentials_are_reused(service: Service) -> None:
+    from emulators.issuance.errors import Refused
+    from emulators.issuance.wallet import INDEX_REUSE_AFTER, allocate_index
+
+    now = time.time()
+    code = "999990"  # a list of its own, 4 entries
+    with service.db.tx(write=True) as t:
+        t.execute("DELETE FROM credentials WHERE municipality=?", (code,))
+        for idx in range(4):
+            t.execute("INSERT INTO credentials (municipality, idx, resident_id, issued,"
+                      " expires, status, sha256) VALUES (?, ?, ?, ?, ?, 0, '')",
+                      (code, idx, f"r{idx}", now - 200 * 86400, now + 86400))
+    with pytest.raises(Refused) as e:  # every entry live: a clear refusal, not a loop
+        allocate_index(service.db, code, "newcomer", now, now, size=4)
+    assert e.value.code == "status_list_full"
+    with service.db.tx(write=True) as t:  # entry 2 expired just now, entry 3 long ago
+        t.execute("UPDATE credentials SET expires=? WHERE municipality=? AND idx=2",
+                  (now - 60, code))
+        t.execute("UPDATE credentials SET expires=?, status=1 WHERE municipality=? AND idx=3",
+                  (now - INDEX_REUSE_AFTER - 1, code))
+    assert allocate_index(service.db, code, "newcomer", now, now, size=4) == 3
+    with service.db.tx(write=True) as t:
+        rows = t.all("SELECT idx, resident_id, status FROM credentials WHERE municipality=?"
+                     " ORDER BY idx", (code,))
+        t.execute("DELETE FROM credentials WHERE municipality=?", (code,))
+    assert [tuple(r) for r in rows][3] == (3, "newcomer", 0)
