@@ -260,8 +260,12 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
 
     k = config["kiosk"]
     tray = Path(k["tray"]) if k.get("tray") else None
+    tray_warning: str | None = None
     if tray is not None:
-        tray.mkdir(parents=True, exist_ok=True)
+        from kiosk.tray import announce_tray, make_tray_dir
+
+        tray_warning = announce_tray(tray)  # it keeps certificates: never by mistake
+        make_tray_dir(tray)
     printer_url = config.get("printer", {}).get("url")
     creds = find_credentials(k["center"], Path(k["credentials"]) if k.get("credentials")
                              else None)
@@ -292,6 +296,8 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
         ready: dict[str, Any] = {"event": "ready", "pid": os.getpid(),
                                  "journal": str(journal.path), "recovered": recovered,
                                  "finalizes": finalizes, "ledger": journal.ledger().as_dict()}
+        if tray is not None:
+            ready["tray"], ready["warning"] = str(tray), tray_warning
         if server is not None:
             await server.start()
             ready["ui"] = server.url

@@ -56,6 +56,7 @@ from kiosk.session import events as E
 from kiosk.session.core import ExpectedBinding, IssuanceSession, State, Timeouts
 from kiosk.session.journal import Journal, refuse_left_for_staff
 from kiosk.session.ports import ConservativePort, release_held
+from kiosk.tray import make_tray_dir, write_tray_file
 
 __all__ = ["CardAdapter", "CashAdapter", "HeadlessUi", "Keypad", "KioskError",
            "PrinterAdapter", "Runner", "SessionResult", "Ui", "find_credentials"]
@@ -797,7 +798,7 @@ class PrinterAdapter:
     def _held(self) -> Path:
         assert self.tray is not None
         held = self.tray / ".held"
-        held.mkdir(parents=True, exist_ok=True)
+        make_tray_dir(held)  # the tray's files are this user's alone (0700/0600)
         return held
 
     def _ipp(self, data: bytes, name: str) -> str | None:
@@ -830,7 +831,7 @@ class PrinterAdapter:
                 failure = self._ipp(pdf, name)
             else:
                 path = self._held() / f"{name}.pdf"
-                path.write_bytes(pdf)
+                write_tray_file(path, pdf)
                 self.files.append(self.tray / path.name)  # type: ignore[operator]
                 failure = None
         finally:
@@ -850,7 +851,7 @@ class PrinterAdapter:
         pdf = render_slip(txn, yen, reason, kiosk_id=self.kiosk_id)
         if self.ipp_url is None:
             path = self._held() / f"slip-{txn}.pdf"
-            path.write_bytes(pdf)
+            write_tray_file(path, pdf)
             self.files.append(self.tray / path.name)  # type: ignore[operator]
             self.done[key] = True
             return None

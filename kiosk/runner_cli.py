@@ -163,8 +163,12 @@ def cmd_issue(args: argparse.Namespace) -> int:
     if not printer_url and args.tray is None:
         raise UsageError(f"{args.devices} names no printer ([printer] url): give --tray DIR"
                          " for the emulated output tray")
+    tray_warning: str | None = None
     if args.tray is not None:
-        args.tray.mkdir(parents=True, exist_ok=True)
+        from kiosk.tray import announce_tray, make_tray_dir
+
+        tray_warning = announce_tray(args.tray)  # it keeps certificates: never by mistake
+        make_tray_dir(args.tray)
     printer = PrinterAdapter(args.tray, printer_url)
     args.journal.parent.mkdir(parents=True, exist_ok=True)
     journal = _journal(args.journal, create=True)
@@ -202,6 +206,8 @@ def cmd_issue(args: argparse.Namespace) -> int:
            "returned": result.paid - result.cash_in, "refund_due": result.refund,
            "outcome": result.outcome, "reason": reason,
            "files": result.files, "recovered": recovered, "balanced": ledger.balanced}
+    if args.tray is not None:
+        obj["tray"], obj["warning"] = str(args.tray), tray_warning
     emit(args, obj, [f"{result.outcome}: {args.document} (request {result.request_id})",
                      f"fee {result.fee} yen, paid {result.paid}, change {result.change},"
                      f" refund due {result.refund}" + (f", reason {reason}" if reason else "")]

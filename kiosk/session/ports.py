@@ -133,9 +133,11 @@ class ConservativePort:
             return True
         if self.out is None:
             return False
+        from kiosk.tray import make_tray_dir, write_tray_file
+
         held = self.out / ".held"
-        held.mkdir(parents=True, exist_ok=True)
-        (held / f"slip-{txn}.pdf").write_bytes(render_slip(txn, yen, reason))
+        make_tray_dir(held)  # the tray's files are this user's alone (0700/0600)
+        write_tray_file(held / f"slip-{txn}.pdf", render_slip(txn, yen, reason))
         return True
 
     def card_in_slot(self) -> bool:
