@@ -613,7 +613,11 @@ class Journal:
                                    (refund, txn))
                     actions.append(f"refund due {fee}")
             slip = outcome == Outcome.FAILED_REFUND_DUE.value
-        if slip:
+        # A card in the slot holds every paper, the 未交付 slip too: a kiosk printer puts the
+        # slip out at once, so it is not even sent until the card has left (the next
+        # recovery, run when the slot reports the removal, prints it under its key).
+        card_in = port.card_in_slot()
+        if slip and not card_in:
             key, done = key_for("printslip")
             if not done:
                 self._intent(txn, key, "printslip", refund)
@@ -628,7 +632,7 @@ class Journal:
             pages = bool(s["printed"]) or bool(db.execute(
                 "SELECT 1 FROM commands WHERE txn=? AND kind='printslip' AND done=1"
                 " AND result=1", (txn,)).fetchone())
-        if port.card_in_slot():
+        if card_in:
             # The interlock holds across a crash: nothing is released, the session does not
             # end, while a card is in the slot. Money is settled already.
             with self._tx() as db:

@@ -328,3 +328,21 @@ def test_the_ledger_beside_a_running_kiosk_sees_one_state(tmp_path: Path) -> Non
 
             shutil.rmtree(path.parent, ignore_errors=True)
     assert errors == [] and reads[0] > 0
+
+
+def test_recovery_prints_no_slip_while_the_card_is_in_the_slot(flow: Flow) -> None:
+    """Review of issue 22, finding 13: a kiosk printer's 未交付 slip comes out at once, so
+    recovery must not print it while the card is still in the slot (the interlock: the
+    slip waits like pages do); it prints once the card has left."""
+    flow.until_stacking(300)
+    flow(flow.perform(C.StackEscrow))
+    flow.w.jobs[flow.key(C.PrintDocument)] = "hung"  # never printed: refund with a slip
+    assert flow.w.card_present
+    (r,) = flow.j.recover(flow.w)
+    assert r.outcome == "failed_refund_due" and r.held_for_card
+    assert flow.w.slips == {}  # nothing came out of the printer
+    assert flow.j.ledger().refunds_due == 300  # the money is settled all the same
+    flow.w.card_present = False
+    (r,) = flow.j.recover(flow.w)
+    assert not r.held_for_card and flow.w.slips == {"tflow": 300}
+    assert flow.j.ledger().sessions_open == 0
