@@ -94,7 +94,22 @@ def _clock(args: argparse.Namespace) -> Callable[[], float]:
 
 
 def _spec(p: Path) -> str:
-    return ".".join("*" if x is None else str(x) for x in p)
+    return _safe(".".join("*" if x is None else str(x) for x in p))
+
+
+def _safe(text: str) -> str:
+    """``text`` for a terminal: every control or formatting character (escape sequences,
+    bidi overrides, zero-width characters, line separators) shown as ``\\uXXXX``. Requests
+    with such characters are refused when parsed; this also covers values from a
+    credential."""
+    import unicodedata
+
+    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in
+                   ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") else c for c in text)
+
+
+def _show(value: Any) -> str:
+    return _safe(json.dumps(value, ensure_ascii=False))
 
 
 # -- holder -------------------------------------------------------------------------------------
@@ -149,11 +164,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     emit(args, {"id": cred.id, "issuer": cred.issuer, "expires_at": cred.expires_at,
                 "claims": mine},
          [f"credential {cred.id} ({cred.issuer}, until {_date(cred.expires_at)})"]
-         + [f"  {label_of((k,))}: {json.dumps(v, ensure_ascii=False)}" for k, v in mine.items()])
+         + [f"  {_safe(label_of((k,)))}: {_show(v)}" for k, v in mine.items()])
     return 0
 
 
 def cmd_present(args: argparse.Namespace) -> int:
+    from kiosk.credentials.juminhyo import label_of
     from kiosk.credentials.request import PresentationRequest
 
     try:
@@ -162,30 +178,53 @@ def cmd_present(args: argparse.Namespace) -> int:
         raise WalletError(f"request {args.request} is not JSON") from None
     cred = _wallet(args).choose(req, args.credential)
     plan = cred.plan(req)
-    print(f"{req.client_id} asks for ({req.purpose or 'no purpose given'}):", file=sys.stderr)
+    print(f"{_safe(req.client_id)} asks for ({_safe(req.purpose) or 'no purpose given'}):",
+          file=sys.stderr)
     for item in plan:
-        shown = ", ".join(json.dumps(v, ensure_ascii=False) for v in item.values) \
+        shown = ", ".join(_show(v) for v in item.values) \
             if item.available else "(not in this credential)"
-        print(f"  {item.label} [{_spec(item.path)}]: {shown}", file=sys.stderr)
+        print(f"  {_safe(item.label)} [{_spec(item.path)}]: {shown}", file=sys.stderr)
     if args.approve is not None:
         approved = [p.path for p in plan] if args.approve == "all" else \
             [parse_claim(s) for s in args.approve.split(",") if s]
     elif sys.stdin.isatty():
         approved = [p.path for p in plan if p.available and
-                    input(f"disclose {p.label}? [y/N] ").strip().lower() in ("y", "yes")]
+                    input(f"disclose {_safe(p.label)}? [y/N] ").strip().lower()
+                    in ("y", "yes")]
     else:
         raise CredentialUsageError("nothing approved: give --approve all|ITEM,ITEM (or run"
                                    " on a terminal to be asked item by item)")
     text = cred.present(req, approved, now=_clock(args)())
     FsPath(args.out).write_text(text + "\n", encoding="ascii")
-    from kiosk.credentials.sdjwt import parse
-
-    disclosed = sorted({d.name or "[element]" for d in parse(text).disclosures})
+    sent = _sent(cred, text)
     emit(args, {"out": args.out, "credential": cred.id, "bytes": len(text),
-                "disclosed": disclosed, "client_id": req.client_id},
-         [f"presentation for {req.client_id} written to {args.out} ({len(text)} bytes)",
-          f"  disclosed: {', '.join(disclosed) or 'nothing'}"])
+                "disclosed": [{"path": list(p), "value": v} for p, v in sent],
+                "client_id": req.client_id},
+         [f"presentation for {_safe(req.client_id)} written to {args.out} ({len(text)}"
+          " bytes); it discloses exactly:"]
+         + [f"  {_safe(label_of(p))} [{_spec(p)}]: {_show(v)}" for p, v in sent]
+         + ([] if sent else ["  nothing"]))
     return 0
+
+
+def _sent(cred: Any, text: str) -> list[tuple[Path, Any]]:
+    """Each item the presentation discloses, by its path in the credential, with its value:
+    the leaves (a member's element and the household array are containers of what is
+    listed)."""
+    from kiosk.credentials.sdjwt import parse, resolve
+
+    sd = parse(text)
+    _claims, paths = resolve(sd.payload, sd.disclosures)
+    full, _ = cred.contents()
+    out = []
+    for p in sorted(paths.values(), key=lambda x: [str(e) for e in x]):
+        if any(q != p and q[:len(p)] == p for q in paths.values()):
+            continue
+        value: Any = full
+        for e in p:
+            value = value[e]
+        out.append((p, value))
+    return out
 
 
 # -- relying party -------------------------------------------------------------------------

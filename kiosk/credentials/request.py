@@ -18,6 +18,7 @@ Every listed claim is required (no ``claim_sets``); a path is keys, array indexe
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,13 +27,22 @@ from kiosk.credentials.errors import WalletError
 from kiosk.credentials.juminhyo import VCT
 from kiosk.credentials.sdjwt import Path
 
-__all__ = ["REQUEST_TYPE", "PresentationRequest", "parse_path"]
+__all__ = ["REQUEST_TYPE", "PresentationRequest", "parse_path", "printable"]
 
 REQUEST_TYPE = "cardio-presentation-request/1"
 FORMAT = "dc+sd-jwt"
 _CLIENT = re.compile(r"[\x21-\x7e]{1,200}")
 _NONCE = re.compile(r"[A-Za-z0-9_-]{22,86}")
 MAX_CLAIMS = 32
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def printable(text: str) -> bool:
+    """No control, format (bidi overrides, zero-width), surrogate, private-use, unassigned
+    or line/paragraph-separator characters: the request's words reach the holder's screen,
+    and an escape sequence or a right-to-left override there could hide or fake what is
+    asked for."""
+    return not any(unicodedata.category(c) in _UNPRINTABLE for c in text)
 
 
 def parse_path(value: Any) -> Path:
@@ -40,11 +50,12 @@ def parse_path(value: Any) -> Path:
         raise WalletError("a claim path is a list of 1 to 4 elements")
     out: list[str | int | None] = []
     for p in value:
-        if p is None or (isinstance(p, str) and 0 < len(p) <= 64) or \
+        if p is None or (isinstance(p, str) and 0 < len(p) <= 64 and printable(p)) or \
                 (isinstance(p, int) and not isinstance(p, bool) and 0 <= p < 256):
             out.append(p)
         else:
-            raise WalletError("a claim path element is a name, an index or null")
+            raise WalletError("a claim path element is a name (printable, 1-64 characters),"
+                              " an index or null")
     if not isinstance(out[0], str):
         raise WalletError("a claim path starts with a claim name")
     return tuple(out)
@@ -68,6 +79,9 @@ class PresentationRequest:
             raise WalletError(f"a request asks for 1 to {MAX_CLAIMS} claims")
         if len(self.purpose) > 200:
             raise WalletError("the purpose is at most 200 characters")
+        if not printable(self.purpose):
+            raise WalletError("the purpose holds control or formatting characters: the"
+                              " verifier must send plain text")
 
     def to_json(self) -> dict[str, Any]:
         return {"type": REQUEST_TYPE, "client_id": self.client_id, "nonce": self.nonce,

@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kiosk.credentials import errors, sdjwt
-from kiosk.credentials.holder import StoredCredential
-from kiosk.credentials.juminhyo import MEMBER_PAD, JuminhyoRecord
+from kiosk.credentials.holder import StoredCredential, Wallet
+from kiosk.credentials.juminhyo import MEMBER_PAD, VCT, JuminhyoRecord
 from tests.kiosk.credentials.test_verifier import RECORD, T0, Issuer, _issue, _verifier
 
 
@@ -130,3 +130,51 @@ def test_a_disclosed_member_shows_the_same_digest_count_with_or_without_zokugara
                if d.name is None and isinstance(d.value, dict)]
     assert len(members) == 2
     assert {len(m["_sd"]) for m in members} == {MEMBER_PAD}
+
+
+# -- finding 4: escape sequences from the request reached the holder's terminal -----------
+ESC = "\x1b"
+_BAD_TEXT = [ESC + "[8m", "\u202e", "a\rb", "\u2028"]
+
+
+@pytest.mark.parametrize("bad", _BAD_TEXT)
+def test_requests_with_control_characters_are_refused(bad: str) -> None:
+    from kiosk.credentials.request import PresentationRequest
+
+    good = {"type": "cardio-presentation-request/1", "client_id": "https://shop.example",
+            "nonce": "A" * 43, "purpose": "年齢確認のため", "expires_at": int(T0) + 300,
+            "dcql_query": {"credentials": [{"id": "juminhyo", "format": "dc+sd-jwt",
+                                            "meta": {"vct_values": [VCT]},
+                                            "claims": [{"path": ["age_over_18"]}]}]}}
+    assert PresentationRequest.from_json(good).purpose == "年齢確認のため"
+    with pytest.raises(errors.WalletError):
+        PresentationRequest.from_json({**good, "purpose": "年齢確認" + bad})
+    claims = [{"path": ["age_over_18"]}, {"path": [bad + "18歳以上"]}]
+    with pytest.raises(errors.WalletError):
+        PresentationRequest.from_json(
+            {**good, "dcql_query": {"credentials": [{**good["dcql_query"]["credentials"][0],
+                                                     "claims": claims}]}})
+
+
+def test_approve_all_prints_exactly_what_goes_out_and_no_escape(
+        cred: StoredCredential, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+    import json
+
+    from kiosk.credentials.cli import cmd_present
+
+    v = _verifier(Issuer(cred.key))  # only the request matters here
+    req = v.request([("honseki",), ("household", None, "name")], purpose="本人確認")
+    (tmp_path / "req.json").write_text(json.dumps(req.to_json()), encoding="utf-8")
+    stored = Wallet(tmp_path / "w").store(cred.sd_jwt, cred.key)
+    args = argparse.Namespace(request=str(tmp_path / "req.json"), out=str(tmp_path / "p"),
+                              credential=stored.id, approve="all", now=None,
+                              wallet=str(tmp_path / "w"), json=False)
+    args.now = dt.datetime.fromtimestamp(T0, dt.UTC).isoformat()
+    assert cmd_present(args) == 0
+    out, err = capsys.readouterr()
+    assert ESC not in out + err
+    for value in ("東京都見本区見本町一丁目1番地", "見本　太郎", "見本　一郎"):
+        assert value in out  # each disclosed value is listed after signing
+    assert "[household.0.name]" in out and "[household.1.name]" in out
+    assert "[honseki]" in out and "address" not in out
