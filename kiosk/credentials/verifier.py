@@ -146,43 +146,83 @@ class StatusTokens:
 
 
 class FetchingStatus:
-    """Fetches a Status List Token over HTTP(S) on first use and keeps it for its ``ttl``
-    (bounded to ``[60 s, 1 day]``, the draft's advice to sanity-check both). Only http(s)
-    URIs, at most 1 MiB, 10 s. The fetch reveals only which municipality's list is wanted."""
+    """Fetches a Status List Token over HTTP(S) when none is cached and keeps it for its
+    ``ttl`` (bounded to ``[60 s, 1 day]``, the draft's advice to sanity-check both) — but
+    only once the verifier has checked it (:meth:`verified`): an answer that does not
+    verify is used for nothing and the next check fetches again, so one bad or forged
+    answer cannot block status checks. Only http(s) URIs, no redirects followed, at most
+    1 MiB, and ``deadline`` seconds for the whole fetch (a server trickling bytes cannot
+    hold the verifier longer). The fetch reveals only which municipality's list is
+    wanted."""
 
     MAX_BYTES = 1 << 20
 
     def __init__(self, clock: Callable[[], float] = time.time,
-                 allow: Callable[[str], bool] | None = None) -> None:
+                 allow: Callable[[str], bool] | None = None, deadline: float = 10.0) -> None:
         self._cache: dict[str, tuple[str, float]] = {}
         self._clock = clock
         self._allow = allow or (lambda uri: uri.startswith(("https://", "http://")))
+        self.deadline = deadline
 
     def token(self, uri: str) -> str | None:
         hit = self._cache.get(uri)
         if hit is not None and hit[1] > self._clock():
             return hit[0]
+        self._cache.pop(uri, None)
         if not self._allow(uri):
             return None
-        req = urllib.request.Request(uri, headers={"Accept": "application/statuslist+jwt"})
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        try:
-            with opener.open(req, timeout=10) as r:
-                body = r.read(self.MAX_BYTES + 1)
-        except OSError:
+        body = self._fetch(uri)
+        if body is None or len(body) > self.MAX_BYTES:
             return None
-        if len(body) > self.MAX_BYTES:
-            return None
-        token = str(body.decode("ascii", "replace")).strip()
+        return str(body.decode("ascii", "replace")).strip()
+
+    def verified(self, uri: str, token: str) -> None:
+        """The verifier checked ``token`` (signature, issuer, ``sub``, age): keep it for its
+        ``ttl``. Called by :class:`Verifier` after :func:`check_status_token` succeeds."""
         ttl = 300.0
         try:
             _h, payload, _si, _sig = jws_split(token, "status list token")
-            if isinstance(payload.get("ttl"), int):
-                ttl = float(min(max(payload["ttl"], 60), 86400))
         except MalformedPresentation:
-            return None
+            return
+        if isinstance(payload.get("ttl"), int) and not isinstance(payload["ttl"], bool):
+            ttl = float(min(max(payload["ttl"], 60), 86400))
         self._cache[uri] = (token, self._clock() + ttl)
-        return token
+
+    def _fetch(self, uri: str) -> bytes | None:
+        """The body, or None (unreachable, an error status, a redirect, too slow)."""
+        import http.client
+        import socket
+
+        class _NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args: Any, **kw: Any) -> None:
+                return None
+
+        end = time.monotonic() + self.deadline
+        req = urllib.request.Request(uri, headers={"Accept": "application/statuslist+jwt"})
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            with opener.open(req, timeout=self.deadline) as r:
+                sock = getattr(getattr(getattr(r, "fp", None), "raw", None), "_sock", None)
+                while True:
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        return None
+                    if isinstance(sock, socket.socket):
+                        sock.settimeout(left)
+                    chunk = r.read1(65536) if hasattr(r, "read1") else r.read(65536)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > self.MAX_BYTES:
+                        return None
+        except (OSError, http.client.HTTPException):
+            return None
+        if time.monotonic() > end:
+            return None
+        return b"".join(chunks)
 
 
 @dataclass(frozen=True)
@@ -379,6 +419,9 @@ class Verifier:
                                     " it from the municipality")
         raw = check_status_token(token, self.trust, uri=sl["uri"], issuer=entry.issuer,
                                  now=now, max_age=self.max_status_age)
+        remember = getattr(self.status, "verified", None)
+        if callable(remember):  # a fetching source caches only what verified
+            remember(sl["uri"], token)
         value = status_at(raw, sl["idx"])
         if value == 1:
             raise CredentialRevoked("the municipality has revoked this credential")

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from emulators.issuance.credentials import issue_credential, status_list_token
 from kiosk.credentials import errors, sdjwt
-from kiosk.credentials.holder import StoredCredential, Wallet
+from kiosk.credentials.holder import StoredCredential, Wallet, new_holder_key
+from kiosk.credentials.jose import key_to_jwk
 from kiosk.credentials.juminhyo import MEMBER_PAD, VCT, JuminhyoRecord
-from tests.kiosk.credentials.test_verifier import RECORD, T0, Issuer, _issue, _verifier
+from kiosk.credentials.verifier import FetchingStatus, Verifier
+from tests.kiosk.credentials.test_verifier import NOW, RECORD, T0, Issuer, _issue, _verifier
 
 
 @pytest.fixture(name="issuer", scope="module")
@@ -178,3 +182,98 @@ def test_approve_all_prints_exactly_what_goes_out_and_no_escape(
         assert value in out  # each disclosed value is listed after signing
     assert "[household.0.name]" in out and "[household.1.name]" in out
     assert "[honseki]" in out and "address" not in out
+
+
+# -- finding 5: an unverified status answer was cached for a day; no overall deadline -------
+class _StatusServer:
+    """A status server on 127.0.0.1 whose answer the test chooses: ``good`` (the token),
+    ``junk`` (a token signed by nobody trusted, ttl one day), ``trickle`` (1 byte/0.2 s)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.mode, self.good = "good", ""
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                import time as _t
+
+                if outer.mode == "trickle":
+                    self.send_response(200)
+                    self.send_header("Content-Length", "100000")
+                    self.end_headers()
+                    for _ in range(100):
+                        try:
+                            self.wfile.write(b"A")
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                        _t.sleep(0.2)
+                    return
+                body = (outer.good if outer.mode == "good" else sdjwt.jws_sign(
+                    {"alg": "ES256", "typ": "statuslist+jwt", "kid": "00"},
+                    {"sub": outer.uri, "ttl": 86400},
+                    ec.generate_private_key(ec.SECP256R1()))).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.uri = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1/status/131016"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def status_server() -> Iterator[_StatusServer]:
+    srv = _StatusServer()
+    yield srv
+    srv.httpd.shutdown()
+    srv.httpd.server_close()
+
+
+def _fetching_verify(issuer: Issuer, cred: StoredCredential, fs: FetchingStatus) -> object:
+    v = Verifier([issuer.entry()], client_id="https://shop.example", status=fs,
+                 clock=lambda: T0)
+    req = v.request([("age_over_18",)])
+    return v.verify(cred.present(req, req.claims, now=T0), req)
+
+
+def test_a_bad_status_answer_is_not_cached(issuer: Issuer, tmp_path: Path,
+                                           status_server: _StatusServer) -> None:
+    cred = _issue_at(issuer, tmp_path, status_server.uri)
+    status_server.good = status_list_token(uri=status_server.uri, invalid=[], key=issuer.key,
+                                           kid=issuer.kid, now=int(T0))
+    fs = FetchingStatus(clock=lambda: T0)
+    status_server.mode = "junk"
+    with pytest.raises(errors.StatusUnavailable):
+        _fetching_verify(issuer, cred, fs)
+    status_server.mode = "good"  # the real server answers again: used at once
+    assert _fetching_verify(issuer, cred, fs).claims == {"age_over_18": True}  # type: ignore[attr-defined]
+    status_server.mode = "junk"  # ...and the verified token is what stays cached
+    assert _fetching_verify(issuer, cred, fs).claims == {"age_over_18": True}  # type: ignore[attr-defined]
+
+
+def test_a_trickling_status_server_cannot_hold_the_verifier(
+        issuer: Issuer, tmp_path: Path, status_server: _StatusServer) -> None:
+    import time
+
+    cred = _issue_at(issuer, tmp_path, status_server.uri)
+    status_server.mode = "trickle"
+    started = time.monotonic()
+    with pytest.raises(errors.StatusUnavailable):
+        _fetching_verify(issuer, cred, FetchingStatus(clock=lambda: T0, deadline=1.0))
+    assert time.monotonic() - started < 3.0
+
+
+def _issue_at(issuer: Issuer, tmp_path: Path, uri: str) -> StoredCredential:
+    hk = new_holder_key()
+    text, _ = issue_credential(RECORD, issuer_code=issuer.code, key=issuer.key,
+                               kid=issuer.kid, holder_jwk=key_to_jwk(hk.public_key()),
+                               status_uri=uri, status_idx=7, now=NOW)
+    return Wallet(tmp_path / "w5").store(text, hk)
