@@ -292,9 +292,11 @@ def _entry_for(trust: Sequence[TrustEntry], header: dict[str, Any], iss: Any, ia
 
 
 def check_status_token(token: str, trust: Sequence[TrustEntry], *, uri: str, issuer: str,
-                       now: int, max_age: int) -> bytes:
-    """Verify a Status List Token for ``uri`` signed by ``issuer``'s credential key; the
-    uncompressed list. Any failure is :class:`StatusUnavailable`."""
+                       now: int, max_age: int) -> tuple[bytes, int]:
+    """Verify a Status List Token for ``uri`` signed by ``issuer``'s credential key — a key
+    unrevoked and within its validity period both when the token was issued (``iat``) and
+    now, as for credentials; the uncompressed list and its ``bits`` per entry. Any failure
+    is :class:`StatusUnavailable`."""
     try:
         header, payload, si, sig = jws_split(token, "status list token")
     except MalformedPresentation as e:
@@ -304,7 +306,8 @@ def check_status_token(token: str, trust: Sequence[TrustEntry], *, uri: str, iss
     kid = header.get("kid")
     keys = [t for t in trust if t.kid.hex() == kid and t.issuer == issuer
             and t.use == CREDENTIAL_USE and t.revoked_at is None]
-    if not any(jws_verify(si, sig, t.public_key) for t in keys):
+    signer = next((t for t in keys if jws_verify(si, sig, t.public_key)), None)
+    if signer is None:
         raise StatusUnavailable("the status list token is not signed by the credential's"
                                 " issuer")
     if payload.get("sub") != uri:
@@ -315,15 +318,25 @@ def check_status_token(token: str, trust: Sequence[TrustEntry], *, uri: str, iss
     except MalformedPresentation as e:
         raise StatusUnavailable(str(e)) from None
     assert iat is not None
+    nb, na = int(signer.not_before.timestamp()), int(signer.not_after.timestamp())
+    if not nb <= iat <= na or now > na:
+        raise StatusUnavailable("the key that signed the status list token was not valid"
+                                " when it was issued, or has expired")
     if exp is not None and now > exp:
         raise StatusUnavailable("the status list token has expired: fetch a fresh one")
     if now - iat > max_age:
         raise StatusUnavailable(f"the status list token is older than {max_age} s: fetch a"
                                 " fresh one")
+    if iat > now + LEEWAY:
+        raise StatusUnavailable("the status list token is issued in the future: check the"
+                                " clocks")
     sl = payload.get("status_list")
-    if not isinstance(sl, dict) or sl.get("bits") not in (1, 2, 4, 8):
-        raise StatusUnavailable("the status list token has no status_list")
-    return decode_list(sl.get("lst", ""))
+    bits = sl.get("bits") if isinstance(sl, dict) else None
+    if not isinstance(bits, int) or isinstance(bits, bool) or bits not in (1, 2, 4, 8):
+        raise StatusUnavailable("the status list token has no status_list of 1, 2, 4 or 8"
+                                " bits")
+    assert isinstance(sl, dict)
+    return decode_list(sl.get("lst", "")), bits
 
 
 class Verifier:
@@ -417,12 +430,13 @@ class Verifier:
         if token is None:
             raise StatusUnavailable("no status list token for this credential's list: fetch"
                                     " it from the municipality")
-        raw = check_status_token(token, self.trust, uri=sl["uri"], issuer=entry.issuer,
-                                 now=now, max_age=self.max_status_age)
+        raw, bits = check_status_token(token, self.trust, uri=sl["uri"],
+                                       issuer=entry.issuer, now=now,
+                                       max_age=self.max_status_age)
         remember = getattr(self.status, "verified", None)
         if callable(remember):  # a fetching source caches only what verified
             remember(sl["uri"], token)
-        value = status_at(raw, sl["idx"])
+        value = status_at(raw, sl["idx"], bits)
         if value == 1:
             raise CredentialRevoked("the municipality has revoked this credential")
         if value != 0:

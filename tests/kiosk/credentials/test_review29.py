@@ -16,8 +16,16 @@ from kiosk.credentials import errors, sdjwt
 from kiosk.credentials.holder import StoredCredential, Wallet, new_holder_key
 from kiosk.credentials.jose import key_to_jwk
 from kiosk.credentials.juminhyo import MEMBER_PAD, VCT, JuminhyoRecord
-from kiosk.credentials.verifier import FetchingStatus, Verifier
-from tests.kiosk.credentials.test_verifier import NOW, RECORD, T0, Issuer, _issue, _verifier
+from kiosk.credentials.verifier import FetchingStatus, StatusTokens, Verifier
+from tests.kiosk.credentials.test_verifier import (
+    NOW,
+    RECORD,
+    T0,
+    URI,
+    Issuer,
+    _issue,
+    _verifier,
+)
 
 
 @pytest.fixture(name="issuer", scope="module")
@@ -277,3 +285,49 @@ def _issue_at(issuer: Issuer, tmp_path: Path, uri: str) -> StoredCredential:
                                kid=issuer.kid, holder_jwk=key_to_jwk(hk.public_key()),
                                status_uri=uri, status_idx=7, now=NOW)
     return Wallet(tmp_path / "w5").store(text, hk)
+
+
+# -- finding 6: the status token's key period was not checked; bits was ignored -------------
+def _status_token(issuer: Issuer, status_list: dict[str, object], iat: float = T0) -> str:
+    return sdjwt.jws_sign({"alg": "ES256", "typ": "statuslist+jwt", "kid": issuer.kid},
+                          {"sub": URI, "iat": int(iat), "exp": int(iat) + 86400, "ttl": 3600,
+                           "status_list": status_list}, issuer.key)
+
+
+@pytest.mark.parametrize("period", ["expired", "not yet valid"])
+def test_a_status_token_signed_by_a_key_outside_its_period_is_unusable(
+        issuer: Issuer, tmp_path: Path, period: str) -> None:
+    old = Issuer(ec.generate_private_key(ec.SECP256R1()))
+    entry = old.entry()
+    entry = dataclasses.replace(entry, not_after=NOW - dt.timedelta(days=1)) \
+        if period == "expired" else dataclasses.replace(entry, not_before=NOW
+                                                        + dt.timedelta(days=30))
+    cred = _issue(issuer, tmp_path)
+    v = Verifier([issuer.entry(), entry], client_id="https://shop.example",
+                 status=StatusTokens([old.status([])]), clock=lambda: T0)
+    req = v.request([("age_over_18",)])
+    with pytest.raises(errors.StatusUnavailable):
+        v.verify(cred.present(req, req.claims, now=T0), req)
+
+
+@pytest.mark.parametrize(("idx", "raw", "revoked"), [
+    (7, bytes([0, 0b10000000]), True),  # bits=2: entry 7 is 2 (SUSPENDED)
+    (3, bytes([0b01000000]), True),  # entry 3 is 1 (INVALID); read as 1 bit it was entry 6
+    (6, bytes([0b01000000]), False),  # ...and entry 6 (bits 12-13 of byte 1) is VALID
+])
+def test_the_status_lists_bits_are_honoured(issuer: Issuer, tmp_path: Path, idx: int,
+                                            raw: bytes, revoked: bool) -> None:
+    import zlib
+
+    cred = _issue(issuer, tmp_path, idx=idx)
+    token = _status_token(issuer, {"bits": 2, "lst": sdjwt.b64u_encode(
+        zlib.compress(raw + bytes(1000)))})
+    v = Verifier([issuer.entry()], client_id="https://shop.example",
+                 status=StatusTokens([token]), clock=lambda: T0)
+    req = v.request([("age_over_18",)])
+    text = cred.present(req, req.claims, now=T0)
+    if revoked:
+        with pytest.raises(errors.CredentialRevoked):
+            v.verify(text, req)
+    else:
+        assert v.verify(text, req).claims == {"age_over_18": True}
