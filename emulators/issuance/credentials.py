@@ -16,7 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kiosk.credentials import sdjwt
-from kiosk.credentials.jose import jws_sign
+from kiosk.credentials.jose import jws_sign, key_from_jwk
 from kiosk.credentials.juminhyo import VCT, JuminhyoRecord, credential_claims, validity_end
 from kiosk.credentials.statuslist import BITS, SIZE, STATUS_TYP, encode_list
 from kiosk.credentials.verifier import CREDENTIAL_TYP
@@ -35,7 +35,12 @@ JST = dt.timezone(dt.timedelta(hours=9))
 def issue_credential(rec: JuminhyoRecord, *, issuer_code: str, key: ec.EllipticCurvePrivateKey,
                      kid: str, holder_jwk: dict[str, str], status_uri: str, status_idx: int,
                      now: dt.datetime) -> tuple[str, int]:
-    """(the SD-JWT in issuance form, its ``exp``)."""
+    """(the SD-JWT in issuance form, its ``exp``). ``cnf`` carries the holder key's four
+    public members only (``kty``, ``crv``, ``x``, ``y``): whatever else the wallet sent
+    (a ``kid``, an ``x5u`` URL, padding) would ride along in every presentation, as a
+    tracking handle or bulk."""
+    key_from_jwk(holder_jwk)  # a P-256 public key, or MalformedPresentation
+    holder_jwk = {k: holder_jwk[k] for k in ("kty", "crv", "x", "y")}
     today = now.astimezone(JST).date()
     end = validity_end(today)  # a grid of issuance dates, never a birthday (exp is public)
     exp = int(dt.datetime.combine(end + dt.timedelta(days=1), dt.time(0, 0), JST).timestamp())

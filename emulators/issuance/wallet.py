@@ -251,7 +251,9 @@ class WalletIssuance:
                              cfg.clock().timestamp())
         sd_jwt, exp = issue_credential(
             rec, issuer_code=r.municipality, key=issuer.credential_key,
-            kid=issuer.credential_kid.hex(), holder_jwk=dict(msg.holder_jwk), status_uri=uri,
+            kid=issuer.credential_kid.hex(),
+            holder_jwk={k: msg.holder_jwk[k] for k in ("kty", "crv", "x", "y")},  # nothing else
+            status_uri=uri,
             status_idx=idx, now=now)
         with self.db.tx(write=True) as t:
             t.execute("UPDATE credentials SET expires=?, sha256=? WHERE municipality=? AND idx=?",

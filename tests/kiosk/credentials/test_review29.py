@@ -331,3 +331,16 @@ def test_the_status_lists_bits_are_honoured(issuer: Issuer, tmp_path: Path, idx:
             v.verify(text, req)
     else:
         assert v.verify(text, req).claims == {"age_over_18": True}
+
+
+# -- finding 7: the holder's JWK was copied into cnf as sent --------------------------------
+def test_cnf_holds_only_the_public_key_members(issuer: Issuer) -> None:
+    hk = new_holder_key()
+    jwk = {**key_to_jwk(hk.public_key()), "kid": "tracking-handle-42",
+           "x5u": "https://tracker.example/" + "a" * 8000}
+    text, _ = issue_credential(RECORD, issuer_code=issuer.code, key=issuer.key,
+                               kid=issuer.kid, holder_jwk=jwk, status_uri=URI,
+                               status_idx=7, now=NOW)
+    cnf = sdjwt.parse(text).payload["cnf"]
+    assert cnf == {"jwk": key_to_jwk(hk.public_key())}
+    assert len(text) < 8000
