@@ -30,7 +30,10 @@ session — and leaves anything else, untouched, for staff (:data:`LEFT_FOR_STAF
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,7 +57,7 @@ from kiosk.session.journal_check import (
 )
 
 __all__ = ["JOURNAL_APPLICATION_ID", "JOURNAL_VERSION", "LEFT_FOR_STAFF", "Journal",
-           "JournalDamaged", "JournalError", "Ledger", "Recovered", "RecoveryPort",
+           "JournalDamaged", "JournalError", "JournalInUse", "Ledger", "Recovered", "RecoveryPort",
            "refuse_left_for_staff"]
 
 JOURNAL_APPLICATION_ID = APPLICATION_ID
@@ -101,6 +104,43 @@ class JournalDamaged(JournalError):
     cash-ledger code, as for books that do not balance)."""
 
     exit_code = 24
+
+
+class JournalInUse(JournalError):
+    """Another process has the journal open for writing (``kiosk run``, ``kiosk issue`` or
+    ``kiosk recover``): a second writer would settle the live session behind its back —
+    return its escrow, refund it, print its slip. Refused at once, before anything is read
+    or written (exit 1, as for a journal that cannot be opened)."""
+
+
+def _lock_writer(path: Path) -> int:
+    """Take the journal's writer lock: an exclusive ``flock`` on ``PATH-lock`` (a file of
+    its own, so that neither SQLite's POSIX locks on the journal — which a close of any
+    descriptor of that file would drop — nor its -wal/-shm are touched), held for the
+    Journal's lifetime; the holder's PID is written into it for the refusal's message.
+    Readers (``kiosk ledger``) take no lock: SQLite's WAL gives them a consistent view."""
+    lock = path.with_name(path.name + "-lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as e:
+        raise JournalError(f"cannot lock the kiosk journal {path}: {lock}:"
+                           f" {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        who = f"process {holder}" if holder.isdigit() else "another process"
+        raise JournalInUse(f"the kiosk journal {path} is in use by {who} (kiosk run, issue"
+                           " or recover): stop it first; 'kiosk ledger' can read it"
+                           " meanwhile") from None
+    except OSError as e:
+        os.close(fd)
+        raise JournalError(f"cannot lock the kiosk journal {path}: {e.strerror}") from None
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 #: SQLite's primary result codes for a damaged file (sqlite3.h).
@@ -241,6 +281,8 @@ class Journal:
         if problem is not None:
             raise JournalError(f"{self.path} is not a kiosk journal: {problem};"
                                " nothing was written to it")
+        # One writer per journal, for as long as it is open (review of issue 22, 6).
+        self._lock_fd = None if readonly else _lock_writer(self.path)
         try:
             if readonly:
                 self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro",
@@ -249,11 +291,13 @@ class Journal:
             else:
                 self._db = sqlite3.connect(self.path, isolation_level=None)
         except sqlite3.Error as e:
+            self._unlock()
             raise _db_error(e, self.path, "open") from None
         try:
             self._open(new=not exists)
         except BaseException:
             self._db.close()
+            self._unlock()
             raise
 
     def _identity_at_rest(self) -> str | None:
@@ -307,6 +351,15 @@ class Journal:
 
     def close(self) -> None:
         self._db.close()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        fd, self._lock_fd = getattr(self, "_lock_fd", None), None
+        if fd is not None:
+            os.close(fd)  # releases the flock
+
+    def __del__(self) -> None:
+        self._unlock()
 
     def _sync(self, *, full: bool) -> None:
         """fsync the commit only when a side effect follows it or money moved. The rule is

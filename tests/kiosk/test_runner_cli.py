@@ -259,3 +259,38 @@ def test_ledger_writes_nothing_to_a_journal(tmp_path: Path,
     assert main(["kiosk", "ledger", "--journal", str(path), "--json"]) == 24
     assert json.loads(capsys.readouterr().out)["sessions_open"] == 2
     assert (path.read_bytes(), path.stat().st_mtime_ns) == (data, mtime)
+
+
+def test_recover_beside_a_live_writer_refuses_at_once(tmp_path: Path) -> None:
+    """Review of issue 22, finding 6: ``kiosk recover`` beside a live ``kiosk run`` on the
+    same journal settled the live session (returned its escrow, refunded it). A writer of
+    the journal holds an exclusive lock for as long as it is open; a second writer — in
+    another process, as ``kiosk recover`` is — is refused at once with one line and
+    changes nothing; ``kiosk ledger`` (read-only) still reads the books."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "journal.db"
+    live = Journal(path)  # the running kiosk's journal, mid-session
+    s = _drive_to_payment(live, "Tlive", 500, fee=1000)
+    assert s.state is State.PAYMENT
+    try:
+        before = path.read_bytes(), Path(f"{path}-wal").read_bytes()
+        cmd = [sys.executable, "-m", "cardio.cli", "kiosk"]
+        rec = subprocess.run([*cmd, "recover", "--journal", str(path), "--out",
+                              str(tmp_path / "out"), "--json"],
+                             capture_output=True, text=True, timeout=60)
+        assert rec.returncode == 1, rec.stderr
+        assert len(rec.stderr.strip().splitlines()) == 1 and "in use by process" in rec.stderr
+        assert str(__import__("os").getpid()) in rec.stderr and rec.stdout == ""
+        assert (path.read_bytes(), Path(f"{path}-wal").read_bytes()) == before
+        assert not (tmp_path / "out").exists()
+        led = subprocess.run([*cmd, "ledger", "--journal", str(path), "--json"],
+                             capture_output=True, text=True, timeout=60)
+        assert json.loads(led.stdout)["sessions_open"] == 1, led.stderr
+        assert live.session_row("Tlive")["state"] == "payment"  # untouched
+    finally:
+        live.close()
+    # Once the kiosk has stopped, recovery runs.
+    assert main(["kiosk", "recover", "--journal", str(path), "--out",
+                 str(tmp_path / "out"), "--json"]) == 0
