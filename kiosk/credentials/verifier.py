@@ -78,6 +78,7 @@ __all__ = [
     "VerifiedPresentation",
     "Verifier",
     "check_status_token",
+    "request_binding",
 ]
 
 CREDENTIAL_TYP = "dc+sd-jwt"
@@ -87,13 +88,28 @@ LEEWAY = 60
 
 
 class NonceStore(Protocol):
-    """Where a verifier keeps the nonces it handed out until each is used once."""
+    """Where a verifier keeps the nonces it handed out until each is used once, each with
+    the :func:`request_binding` of the request it was made for."""
 
-    def issue(self, nonce: str, expires_at: int) -> None: ...
+    def issue(self, nonce: str, expires_at: int, binding: str = "") -> None: ...
 
-    def consume(self, nonce: str, now: int) -> bool:
-        """True once for a nonce issued here and not expired; False ever after."""
+    def consume(self, nonce: str, now: int, binding: str = "") -> bool:
+        """True once for a nonce issued here, not expired, for the request ``binding``
+        names; False ever after (a mismatch spends the nonce too)."""
         ...
+
+
+def request_binding(request: PresentationRequest) -> str:
+    """SHA-256 over the whole request as the verifier made it (client_id, items, vct,
+    purpose, expiry): a presentation is accepted only against the very request its nonce
+    was issued with, so a request file edited to ask for less (or for another client_id)
+    while keeping the nonce is refused."""
+    import hashlib
+    import json
+
+    canon = json.dumps(request.to_json(), ensure_ascii=False, sort_keys=True,
+                       separators=(",", ":")).encode("utf-8")
+    return hashlib.sha256(canon).hexdigest()
 
 
 class MemoryNonces:
@@ -101,18 +117,19 @@ class MemoryNonces:
     table instead: a conditional DELETE is the same single use)."""
 
     def __init__(self) -> None:
-        self._pending: dict[str, int] = {}
+        self._pending: dict[str, tuple[int, str]] = {}
         self._lock = threading.Lock()
 
-    def issue(self, nonce: str, expires_at: int) -> None:
+    def issue(self, nonce: str, expires_at: int, binding: str = "") -> None:
         with self._lock:
-            self._pending[nonce] = expires_at
+            self._pending[nonce] = (expires_at, binding)
 
-    def consume(self, nonce: str, now: int) -> bool:
+    def consume(self, nonce: str, now: int, binding: str = "") -> bool:
         with self._lock:
-            for n in [n for n, e in self._pending.items() if e < now]:
+            for n in [n for n, (e, _b) in self._pending.items() if e < now]:
                 del self._pending[n]
-            return self._pending.pop(nonce, None) is not None
+            got = self._pending.pop(nonce, None)
+            return got is not None and got[1] == binding
 
 
 class StatusSource(Protocol):
@@ -363,7 +380,7 @@ class Verifier:
         nonce = b64u_encode(secrets.token_bytes(32))
         req = PresentationRequest(self.client_id, nonce, tuple(claims),
                                   int(self.clock()) + ttl, purpose, vct_values)
-        self.nonces.issue(nonce, req.expires_at)
+        self.nonces.issue(nonce, req.expires_at, request_binding(req))
         return req
 
     def verify(self, presentation: str, request: PresentationRequest) -> VerifiedPresentation:
@@ -394,9 +411,11 @@ class Verifier:
         if not now - self.freshness - LEEWAY <= kb["iat"] <= now + LEEWAY:
             raise StalePresentation(f"the holder signed it more than {self.freshness} s ago"
                                     " (or in the future): ask again")
-        if kb["nonce"] != request.nonce or not self.nonces.consume(kb["nonce"], now):
+        if kb["nonce"] != request.nonce or \
+                not self.nonces.consume(kb["nonce"], now, request_binding(request)):
             raise ReplayedPresentation("the nonce is not an open request of this verifier"
-                                       " (reused, expired or someone else's): ask again")
+                                       " (reused, expired, someone else's, or the request was"
+                                       " altered): ask again")
         checked = self._status(sd.payload, entry, now)
         disclosed = tuple(sorted(set(paths.values()), key=lambda p: [str(x) for x in p]))
         for p in disclosed:
@@ -471,11 +490,14 @@ class DirectoryNonces:
     def __init__(self, path: FsPath) -> None:
         self.path = path
 
-    def issue(self, nonce: str, expires_at: int) -> None:
-        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (self.path / f"{nonce}.json").write_text(f'{{"expires_at": {expires_at}}}\n')
+    def issue(self, nonce: str, expires_at: int, binding: str = "") -> None:
+        import json
 
-    def consume(self, nonce: str, now: int) -> bool:
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.path / f"{nonce}.json").write_text(
+            json.dumps({"expires_at": expires_at, "binding": binding}) + "\n")
+
+    def consume(self, nonce: str, now: int, binding: str = "") -> bool:
         import json
         import re
 
@@ -483,8 +505,10 @@ class DirectoryNonces:
             return False
         path = self.path / f"{nonce}.json"
         try:
-            expires = int(json.loads(path.read_text())["expires_at"])
+            obj = json.loads(path.read_text())
+            expires = int(obj["expires_at"])
+            bound = str(obj.get("binding", ""))
             path.unlink()
         except (OSError, ValueError, KeyError, TypeError):
             return False
-        return expires >= now
+        return expires >= now and bound == binding

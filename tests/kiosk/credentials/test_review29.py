@@ -344,3 +344,36 @@ def test_cnf_holds_only_the_public_key_members(issuer: Issuer) -> None:
     cnf = sdjwt.parse(text).payload["cnf"]
     assert cnf == {"jwk": key_to_jwk(hk.public_key())}
     assert len(text) < 8000
+
+
+# -- finding 8: a request altered while keeping its nonce was accepted ------------------------
+def test_a_downgraded_request_keeping_the_nonce_is_refused(issuer: Issuer,
+                                                           cred: StoredCredential) -> None:
+    v = _verifier(issuer)
+    req = v.request([("name",), ("birthdate",), ("sex",), ("address",)])
+    less = dataclasses.replace(req, claims=(("age_over_18",),))  # edited in transit
+    with pytest.raises(errors.ReplayedPresentation):
+        v.verify(cred.present(less, less.claims, now=T0), less)
+    with pytest.raises(errors.ReplayedPresentation):  # and the nonce is spent
+        v.verify(cred.present(req, req.claims, now=T0), req)
+
+
+def test_a_request_file_with_another_client_id_is_refused(issuer: Issuer,
+                                                          cred: StoredCredential,
+                                                          tmp_path: Path) -> None:
+    """``cardio credential verify`` takes client_id from the request file: one edited to
+    name another verifier (to whom the holder then presented) must not pass."""
+    from kiosk.credentials.verifier import DirectoryNonces
+
+    state = DirectoryNonces(tmp_path / "nonces")
+    mine = Verifier([issuer.entry()], client_id="https://shop.example",
+                    status=StatusTokens([issuer.status([])]), nonces=state, clock=lambda: T0)
+    req = mine.request([("age_over_18",)])
+    other = dataclasses.replace(req, client_id="https://relay.example")
+    theirs = Verifier([issuer.entry()], client_id="https://relay.example",
+                      status=StatusTokens([issuer.status([])]), nonces=state, clock=lambda: T0)
+    with pytest.raises(errors.ReplayedPresentation):
+        theirs.verify(cred.present(other, other.claims, now=T0), other)
+    req2 = mine.request([("age_over_18",)])  # the honest round trip still works
+    assert mine.verify(cred.present(req2, req2.claims, now=T0), req2).claims == {
+        "age_over_18": True}
