@@ -332,3 +332,17 @@ def test_a_lock_directory_that_cannot_hold_files_is_configuration(
         Id003Driver(line.path, timeout=0.05)
     assert info.value.exit_code == 22 and "\n" not in str(info.value)
     assert line.bytes_in == 0
+
+
+def test_devices_check_with_an_unusable_lock_directory_exits_22(
+        line: PtyLine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Through the command: one line, exit 22 (configuration), not a device FAIL (21)."""
+    from cardio.cli import main
+
+    config = tmp_path / "devices.toml"
+    config.write_text(f'[bill_validator]\nport = "{line.path}"\n')
+    monkeypatch.setenv(LOCK_DIR_ENV, "/proc")
+    assert main(["kiosk", "devices", "check", "--config", str(config)]) == 22
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and LOCK_DIR_ENV in err, err
