@@ -39,6 +39,7 @@ from kiosk.session import commands as C
 from kiosk.session import events as E
 
 __all__ = [
+    "MAX_FEE",
     "TABLE",
     "BindingCheck",
     "ExpectedBinding",
@@ -50,6 +51,13 @@ __all__ = [
     "State",
     "Timeouts",
 ]
+
+#: The highest fee a kiosk takes for one document (yen). The costliest certificate a
+#: コンビニ交付 kiosk issues is a 除籍/改製原戸籍 copy at ¥750; one session buys one document.
+#: A menu line above it (or not a positive multiple of 10 yen) is refused at the menu like
+#: a refused item: no session takes in more than the journal can vouch for
+#: (:data:`kiosk.session.journal_check.MAX_SESSION_YEN` is derived from it).
+MAX_FEE = 1_000
 
 
 class SessionProtocolError(CardioError):
@@ -553,6 +561,9 @@ class IssuanceSession:
             raise SessionProtocolError(f"{ev.item!r} is not on this session's menu")
         if item.refusal:
             self._show(out, C.Screen.REFUSED, item.refusal)  # stays in the menu
+            return
+        if not (0 < item.fee <= MAX_FEE and item.fee % 10 == 0):
+            self._show(out, C.Screen.REFUSED, "fee_out_of_range")  # stays in the menu
             return
         self.item = item
         self._show(out, C.Screen.OPTIONS, item.doc_type)

@@ -41,13 +41,17 @@ APPLICATION_ID = 0x434B4A4C
 #: ``PRAGMA user_version``: the journal's schema version.
 VERSION = 1
 
-#: The most yen one session can have taken in, owe or pay out. A session's cash-in closes
-#: once its fee (a few hundred yen) is covered, so one session holds the fee plus at most
-#: one overpaying item and the odd coin already in flight — a few ten thousand yen at the
-#: very most; one million yen is a hundred ¥10,000 notes, a bill validator cassette's worth
-#: and far past anything a single customer can put in. Beyond it a value is not a session's
-#: money but damage, and nothing is paid, printed or counted on its strength.
-MAX_SESSION_YEN = 1_000_000
+#: The most yen one session can have taken in, owe or pay out. One session buys one
+#: document for at most :data:`~kiosk.session.core.MAX_FEE` (¥1,000; the core refuses a
+#: dearer menu line), and its cash-in closes once the escrow covers the fee: the last item
+#: taken is at most the largest note, ¥10,000, so escrow ≤ fee − 10 + 10,000. After the
+#: acceptors are inhibited a coin already in the chute is still counted (and owed back):
+#: a handful at most, bounded here by ¥5,000 (ten ¥500 coins). 1,000 + 10,000 + 5,000 =
+#: 16,000, rounded up to ¥20,000 — a fiftieth of the former million, which let a forged but
+#: self-consistent journal print a slip for ¥1,000,000 (review of issue 22, finding 11).
+#: Beyond it a value is not a session's money but damage, and nothing is paid, printed or
+#: counted on its strength.
+MAX_SESSION_YEN = 20_000
 
 COLUMNS = {
     "sessions": ("txn", "request_id", "session_id", "state", "fee", "escrow", "cash_in",
@@ -192,6 +196,14 @@ def identity_problem(db: sqlite3.Connection) -> tuple[str | None, bool]:
         return f"a kiosk journal of schema version {version}, not {VERSION}{newer}", False
     if app == 0 and version != 0:
         return f"an SQLite database of another program (user_version {version})", False
+    # A journal holds tables and indexes only. A trigger would run inside recovery's own
+    # writes (and could change what it pays); a view could stand in for a table. Neither is
+    # ever the kiosk's (review of issue 22, finding 12).
+    extra = db.execute("SELECT type, name FROM sqlite_master WHERE type IN"
+                       " ('trigger', 'view') ORDER BY type, name LIMIT 1").fetchone()
+    if extra is not None:
+        return f"a database with a {extra[0]} ({_show(extra[1])}), which no kiosk journal" \
+            " has", False
     for table, columns in COLUMNS.items():
         have = tuple(r[1] for r in db.execute(f"PRAGMA table_info({table})"))
         if not have:

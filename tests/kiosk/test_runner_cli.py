@@ -294,3 +294,70 @@ def test_recover_beside_a_live_writer_refuses_at_once(tmp_path: Path) -> None:
     # Once the kiosk has stopped, recovery runs.
     assert main(["kiosk", "recover", "--journal", str(path), "--out",
                  str(tmp_path / "out"), "--json"]) == 0
+
+
+@pytest.mark.parametrize("plant", [
+    "CREATE TRIGGER pay AFTER UPDATE ON sessions BEGIN"
+    " UPDATE sessions SET refund=refund+1000; END",
+    "CREATE VIEW v AS SELECT txn FROM sessions",
+])
+def test_a_journal_with_a_trigger_or_view_is_refused_untouched(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], plant: str) -> None:
+    """Review of issue 22, finding 12: a trigger planted in the journal ran inside
+    recovery's own writes. A journal has tables and indexes only: anything else is refused
+    with one line, before a byte is written or a device asked."""
+    path = tmp_path / "journal.db"
+    crashed_journal(path)
+    db = sqlite3.connect(path)
+    db.execute(plant)
+    db.commit()
+    db.close()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for argv in (["kiosk", "recover", "--journal", str(path), "--out", str(tmp_path / "out")],
+                 ["kiosk", "ledger", "--journal", str(path)]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and ("trigger" in err or "view" in err), err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_forged_amount_beyond_one_session_is_left_for_staff(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review of issue 22, finding 11: a self-consistent forged escrow of ¥50,000 (far
+    beyond one session: the fee ≤ ¥1,000 plus one ¥10,000 note and coins in flight) was
+    owed back with a slip; now it is left for staff (exit 24), no slip."""
+    from kiosk.session.journal_check import MAX_SESSION_YEN
+
+    assert MAX_SESSION_YEN == 20_000
+    path = tmp_path / "journal.db"
+    with Journal(path) as j:
+        _drive_to_payment(j, "Tforged", 500, fee=1000)
+    db = sqlite3.connect(path)
+    db.execute("UPDATE sessions SET escrow=50000 WHERE txn='Tforged'")
+    db.commit()
+    db.close()
+    out = tmp_path / "out"
+    assert main(["kiosk", "recover", "--journal", str(path), "--out", str(out)]) == 24
+    assert "50000" in capsys.readouterr().err
+    assert not out.exists() or not list(out.rglob("*.pdf"))
+
+
+def test_the_core_refuses_a_fee_no_session_may_take() -> None:
+    """A menu line dearer than MAX_FEE is refused at the menu: no session takes in more
+    than the journal vouches for."""
+    from kiosk.session.core import MAX_FEE
+
+    s = IssuanceSession("Tfee", "req-Tfee", "kiosk-0001", lambda _e, _d: None,
+                        pin_reset=False)
+    s.handle(E.CardInserted())
+    s.handle(E.CardRead(key=s.pending, tries_left=3, cert_sha256="00" * 32))
+    s.handle(E.PinDigits(4))
+    s.handle(E.PinSubmitted())
+    s.handle(E.PinResult(key=s.pending, verified=True, tries_left=3))
+    s.handle(E.Authenticated(key=s.pending, session_id="sess", municipality_code="131016"))
+    s.handle(E.MenuReceived(key=s.pending, items=(E.MenuItem("koseki", MAX_FEE + 10),
+                                                  E.MenuItem("juminhyo", 200))))
+    s.handle(E.Choose("koseki"))
+    assert s.state is State.MENU and s.fee == 0
+    s.handle(E.Choose("juminhyo"))
+    assert s.state is State.OPTIONS
