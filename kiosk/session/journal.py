@@ -356,6 +356,8 @@ class Journal:
     def _unlock(self) -> None:
         fd, self._lock_fd = getattr(self, "_lock_fd", None), None
         if fd is not None:
+            with contextlib.suppress(OSError):  # the holder is gone: its PID with it
+                os.ftruncate(fd, 0)
             os.close(fd)  # releases the flock
 
     def __del__(self) -> None:

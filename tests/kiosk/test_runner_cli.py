@@ -361,3 +361,19 @@ def test_the_core_refuses_a_fee_no_session_may_take() -> None:
     assert s.state is State.MENU and s.fee == 0
     s.handle(E.Choose("juminhyo"))
     assert s.state is State.OPTIONS
+
+
+def test_the_writer_lock_is_released_and_emptied_on_close(tmp_path: Path) -> None:
+    """The lock names its holder only while it holds it (no stray digits at rest beside
+    the journal, which the PIN searches read), and a closed journal can be opened again."""
+    path = tmp_path / "journal.db"
+    j = Journal(path)
+    lock = tmp_path / "journal.db-lock"
+    assert lock.read_text().strip() == str(__import__("os").getpid())
+    from kiosk.session.journal import JournalInUse
+
+    with pytest.raises(JournalInUse):
+        Journal(path)
+    j.close()
+    assert lock.read_bytes() == b""
+    Journal(path).close()
