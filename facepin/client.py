@@ -8,9 +8,10 @@ The new password goes to the card and nowhere else: the service sees only its SH
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+import json
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -74,29 +75,105 @@ def gather_evidence(card: MyNumberCard, nonce: bytes, auth_pin: str, text_pin: s
     return CardEvidence(serial, cert, sig, face, cv, presence)
 
 
-Capture = Callable[[list[str]], list[tuple[bytes, float]]]
-"""Given the service's liveness prompts, show them and record frames: (image, seconds)."""
+class Camera(Protocol):
+    """What the app's capture screen is to the client: it shows the prompt the service
+    asks for and hands over the camera's current frame."""
+
+    def show(self, prompt: str | None) -> None:
+        """The service asks for ``prompt`` now (``turn_left``, ``turn_right``,
+        ``come_closer``); None: look at the camera and hold still."""
+
+    def frame(self) -> bytes | None:
+        """The camera's newest frame as JPEG; None when there are no more (a recording
+        that has ended)."""
+
+
+def _ws_url(base_url: str) -> str:
+    if base_url.startswith("https://"):
+        return "wss://" + base_url[len("https://"):].rstrip("/")
+    return "ws://" + base_url.removeprefix("http://").rstrip("/")
+
+
+def evidence_message(challenge_id: str, ev: CardEvidence) -> dict[str, Any]:
+    return {"challenge_id": challenge_id, "card_serial": ev.serial,
+            "auth_certificate": _b64(ev.auth_certificate),
+            "auth_signature": _b64(ev.auth_signature), "card_face": _b64(ev.card_face),
+            "card_face_cv_certificate": _b64(ev.card_face_cv),
+            "card_face_signature": _b64(ev.card_face_signature)}
+
+
+def live_capture(base_url: str, evidence: dict[str, Any], camera: Camera, *,
+                 fps: float | None = None, timeout: float = 120.0,
+                 headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """The live capture over the WebSocket: send the card's evidence, then stream the
+    camera's frames at the service's frame rate while showing each prompt it sends, until
+    it answers ``reserved`` (returned) or ``refused`` (:class:`ServiceRefused`)."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    deadline = time.monotonic() + timeout
+    with connect(_ws_url(base_url) + "/v1/reservations/live", proxy=None,
+                 max_size=1 << 20, additional_headers=headers,
+                 open_timeout=30) as ws:
+        ws.send(json.dumps(evidence))
+        interval = 0.0
+        ended = False
+        next_at = time.monotonic()
+        try:
+            while time.monotonic() < deadline:
+                wait = max(0.0, next_at - time.monotonic()) if not ended else 1.0
+                try:
+                    raw = ws.recv(timeout=wait)
+                except TimeoutError:
+                    raw = None
+                if raw is not None:
+                    msg = json.loads(raw)
+                    kind = msg.get("type")
+                    if kind == "capture":
+                        interval = 1.0 / float(fps or msg.get("fps", 15.0))
+                        camera.show(None)
+                    elif kind == "prompt":
+                        camera.show(msg.get("prompt"))
+                    elif kind == "reserved":
+                        return {"reservation_id": msg["reservation_id"],
+                                "expires_at": msg["expires_at"]}
+                    elif kind == "refused":
+                        raise ServiceRefused(int(msg.get("status", 403)),
+                                             str(msg.get("error", "refused")),
+                                             str(msg.get("message", "refused")))
+                    continue
+                if not interval or ended or time.monotonic() < next_at:
+                    continue
+                data = camera.frame()
+                if data is None:
+                    ws.send(json.dumps({"type": "end"}))
+                    ended = True
+                    continue
+                ws.send(data)
+                next_at += interval
+                if next_at < time.monotonic() - interval:  # fell behind: do not burst
+                    next_at = time.monotonic()
+        except ConnectionClosed:
+            pass
+    raise ServiceRefused(502, "capture_interrupted", "the live capture ended without an"
+                         " answer from the service")
 
 
 def reserve(base_url: str, card: MyNumberCard, auth_pin: str, text_pin: str,
-            capture: Capture, *, http: httpx.Client | None = None) -> dict[str, Any]:
-    """The app side: returns ``{"reservation_id", "expires_at"}``."""
+            camera: Camera, *, http: httpx.Client | None = None,
+            fps: float | None = None) -> dict[str, Any]:
+    """The app side: returns ``{"reservation_id", "expires_at"}``. The card is read before
+    the capture starts (a challenge, the evidence signed over its nonce), then the live
+    capture runs with ``camera``."""
     own = http is None
     http = http or httpx.Client(base_url=base_url, timeout=30, trust_env=False)
     try:
         ch = _post(http, "/v1/challenges")
         ev = gather_evidence(card, base64.b64decode(ch["nonce"]), auth_pin, text_pin)
-        frames = capture(list(ch["prompts"]))
-        return _post(http, "/v1/reservations", {
-            "challenge_id": ch["challenge_id"], "card_serial": ev.serial,
-            "auth_certificate": _b64(ev.auth_certificate),
-            "auth_signature": _b64(ev.auth_signature), "card_face": _b64(ev.card_face),
-            "card_face_cv_certificate": _b64(ev.card_face_cv),
-            "card_face_signature": _b64(ev.card_face_signature),
-            "frames": [_b64(f) for f, _t in frames], "frame_times": [t for _f, t in frames]})
     finally:
         if own:
             http.close()
+    return live_capture(base_url, evidence_message(ch["challenge_id"], ev), camera, fps=fps)
 
 
 def redeem(base_url: str, card: MyNumberCard, reservation_id: str, known: str, new_value: str,

@@ -196,13 +196,19 @@ def affine_residual(p: np.ndarray, q: np.ndarray, scale: float) -> float:
 _DIS: list[object] = []
 
 
+NOVELTY_BLUR = 3.0
+"""Both frames are smoothed by this (σ, pixels) before the flow and the residual: camera
+noise — or noise an attacker adds to a warped still so that it looks "new" — averages
+out; a change of the face's shape and shading is larger than this and stays."""
+
+
 def novelty(first: np.ndarray, turned: np.ndarray, box: FaceBox,
             homography: np.ndarray | None) -> float:
     """How much of the turned face cannot be explained as the first frame moved: the
-    first frame brought over by ``homography`` and then by a dense flow (DIS), the
-    residual blurred (σ 1.5 px: camera noise averages out, a change of the face does not)
-    and taken in the inner face, as its mean over the face's contrast. A moved picture,
-    however it is warped, leaves only interpolation and compression behind."""
+    first frame brought over by ``homography`` and then by a dense flow (DIS), both frames
+    smoothed (:data:`NOVELTY_BLUR`), each standardised over the inner face (mean 0,
+    contrast 1), and the mean residual taken there. A moved picture, however it is
+    warped, leaves only interpolation and compression behind."""
     if not _DIS:
         _DIS.append(cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM))
     dis = _DIS[0]
@@ -210,15 +216,19 @@ def novelty(first: np.ndarray, turned: np.ndarray, box: FaceBox,
     base = first
     if homography is not None:
         base = cv2.warpPerspective(first, homography, (w, h), borderMode=cv2.BORDER_REPLICATE)
-    flow = dis.calc(turned, base, None)  # type: ignore[attr-defined]
+    a = cv2.GaussianBlur(base, (0, 0), NOVELTY_BLUR)
+    b = cv2.GaussianBlur(turned, (0, 0), NOVELTY_BLUR)
+    flow = dis.calc(b, a, None)  # type: ignore[attr-defined]
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    moved = cv2.remap(base, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
-                      borderMode=cv2.BORDER_REPLICATE)
-    a = cv2.GaussianBlur(moved.astype(np.float32), (0, 0), 1.5)
-    b = cv2.GaussianBlur(turned.astype(np.float32), (0, 0), 1.5)
+    moved = cv2.remap(a, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
     inner = face_mask((h, w), box) > 0
-    contrast = float(np.std(b[inner])) + 1e-6
-    return float(np.mean(np.abs(a - b)[inner]) / contrast)
+    # Each face standardised on its own (mean and contrast): a change of the camera's
+    # gain or exposure — or one an attacker adds — is not something new on the face.
+    x, y = moved[inner], b.astype(np.float32)[inner]
+    x = (x - x.mean()) / (float(x.std()) + 1e-6)
+    y = (y - y.mean()) / (float(y.std()) + 1e-6)
+    return float(np.mean(np.abs(x - y)))
 
 
 @dataclass(frozen=True)

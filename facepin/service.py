@@ -3,11 +3,13 @@
 Flow (kiosk-domain.md §3, with our own protocol where the real one is closed):
 
 1. ``POST /v1/challenges`` → a single-use nonce (5 minutes).
-2. The app, with the card and its 4-digit auth PIN, sends ``POST /v1/reservations``:
-   the card's JPKI auth certificate and its signature over the nonce (possession of the
-   card + knowledge of the PIN), the card face record and CV certificate (the chip photo,
-   signed by J-LIS), the card-face key's presence signature over the same nonce (the face
-   record belongs to the card at hand), and one camera frame. The service validates the
+2. The app, with the card and its 4-digit auth PIN, opens the WebSocket
+   ``/v1/reservations/live`` and sends the card's evidence: the JPKI auth certificate and
+   its signature over the nonce (possession of the card + knowledge of the PIN), the card
+   face record and CV certificate (the chip photo, signed by J-LIS), the card-face key's
+   presence signature over the same nonce (the face record belongs to the card at hand).
+   Then it streams camera frames while the service shows the liveness prompts it chooses
+   and times (``facepin.live``, ``facepin.liveness``). The service validates the
    certificate, both signatures and J-LIS's signature over the photo, and matches the face
    itself — the app's word is not taken. Which card that is comes from the issuer's card
    registry (certificate → card serial and card-face key), never from a client field: the
@@ -32,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import contextvars
 import copy
 import json
@@ -41,16 +44,16 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from cardio import pinreset
 from cardio.crypto import CvCertificate, SignatureError, digest_info_of, verify_payload
@@ -59,13 +62,21 @@ from cardio.pki import PARSE_ERRORS, CertificateValidator, KeepAliveFetcher, Sta
 from cardio.records import CardFace, RecordError
 from cardio.trust import TrustStore
 from facepin.face import (
-    FUSE_FRAMES,
     THRESHOLD,
     FaceEngine,
     FaceError,
-    Outcome,
     load_image,
-    match_frames,
+)
+from facepin.live import (
+    EVIDENCE_SECONDS,
+    FPS,
+    MAX_EVIDENCE_BYTES,
+    MAX_FRAME_BYTES,
+    MAX_FRAMES,
+    MAX_LIVE,
+    MAX_SECONDS,
+    FrameRefused,
+    run_capture,
 )
 from facepin.liveness import LivenessSession, Prompt, Verdict, random_challenge
 from facepin.registry import RegistryError
@@ -79,20 +90,17 @@ CHALLENGE_TTL = 300.0
 RESERVATION_TTL = 24 * 3600.0
 MAX_ATTEMPTS_PER_DAY = 5
 MAX_IMAGE = 4 * 1024 * 1024
-MAX_FRAME_PIXELS = 4096 * 4096
-"""A camera frame decoded by the service: bounded by its pixels, not only by its bytes (a
-small PNG can hold a huge, compressible image)."""
-MAX_FRAMES = 90
-MAX_RESERVATION_BODY = 16 * 1024 * 1024
-"""A reservation request: up to 90 camera frames (a 640×480 JPEG is ~50 KB, ~70 KB in
-base64) and the card's records fit with room to spare."""
 MAX_BODY = 64 * 1024
-"""Every other request."""
+"""Every HTTP request body (frames come over the live capture's WebSocket, bounded there:
+``facepin.live``)."""
 MAX_BUFFERED = 48 * 1024 * 1024
 """Request bodies held at once, over all requests: beyond it new ones get ``503``, so the
 memory the service spends on bodies is bounded whatever the clients send."""
 BODY_TIMEOUT = 30.0
 """Seconds to receive a whole body (a slow sender is cut off with ``408``)."""
+LIVE_SLOT_WAIT = 30.0
+"""A live capture waits this long for one of the worker's :data:`facepin.live.MAX_LIVE`
+places before it is refused ``503``."""
 
 CardRegistry = Callable[[str], "tuple[str, str] | None"]
 """The issuer's card registry: the SHA-256 fingerprint of a card's JPKI authentication
@@ -121,14 +129,13 @@ class ChallengeOut(BaseModel):
     challenge_id: str
     nonce: str
     prompts: list[str]
-    """The liveness challenge the capture must follow, in order."""
-
-
-FrameTime = Annotated[float, Field(ge=0.0, le=3600.0, allow_inf_nan=False)]
-"""Seconds since the capture started: finite and bounded (``1e999999`` parses as inf)."""
+    """The prompts the live capture will ask for — their order and timing are the
+    service's, revealed one at a time during the capture; this list is empty."""
 
 
 class ReservationIn(BaseModel):
+    """The card's evidence, the first message of the live capture."""
+
     challenge_id: str = Field(max_length=64)
     card_serial: str | None = Field(default=None, pattern=r"^[0-9]{15}$")
     """What the app read from the card. Never trusted: the serial comes from the issuer's
@@ -138,9 +145,6 @@ class ReservationIn(BaseModel):
     card_face: str
     card_face_cv_certificate: str
     card_face_signature: str
-    frames: list[str] = Field(min_length=1, max_length=MAX_FRAMES)
-    """Camera frames (base64 JPEG/PNG) recorded while the person followed the prompts."""
-    frame_times: list[FrameTime] = Field(min_length=1, max_length=MAX_FRAMES)
 
 
 class ReservationOut(BaseModel):
@@ -267,21 +271,30 @@ def create_app(config: ServiceConfig) -> BodyLimit:
         cid, nonce = secrets.token_urlsafe(16), secrets.token_bytes(32)
         prompts = [p.value for p in random_challenge()]
         store.add_challenge(cid, nonce, config.clock(), ",".join(prompts))
+        # The order is kept server-side and shown one prompt at a time during the capture.
         return ChallengeOut(challenge_id=cid, nonce=base64.b64encode(nonce).decode(),
-                            prompts=prompts)
+                            prompts=[])
 
-    @app.post("/v1/reservations", response_model=ReservationOut, status_code=201)
-    def reserve(body: ReservationIn) -> ReservationOut:
-        now = config.clock()
+    @app.post("/v1/reservations", status_code=410)
+    def uploaded_capture() -> JSONResponse:
+        """The former upload of recorded frames with the client's own timestamps: gone,
+        since a capture the client times is a capture the client can fake."""
+        return JSONResponse({"error": "live_capture_required", "message": "frames are"
+                             " streamed during the challenge over the WebSocket"
+                             " /v1/reservations/live; an uploaded capture is not accepted"},
+                            status_code=410)
+
+    def admit(body: ReservationIn, now: float) -> tuple[str, str, CardFace, str, str]:
+        """The card's part of a reservation, before any face is looked at: the challenge
+        claimed (once), the certificate (fresh revocation), its signature over the nonce
+        (the card and its auth PIN), the J-LIS-signed card face and the card-face key's
+        signature over the same nonce; which card that is, from the issuer's registry
+        (never from the request); one attempt slot, counted and taken in one transaction.
+        Returns (certificate fingerprint, serial, card face, attempt id, prompts)."""
         taken = store.take_challenge(body.challenge_id, now, CHALLENGE_TTL)
         if taken is None:
             raise Refused(400, "challenge_invalid", "unknown, used or expired challenge")
-        nonce, prompt_list = taken
-        if len(body.frames) != len(body.frame_times):
-            raise Refused(400, "bad_frames", "one time per frame")
-        # 1. What the card proves in this session: its certificate (fresh revocation),
-        #    its signature over the nonce (the card and its auth PIN), the J-LIS-signed
-        #    card face and the card-face key's signature over the same nonce.
+        nonce, prompts = taken
         cert = load_cert(body.auth_certificate)
         fp = fingerprint(cert)
         check_cert(cert)
@@ -295,8 +308,6 @@ def create_app(config: ServiceConfig) -> BodyLimit:
             raise Refused(403, "card_signature_invalid", "the card's signature over the"
                           " challenge does not verify") from None
         face_record = _verified_face(body, nonce, config.trust)
-        # 2. Which card that is, from the issuer — never from the request: the certificate
-        #    and the card face must belong to one registered card.
         serial, face_key = issued_card(fp)
         if pinreset.public_key_fingerprint(face_record.public_key) != face_key or \
                 (body.card_serial is not None and body.card_serial != serial):
@@ -304,49 +315,73 @@ def create_app(config: ServiceConfig) -> BodyLimit:
                         fp[:16], REQUEST_ID.get())
             raise Refused(403, "card_mismatch", "the certificate, card face and serial are"
                           " not those of one card")
-        # 3. One attempt slot, counted and taken in one transaction.
         attempt = store.take_attempt(fp, now, now - 24 * 3600, config.max_attempts)
         if attempt is None:
             log.info("reservation refused: rate limit cert=%s", fp[:16])
             raise Refused(429, "rate_limited", "too many attempts for this card; try tomorrow")
+        return fp, serial, face_record, attempt, prompts
+
+    live_slots = asyncio.Semaphore(MAX_LIVE)
+
+    @app.websocket("/v1/reservations/live")
+    async def live(ws: WebSocket) -> None:
+        """The app's reservation: the card's evidence as the first (text) message, then
+        camera frames (binary, JPEG) while the service sends the prompts; the last
+        message is ``reserved`` or ``refused`` (``facepin.live`` has the bounds)."""
+        rid = ws.headers.get("x-request-id", "")
+        if not (0 < len(rid) <= 64 and rid.replace("-", "").replace("_", "").isalnum()
+                and rid.isascii()):
+            rid = secrets.token_hex(8)
+        token = REQUEST_ID.set(rid)
+        await ws.accept()
+        try:
+            out = await _live(ws)
+            await ws.send_json({"type": "reserved", **out.model_dump()})
+            await ws.close(1000)
+        except Refused as exc:
+            log.info("refused %s (%d) request=%s", exc.code, exc.status, rid)
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+                await ws.send_json({"type": "refused", "status": exc.status,
+                                    "error": exc.code, "message": exc.message})
+                await ws.close(1008 if exc.status < 500 else 1013)
+        except WebSocketDisconnect:
+            log.info("live capture: the client went away request=%s", rid)
+        finally:
+            REQUEST_ID.reset(token)
+
+    async def _live(ws: WebSocket) -> ReservationOut:
+        try:
+            raw = await asyncio.wait_for(ws.receive(), EVIDENCE_SECONDS)
+        except TimeoutError:
+            raise Refused(408, "timeout", "the card's evidence did not arrive in time") from None
+        if raw["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(1000)
+        text = raw.get("text")
+        if text is None or len(text) > MAX_EVIDENCE_BYTES:
+            raise Refused(400, "bad_evidence", "the first message is the card's evidence"
+                          f" as JSON text of at most {MAX_EVIDENCE_BYTES} bytes")
+        try:
+            body = ReservationIn.model_validate_json(text)
+        except ValidationError as exc:
+            fields = ", ".join(".".join(str(p) for p in e.get("loc", ()))
+                               for e in exc.errors()[:20])
+            raise Refused(422, "invalid_request", f"the evidence does not match the API:"
+                          f" {fields}") from None
+        now = config.clock()
+        fp, serial, face_record, attempt, taken_prompts = await asyncio.to_thread(admit, body,
+                                                                                now)
         ok = False
         try:
-            engine = config.engine or FaceEngine.shared()
+            # The card has proved itself; what is bounded is the capture's measuring.
             try:
-                # The reference is encoded once per request, so with the slower, better
-                # settings (CNN box, jittered copies): ``FaceEngine.encode_reference``.
-                reference = engine.encode_reference(load_image(face_record.photo))
-                opening = [load_image(_b64(raw, "frame"), max_pixels=MAX_FRAME_PIXELS)
-                           for raw in body.frames[:FUSE_FRAMES]]
-            except FaceError:
-                raise Refused(400, "bad_image", "an image cannot be decoded") from None
-            if reference.encoding is None:
-                raise Refused(422, "reference_no_face", "no face found in the chip photo")
-            # 1:1 match on the opening frames (the good frontal ones of one track, fused
-            # by the one decision rule), then the liveness challenge.
-            result = match_frames(reference.encoding, opening, threshold=config.threshold,
-                                  engine=engine)
-            del opening
-            if result.outcome is not Outcome.MATCH:
-                # The outcome (no face, several faces, ...) helps the person; the score
-                # is never returned.
-                status = 403 if result.outcome is Outcome.NO_MATCH else 422
-                raise Refused(status, "face_" + result.outcome.value,
-                              "face verification did not succeed")
-            session = LivenessSession(reference.encoding,
-                                      [Prompt(p) for p in prompt_list.split(",") if p],
-                                      threshold=config.threshold)
-            for raw, t in zip(body.frames, body.frame_times, strict=True):
-                try:
-                    frame = load_image(_b64(raw, "frame"), max_pixels=MAX_FRAME_PIXELS)
-                except FaceError:
-                    raise Refused(400, "bad_image", "a frame cannot be decoded") from None
-                if session.feed_frame(engine, frame, t) is not Verdict.IN_PROGRESS:
-                    break
-            if session.finish() is not Verdict.LIVE:
-                log.info("reservation refused: liveness failed cert=%s", fp[:16])
-                raise Refused(403, "liveness_failed", "the liveness check did not succeed;"
-                              " follow the prompts and try again")
+                await asyncio.wait_for(live_slots.acquire(), LIVE_SLOT_WAIT)
+            except TimeoutError:
+                raise Refused(503, "busy", "too many captures at once; try again shortly"
+                              ) from None
+            try:
+                await _capture(ws, face_record, taken_prompts, fp)
+            finally:
+                live_slots.release()
             ok = True
         finally:
             store.finish_attempt(attempt, ok)
@@ -354,6 +389,42 @@ def create_app(config: ServiceConfig) -> BodyLimit:
         store.add_reservation(Reservation(rid, fp, serial, now, now + RESERVATION_TTL, None))
         log.info("reservation created id=%s cert=%s request=%s", rid, fp[:16], REQUEST_ID.get())
         return ReservationOut(reservation_id=rid, expires_at=now + RESERVATION_TTL)
+
+    async def _capture(ws: WebSocket, face_record: CardFace, taken_prompts: str, fp: str
+                       ) -> None:
+        """The chip photo encoded, the challenge run on the arriving frames; returns when
+        the session is live, raises :class:`Refused` otherwise."""
+        engine = config.engine or FaceEngine.shared()
+        try:
+            # Once per capture, so with the slower, better settings (jittered copies).
+            reference = await asyncio.to_thread(
+                lambda: engine.encode_reference(load_image(face_record.photo)))
+        except FaceError:
+            raise Refused(400, "bad_image", "the chip photo cannot be decoded") from None
+        if reference.encoding is None:
+            raise Refused(422, "reference_no_face", "no face found in the chip photo")
+        session = LivenessSession(reference.encoding,
+                                  [Prompt(p) for p in taken_prompts.split(",") if p],
+                                  threshold=config.threshold)
+        await ws.send_json({"type": "capture", "fps": FPS, "max_frames": MAX_FRAMES,
+                            "max_seconds": MAX_SECONDS, "max_frame_bytes": MAX_FRAME_BYTES,
+                            "frame_format": "image/jpeg"})
+        try:
+            result = await run_capture(ws.receive, ws.send_json, session, engine)
+        except FrameRefused as exc:
+            raise Refused(400, exc.code, exc.message) from None
+        log.info("live capture: %s after %d frames (%d dropped), %.1f s, %.2f s of work"
+                 " cert=%s request=%s", result.verdict.value, result.frames, result.dropped,
+                 result.seconds, result.work, fp[:16], REQUEST_ID.get())
+        if result.verdict is not Verdict.LIVE:
+            # The outcome (no face, several faces, ...) helps the person; the scores and the
+            # failing check are never returned (the log keeps the session's reason code).
+            code = session.code or "liveness_failed"
+            if code == "liveness_failed":
+                raise Refused(403, code, "the liveness check did not succeed; follow the"
+                              " prompts and try again")
+            status = 403 if code == "face_no_match" else 422
+            raise Refused(status, code, "face verification did not succeed")
 
     @app.post("/v1/reservations/{rid}/authorise", response_model=AuthoriseOut)
     def authorise(rid: str, body: AuthoriseIn) -> AuthoriseOut:
@@ -399,9 +470,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class BodyLimit:
     """ASGI middleware that bounds every request body before anything parses it.
 
-    * A ``Content-Length`` that is not one plain decimal number → ``400``; above the
-      route's limit (:data:`MAX_RESERVATION_BODY` for reservations, :data:`MAX_BODY` for
-      the rest) → ``413``, without reading a byte.
+    * A ``Content-Length`` that is not one plain decimal number → ``400``; above
+      :data:`MAX_BODY` → ``413``, without reading a byte.
     * Chunked (streamed) bodies are counted as they arrive and cut off with ``413`` at the
       limit.
     * The whole body must arrive within ``timeout`` seconds (``408``).
@@ -423,7 +493,7 @@ class BodyLimit:
 
     @staticmethod
     def limit_for(path: str) -> int:
-        return MAX_RESERVATION_BODY if path == "/v1/reservations" else MAX_BODY
+        return MAX_BODY
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -532,7 +602,8 @@ def serve(config: ServiceConfig, host: str, port: int, *, limit_concurrency: int
     try:
         uvicorn.run(create_app(config), host=host, port=port, log_level="info",
                     access_log=False, log_config=log_config,
-                    limit_concurrency=limit_concurrency, timeout_keep_alive=5, http=HTTP_IMPL)
+                    limit_concurrency=limit_concurrency, timeout_keep_alive=5, http=HTTP_IMPL,
+                    ws_max_size=MAX_FRAME_BYTES + 4096)
     except SystemExit as exc:
         # uvicorn exits with 3 when it cannot start — the CLI's "wrong PIN" code.
         if exc.code in (0, None):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -149,3 +149,315 @@ def attack_sequence(rgb: np.ndarray, species: str, prompts: list[Prompt], seed: 
     for i, (kind, amount) in enumerate(_timeline(prompts)):
         frame = planar_turn(medium, amount) if kind == "yaw" else zoom(medium, amount)
         yield frame, i / FPS
+
+
+# --- Cameras that answer the service's prompts (the live capture, facepin.live) ----------
+# Each renders a frame for the prompt being shown and the number of frames since it was
+# shown. The attacks are built from one still picture (the chip photo an attacker reads
+# off the card); the only bona fide camera here replays real video (ClipPerformer).
+
+TURN_RAMP = (6.0, 12.0, 18.0, 24.0, 30.0, 34.0, 34.0, 34.0, 26.0, 16.0, 8.0, 0.0)
+CLOSER_RAMP = (1.08, 1.16, 1.24, 1.32, 1.4, 1.4, 1.4, 1.3, 1.15, 1.0)
+Render = Callable[["Prompt | None", int], np.ndarray]
+
+
+def jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    cv2 = _cv2()
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise InvalidValue("cannot encode a frame as JPEG")
+    return bytes(buf)
+
+
+class PromptedCamera:
+    """A camera whose frames ``render(prompt, k)`` draws: ``k`` counts the frames since
+    the prompt (or the pause) began. ``limit`` frames at most, then None."""
+
+    def __init__(self, render: Render, *, limit: int = 600) -> None:
+        self.render, self.limit = render, limit
+        self.prompt: Prompt | None = None
+        self.k = self.sent = 0
+        self.prompts_seen: list[str] = []
+
+    def show(self, prompt: str | None) -> None:
+        self.prompt = None if prompt is None else Prompt(prompt)
+        self.k = 0
+        if prompt:
+            self.prompts_seen.append(prompt)
+
+    def frame(self) -> bytes | None:
+        if self.sent >= self.limit:
+            return None
+        rgb = self.render(self.prompt, self.k)
+        self.k += 1
+        self.sent += 1
+        return jpeg(rgb)
+
+
+def motion(prompt: Prompt | None, k: int) -> tuple[str, float]:
+    """('yaw', signed degrees) or ('zoom', factor) of a picture moved to follow a prompt:
+    the same ramps for every attack, out and back."""
+    if prompt is None:
+        return "yaw", 0.0
+    if prompt is Prompt.COME_CLOSER:
+        return "zoom", CLOSER_RAMP[min(k, len(CLOSER_RAMP) - 1)]
+    sign = -1.0 if prompt is Prompt.TURN_LEFT else 1.0
+    return "yaw", sign * TURN_RAMP[min(k, len(TURN_RAMP) - 1)]
+
+
+def stage(portrait: np.ndarray, size: tuple[int, int] = (640, 480),
+          tint: tuple[float, float, float] = (1.0, 0.93, 0.85)) -> np.ndarray:
+    """The picture as a camera would see it held up close: scaled to 90 % of the frame's
+    height, centred on a plain background, and — when it is greyscale, as the chip photo
+    is — given a warm colour cast (a colour print of it, a phone showing it), so it passes
+    for a colour camera frame."""
+    cv2 = _cv2()
+    w, h = size
+    ph, pw = portrait.shape[:2]
+    s = 0.9 * h / ph
+    img = cv2.resize(portrait, (max(1, round(pw * s)), max(1, round(ph * s))),
+                     interpolation=cv2.INTER_CUBIC).astype(np.float32)
+    img = img * np.asarray(tint, dtype=np.float32)
+    out = np.full((h, w, 3), (96.0, 104.0, 110.0), dtype=np.float32)
+    y0, x0 = (h - img.shape[0]) // 2, (w - img.shape[1]) // 2
+    out[y0:y0 + img.shape[0], x0:x0 + img.shape[1]] = img[:h - y0, :w - x0]
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def roll(rgb: np.ndarray, degrees: float) -> np.ndarray:
+    cv2 = _cv2()
+    h, w = rgb.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    return np.asarray(cv2.warpAffine(rgb, m, (w, h), borderMode=cv2.BORDER_REPLICATE))
+
+
+def shear(rgb: np.ndarray, k: float) -> np.ndarray:
+    cv2 = _cv2()
+    h, w = rgb.shape[:2]
+    m = np.asarray([[1.0, k, -k * h / 2], [0.0, 1.0, 0.0]], dtype=np.float32)
+    return np.asarray(cv2.warpAffine(rgb, m, (w, h), borderMode=cv2.BORDER_REPLICATE))
+
+
+def tilted(rgb: np.ndarray, axis_degrees: float, degrees: float, distance: float = 1.6
+           ) -> np.ndarray:
+    """The flat picture rotated by ``degrees`` about an axis in its own plane at
+    ``axis_degrees`` from vertical, seen by a pinhole camera ``distance`` frame-widths
+    away: any tilt a hand can give a print or a phone."""
+    cv2 = _cv2()
+    h, w = rgb.shape[:2]
+    f = distance * w
+    a, t = math.radians(axis_degrees), math.radians(degrees)
+    ax = np.asarray([math.sin(a), math.cos(a), 0.0])
+    k = np.asarray([[0, -ax[2], ax[1]], [ax[2], 0, -ax[0]], [-ax[1], ax[0], 0]])
+    rot = np.eye(3) + math.sin(t) * k + (1 - math.cos(t)) * (k @ k)
+    src = np.asarray([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
+    dst = []
+    for x, y in src:
+        p = rot @ np.asarray([x - w / 2, y - h / 2, 0.0])
+        s = f / (f + p[2])
+        dst.append([w / 2 + p[0] * s, h / 2 + p[1] * s])
+    m = cv2.getPerspectiveTransform(src, np.asarray(dst, dtype=np.float32))
+    return np.asarray(cv2.warpPerspective(rgb, m, (w, h), borderMode=cv2.BORDER_REPLICATE))
+
+
+def keystone(rgb: np.ndarray, box: FaceBox, degrees: float, distance: float = 3.0
+             ) -> np.ndarray:
+    """A fake of perspective on top of a 2-D turn: each column scaled vertically as if
+    the side turning towards the camera came nearer (a warp, still of the one picture)."""
+    cv2 = _cv2()
+    h, w = rgb.shape[:2]
+    cx, cy = (box.left + box.right) / 2, (box.top + box.bottom) / 2
+    d = distance * box.width
+    xs = np.arange(w, dtype=np.float32)
+    scale = d / (d - (xs - cx) * math.sin(math.radians(degrees)))
+    ys = np.arange(h, dtype=np.float32)[:, None]
+    map_y = (cy + (ys - cy) / scale[None, :]).astype(np.float32)
+    map_x = np.broadcast_to(xs[None, :], (h, w)).astype(np.float32)
+    return np.asarray(cv2.remap(rgb, map_x, map_y, cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE))
+
+
+ATTACKS = ("print", "screen_static", "screen_tilted", "tilt_roll", "shear", "tilt_any",
+           "warp", "warp_noisy", "warp_perspective")
+"""Presentation-attack species made from one still (``attack_camera``):
+
+* ``print``: a print (lower contrast, blur, grain) turned sideways and brought closer;
+* ``screen_static``: a phone screen (gamma, moiré, glare) held still with hand jitter;
+* ``screen_tilted``: the screen turned sideways for the turns, brought closer;
+* ``tilt_roll``: the picture rotated in its own plane ±18° for the turns, zoomed closer;
+* ``shear``: a horizontal shear for the turns, zoomed closer;
+* ``tilt_any``: a print tilted about a random axis in its plane (any direction) by up to
+  50° for each prompt;
+* ``warp``: the project's own bona fide simulator (``turn_head``, the 2.5-D warp of
+  :func:`genuine_sequence`) for the turns, zoomed closer;
+* ``warp_noisy``: the same with fresh camera noise, gain changes and jitter on every frame;
+* ``warp_perspective``: the warp with a fake perspective (``keystone``) added.
+"""
+
+
+def attack_camera(portrait: np.ndarray, species: str, seed: int = 0, *,
+                  engine: Any = None) -> PromptedCamera:
+    """A camera showing ``portrait`` (the chip photo, say) as ``species`` of
+    :data:`ATTACKS`, following whatever the service prompts. ``engine``
+    (``facepin.face.FaceEngine``) is needed by the warps, to find the face."""
+    rng = random.Random(seed)
+    nprng = np.random.default_rng(rng.randrange(2**32))
+    base = stage(portrait)
+    medium = base
+    if species in ("print", "tilt_any"):
+        medium = printed(base, rng)
+    elif species in ("screen_static", "screen_tilted"):
+        medium = on_screen(base, rng)
+    elif species not in ATTACKS:
+        raise InvalidValue(f"unknown attack species {species!r}")
+    box = nose = None
+    if species.startswith("warp"):
+        if engine is None:
+            raise InvalidValue("the warp attacks need a face engine to find the face")
+        found = engine.encode(medium, allow_several=True, check_quality=False)
+        if found.box is None or found.landmarks is None:
+            raise InvalidValue("no face in the picture")
+        box, nose = found.box, found.landmarks[4]
+    axis = [0.0]
+
+    def jitter(img: np.ndarray, k: int) -> np.ndarray:
+        """A hand holding the picture: a pixel or two of drift."""
+        dx, dy = nprng.normal(0, 1.0), nprng.normal(0, 1.0)
+        m = np.asarray([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
+        cv2 = _cv2()
+        return np.asarray(cv2.warpAffine(img, m, (img.shape[1], img.shape[0]),
+                                         borderMode=cv2.BORDER_REPLICATE))
+
+    def render(prompt: Prompt | None, k: int) -> np.ndarray:
+        kind, amount = motion(prompt, k)
+        if species == "screen_static":
+            return jitter(medium, k)
+        if kind == "zoom":
+            return jitter(zoom(medium, amount), k)
+        if species == "tilt_roll":
+            img = roll(medium, 18.0 * amount / max(TURN_RAMP))
+        elif species == "shear":
+            img = shear(medium, 0.5 * amount / max(TURN_RAMP))
+        elif species == "tilt_any":
+            if k == 0:  # a new direction of tilt for each prompt
+                axis[0] = rng.uniform(-90.0, 90.0)
+            img = tilted(medium, axis[0], 50.0 * amount / max(TURN_RAMP))
+        elif species.startswith("warp"):
+            assert box is not None and nose is not None
+            img = turn_head(medium, box, nose, amount)
+            if species == "warp_perspective":
+                img = keystone(img, box, amount)
+            if species == "warp_noisy":
+                gain = 1.0 + nprng.normal(0, 0.04)
+                img = np.clip(img.astype(np.float32) * gain + nprng.normal(0, 4.0, img.shape),
+                              0, 255).astype(np.uint8)
+        else:  # print, screen_tilted: turned sideways as a flat sheet
+            img = planar_turn(medium, 1.6 * amount)
+        return jitter(img, k)
+
+    return PromptedCamera(render)
+
+
+class ClipPerformer:
+    """Bona fide frames for the live capture from a **real** recording of a person turning
+    their head: the clip's own turn to the left or right is played when the service asks
+    for it, its frontal frames otherwise. Real clips of people coming towards a camera were
+    not found, so "come closer" zooms the clip's frontal frames digitally (a synthetic
+    stand-in, said wherever a result depends on it). For tests and measurements only: it
+    is a replay of a video, which is an attack the service cannot tell apart."""
+
+    def __init__(self, frames: list[np.ndarray], yaws: list[float | None], *, step: int = 2,
+                 limit: int = 600) -> None:
+        self.frames, self.yaws, self.step, self.limit = frames, yaws, max(1, step), limit
+        known = [y for y in yaws if y is not None]
+        if not known:
+            raise InvalidValue("no face found in the clip")
+        front = float(np.median(known))
+        self.hold = [i for i, y in enumerate(yaws) if y is not None and abs(y - front) <= 4.0]
+        if len(self.hold) < 3:
+            raise InvalidValue("the clip has no frontal frames")
+        self.turns: dict[Prompt, list[list[int]]] = {Prompt.TURN_LEFT: [], Prompt.TURN_RIGHT: []}
+        i = 0
+        while i < len(yaws):
+            y = yaws[i]
+            if y is None or abs(y - front) > 6.0:
+                i += 1
+                continue
+            # From a frontal frame, follow the clip to its furthest turn and back.
+            j, peak, far = i + 1, 0.0, i
+            while j < len(yaws) and yaws[j] is not None:
+                d = float(yaws[j]) - front  # type: ignore[arg-type]
+                if abs(d) > abs(peak):
+                    peak, far = d, j
+                if abs(d) < 6.0 and abs(peak) > 22.0:
+                    break
+                j += 1
+            if abs(peak) > 22.0 and j < len(yaws):
+                self.turns[Prompt.TURN_LEFT if peak < 0 else Prompt.TURN_RIGHT].append(
+                    list(range(i, j + 1)))
+                i = j
+            else:
+                i = far + 1 if far > i else i + 1
+        self.prompt: Prompt | None = None
+        self.pos = self.sent = self.hold_pos = 0
+        self.used: dict[Prompt, int] = {}
+        self.synthetic_closer = 0
+
+    @classmethod
+    def from_video(cls, path: str, engine: Any, *, step: int = 2,
+                   max_frames: int = 1200) -> ClipPerformer:
+        """Read the clip (OpenCV) and measure each frame's yaw (``facepin.liveness``)."""
+        from facepin.liveness import measure, working_size
+
+        cv2 = _cv2()
+        cap = cv2.VideoCapture(path)
+        frames: list[np.ndarray] = []
+        yaws: list[float | None] = []
+        while len(frames) < max_frames:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            rgb = working_size(rgb)
+            frames.append(np.ascontiguousarray(rgb))
+            m = measure(engine, frames[-1])
+            yaws.append(None if m.pose is None else m.pose.yaw)
+        cap.release()
+        return cls(frames, yaws, step=step)
+
+    def can_perform(self) -> bool:
+        return all(self.turns.values())
+
+    def show(self, prompt: str | None) -> None:
+        self.prompt = None if prompt is None else Prompt(prompt)
+        self.pos = 0
+        if self.prompt is not None:
+            self.used[self.prompt] = self.used.get(self.prompt, -1) + 1
+            if self.prompt is Prompt.COME_CLOSER:
+                self.synthetic_closer += 1
+
+    def frame(self) -> bytes | None:
+        if self.sent >= self.limit:
+            return None
+        self.sent += 1
+        p = self.prompt
+        runs = self.turns.get(p) if p is not None else None
+        if p is not None and runs:
+            run = runs[self.used[p] % len(runs)]
+            if self.pos < len(run):
+                i = run[self.pos]
+                self.pos += self.step
+                return jpeg(self.frames[i])
+        if p is Prompt.COME_CLOSER and self.pos < len(CLOSER_RAMP) * 2:
+            f = CLOSER_RAMP[min(self.pos // 2, len(CLOSER_RAMP) - 1)]
+            self.pos += 1
+            return jpeg(zoom(self.frames[self._next_hold()], f))
+        return jpeg(self.frames[self._next_hold()])
+
+    def _next_hold(self) -> int:
+        """The frontal frames, played forwards and backwards so that no frame jumps."""
+        n = len(self.hold)
+        k = self.hold_pos % (2 * n - 2) if n > 1 else 0
+        self.hold_pos += 1
+        return self.hold[k if k < n else 2 * n - 2 - k]

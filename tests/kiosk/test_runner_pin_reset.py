@@ -82,16 +82,15 @@ def facepin_url(backend: Service, tmp_path_factory: pytest.TempPathFactory  # no
 @pytest.fixture
 def reset(backend: Service, facepin_url: str, tmp_path: Path) -> Reset:  # noqa: F811
     """A resident's card with their own face on the chip, and a reservation made for it
-    through the app (challenge, card evidence, a live capture of the same person)."""
-    from facepin.face import FaceEngine, chip_photo, load_image
-    from tests.facepin.test_service import DEV
+    through the app (challenge, card evidence, a live capture of the same person: a real
+    recording of them turning their head, ``tests/facepin/live_data.py``)."""
+    from tests.facepin.live_data import CLIP, genuine_chip
 
-    rgb = load_image(DEV / "deepface_id00" / "img2.jpg")
-    box = FaceEngine.shared().encode(rgb, allow_several=True, check_quality=False).box
-    assert box is not None
+    if not CLIP.exists():
+        pytest.skip("no real head-turn clip (../data-liveness)")
     path = backend.card_dir / f"reset-{tmp_path.name}"  # beside the kiosks' card slots
     out = issue_card(backend.db, backend.jlis, path, None, keys=backend.pool,
-                     photo=chip_photo(rgb, box), issued=backend.now.date())
+                     photo=genuine_chip(), issued=backend.now.date())
     JpkiAuthority(JlisHierarchy.load_or_create(backend.jlis)).register_card(path)
     r = reserve(facepin_url, card_of(path), out["auth_pin"], out["text_pin"], probe())
     return Reset(facepin_url, path, out["auth_pin"], out["sign_password"],
