@@ -169,7 +169,7 @@ def _race(svc: Service, card: Card, rounds: int, copies: int) -> list[list[tuple
     """``rounds`` sessions; in each, ``copies`` document requests at once (each its own
     connection, so they spread over the workers). Per round, the (status, code) answers."""
     async def one_round(c: CenterClient) -> list[tuple[int, str]]:
-        opened, auth, cert_sha = await open_and_authenticate(c, card)
+        opened, _auth, _sha = await open_and_authenticate(c, card)
         clients = [svc.client(http=httpx.AsyncClient(
             base_url=svc.info["center"], timeout=60,
             limits=httpx.Limits(max_keepalive_connections=0))) for _ in range(copies)]
