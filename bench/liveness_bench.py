@@ -226,6 +226,10 @@ def start_service(base: Path) -> tuple[Served, Any, Any]:
     authority = JpkiAuthority(jlis)
     ca = CaServer(authority, "127.0.0.1", port).start()
     export_roots(jlis, base / "roots")
+    from emulators.card import Profile, create_card
+
+    create_card(base / "card-first", Profile(), jlis, keys=pool)
+    authority.register_card(base / "card-first")  # the registry file exists from the start
     key = base / "master.key"
     key.write_bytes(jlis.pin_reset_master())
     proc = subprocess.Popen(

@@ -119,6 +119,24 @@ def live_capture(base_url: str, evidence: dict[str, Any], camera: Camera, *,
         interval = 0.0
         ended = False
         next_at = time.monotonic()
+
+        def answer(raw: str | bytes) -> dict[str, Any] | None:
+            """Act on one message from the service; the reservation when it is the last."""
+            msg = json.loads(raw)
+            kind = msg.get("type")
+            if kind == "capture":
+                nonlocal interval
+                interval = 1.0 / float(fps or msg.get("fps", 15.0))
+                camera.show(None)
+            elif kind == "prompt":
+                camera.show(msg.get("prompt"))
+            elif kind == "reserved":
+                return {"reservation_id": msg["reservation_id"], "expires_at": msg["expires_at"]}
+            elif kind == "refused":
+                raise ServiceRefused(int(msg.get("status", 403)), str(msg.get("error", "refused")),
+                                     str(msg.get("message", "refused")))
+            return None
+
         try:
             while time.monotonic() < deadline:
                 wait = max(0.0, next_at - time.monotonic()) if not ended else 1.0
@@ -127,20 +145,9 @@ def live_capture(base_url: str, evidence: dict[str, Any], camera: Camera, *,
                 except TimeoutError:
                     raw = None
                 if raw is not None:
-                    msg = json.loads(raw)
-                    kind = msg.get("type")
-                    if kind == "capture":
-                        interval = 1.0 / float(fps or msg.get("fps", 15.0))
-                        camera.show(None)
-                    elif kind == "prompt":
-                        camera.show(msg.get("prompt"))
-                    elif kind == "reserved":
-                        return {"reservation_id": msg["reservation_id"],
-                                "expires_at": msg["expires_at"]}
-                    elif kind == "refused":
-                        raise ServiceRefused(int(msg.get("status", 403)),
-                                             str(msg.get("error", "refused")),
-                                             str(msg.get("message", "refused")))
+                    done = answer(raw)
+                    if done is not None:
+                        return done
                     continue
                 if not interval or ended or time.monotonic() < next_at:
                     continue
@@ -154,7 +161,15 @@ def live_capture(base_url: str, evidence: dict[str, Any], camera: Camera, *,
                 if next_at < time.monotonic() - interval:  # fell behind: do not burst
                     next_at = time.monotonic()
         except ConnectionClosed:
-            pass
+            # The service answers and closes while frames are still being sent: its last
+            # message is waiting to be read.
+            try:
+                while True:
+                    done = answer(ws.recv(timeout=5))
+                    if done is not None:
+                        return done
+            except (ConnectionClosed, TimeoutError):
+                pass
     raise ServiceRefused(502, "capture_interrupted", "the live capture ended without an"
                          " answer from the service")
 
