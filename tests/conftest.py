@@ -96,3 +96,19 @@ class Apdu:
 def apdu(soft_card: SoftwareCard) -> Apdu:
     return Apdu(soft_card)
 from tests.pki_env import pki  # noqa: E402, F401  (module-scoped fixture for PKI tests)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pytest_itself_stays_dumpable() -> None:
+    """``kiosk run``, ``kiosk issue`` and ``facepin serve`` harden their process (no core
+    file, not dumpable: ``cardio.hardening``), which cannot be undone without privileges.
+    Tests that call those commands in-process must not harden pytest itself: later tests
+    start subprocesses that need the core limit (tests/kiosk/test_run_hardening.py's
+    control) and read other processes' /proc entries (the port locks). The real commands,
+    run as processes, are hardened — that test checks it."""
+    import facepin.cli
+    import kiosk.run
+    import kiosk.runner_cli
+
+    for module in (kiosk.run, kiosk.runner_cli, facepin.cli):
+        module.no_core_dumps = lambda: None  # type: ignore[attr-defined]

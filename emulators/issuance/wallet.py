@@ -28,6 +28,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from cardio.errors import UsageError
 from emulators.issuance.errors import Refused
 from emulators.issuance.municipality import MunicipalityServer, _household, _options
 from emulators.issuance.rules import JST, refusal_for
@@ -80,7 +81,7 @@ def revoke_credentials(db: Any, *, resident_id: str | None = None,
     (a move out, a lost phone, a changed entry), or one by municipality and index. The
     number revoked."""
     if resident_id is None and (municipality is None or idx is None):
-        raise ValueError("name a resident, or a municipality and an index")
+        raise UsageError("name a resident, or a municipality and an index")
     at = time.time() if now is None else now
     with db.tx(write=True) as t:
         if resident_id is not None:

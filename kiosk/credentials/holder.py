@@ -182,11 +182,13 @@ class Wallet:
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))
             if obj.get("format") != WALLET_FORMAT:
-                raise ValueError("not a wallet entry")
+                raise WalletError(f"{path}: not a wallet entry")
             key = serialization.load_pem_private_key(obj["holder_key"].encode("ascii"), None)
             if not isinstance(key, ec.EllipticCurvePrivateKey):
-                raise ValueError("holder key is not EC")
+                raise WalletError(f"{path}: the holder key is not an EC key")
             return StoredCredential(obj["id"], obj["sd_jwt"], key, int(obj["obtained_at"]))
+        except WalletError:
+            raise
         except FileNotFoundError:
             raise WalletError(f"no credential {cred_id} in {self.path}") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from kiosk.credentials.errors import MalformedPresentation
+from kiosk.credentials.errors import CredentialError, MalformedPresentation
 
 __all__ = [
     "ALG",
@@ -107,7 +107,7 @@ def dumps_compact(obj: Any) -> bytes:
 def key_to_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
     """A P-256 public key as a JWK (RFC 7518 §6.2.1: x and y, 32 bytes each)."""
     if not isinstance(key.curve, ec.SECP256R1):
-        raise ValueError("only P-256 keys are used here")
+        raise CredentialError("only P-256 keys are used here")
     nums = key.public_numbers()
     return {"kty": "EC", "crv": "P-256", "x": b64u_encode(nums.x.to_bytes(32, "big")),
             "y": b64u_encode(nums.y.to_bytes(32, "big"))}
@@ -142,7 +142,7 @@ def jws_sign(header: dict[str, Any], payload: dict[str, Any],
              key: ec.EllipticCurvePrivateKey) -> str:
     """Compact JWS, ES256: BASE64URL(header).BASE64URL(payload).BASE64URL(r‖s)."""
     if header.get("alg") != ALG:
-        raise ValueError("header alg must be ES256")
+        raise CredentialError("header alg must be ES256")
     signing_input = (b64u_encode(dumps_compact(header)) + "." +
                      b64u_encode(dumps_compact(payload)))
     der = key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256()))

@@ -47,6 +47,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from kiosk.credentials.errors import CredentialError
 from kiosk.credentials.sdjwt import SD, Path
 
 __all__ = [
@@ -211,5 +212,5 @@ def credential_claims(rec: JuminhyoRecord, today: dt.date,
                                   for m in rec.household])
     bad = FORBIDDEN_CLAIMS & set(claims)
     if bad or set(claims) - set(CLAIM_LABELS):
-        raise ValueError("a 住民票 credential holds only the allow-listed items")
+        raise CredentialError("a 住民票 credential holds only the allow-listed items")
     return claims

@@ -32,6 +32,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kiosk.credentials.errors import (
+    CredentialError,
     HolderBindingFailed,
     MalformedPresentation,
     TamperedDisclosure,
@@ -128,10 +129,10 @@ def conceal(obj: Any, out: list[Disclosure], *, pad_to: int = 0) -> Any:
     digests; a nested object is padded when its :class:`SD` says so (it is seen only once
     disclosed, but then its digest count must not tell which members it holds)."""
     if isinstance(obj, SD):
-        raise ValueError("SD marks a member or an element, not a whole payload")
+        raise CredentialError("SD marks a member or an element, not a whole payload")
     if isinstance(obj, dict):
         if "_sd" in obj or "..." in obj:
-            raise ValueError("_sd and ... are reserved claim names")
+            raise CredentialError("_sd and ... are reserved claim names")
         result: dict[str, Any] = {}
         digests: list[str] = []
         for k, v in obj.items():

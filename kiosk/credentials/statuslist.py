@@ -20,7 +20,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 
-from kiosk.credentials.errors import StatusUnavailable
+from kiosk.credentials.errors import CredentialError, StatusUnavailable
 from kiosk.credentials.jose import b64u_decode, b64u_encode
 
 __all__ = ["BITS", "SIZE", "STATUS_TYP", "decode_list", "encode_list", "status_at"]
@@ -40,7 +40,7 @@ def encode_list(invalid: Iterable[int], size: int = SIZE) -> str:
     raw = bytearray(size // 8)
     for i in invalid:
         if not 0 <= i < size:
-            raise ValueError("status index out of range")
+            raise CredentialError("status index out of range")
         raw[i // 8] |= 1 << (i % 8)
     return b64u_encode(zlib.compress(bytes(raw), 9))
 
