@@ -87,22 +87,20 @@ def performers(engine: FaceEngine, clips: list[Clip]) -> list[tuple[Clip, ClipPe
         if min(perf.frames[0].shape[:2]) < 240:  # VoxCeleb crops: doubled to a frame size
             perf.frames = [cv2.resize(f, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
                            for f in perf.frames]
+            perf.centres = [None if c is None else (2 * c[0], 2 * c[1]) for c in perf.centres]
         if perf.can_perform():
             out.append((clip, perf))
             continue
         left, right = perf.turns.values()
         if left or right:
-            flipped = [np.ascontiguousarray(f[:, ::-1]) for f in perf.frames]
-            both = ClipPerformer.__new__(ClipPerformer)
-            both.__dict__.update(perf.__dict__)
-            n = len(perf.frames)
-            both.frames = perf.frames + flipped
-            from facepin.liveness import Prompt
-
-            other = Prompt.TURN_RIGHT if left else Prompt.TURN_LEFT
-            same = Prompt.TURN_LEFT if left else Prompt.TURN_RIGHT
-            both.turns = {same: perf.turns[same],
-                          other: [[i + n for i in run] for run in perf.turns[same]]}
+            # The clip and its mirror image: a real turn to one side becomes a real turn
+            # to the other.
+            w = perf.frames[0].shape[1]
+            both = ClipPerformer(
+                perf.frames + [np.ascontiguousarray(f[:, ::-1]) for f in perf.frames],
+                perf.yaws + [None if y is None else -y for y in perf.yaws],
+                centres=perf.centres + [None if c is None else (w - c[0], c[1])
+                                        for c in perf.centres])
             out.append((Clip(clip.path, clip.person, clip.setting, True), both))
         else:
             print(f"  skip {clip.name}: no turn of 22° or more")

@@ -257,6 +257,7 @@ class PromptTrack:
         self.scale = scale
         self.prev = grey
         self.peak: tuple[np.ndarray, np.ndarray, np.ndarray, FaceBox] | None = None
+        self.met: tuple[np.ndarray, np.ndarray, np.ndarray, FaceBox] | None = None
 
     def update(self, grey: np.ndarray) -> None:
         self.points, ok = track(self.prev, grey, self.points)
@@ -267,13 +268,26 @@ class PromptTrack:
         """This frame is the furthest the prompt's movement has gone so far."""
         self.peak = (grey, self.points.copy(), self.alive.copy(), box)
 
+    def mark_met(self, grey: np.ndarray, box: FaceBox) -> None:
+        """This frame is the first that did what was asked."""
+        self.met = (grey, self.points.copy(), self.alive.copy(), box)
+
     def evidence(self) -> DepthEvidence:
+        """Planarity at the largest turn (the most parallax); novelty on the first frame
+        that turned far enough. A head shows its change of appearance from the first
+        degrees on, while a warp of a still only starts to tear (folds where the warp
+        overlaps itself, stretches it cannot fill) when it is pushed far, and an attacker
+        pushes it far: judged where the asked turn was first reached, the warp has had no
+        room to tear."""
         if self.peak is None:
             return DepthEvidence(0.0, 0.0, 0)
-        grey, pts, alive, box = self.peak
+        _grey, pts, alive, _box = self.peak
         n = int(alive.sum())
         if n < MIN_POINTS:
             return DepthEvidence(0.0, 0.0, n)
-        plane, hom = plane_residual(self.start[alive], pts[alive], self.scale)
-        return DepthEvidence(plane, novelty(self.first, grey, box, hom), n,
+        plane, _hom = plane_residual(self.start[alive], pts[alive], self.scale)
+        mgrey, mpts, malive, mbox = self.met or self.peak
+        both = alive & malive if int((alive & malive).sum()) >= MIN_POINTS else malive
+        _p, mhom = plane_residual(self.start[both], mpts[both], self.scale)
+        return DepthEvidence(plane, novelty(self.first, mgrey, mbox, mhom), n,
                              affine_residual(self.start[alive], pts[alive], self.scale))

@@ -77,12 +77,12 @@ PLANE_MIN = 0.05
 spans. Flat pictures moved in any way (print, screen, tilted about any axis, rolled,
 sheared): at most 0.040 over 90 turns measured (tracking noise); real head turns in the
 phone-selfie clips: 0.073 and more (``bench/liveness_bench.py --mode explore``)."""
-NOVELTY_MIN = 0.12
-"""Least unexplained change of the turned face (standardised faces). Real head turns in
-the phone-selfie clips: 0.127 and more; stills warped to fake a turn: 0.05–0.10 without
-added noise, up to 0.26 with camera-like noise, gain changes or a faked perspective — the
-two overlap, so this is set for the attacks' side (a reset grants a legally binding
-signature) and costs bona fide turns; see docs/pin-reset-protocol.md."""
+NOVELTY_MIN = 0.08
+"""Least unexplained change of the face on the first frame that turned far enough
+(standardised faces; ``facepin.depth.PromptTrack.evidence``). Real head turns in the
+phone-selfie clips: 0.094 and more; stills warped to fake a turn — the project's own 2.5-D
+turn, with camera-like noise and gain changes, with a faked perspective: at most 0.068.
+The margin is thin on the bona fide side: see docs/pin-reset-protocol.md."""
 HOLD_SECONDS = (0.4, 1.2)
 """The pause before each prompt is drawn from this range (server's random choice)."""
 PROMPT_SECONDS = 5.0
@@ -386,6 +386,8 @@ class LivenessSession:
                     return self._fail(f"the face during '{prompt.value}' is not the card"
                                       " holder's", "face_no_match")
                 self._met_at = t
+                if self._track is not None and grey is not None and m.box is not None:
+                    self._track.mark_met(grey, m.box)
             elif t - self._phase_since > PROMPT_SECONDS:
                 return self._fail(f"timed out waiting for {prompt.value}")
             return self.verdict

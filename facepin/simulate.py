@@ -368,8 +368,10 @@ class ClipPerformer:
     is a replay of a video, which is an attack the service cannot tell apart."""
 
     def __init__(self, frames: list[np.ndarray], yaws: list[float | None], *, step: int = 2,
-                 limit: int = 600) -> None:
+                 limit: int = 600, centres: list[tuple[float, float] | None] | None = None
+                 ) -> None:
         self.frames, self.yaws, self.step, self.limit = frames, yaws, max(1, step), limit
+        self.centres = centres or [None] * len(frames)
         known = [y for y in yaws if y is not None]
         if not known:
             raise InvalidValue("no face found in the clip")
@@ -403,6 +405,9 @@ class ClipPerformer:
         self.pos = self.sent = self.hold_pos = 0
         self.used: dict[Prompt, int] = {}
         self.synthetic_closer = 0
+        self.run: list[int] = []
+        self.stretch = self._stretch_around(self.hold[len(self.hold) // 2])
+        self.last = self.stretch[0]
 
     @classmethod
     def from_video(cls, path: str, engine: Any, *, step: int = 2,
@@ -414,6 +419,7 @@ class ClipPerformer:
         cap = cv2.VideoCapture(path)
         frames: list[np.ndarray] = []
         yaws: list[float | None] = []
+        centres: list[tuple[float, float] | None] = []
         while len(frames) < max_frames:
             ok, bgr = cap.read()
             if not ok:
@@ -423,41 +429,75 @@ class ClipPerformer:
             frames.append(np.ascontiguousarray(rgb))
             m = measure(engine, frames[-1])
             yaws.append(None if m.pose is None else m.pose.yaw)
+            centres.append(None if m.box is None else m.centre)
         cap.release()
-        return cls(frames, yaws, step=step)
+        return cls(frames, yaws, step=step, centres=centres)
 
     def can_perform(self) -> bool:
         return all(self.turns.values())
 
     def show(self, prompt: str | None) -> None:
+        """A prompt starts the clip's own movement of that kind — the instance whose
+        first frame has the face nearest where it is now, so that the replay jumps as
+        little as a person's face would; None goes on with the frontal frames."""
         self.prompt = None if prompt is None else Prompt(prompt)
         self.pos = 0
-        if self.prompt is not None:
-            self.used[self.prompt] = self.used.get(self.prompt, -1) + 1
-            if self.prompt is Prompt.COME_CLOSER:
+        self.run = []
+        asked = self.prompt
+        if asked is not None:
+            self.used[asked] = self.used.get(asked, -1) + 1
+            if asked is Prompt.COME_CLOSER:
                 self.synthetic_closer += 1
+            runs = self.turns.get(asked) or []
+            if runs:
+                here = self.centres[self.last]
+                def gap(run: list[int]) -> float:
+                    c = self.centres[run[0]]
+                    if here is None or c is None:
+                        return 0.0
+                    return float((c[0] - here[0]) ** 2 + (c[1] - here[1]) ** 2)
+                # Nearest first; among equals, the next in turn (the clip's variety).
+                turn = self.used[asked]
+                order = sorted(range(len(runs)), key=lambda i: (round(gap(runs[i]) / 100.0),
+                               (i - turn) % len(runs)))
+                self.run = runs[order[0]]
 
     def frame(self) -> bytes | None:
         if self.sent >= self.limit:
             return None
         self.sent += 1
-        p = self.prompt
-        runs = self.turns.get(p) if p is not None else None
-        if p is not None and runs:
-            run = runs[self.used[p] % len(runs)]
-            if self.pos < len(run):
-                i = run[self.pos]
-                self.pos += self.step
-                return jpeg(self.frames[i])
-        if p is Prompt.COME_CLOSER and self.pos < len(CLOSER_RAMP) * 2:
+        if self.run and self.pos < len(self.run):
+            i = self.run[self.pos]
+            self.pos += self.step
+            self.last = i
+            if self.pos >= len(self.run):  # the movement is over: stay where it ended
+                self.stretch = self._stretch_around(self.run[-1])
+                self.hold_pos = 0
+            return jpeg(self.frames[i])
+        if self.prompt is Prompt.COME_CLOSER and self.pos < len(CLOSER_RAMP) * 2:
             f = CLOSER_RAMP[min(self.pos // 2, len(CLOSER_RAMP) - 1)]
             self.pos += 1
             return jpeg(zoom(self.frames[self._next_hold()], f))
         return jpeg(self.frames[self._next_hold()])
 
+    def _stretch_around(self, index: int) -> list[int]:
+        """The frontal frames next to ``index`` in the clip: played forwards and
+        backwards while nothing is asked, so that the face does not jump."""
+        known = [y for y in self.yaws if y is not None]
+        front = float(np.median(known))
+        near = min(self.hold, key=lambda i: abs(i - index))
+        lo = hi = near
+        while lo - 1 >= 0 and self.yaws[lo - 1] is not None and \
+                abs(float(self.yaws[lo - 1]) - front) <= 5.0 and near - lo < 40:  # type: ignore[arg-type]
+            lo -= 1
+        while hi + 1 < len(self.yaws) and self.yaws[hi + 1] is not None and \
+                abs(float(self.yaws[hi + 1]) - front) <= 5.0 and hi - near < 40:  # type: ignore[arg-type]
+            hi += 1
+        return list(range(lo, hi + 1))
+
     def _next_hold(self) -> int:
-        """The frontal frames, played forwards and backwards so that no frame jumps."""
-        n = len(self.hold)
+        n = len(self.stretch)
         k = self.hold_pos % (2 * n - 2) if n > 1 else 0
         self.hold_pos += 1
-        return self.hold[k if k < n else 2 * n - 2 - k]
+        self.last = self.stretch[k if k < n else 2 * n - 2 - k]
+        return self.last

@@ -29,10 +29,11 @@ needs_clip = pytest.mark.skipif(not CLIP.exists(),
                                 reason="no real head-turn clip (../data-liveness)")
 
 _lock = threading.Lock()
-_cache: dict[str, tuple[list[np.ndarray], list[float | None], bytes]] = {}
+_cache: dict[str, ClipPerformer] = {}
+_chip: dict[str, bytes] = {}
 
 
-def _analysed() -> tuple[list[np.ndarray], list[float | None], bytes]:
+def _analysed() -> tuple[ClipPerformer, bytes]:
     """The clip's frames, each frame's yaw, and the person's chip photo (a frontal frame
     as the card's greyscale JPEG 2000 portrait): measured once per test session."""
     with _lock:
@@ -42,19 +43,19 @@ def _analysed() -> tuple[list[np.ndarray], list[float | None], bytes]:
             frame = perf.frames[perf.hold[len(perf.hold) // 2]]
             box = engine.encode(frame, allow_several=True, check_quality=False).box
             assert box is not None
-            _cache["clip"] = (perf.frames, perf.yaws, chip_photo(frame, box))
-        return _cache["clip"]
+            _cache["clip"], _chip["clip"] = perf, chip_photo(frame, box)
+        return _cache["clip"], _chip["clip"]
 
 
 def genuine_chip() -> bytes:
     """The chip photo of the person in the clip."""
-    return _analysed()[2]
+    return _analysed()[1]
 
 
 def genuine_camera() -> ClipPerformer:
     """A fresh camera replaying the clip's person doing whatever is asked."""
-    frames, yaws, _chip = _analysed()
-    return ClipPerformer(frames, yaws)
+    perf = _analysed()[0]
+    return ClipPerformer(perf.frames, perf.yaws, centres=perf.centres)
 
 
 def genuine_frontal() -> np.ndarray:
