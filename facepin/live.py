@@ -36,8 +36,9 @@ from cardio.errors import CardioError
 from facepin.face import FaceEngine
 from facepin.liveness import LivenessSession, Verdict
 
-FPS = 15.0
-"""The frame rate the service asks for."""
+FPS = 10.0
+"""The frame rate the service asks for: enough to follow a head turn (a turn takes half a
+second or more), and what a worker measures in real time for a few captures at once."""
 MIN_FRAME_INTERVAL = 1 / 30
 """Frames closer together than this (faster than a camera's 30 fps) are dropped."""
 MAX_FRAMES = 900
@@ -47,8 +48,9 @@ MAX_FRAME_BYTES = 1 << 20
 MAX_EVIDENCE_BYTES = 256 * 1024
 EVIDENCE_SECONDS = 15.0
 """The card's evidence must arrive this soon after the connection opens."""
-MAX_LIVE = 8
-"""Captures evaluated at once by one worker; more are refused ``503``."""
+MAX_LIVE = 4
+"""Captures measured at once by one worker; more wait (``facepin.service``), then are
+refused ``503``."""
 MIN_SIDE = 240
 MAX_SIDE = 1920
 MAX_PIXELS = 1920 * 1080

@@ -414,8 +414,9 @@ def create_app(config: ServiceConfig) -> BodyLimit:
         except FrameRefused as exc:
             raise Refused(400, exc.code, exc.message) from None
         log.info("live capture: %s after %d frames (%d dropped), %.1f s, %.2f s of work"
-                 " cert=%s request=%s", result.verdict.value, result.frames, result.dropped,
-                 result.seconds, result.work, fp[:16], REQUEST_ID.get())
+                 " cert=%s request=%s%s", result.verdict.value, result.frames, result.dropped,
+                 result.seconds, result.work, fp[:16], REQUEST_ID.get(),
+                 f" ({session.reason})" if session.reason else "")
         if result.verdict is not Verdict.LIVE:
             # The outcome (no face, several faces, ...) helps the person; the scores and the
             # failing check are never returned (the log keeps the session's reason code).

@@ -156,8 +156,12 @@ def attack_sequence(rgb: np.ndarray, species: str, prompts: list[Prompt], seed: 
 # shown. The attacks are built from one still picture (the chip photo an attacker reads
 # off the card); the only bona fide camera here replays real video (ClipPerformer).
 
-TURN_RAMP = (6.0, 12.0, 18.0, 24.0, 30.0, 34.0, 34.0, 34.0, 26.0, 16.0, 8.0, 0.0)
-CLOSER_RAMP = (1.08, 1.16, 1.24, 1.32, 1.4, 1.4, 1.4, 1.3, 1.15, 1.0)
+TURN_RAMP = (6.0, 12.0, 18.0, 24.0, 30.0, 34.0)
+"""Degrees out to the turn, then held there until the prompt changes (as a person who
+sees the prompt still shown keeps the head turned), then :data:`TURN_BACK`."""
+TURN_BACK = (26.0, 16.0, 8.0, 0.0)
+CLOSER_RAMP = (1.08, 1.16, 1.24, 1.32, 1.4)
+CLOSER_BACK = (1.3, 1.15, 1.0)
 Render = Callable[["Prompt | None", int], np.ndarray]
 
 
@@ -177,10 +181,14 @@ class PromptedCamera:
     def __init__(self, render: Render, *, limit: int = 600) -> None:
         self.render, self.limit = render, limit
         self.prompt: Prompt | None = None
+        self.back: Prompt | None = None
         self.k = self.sent = 0
         self.prompts_seen: list[str] = []
 
     def show(self, prompt: str | None) -> None:
+        """A prompt starts its movement (``k`` from 0); the prompt taken away starts the
+        way back (``render(previous, -1)``, ``-2``, …)."""
+        self.back = self.prompt if prompt is None else None
         self.prompt = None if prompt is None else Prompt(prompt)
         self.k = 0
         if prompt:
@@ -189,7 +197,10 @@ class PromptedCamera:
     def frame(self) -> bytes | None:
         if self.sent >= self.limit:
             return None
-        rgb = self.render(self.prompt, self.k)
+        if self.prompt is None and self.back is not None:
+            rgb = self.render(self.back, -1 - self.k)
+        else:
+            rgb = self.render(self.prompt, self.k)
         self.k += 1
         self.sent += 1
         return jpeg(rgb)
@@ -197,13 +208,16 @@ class PromptedCamera:
 
 def motion(prompt: Prompt | None, k: int) -> tuple[str, float]:
     """('yaw', signed degrees) or ('zoom', factor) of a picture moved to follow a prompt:
-    the same ramps for every attack, out and back."""
+    the same ramps for every attack — out, held while the prompt is shown, and back
+    (``k`` < 0: the -k-th frame after the prompt was taken away)."""
     if prompt is None:
         return "yaw", 0.0
     if prompt is Prompt.COME_CLOSER:
-        return "zoom", CLOSER_RAMP[min(k, len(CLOSER_RAMP) - 1)]
+        ramp: tuple[float, ...] = CLOSER_RAMP if k >= 0 else CLOSER_BACK
+        return "zoom", ramp[min(k if k >= 0 else -1 - k, len(ramp) - 1)]
     sign = -1.0 if prompt is Prompt.TURN_LEFT else 1.0
-    return "yaw", sign * TURN_RAMP[min(k, len(TURN_RAMP) - 1)]
+    turn: tuple[float, ...] = TURN_RAMP if k >= 0 else TURN_BACK
+    return "yaw", sign * turn[min(k if k >= 0 else -1 - k, len(turn) - 1)]
 
 
 def stage(portrait: np.ndarray, size: tuple[int, int] = (640, 480),
@@ -406,6 +420,9 @@ class ClipPerformer:
         self.used: dict[Prompt, int] = {}
         self.synthetic_closer = 0
         self.run: list[int] = []
+        self.peak = 0
+        self.releasing = False
+        self.front = front
         self.stretch = self._stretch_around(self.hold[len(self.hold) // 2])
         self.last = self.stretch[0]
 
@@ -440,6 +457,11 @@ class ClipPerformer:
         """A prompt starts the clip's own movement of that kind — the instance whose
         first frame has the face nearest where it is now, so that the replay jumps as
         little as a person's face would; None goes on with the frontal frames."""
+        if prompt is None and self.run and self.pos < len(self.run):
+            self.prompt = None  # released: the rest of the movement, back to the front
+            self.releasing = True
+            return
+        self.releasing = False
         self.prompt = None if prompt is None else Prompt(prompt)
         self.pos = 0
         self.run = []
@@ -461,12 +483,19 @@ class ClipPerformer:
                 order = sorted(range(len(runs)), key=lambda i: (round(gap(runs[i]) / 100.0),
                                (i - turn) % len(runs)))
                 self.run = runs[order[0]]
+                ys = [abs(float(self.yaws[i] or 0.0) - self.front) for i in self.run]
+                self.peak = ys.index(max(ys))
 
     def frame(self) -> bytes | None:
         if self.sent >= self.limit:
             return None
         self.sent += 1
         if self.run and self.pos < len(self.run):
+            if not self.releasing and self.pos >= self.peak:
+                # Held at the turn while the prompt is still shown (a little movement).
+                i = self.run[max(0, self.peak - (self.sent // 2) % 3)]
+                self.last = i
+                return jpeg(self.frames[i])
             i = self.run[self.pos]
             self.pos += self.step
             self.last = i
@@ -474,7 +503,7 @@ class ClipPerformer:
                 self.stretch = self._stretch_around(self.run[-1])
                 self.hold_pos = 0
             return jpeg(self.frames[i])
-        if self.prompt is Prompt.COME_CLOSER and self.pos < len(CLOSER_RAMP) * 2:
+        if self.prompt is Prompt.COME_CLOSER:  # held closer while the prompt is shown
             f = CLOSER_RAMP[min(self.pos // 2, len(CLOSER_RAMP) - 1)]
             self.pos += 1
             return jpeg(zoom(self.frames[self._next_hold()], f))

@@ -258,7 +258,10 @@ def sequence_camera(chip: np.ndarray, engine: FaceEngine) -> PromptedCamera:
         if prompt not in cache:
             cache[prompt] = [f for f, _t in genuine_sequence(staged, box, nose, [prompt])][3:-3]
         seq = cache[prompt]
-        return seq[k] if k < len(seq) else staged
+        peak = len(seq) // 2 - 1  # the simulator's turn is out and back: held at its peak
+        if k < 0:  # the prompt was taken away: the simulator's way back
+            return seq[min(peak - k, len(seq) - 1)]
+        return seq[min(k, peak)]
 
     return PromptedCamera(render)
 
@@ -269,6 +272,14 @@ def test_the_projects_own_simulator_on_the_chip_photo_fails(
     engine = FaceEngine.shared()
     for chip, ref in targets:
         assert_refused_as_an_attack(drive(engine, ref, sequence_camera(chip, engine)))
+
+
+def ease(k: int) -> float:
+    """0→1 over six frames and held while the prompt is shown; after it is taken away
+    (``k`` < 0), 1→0 over four."""
+    if k < 0:
+        return math.cos(math.pi / 2 * min(-k, 4) / 4)
+    return math.sin(math.pi / 2 * min(k, 6) / 6)
 
 
 def random_plane_camera(chip: np.ndarray, seed: int) -> PromptedCamera:
@@ -283,11 +294,11 @@ def random_plane_camera(chip: np.ndarray, seed: int) -> PromptedCamera:
         if prompt is None:
             return base
         key = id(prompt)
-        if k == 0 or key not in moves:
+        if k == 0 or key not in moves:  # a new motion for every prompt
             moves[key] = (rng.uniform(-90, 90), rng.uniform(25, 60) * rng.choice((-1, 1)),
                           rng.uniform(-20, 20), rng.uniform(1.1, 1.5), rng.uniform(1.2, 3.0))
         axis, angle, rolled, closer, dist = moves[key]
-        a = math.sin(math.pi * min(k, 12) / 12)  # out and back
+        a = ease(k)
         img = tilted(base, axis, angle * a, dist)
         if rolled:
             from facepin.simulate import roll
@@ -319,7 +330,7 @@ def random_warp_camera(chip: np.ndarray, seed: int, engine: FaceEngine) -> Promp
     noise = np.random.default_rng(seed)
 
     def render(prompt: Prompt | None, k: int) -> np.ndarray:
-        a = math.sin(math.pi * min(k, 12) / 12) if prompt is not None else 0.0
+        a = ease(k) if prompt is not None else 0.0
         if prompt is Prompt.COME_CLOSER:
             img = zoom(base, 1 + 0.4 * a)
         else:
