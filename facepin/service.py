@@ -558,14 +558,17 @@ class BodyLimit:
                     return 408
                 chunk = msg.get("body", b"")
                 size += len(chunk)
-                if size > limit:
-                    return 413
+                # The shared budget first: a streamed body larger than it is "busy" whether
+                # or not it is also larger than this route's limit (one read may carry
+                # more than the limit, which would otherwise hide the budget).
                 if size > reserved + extra:
                     grow = size - reserved - extra
                     if self.buffered + grow > self.max_buffered:
                         return 503
                     self.buffered += grow
                     extra += grow
+                if size > limit:
+                    return 413
                 parts.append(chunk)
                 if not msg.get("more_body", False):
                     return b"".join(parts)
