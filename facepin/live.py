@@ -54,9 +54,10 @@ refused ``503``."""
 MIN_SIDE = 240
 MAX_SIDE = 1920
 MAX_PIXELS = 1920 * 1080
-QUEUE = 8
+QUEUE = 3
 """Frames waiting to be measured; when the measuring falls behind, newer frames are
-dropped rather than held (the time stamp of each kept frame is its arrival)."""
+dropped rather than held (the time stamp of each kept frame is its arrival), so the
+prompts never lag far behind what the camera shows."""
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 JP2_MAGICS = (b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")
@@ -184,6 +185,7 @@ async def run_capture(receive: Receive, send: Send, session: LivenessSession,
                 await send({"type": "prompt",
                             "prompt": None if session.showing is None else
                             session.showing.value})
+                session.shown_at(time.monotonic() - start)
             if verdict is not Verdict.IN_PROGRESS:
                 break
     finally:

@@ -270,6 +270,13 @@ class LivenessSession:
             return self._prompt_step(m, t, grey)
         return self._final_step(m, t)
 
+    def shown_at(self, t: float) -> None:
+        """The prompt now in :attr:`showing` reached the person at service time ``t``
+        (later than the frame it was decided on, when measuring lags behind arrival):
+        its time limit counts from then."""
+        if self.phase in (Phase.PROMPT, Phase.HOLD, Phase.FINAL):
+            self._phase_since = max(self._phase_since, t)
+
     def finish(self) -> Verdict:
         """The capture ended: anything not yet live has failed."""
         if self.verdict is Verdict.IN_PROGRESS:
