@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from cardio.identity import InvalidValue
 from facepin.calibration import clopper_pearson
 from facepin.face import FaceEngine, chip_photo, load_image
 from facepin.simulate import ATTACKS, ClipPerformer, attack_camera
@@ -96,11 +97,15 @@ def performers(engine: FaceEngine, clips: list[Clip]) -> list[tuple[Clip, ClipPe
             # The clip and its mirror image: a real turn to one side becomes a real turn
             # to the other.
             w = perf.frames[0].shape[1]
-            both = ClipPerformer(
-                perf.frames + [np.ascontiguousarray(f[:, ::-1]) for f in perf.frames],
-                perf.yaws + [None if y is None else -y for y in perf.yaws],
-                centres=perf.centres + [None if c is None else (w - c[0], c[1])
-                                        for c in perf.centres])
+            try:
+                both = ClipPerformer(
+                    perf.frames + [np.ascontiguousarray(f[:, ::-1]) for f in perf.frames],
+                    perf.yaws + [None if y is None else -y for y in perf.yaws],
+                    centres=perf.centres + [None if c is None else (w - c[0], c[1])
+                                            for c in perf.centres])
+            except InvalidValue as exc:  # the person's frontal pose is far from square on
+                print(f"  skip {clip.name} mirrored: {exc}")
+                continue
             out.append((Clip(clip.path, clip.person, clip.setting, True), both))
         else:
             print(f"  skip {clip.name}: no turn of 22° or more")

@@ -75,7 +75,7 @@ START_DEGREES = 25.0
 PLANE_MIN = 0.05
 """Least 80th-percentile distance of the tracked points from one homography, in eye
 spans. Flat pictures moved in any way (print, screen, tilted about any axis, rolled,
-sheared): at most 0.040 over 90 turns measured (tracking noise); real head turns in the
+sheared): at most 0.040 over 70 turns measured (tracking noise); real head turns in the
 phone-selfie clips: 0.073 and more (``bench/liveness_bench.py --mode explore``)."""
 NOVELTY_MIN = 0.08
 """Least unexplained change of the face on the first frame that turned far enough
