@@ -8,10 +8,10 @@ DEBS=(python3 python3-venv python3-pip python3-dev gcc openssl fonts-ipafont-got
       fonts-ipafont-mincho
       pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools iproute2 util-linux
       postgresql cups-ipp-utils avahi-daemon dbus poppler-utils
-      chromium chromium-driver nodejs fonts-nanum fonts-wqy-microhei)
+      chromium chromium-driver nodejs fonts-nanum fonts-wqy-microhei fonts-noto-cjk)
 # chromium (+ driver) and nodejs: the kiosk UI's browser tests (axe-core from npm); fonts-nanum:
 # Hangul for the Korean screens, fonts-wqy-microhei: simplified Chinese (the IPA fonts have
-# neither).
+# neither); fonts-noto-cjk: the kiosk screen's proportional UI face (Noto Sans CJK JP/SC/KR).
 # npm: Debian's package, unless the installed nodejs brings its own (NodeSource's does, and
 # Debian's npm would conflict with it).
 command -v npm >/dev/null 2>&1 || DEBS+=(npm)
