@@ -104,6 +104,24 @@ def browser(executable: str = CHROMIUM, *, user_data_dir: Path | None = None
             b.close()
 
 
+#: In the page: the centre of a control if a person can press it there (inside the
+#: viewport, the topmost element at that point), else why not.
+_REACH = """(sel) => {
+  const e = document.querySelector(sel);
+  if (!e) return "not on the page";
+  const r = e.getBoundingClientRect();
+  const x = r.left + r.width / 2, y = r.top + r.height / 2;
+  if (r.left < 0 || r.top < 0 || r.right > innerWidth || r.bottom > innerHeight)
+    return `outside the ${innerWidth}x${innerHeight} viewport (top ${Math.round(r.top)},`
+      + ` bottom ${Math.round(r.bottom)})`;
+  const hit = document.elementFromPoint(x, y);
+  const lbl = e.labels && e.labels.length ? e.labels[0] : null;
+  if (!hit || !(hit === e || e.contains(hit) || (lbl && lbl.contains(hit))))
+    return "covered by " + (hit ? hit.tagName + "#" + hit.id : "nothing");
+  return [x, y];
+}"""
+
+
 class Pilot:
     """One page of the kiosk UI: follows its screens (``body[data-screen]``), keeps every
     state the server sent (WebSocket frames), screenshots each new screen when asked."""
@@ -132,7 +150,7 @@ class Pilot:
         self.wait_any(lambda s: bool(s), "a screen")
 
     def language(self, lang: str) -> None:
-        self.page.click(f"#langs button[data-lang='{lang}']")
+        self.click(f"#langs button[data-lang='{lang}']")
         self.page.wait_for_function("(l) => document.documentElement.lang === l", arg=lang)
 
     @property
@@ -170,13 +188,21 @@ class Pilot:
     def wait(self, *screens: str, timeout: float = 60) -> str:
         return self.wait_any(lambda s: s in screens, " or ".join(screens), timeout)
 
-    def click(self, selector: str) -> None:
-        self.page.click(selector)
+    def click(self, selector: str, timeout: float = 30) -> None:
+        """Press ``selector`` where a finger would: at the centre of its rectangle, with the
+        mouse, as the page lays it out — never scrolled into view first (a kiosk has no
+        scrolling hand; Playwright's own click scrolls, which hid controls below the fold).
+        A control outside the viewport or covered by something else is :class:`PilotError`."""
+        self.page.wait_for_selector(selector, state="visible", timeout=timeout * 1000)
+        where = self.page.evaluate(_REACH, selector)
+        if not isinstance(where, list):
+            raise PilotError(f"{selector} cannot be pressed on the screen: {where}")
+        self.page.mouse.click(where[0], where[1])
 
     def type_pin(self, pin: str) -> None:
         """On the on-screen keypad, one button per digit, then 確定."""
         for d in pin:
-            self.page.locator(".keypad button[data-key='d']", has_text=d).click()
+            self.click(f"#key-{d}")
         self.page.wait_for_function(
             "(n) => (document.getElementById('pin-dots')||{}).textContent"
             " ?.split('●').length - 1 === n", arg=min(len(pin), 4))
@@ -245,7 +271,7 @@ def _drive(url: str, *, pin: str, document: str, options: Sequence[str],
             s = p.wait("options", *ENDINGS, timeout=left())
         if s == "options":
             for o in options:
-                page.check(f"#opt-{o}")
+                p.click(f"#opt-{o}")
             p.click("#btn-next")
             s = p.wait("quote", *ENDINGS, timeout=left())
         if s == "quote":

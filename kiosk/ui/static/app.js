@@ -114,33 +114,32 @@ function figures(rows) {
 function pinScreen(st) {
   const wrong = st.screen === "pin-wrong";
   const again = st.screen === "pin-again";
-  const parts = [
-    title(wrong ? "screen.pin-wrong.title" : st.screen === "pin-incomplete"
-      ? "screen.pin-incomplete.title" : again ? "screen.pin-again.title" : "screen.pin.title"),
+  const head = title(wrong ? "screen.pin-wrong.title" : st.screen === "pin-incomplete"
+    ? "screen.pin-incomplete.title" : again ? "screen.pin-again.title" : "screen.pin.title");
+  if (wrong || st.screen === "pin-incomplete") head.classList.add("error");
+  const col = el("div", { class: "col" }, head,
     lead(wrong ? t("screen.pin-wrong.text", { n: st.pin.tries_left })
       : st.screen === "pin-incomplete" ? t("screen.pin-incomplete.text")
-        : again ? t("screen.pin-again.text") : t("screen.pin.text")),
-  ];
+        : again ? t("screen.pin-again.text") : t("screen.pin.text")));
   if (!wrong && st.pin.tries_left > 0 && st.pin.tries_left < 3) {
-    parts.push(el("p", { class: "reason", text: t("pin.tries", { n: st.pin.tries_left }) }));
+    col.append(el("p", { class: "reason", text: t("pin.tries", { n: st.pin.tries_left }) }));
   }
-  parts.push(el("div", { class: "pin-dots", id: "pin-dots", "aria-hidden": "true" }));
-  parts.push(el("p", { id: "pin-count", class: "note", "aria-live": "polite" }));
+  col.append(el("div", { class: "pin-dots", id: "pin-dots", "aria-hidden": "true" }));
+  col.append(el("p", { id: "pin-count", class: "note", "aria-live": "polite" }));
   const pad = el("div", { class: "keypad", role: "group", "aria-label": t("pin.keypad") });
   for (const d of ["1", "2", "3", "4", "5", "6", "7", "8", "9"]) {
-    pad.append(el("button", { type: "button", "data-key": "d", onclick: () => send("key", { key: d }),
-      text: d }));
+    pad.append(el("button", { type: "button", "data-key": "d", id: "key-" + d,
+      onclick: () => send("key", { key: d }), text: d }));
   }
   pad.append(el("button", { type: "button", class: "small", id: "key-clear",
     onclick: () => send("key", { key: "clear" }), text: t("btn.clear") }));
-  pad.append(el("button", { type: "button", "data-key": "d", onclick: () => send("key", { key: "0" }),
-    text: "0" }));
+  pad.append(el("button", { type: "button", "data-key": "d", id: "key-0",
+    onclick: () => send("key", { key: "0" }), text: "0" }));
   pad.append(el("button", { type: "button", class: "small", id: "key-back",
     onclick: () => send("key", { key: "back" }), text: t("btn.backspace") }));
-  parts.push(pad);
-  parts.push(actions(st, el("button", { type: "button", class: "primary", id: "key-ok",
+  col.append(actions(st, el("button", { type: "button", class: "primary", id: "key-ok",
     onclick: () => send("key", { key: "ok" }), text: t("btn.ok") })));
-  return parts;
+  return [el("div", { class: "split" }, col, pad)];
 }
 
 function menuScreen(st) {
@@ -150,7 +149,7 @@ function menuScreen(st) {
     const label = el("span", { class: "name", text: docName(item.doc) });
     if (item.refusal) {
       label.append(el("span", { class: "refusal", id: rid,
-        text: t("menu.unavailable") + ": " + reasonText(item.refusal) }));
+        text: t("menu.unavailable_reason", { reason: reasonText(item.refusal) }) }));
     }
     list.append(el("li", {}, el("button", {
       type: "button", class: item.refusal ? "refused" : "", "data-doc": item.doc,
@@ -174,11 +173,12 @@ function newPasswordScreen(st) {
     el("input", { id, type, autocomplete: "off", autocapitalize: "characters",
       spellcheck: "false", ...(extra || {}) }));
   const form = el("form", { id: "reset-form", novalidate: true },
-    field("reset-reservation", "reset.reservation", "text", { inputmode: "latin" }),
-    field("reset-password", "reset.password", "password",
-      { "aria-describedby": "reset-rule", maxlength: "16" }),
-    field("reset-confirm", "reset.confirm", "password", { maxlength: "16" }),
-    el("p", { class: "note", id: "reset-rule", text: t("reset.rule") }));
+    el("div", { class: "fields" },
+      field("reset-reservation", "reset.reservation", "text", { inputmode: "latin" }),
+      el("p", { class: "note", id: "reset-rule", text: t("reset.rule") }),
+      field("reset-password", "reset.password", "password",
+        { "aria-describedby": "reset-rule", maxlength: "16" }),
+      field("reset-confirm", "reset.confirm", "password", { maxlength: "16" })));
   const submit = (ev) => {
     if (ev) ev.preventDefault();
     const get = (id) => { const v = $(id).value; $(id).value = ""; return v; };
@@ -238,7 +238,12 @@ function noticeScreen(st) {
   const parts = [title("screen." + n.kind + ".title")];
   if (n.kind === "pin-locked") parts.push(el("p", { class: "reason", text: t("screen.pin-locked.text") }));
   else parts.push(el("p", { class: "reason", id: "reason", text: reasonText(n.reason) }));
-  if (n.kind === "cancelled") parts.push(lead(t("screen.cancelled.text")));
+  if (n.kind === "cancelled") {
+    // How much went back, in yen: "any money you inserted" left people counting coins.
+    parts.push(el("p", { class: "lead", id: "returned", text: n.amount > 0
+      ? t("cancelled.returned", { n: Number(n.amount).toLocaleString("ja-JP") })
+      : t("screen.cancelled.text") }));
+  }
   if (n.kind === "not-issued") {
     parts.push(lead(t("screen.not-issued.text", { n: Number(n.amount).toLocaleString("ja-JP") })));
     if (st.txn) parts.push(el("p", { class: "lead", id: "slip-txn", text: t("not-issued.txn", { txn: st.txn }) }));
@@ -249,8 +254,10 @@ function noticeScreen(st) {
 
 function doneScreen(st) {
   const parts = [title("screen.done.title")];
-  const key = "done." + (st.outcome || "cancelled");
-  parts.push(lead(has(key) ? t(key) : t("done.cancelled")));
+  let key = "done." + (st.outcome || "cancelled");
+  if (st.outcome === "printed" && st.change > 0) key = "done.printed_change";
+  parts.push(lead(has(key) ? t(key, { n: Number(st.change).toLocaleString("ja-JP") })
+    : t("done.cancelled")));
   if (st.notice) parts.push(el("p", { class: "reason", text: reasonText(st.notice.reason) }));
   if (st.outcome === "printed") {
     parts.push(figures([[t("quote.fee"), yen(st.fee)], [t("payment.change"), yen(st.change), "done-change"]]));
@@ -272,16 +279,14 @@ function render(st) {
   const s = st.screen;
   if (s === "start") {
     // PIN reset is chosen on the session's menu (a facepin reservation): from here it
-    // starts like a certificate, with the card.
-    const reset = el("button", { type: "button", id: "btn-reset", disabled: !st.pin_reset,
-      "aria-describedby": st.pin_reset ? null : "reset-note", text: t("btn.start_reset"),
-      onclick: () => send("start") });
+    // starts like a certificate, with the card. A kiosk that does not offer it shows
+    // nothing of it (a greyed-out button only puzzled people).
     return [title("screen.start.title"), lead(t("screen.start.text")),
       el("div", { class: "big" },
         el("button", { type: "button", class: "primary", id: "btn-start",
           text: t("btn.start_cert"), onclick: () => send("start") }),
-        reset, st.pin_reset ? null : el("p", { class: "note", id: "reset-note",
-          text: t("start.reset_unavailable") }))];
+        st.pin_reset ? el("button", { type: "button", id: "btn-reset",
+          text: t("btn.start_reset"), onclick: () => send("start") }) : null)];
   }
   if (s === "setcard") {
     return simple(st, "setcard", [el("div", { class: "actions" }, el("button", {
@@ -304,6 +309,10 @@ function render(st) {
   }
   if (s === "printing") return simple(st, s, st.take_card || st.remind ? [cardPanel(st)] : []);
   if (s === "take-card") return simple(st, s, [cardPanel(st)]);
+  if (s === "take-pages") {
+    return simple(st, s, st.change > 0 ? [el("p", { class: "lead", id: "take-change",
+      text: t("take-pages.change", { n: Number(st.change).toLocaleString("ja-JP") }) })] : []);
+  }
   if (NOTICES.has(s)) return noticeScreen(st);
   if (s === "done") return doneScreen(st);
   if (s === "call-staff") {

@@ -183,7 +183,7 @@ def bought(f: Flow, kiosk: Kiosk, lab: dict[str, Any], yen: list[int],
     f.p.click("#screen button[data-doc='juminhyo']")
     f.p.wait("options")
     for o in options:
-        f.page.check(f"#opt-{o}")
+        f.p.click(f"#opt-{o}")
     f.p.click("#btn-next")
     f.p.wait("quote")
     f.p.click("#btn-accept")
@@ -232,7 +232,7 @@ def test_wrong_pin_then_right_then_escape(backend: Service, kiosk: Kiosk, chromi
     kiosk.put(card)
     f.p.wait("pin")
     for key in "99":
-        f.page.locator(".keypad button[data-key='d']", has_text=key).click()
+        f.p.click(f"#key-{key}")
     f.page.wait_for_function("document.getElementById('pin-dots').textContent"
                              ".startsWith('●●○')")
     f.p.click("#key-ok")  # two digits never reach the card
