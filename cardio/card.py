@@ -6,9 +6,17 @@ credentials and reads retry counters, and turns status words into typed errors t
 the credential or file involved.
 
 Reading strategy (reference §6): one READ BINARY with a short EF identifier selects the
-EF and returns its first 256 bytes (or, where the reader passes extended APDUs, the whole
-file); the BER header in those bytes gives the total size, and the rest follows in
-≤256-byte chunks from where the first read stopped.
+EF and returns its first 256 bytes (or, with extended length, the whole file); the BER
+header in those bytes gives the total size, and the rest follows in ≤256-byte chunks from
+where the first read stopped. Extended length is used when both the reader and the card
+take it (:attr:`MyNumberCard.extended`): the reader says so through the transport
+(``supports_extended``: True, False or unknown), the card through its ATR's
+card-capabilities object (:func:`cardio.apdu.atr.extended_length`); where either is
+unknown — the contact ATR in OpenSC's table says nothing, a contactless ATR never does —
+the first whole-file read is the probe: an extended Le, and on ``6700`` (or a reader
+error) the same read again in short form, once per connection. A card that answers
+costs no APDU more than the read itself; one that refuses costs one, once. (GET DATA
+``5F51`` would give the contact ATR but costs two or three APDUs, more than the probe.)
 
 Sharing the card with other programs (PC/SC, see :class:`cardio.pcsc.PcscTransport`):
 every multi-APDU sequence here runs inside :meth:`MyNumberCard.atomic` — one PC/SC
@@ -29,7 +37,7 @@ from contextlib import contextmanager
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from cardio import constants as c
-from cardio.apdu import builders, tlv
+from cardio.apdu import atr, builders, tlv
 from cardio.apdu.command import EXTENDED_MAX_LE, SHORT_MAX_LE, CommandApdu, ResponseApdu
 from cardio.apdu.errors import (
     SW_OK,
@@ -41,9 +49,29 @@ from cardio.apdu.errors import (
     error_for_status,
 )
 from cardio.records import RecordError
-from cardio.transport import CardResetError, SharedTransport, Transport
+from cardio.transport import (
+    CardResetError,
+    SharedTransport,
+    Transport,
+    TransportError,
+    transport_atr,
+)
 
 MAX_SFI = 30
+NOT_EXTENDED_SW = frozenset({0x6700, 0x6F00})
+"""What a card that takes no extended Le answers the probe (also ``6Cxx``)."""
+
+
+def extended_at_start(transport: Transport) -> bool | None:
+    """Extended length as far as the reader and the ATR tell: False when either rules it
+    out, True when both offer it, ``None`` (probe) otherwise."""
+    reader = transport.supports_extended
+    card = atr.extended_length(transport_atr(transport) or b"")
+    if reader is False or card is False:
+        return False
+    if reader and card:
+        return True
+    return None
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -97,6 +125,9 @@ class MyNumberCard:
         self._ops = 0
         self._sessions = 0
         self._replaying = False
+        self.extended: bool | None = extended_at_start(transport)
+        """Whether READ BINARY uses extended Le: decided from the reader and the ATR, or
+        by the first whole-file read when they do not tell (``None`` until then)."""
 
     # -- sessions (PC/SC transactions) --------------------------------------------------
     @contextmanager
@@ -238,18 +269,45 @@ class MyNumberCard:
         self.current_ef = None
 
     # -- reading -------------------------------------------------------------------------
-    def _first_chunk(self, fid: int, context: str) -> bytes:
-        le = EXTENDED_MAX_LE if self.transport.supports_extended else SHORT_MAX_LE
+    def _first_read(self, fid: int, le: int) -> CommandApdu:
         if fid <= MAX_SFI:
             self.current_ef = None
-            first = self.send_checked(builders.read_binary_sfi(fid, 0, le), context)
-            self.current_ef = fid
-            return first
+            return builders.read_binary_sfi(fid, 0, le)
         self.select_ef(fid)
-        return self.send_checked(builders.read_binary(0, le), context)
+        return builders.read_binary(0, le)
+
+    def _first_chunk(self, fid: int, context: str, want: int | None = None) -> bytes:
+        """The first READ BINARY of an EF (by SFI where it has one, which also selects
+        it): ``want`` bytes when the caller knows how many (≤256), else the whole file
+        with extended Le, or 256 bytes. Probes extended length when it is unknown."""
+        if want is not None and want <= SHORT_MAX_LE:
+            le = want
+        else:
+            le = SHORT_MAX_LE if self.extended is False else EXTENDED_MAX_LE
+        cmd = self._first_read(fid, le)
+        if le > SHORT_MAX_LE and self.extended is None:
+            try:
+                resp = self.send(cmd)
+            except CardResetError:
+                raise
+            except TransportError:
+                resp = None  # the reader could not pass it: short from now on
+            if resp is not None and not (resp.sw in NOT_EXTENDED_SW
+                                         or resp.sw & 0xFF00 == 0x6C00):
+                check_status(resp.sw, context)
+                self.extended = True
+                if fid <= MAX_SFI:
+                    self.current_ef = fid
+                return resp.data
+            self.extended = False
+            cmd = self._first_read(fid, SHORT_MAX_LE)
+        data = self.send_checked(cmd, context)
+        if fid <= MAX_SFI:
+            self.current_ef = fid
+        return data
 
     def _read_from(self, data: bytearray, total: int, context: str) -> bytes:
-        le_max = EXTENDED_MAX_LE - 1 if self.transport.supports_extended else SHORT_MAX_LE
+        le_max = EXTENDED_MAX_LE - 1 if self.extended else SHORT_MAX_LE
         while len(data) < total:
             want = min(total - len(data), le_max)
             chunk = self.send_checked(builders.read_binary(len(data), want), context)
@@ -276,7 +334,7 @@ class MyNumberCard:
         filler included)."""
         self.select(aid)
         context = f"reading {what} (EF {fid:04X})"
-        first = self._first_chunk(fid, context)
+        first = self._first_chunk(fid, context, length)
         if len(first) >= length:
             return first[:length]
         if len(first) < min(length, SHORT_MAX_LE):
@@ -353,7 +411,7 @@ class MyNumberCard:
         self.forget_selection()
         self.send_checked(builders.select_aid(c.AID_GP_ISD), "SELECT MF level")
         resp = self.send(builders.get_data(tag))
-        if resp.sw == 0x6700 and self.transport.supports_extended:
+        if resp.sw == 0x6700 and self.extended is not False:
             resp = self.send(builders.get_data(tag, EXTENDED_MAX_LE, extended=True))
         check_status(resp.sw, f"GET DATA {tag:04X}")
         return resp.data

@@ -33,6 +33,11 @@ SCARD_E_SHARING_VIOLATION = 0x8010000B
 SCARD_E_TIMEOUT = 0x8010000A
 SCARD_W_UNPOWERED_CARD = 0x80100067
 
+SCARD_ATTR_MAXINPUT = 0x0007A007
+"""The longest command the reader takes (PC/SC Part 3 attribute, in bytes)."""
+SHORT_APDU_MAX_BYTES = 4 + 1 + 255 + 1
+"""The longest short command APDU: a reader taking no more passes no extended ones."""
+
 # SCardGetStatusChange reader states
 STATE_UNAWARE = 0x0000
 STATE_CHANGED = 0x0002
@@ -260,9 +265,9 @@ class PcscTransport:
     even connect while it is open.
     """
 
-    supports_extended = False
-
     def __init__(self, connection: Any, *, exclusive: bool = False, reader: str = "") -> None:
+        self._extended: bool | None = None
+        self._extended_asked = False
         self.connection = connection
         self.reader = reader or str(getattr(connection, "reader", ""))
         self.exclusive = exclusive
@@ -285,6 +290,24 @@ class PcscTransport:
         except Exception as exc:
             raise translate(exc, name) from exc
         return cls(conn, exclusive=exclusive, reader=name)
+
+    @property
+    def supports_extended(self) -> bool | None:
+        """Whether the reader passes extended-length APDUs, from its
+        ``SCARD_ATTR_MAXINPUT`` (the CCID driver answers it; vpcd and many others do
+        not): ``None`` when it does not say, and the card client then probes."""
+        if not self._extended_asked:
+            self._extended_asked = True
+            hcard = self._hcard
+            if hcard is not None:
+                try:
+                    hresult, value = _scard().SCardGetAttrib(hcard, SCARD_ATTR_MAXINPUT)
+                except Exception:  # an old pyscard or a reader error: it does not say
+                    hresult, value = -1, []
+                if hresult == 0 and len(value) >= 4:
+                    self._extended = int.from_bytes(bytes(value[:4]), "little") \
+                        > SHORT_APDU_MAX_BYTES
+        return self._extended
 
     @property
     def atr(self) -> bytes:

@@ -44,10 +44,13 @@ class CardResetError(TransportError):
 
 @runtime_checkable
 class Transport(Protocol):
-    """Moves APDUs. ``supports_extended`` says whether extended-length APDUs pass."""
+    """Moves APDUs. ``supports_extended`` says whether the reader passes extended-length
+    APDUs: True, False, or ``None`` when it cannot tell (most PC/SC readers do not say;
+    :class:`~cardio.card.MyNumberCard` then asks the card with a probe that falls back
+    to short APDUs)."""
 
     @property
-    def supports_extended(self) -> bool: ...
+    def supports_extended(self) -> bool | None: ...
 
     def transmit(self, apdu: bytes) -> bytes: ...
 
@@ -85,12 +88,29 @@ class BytesCard(Protocol):
     def transmit(self, raw: bytes) -> bytes: ...
 
 
-class InProcessTransport:
-    """Talks to a card object in the same process, with no reader in between."""
+def transport_atr(transport: object) -> bytes | None:
+    """The ATR of the card behind ``transport`` when the transport knows it (PC/SC and
+    in-process transports do), else ``None``. Never raises: an ATR is advice."""
+    try:
+        atr = getattr(transport, "atr", None)
+    except Exception:  # a reader error while asking: the ATR then says nothing
+        return None
+    return bytes(atr) if isinstance(atr, bytes | bytearray) else None
 
-    def __init__(self, card: BytesCard, *, supports_extended: bool = False) -> None:
+
+class InProcessTransport:
+    """Talks to a card object in the same process, with no reader in between.
+
+    ``supports_extended`` defaults to False (short APDUs, as most readers); there being no
+    reader, True is as honest: whether the card takes them is then the card's answer."""
+
+    def __init__(self, card: BytesCard, *, supports_extended: bool | None = False) -> None:
         self.card = card
         self.supports_extended = supports_extended
+
+    @property
+    def atr(self) -> bytes | None:
+        return transport_atr(self.card)
 
     def transmit(self, apdu: bytes) -> bytes:
         return self.card.transmit(apdu)
@@ -112,8 +132,12 @@ class CountingTransport:
         self.stats = TraceStats()
 
     @property
-    def supports_extended(self) -> bool:
+    def supports_extended(self) -> bool | None:
         return self.inner.supports_extended
+
+    @property
+    def atr(self) -> bytes | None:
+        return transport_atr(self.inner)
 
     def transmit(self, apdu: bytes) -> bytes:
         resp = self.inner.transmit(apdu)

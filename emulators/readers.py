@@ -26,4 +26,7 @@ def open_emu_reader(location: str, trust: TrustStore | None) -> OpenReader:
         jlis = card.image.meta.get("jlis_dir")
         if isinstance(jlis, str) and jlis and Path(jlis).is_dir():
             trust = TrustStore.from_dir(Path(jlis))
-    return OpenReader(f"emu:{location}", InProcessTransport(card), trust)
+    # No reader in between: extended-length APDUs pass, and the card's own answer
+    # decides whether they are used (cardio.card's probe).
+    return OpenReader(f"emu:{location}", InProcessTransport(card, supports_extended=True),
+                      trust)

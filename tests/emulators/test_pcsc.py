@@ -79,7 +79,9 @@ def test_info_text_and_sign_through_pcscd(pcsc_stack: PcscEnv, pcsc_card: CardHa
 
 def test_removal_mid_read_then_reinsert(pcsc_stack: PcscEnv, pcsc_card: CardHandle) -> None:
     transport = PcscTransport.open(pcsc_card.reader)
-    jpki = JpkiApplication(MyNumberCard(transport))
+    card = MyNumberCard(transport)
+    card.extended = False  # short APDUs: a read of several chunks, pulled between two
+    jpki = JpkiApplication(card)
     assert jpki.token() == "JPKIAPICCTOKEN2"
     pcsc_stack.stack.remove_after(2)
     with pytest.raises(CardRemovedError) as exc:

@@ -390,3 +390,31 @@ def test_raw_sign_fast_path_equals_the_exponentiation() -> None:
     odd = b"\x30\x10" + b"\x01" * 16  # not a DigestInfo: the exponentiation path
     em = b"\x00\x01" + b"\xff" * (256 - 3 - len(odd)) + b"\x00" + odd
     assert raw_sign(key, odd) == pow(int.from_bytes(em, "big"), d, n).to_bytes(256, "big")
+
+
+def test_extended_le_by_sfi_reads_whole_files(apdu: Apdu, soft_card: SoftwareCard,
+                                              profile: Profile) -> None:
+    """jsapdu's ``readEfBinaryFull``: ``00 B0 (80|SFI) 00 00 00 00``, no SELECT EF before it,
+    returns the whole EF (physical filler included) with 9000 (reference §6)."""
+    apdu(JPKI)
+    for fid in (c.JPKI_AUTH_CERT, c.JPKI_AUTH_CA_CERT, c.JPKI_SIGN_CA_CERT):
+        raw = soft_card.image.files[(c.AID_JPKI, fid)]
+        assert apdu(f"00B0{0x80 | fid:02X}00000000") == (raw, 0x9000)
+    # An extended Le below what remains: exactly that many; the 8-bit SFI offset applies.
+    auth = soft_card.image.files[(c.AID_JPKI, c.JPKI_AUTH_CERT)]
+    assert apdu("00B08A10000120") == (auth[0x10 : 0x10 + 0x120], 0x9000)
+    # The signature certificate still needs its password, extended or not.
+    assert apdu("00B08100000000")[1] == 0x6982
+    pw = profile.sign_password.encode()
+    assert apdu(f"0020009B{len(pw):02X}{pw.hex()}")[1] == 0x9000
+    sign = soft_card.image.files[(c.AID_JPKI, c.JPKI_SIGN_CERT)]
+    assert apdu("00B08100000000") == (sign, 0x9000)
+    # The card face with its photo, the largest EF, in one APDU after 照合番号B.
+    apdu(VISUAL)
+    code_b = profile.code_b.encode()
+    assert apdu(f"00200092{len(code_b):02X}{code_b.hex()}")[1] == 0x9000
+    face = soft_card.image.files[(c.AID_VISUAL, c.VISUAL_FACE)]
+    assert len(face) > 256
+    assert apdu("00B08200000000") == (face, 0x9000)
+    # A truncated extended Le is malformed: 6700.
+    assert apdu("00B08A000000")[1] == 0x6700
