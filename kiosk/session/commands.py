@@ -196,6 +196,7 @@ class PrintDocument(Command):
 
     document: object = field(default=None, repr=False, compare=False)
     digest: str = ""
+    copies: int = 1  # 通数: the same verified document, this many times, in one job
     expects_reply = True
     physical = True
 
@@ -244,6 +245,7 @@ class Screen(enum.StrEnum):
     TIMEOUT_WARNING = "timeout-warning"
     CALL_STAFF = "call-staff"  # a device has not answered: 係員をお呼びください
     TAKE_CARD = "take-card"  # 「カードをお取りください」
+    CARD_OUT = "card-out"  # the card has been used: take it before going on (取り忘れ防止)
     TAKE_PAGES = "take-pages"
     DONE = "done"
 

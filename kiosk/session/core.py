@@ -19,6 +19,11 @@ The rules that protect people and money, and where they are enforced:
 * printed pages are released (``RELEASING``) only after :class:`CardRemoved`, and the session
   cannot reach ``DONE`` while the card is in the slot (``AWAIT_CARD_REMOVAL`` reminds, with
   escalating level, for as long as it takes);
+* with ``card_out_after_use`` (the real kiosks' interlock, §1.3: 「マイナンバーカードの使用後には、
+  マイナンバーカードの取り外しをしないと先の操作に進めない」), once the card has been used —
+  PIN verified, center authenticated, menu loaded — the session waits in ``CARD_OUT`` and
+  goes on to the document choice only after :class:`CardRemoved`: nothing after that needs
+  the card, so it cannot be left behind;
 * a time-out warns, then wipes: escrow returned, buffers dropped.
 
 One reply is awaited at a time (``_pending``). When an abort abandons a non-physical command
@@ -39,6 +44,7 @@ from kiosk.session import commands as C
 from kiosk.session import events as E
 
 __all__ = [
+    "MAX_COPIES",
     "MAX_FEE",
     "TABLE",
     "BindingCheck",
@@ -58,6 +64,12 @@ __all__ = [
 #: a refused item: no session takes in more than the journal can vouch for
 #: (:data:`kiosk.session.journal_check.MAX_SESSION_YEN` is derived from it).
 MAX_FEE = 1_000
+
+#: The most copies (通数) of one document a session buys, whatever a municipality allows:
+#: with :data:`MAX_FEE` it bounds a session's fee at ¥5,000, inside the journal's
+#: :data:`kiosk.session.journal_check.MAX_SESSION_YEN` (fee + one ¥10,000 note + coins in
+#: flight ≤ ¥20,000).
+MAX_COPIES = 5
 
 
 class SessionProtocolError(CardioError):
@@ -82,6 +94,7 @@ class State(enum.StrEnum):
     PIN_VERIFYING = "pin-verifying"
     AUTHENTICATING = "authenticating"
     LOADING_MENU = "loading-menu"
+    CARD_OUT = "card-out"  # the card has been used: the session waits for its removal
     MENU = "menu"
     OPTIONS = "options"
     QUOTE = "quote"
@@ -174,7 +187,8 @@ class Snapshot:
 _USER_STATES = frozenset({State.PIN_ENTRY, State.MENU, State.OPTIONS, State.QUOTE,
                           State.PAYMENT, State.RESET_ENTRY, State.RESET_PIN_ENTRY})
 _PRE_STACK = frozenset({State.READING_CARD, State.PIN_ENTRY, State.PIN_VERIFYING,
-                        State.AUTHENTICATING, State.LOADING_MENU, State.MENU, State.OPTIONS,
+                        State.AUTHENTICATING, State.LOADING_MENU, State.CARD_OUT,
+                        State.MENU, State.OPTIONS,
                         State.QUOTE, State.PAYMENT, State.FETCHING, State.RESET_ENTRY,
                         State.RESET_PIN_ENTRY, State.REDEEMING})
 _ENDING = frozenset({State.RETURNING_ESCROW, State.SLIP_PRINTING, State.AWAIT_CARD_REMOVAL,
@@ -220,13 +234,15 @@ def _build_table() -> dict[State, dict[type[E.Event], Edge]]:
             E.CardFailed: _e("_on_card_failed", *_ABORT),
         },
         S.LOADING_MENU: {
-            E.MenuReceived: _e("_on_menu", S.MENU, *_ABORT),
+            E.MenuReceived: _e("_on_menu", S.MENU, S.CARD_OUT, *_ABORT),
             E.ServerRefused: _e("_on_server_refused", *_ABORT),
             E.ServerUnavailable: _e("_on_server_unavailable", *_ABORT),
         },
-        S.MENU: {E.Choose: _e("_on_choose", S.MENU, S.OPTIONS, S.RESET_ENTRY)},
+        S.CARD_OUT: {E.CardRemoved: _e("_on_card_removed", S.MENU, S.OPTIONS)},
+        S.MENU: {E.Choose: _e("_on_choose", S.MENU, S.OPTIONS, S.CARD_OUT, S.RESET_ENTRY)},
         S.OPTIONS: {E.OptionsConfirmed: _e("_on_options", S.QUOTE)},
-        S.QUOTE: {E.QuoteAccepted: _e("_on_quote_accepted", S.PAYMENT, S.FETCHING)},
+        S.QUOTE: {E.QuoteAccepted: _e("_on_quote_accepted", S.PAYMENT, S.FETCHING),
+                  E.QuoteBack: _e("_on_quote_back", S.OPTIONS)},
         S.PAYMENT: {E.DeviceFault: _e("_on_payment_fault", S.PAYMENT, *_ABORT)},
         S.FETCHING: {
             E.DocumentReceived: _e("_on_document", S.STACKING, *_ABORT),
@@ -276,7 +292,7 @@ def _build_table() -> dict[State, dict[type[E.Event], Edge]]:
         row.setdefault(E.CardRemoved, _e("_on_card_removed", state, S.RELEASING, *_ABORT))
         row.setdefault(E.CashCredited, _e("_on_credit", state, S.FETCHING))
         row.setdefault(E.DeviceFault, _e("_on_fault_noted", state))
-        if state in _USER_STATES:
+        if state in _USER_STATES or state is S.CARD_OUT:
             row[E.Cancel] = _e("_on_cancel", *_ABORT)
             row[E.Extend] = _e("_on_extend", state)
     return t
@@ -295,11 +311,15 @@ class IssuanceSession:
     """
 
     def __init__(self, txn: str, request_id: str, kiosk_id: str, binding_check: BindingCheck,
-                 *, timeouts: Timeouts | None = None, pin_reset: bool = True) -> None:
+                 *, timeouts: Timeouts | None = None, pin_reset: bool = True,
+                 card_out_after_use: bool = False) -> None:
         self.txn, self.request_id, self.kiosk_id = txn, request_id, kiosk_id
         self._check = binding_check
         self.timeouts = timeouts or Timeouts()
         self.pin_reset_offered = pin_reset
+        #: The interlock: after its use the card must leave before the session goes on.
+        self.card_out_after_use = card_out_after_use
+        self._after_card_out = State.MENU
         self.state = State.IDLE
         self._n = 0
         self._pending = ""  # key of the awaited reply
@@ -314,6 +334,8 @@ class IssuanceSession:
         self._cert_sha256 = ""
         self.session_id = ""
         self.municipality = ""
+        self.municipality_name = ""
+        self.copies = 1
         self.menu: dict[str, E.MenuItem] = {}
         self.item: E.MenuItem | None = None
         self.options: tuple[str, ...] = ()
@@ -425,7 +447,7 @@ class IssuanceSession:
             self.outcome, self.reason = outcome, reason
         screen = {Outcome.REFUSED: C.Screen.REFUSED,
                   Outcome.CANCELLED: C.Screen.CANCELLED}.get(outcome, C.Screen.REFUSED)
-        self._show(out, screen, reason)
+        self._show(out, screen, reason, self.escrow)  # what goes back, for the screen to say
         if self.state is State.PAYMENT:
             self._cmd(out, C.EndCashIn)
         self._wipe(out)
@@ -529,6 +551,7 @@ class IssuanceSession:
     def _on_authenticated(self, ev: E.Authenticated, out: list[C.Command]) -> None:
         self._answered()
         self.session_id, self.municipality = ev.session_id, ev.municipality_code
+        self.municipality_name = ev.municipality_name
         self._cmd(out, C.LoadMenu, request_id=self.request_id, session_id=self.session_id)
         self._go(State.LOADING_MENU)
 
@@ -547,8 +570,20 @@ class IssuanceSession:
             reasons = [i.refusal for i in ev.items if i.refusal]
             self._abort(out, Outcome.REFUSED, reasons[0] if reasons else "nothing_available")
             return
+        # The PIN reset needs the card again (it is redeemed on it): with the reset on the
+        # menu the card stays until a certificate is chosen.
+        if self.card_out_after_use and self.card_present and not self.pin_reset_offered:
+            self._card_out(out, State.MENU)
+            return
         self._show(out, C.Screen.MENU)
         self._go(State.MENU)
+
+    def _card_out(self, out: list[C.Command], then: State) -> None:
+        self._after_card_out = then
+        self._show(out, C.Screen.CARD_OUT)
+        self._remind_level = 1
+        self._cmd(out, C.RemindCard, level=1)
+        self._go(State.CARD_OUT)
 
     def _on_choose(self, ev: E.Choose, out: list[C.Command]) -> None:
         self._ticks = 0
@@ -566,6 +601,9 @@ class IssuanceSession:
             self._show(out, C.Screen.REFUSED, "fee_out_of_range")  # stays in the menu
             return
         self.item = item
+        if self.card_out_after_use and self.card_present:
+            self._card_out(out, State.OPTIONS)
+            return
         self._show(out, C.Screen.OPTIONS, item.doc_type)
         self._go(State.OPTIONS)
 
@@ -574,10 +612,20 @@ class IssuanceSession:
         unknown = set(ev.options) - set(self.item.options)
         if unknown:
             raise SessionProtocolError(f"options not offered: {sorted(unknown)}")
+        most = min(max(self.item.max_copies, 1), MAX_COPIES)
+        if not 1 <= ev.copies <= most:
+            raise SessionProtocolError(f"{ev.copies} copies asked; 1 to {most} are allowed")
         self.options = tuple(sorted(ev.options))
-        self.fee = self.item.fee
+        self.copies = ev.copies
+        self.fee = self.item.fee * ev.copies
         self._show(out, C.Screen.QUOTE, self.item.doc_type, self.fee)
         self._go(State.QUOTE)
+
+    def _on_quote_back(self, ev: E.QuoteBack, out: list[C.Command]) -> None:
+        assert self.item is not None
+        self.fee = 0
+        self._show(out, C.Screen.OPTIONS, self.item.doc_type)
+        self._go(State.OPTIONS)
 
     def _on_quote_accepted(self, ev: E.QuoteAccepted, out: list[C.Command]) -> None:
         self._cmd(out, C.StartCashIn, fee=self.fee)
@@ -670,7 +718,8 @@ class IssuanceSession:
         self._start_print(out)
 
     def _start_print(self, out: list[C.Command]) -> None:
-        self._cmd(out, C.PrintDocument, document=self._document, digest=self.doc_digest)
+        self._cmd(out, C.PrintDocument, document=self._document, digest=self.doc_digest,
+                  copies=self.copies)
         self._document = None  # the printer adapter holds it until the job ends
         if self.card_present:
             # No page comes out while the card is in the slot (a printer's job starts once
@@ -753,7 +802,17 @@ class IssuanceSession:
         if not self.card_present:
             raise SessionProtocolError("card removed twice")
         self.card_present = False
-        if self.state in _PRE_STACK:
+        if self.state is State.CARD_OUT:
+            # The interlock opens: the card is out, the person goes on to choose.
+            self._remind_level = 0
+            if self._after_card_out is State.OPTIONS and self.item is not None:
+                self._show(out, C.Screen.OPTIONS, self.item.doc_type)
+            else:
+                self._show(out, C.Screen.MENU)
+            self._go(self._after_card_out)
+        elif self.state is State.LOADING_MENU and self.card_out_after_use:
+            pass  # used already (authenticated): taken a moment early, nothing is lost
+        elif self.state in _PRE_STACK:
             self._abort(out, Outcome.CANCELLED, "card_removed")
         elif self.state is State.AWAIT_CARD_REMOVAL:
             self._remind_level = 0
@@ -775,6 +834,18 @@ class IssuanceSession:
             elif self._ticks >= t.warn and not self._warned:
                 self._warned = True
                 self._show(out, C.Screen.TIMEOUT_WARNING, amount=t.wipe - self._ticks)
+            return
+        if s is State.CARD_OUT:
+            # Reminded, escalating, while the card stays; a person who walked away with
+            # the card in the slot is timed out like any idle screen (the ending keeps
+            # reminding until the card is taken).
+            if self._ticks >= t.wipe:
+                self._abort(out, Outcome.CANCELLED, "timeout")
+                return
+            level = 1 + sum(self._ticks >= r for r in t.remind)
+            if level > self._remind_level:
+                self._remind_level = level
+                self._cmd(out, C.RemindCard, level=level)
             return
         if s is State.AWAIT_CARD_REMOVAL:
             # Held here for as long as the card stays: the session never ends on a card.

@@ -44,6 +44,7 @@ __all__ = [
     "PrintDone",
     "PrintFailed",
     "QuoteAccepted",
+    "QuoteBack",
     "Reply",
     "SecretEntered",
     "ServerRefused",
@@ -109,14 +110,20 @@ class Choose(Event):
 @dataclass(frozen=True, slots=True)
 class OptionsConfirmed(Event):
     """The options the user ticked (e.g. ``honseki``, ``setainushi``); a subset of the menu
-    item's options."""
+    item's options — and how many copies (通数), 1 to the item's ``max_copies``."""
 
     options: tuple[str, ...] = ()
+    copies: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class QuoteAccepted(Event):
     """The user accepted the fee shown and will pay."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteBack(Event):
+    """戻る/訂正 on the quote: back to the options and copies, nothing paid yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +189,7 @@ class Authenticated(Reply):
 
     session_id: str
     municipality_code: str
+    municipality_name: str = ""  # shown on the document choice (「○○市の証明書」)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +198,10 @@ class MenuItem:
     non-empty ``refusal`` is the reason code the kiosk shows when it is chosen."""
 
     doc_type: str
-    fee: int
+    fee: int  # per copy
     options: tuple[str, ...] = ()
     refusal: str = ""
+    max_copies: int = 1  # the municipality's limit of copies (通数) in one request
 
 
 @dataclass(frozen=True, slots=True)
