@@ -303,7 +303,10 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
             ready["ui"] = server.url
         _line(ready)
         while not stop.is_set():
-            if not await asyncio.to_thread(slot.present):
+            # With the touch screen a session starts only after 注意事項 and 同意 (the hub's
+            # set-card screen); a card put in earlier waits for them.
+            if not await asyncio.to_thread(slot.present) or (
+                    hub is not None and not hub.accepting_card()):
                 await _wait(stop, 0.2)
                 continue
             keypad = Keypad()
@@ -324,7 +327,10 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
                             cash=cash, printer=PrinterAdapter(tray, printer_url), ui=ui,
                             keypad=keypad,
                             timeouts=timeouts, tick=float(k.get("tick", 1.0)),
-                            facepin_url=k.get("facepin"))
+                            facepin_url=k.get("facepin"),
+                            # the touch screen has the real kiosks' interlock: once used,
+                            # the card leaves before the choice (issue 24)
+                            card_out_after_use=hub is not None)
 
             async def watch_removal(r: Runner = runner) -> None:
                 while True:

@@ -477,7 +477,9 @@ class CashAdapter:
 
     def start_cash_in(self, fee: int) -> None:
         self._covered = 0
-        self.acceptor.cash_in_start({"fee": fee})
+        # The hoppers' stock goes with it: a note whose change they cannot pay goes back.
+        self.acceptor.cash_in_start({"fee": fee, "change_stock": {
+            c: self.stock.get(c, 0) for c in self.hoppers}})
 
     def end(self, sold: bool) -> dict[str, Any]:
         if self.acceptor.session is None or self.acceptor.session.closed:
@@ -810,8 +812,11 @@ class PrinterAdapter:
         state = result.state.name.lower()
         return None if state == "completed" else state
 
-    def print_document(self, key: str, fetched: object, name: str) -> str | None:
-        """``None`` when printed completely, else the failure's reason code."""
+    def print_document(self, key: str, fetched: object, name: str, *, copies: int = 1
+                       ) -> str | None:
+        """``None`` when printed completely, else the failure's reason code. ``copies``
+        (通数): the same pages that many times, in one job — one job is one outcome for
+        the session and for recovery (which asks the printer about that job)."""
         if key in self.done:
             return None if self.done[key] else "failed"
         self.print_started = time.perf_counter()
@@ -826,6 +831,8 @@ class PrinterAdapter:
             self.done[key] = False
             return "bad_seal"  # never print a page whose seal is not this document's
         pdf = render_pdf(fetched.document, page_seal, scramble_key)
+        if copies > 1:
+            pdf = repeat_pages(pdf, copies)
         try:
             if self.ipp_url is not None:
                 failure = self._ipp(pdf, name)
@@ -865,6 +872,26 @@ class PrinterAdapter:
     def release(self) -> None:
         if self.tray is not None:
             release_held(self.tray)
+
+
+def repeat_pages(pdf: bytes, copies: int) -> bytes:
+    """The PDF's pages ``copies`` times over (1, 2, …, 1, 2, …): copies of a certificate as
+    one print job, in memory like the original."""
+    import io
+
+    import pypdfium2 as pdfium
+
+    src = pdfium.PdfDocument(pdf)
+    out = pdfium.PdfDocument.new()
+    try:
+        for _ in range(copies):
+            out.import_pages(src)
+        buf = io.BytesIO()
+        out.save(buf)
+        return buf.getvalue()
+    finally:
+        out.close()
+        src.close()
 
 
 # -- the UI seam ----------------------------------------------------------------------------
@@ -1020,14 +1047,16 @@ class Runner:
     def __init__(self, journal: Journal, *, creds: KioskCredentials, card: CardAdapter,
                  cash: CashAdapter, printer: PrinterAdapter, ui: Ui, keypad: Keypad,
                  timeouts: Timeouts | None = None, tick: float = 1.0,
-                 center: CenterClient | None = None, facepin_url: str | None = None
-                 ) -> None:
+                 center: CenterClient | None = None, facepin_url: str | None = None,
+                 card_out_after_use: bool = False) -> None:
         self.journal, self.creds, self.card, self.cash = journal, creds, card, cash
         self.printer, self.ui, self.keypad = printer, ui, keypad
         self.timeouts = timeouts or Timeouts()
         self.tick = tick
         self.center = center or CenterClient(creds)
         self.facepin_url = facepin_url  # the PIN-reset reservation service, if offered here
+        #: The touch kiosk's interlock: once used, the card leaves before the choice.
+        self.card_out_after_use = card_out_after_use
         self.session: IssuanceSession | None = None
         self._queue: asyncio.Queue[E.Event] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -1058,7 +1087,8 @@ class Runner:
         txn = "T" + secrets.token_hex(6)
         rid = "req-" + secrets.token_hex(8)
         s = IssuanceSession(txn, rid, self.creds.kiosk_id, binding_check(self.creds),
-                            timeouts=self.timeouts, pin_reset=bool(self.facepin_url))
+                            timeouts=self.timeouts, pin_reset=bool(self.facepin_url),
+                            card_out_after_use=self.card_out_after_use)
         self.session = s
         ticker = asyncio.get_running_loop().create_task(self._ticker())
         self.put(E.CardInserted())
@@ -1170,9 +1200,10 @@ class Runner:
         elif isinstance(cmd, C.PrintDocument):
             self.marks["print"] = time.perf_counter()
             name = f"{s.item.doc_type if s.item else 'document'}-{s.request_id}"
-            doc = cmd.document
+            doc, copies = cmd.document, cmd.copies
             self.spawn(self._print_when_card_out(
-                k, lambda: self.printer.print_document(k, doc, name), t.printer))
+                k, lambda: self.printer.print_document(k, doc, name, copies=copies),
+                t.printer))
         elif isinstance(cmd, C.PrintSlip):
             self._reply(k, self._printing(k, lambda: self.printer.print_slip(
                 k, cmd.txn, cmd.yen, cmd.reason), E.PrintDone, E.PrintFailed), t.printer,
@@ -1204,11 +1235,13 @@ class Runner:
         cert, sig = await self.card.cert_and_sign(base64.b64decode(opened.nonce))
         auth = await self.center.authenticate(opened, cert, sig)
         self._opened = opened
-        return E.Authenticated(key, opened.session_id, auth.municipality_code)
+        return E.Authenticated(key, opened.session_id, auth.municipality_code,
+                               auth.municipality_name)
 
     async def _load_menu(self, key: str, cmd: C.LoadMenu) -> E.Event:
         menu = await self.center.menu(cmd.request_id, cmd.session_id)
-        items = [E.MenuItem(i.doc_type, i.fee, tuple(sorted(i.options))) for i in menu.items]
+        items = [E.MenuItem(i.doc_type, i.fee, tuple(sorted(i.options)),
+                            max_copies=i.max_copies) for i in menu.items]
         items += [E.MenuItem(r.doc_type, 0, (), r.reason) for r in menu.refused]
         self._option_values = {i.doc_type: dict(i.options) for i in menu.items}
         return E.MenuReceived(key, tuple(items))

@@ -156,7 +156,8 @@ class MunicipalityServer:
                                  has_tax=has_tax)
             if reason is None:
                 items.append(MenuItem(dtype.value, DOCUMENT_TITLES[dtype],
-                                      m.settings.fees[dtype.value], m.settings.options(dtype)))
+                                      m.settings.fees[dtype.value], m.settings.options(dtype),
+                                      max_copies=m.settings.max_copies))
             else:
                 ja, en = REASONS[reason]
                 refused.append(MenuRefusal(dtype.value, reason, ja, en))

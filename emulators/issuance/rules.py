@@ -76,6 +76,7 @@ class Settings:
     allow_my_number: bool = False  # 個人番号/住民票コード on a kiosk 住民票 (most: never)
     name_limit: int = 30
     address_limit: int = 60
+    max_copies: int = 3  # 通数: the most copies of one certificate in one request
 
     def to_json(self) -> dict[str, Any]:
         return {"fees": self.fees, "open": self.open, "close": self.close,
@@ -83,7 +84,8 @@ class Settings:
                 "koseki_weekdays_only": self.koseki_weekdays_only,
                 "maintenance_days": list(self.maintenance_days),
                 "holidays": list(self.holidays), "allow_my_number": self.allow_my_number,
-                "name_limit": self.name_limit, "address_limit": self.address_limit}
+                "name_limit": self.name_limit, "address_limit": self.address_limit,
+                "max_copies": self.max_copies}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Settings:
@@ -93,7 +95,8 @@ class Settings:
                    koseki_weekdays_only=bool(d["koseki_weekdays_only"]),
                    maintenance_days=tuple(d["maintenance_days"]), holidays=tuple(d["holidays"]),
                    allow_my_number=bool(d["allow_my_number"]), name_limit=int(d["name_limit"]),
-                   address_limit=int(d["address_limit"]))
+                   address_limit=int(d["address_limit"]),
+                   max_copies=int(d.get("max_copies", 3)))
 
     def options(self, doc_type: DocumentType) -> dict[str, list[str]]:
         """What a resident may choose for a type (first value is the default)."""

@@ -116,6 +116,13 @@ class CashSession:
                           self.change_unpaid, list(self.faults))
 
 
+def can_change(amount: int, stock: dict[int, int]) -> bool:
+    """Whether ``stock`` pays ``amount`` of change exactly (nothing to pay: yes)."""
+    if amount <= 0:
+        return True
+    return sum(c * n for c, n in make_change(amount, stock).items()) == amount
+
+
 def make_change(amount: int, stock: dict[int, int]) -> dict[int, int]:
     """Coins (value → count) paying as much of ``amount`` as ``stock`` allows without ever
     exceeding it: exact when possible, otherwise the largest payable sum. A bounded

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kiosk.devices.cash import CashSession, pay_change
+from kiosk.devices.cash import CashSession, can_change, pay_change
 from kiosk.devices.cctalk import CoinAcceptorDriver, HopperDriver
 from kiosk.devices.errors import DeviceError, DeviceTimeout
 from kiosk.devices.id003 import Id003Driver, Status
@@ -95,12 +95,19 @@ class CashAcceptor:
         if self.session is not None and not self.session.closed:
             raise DeviceError("a cash-in is already open; end or roll it back first")
         fee = int(payload["fee"])
+        # The hoppers' stock (coin → count), when the caller knows it: a note whose change
+        # the hoppers cannot pay is handed back before it is taken (a ¥10,000 note for a
+        # ¥200 fee with the ¥500 hopper empty would leave change owed, not paid).
+        stock = payload.get("change_stock")
         self._sweep()
         session = CashSession(fee)
         self.session = session
         if self.bill is not None:
             def accept(yen: int) -> bool | None:
                 if session.credited >= session.price:
+                    return False
+                if stock is not None and not can_change(session.credited + yen
+                                                        - session.price, stock):
                     return False
                 if self.hold_last_note and session.credited + yen >= session.price:
                     return None  # this note completes the payment: hold it until commit

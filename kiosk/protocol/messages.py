@@ -134,9 +134,16 @@ class MenuQuery(Message):
 class MenuItem(Message):
     doc_type: str
     title: str
-    fee: int  # yen
+    fee: int  # yen, per copy
     options: dict[str, list[str]]  # option name -> allowed values (first is the default)
+    #: The most copies (通数) one request may print, the municipality's own limit; absent
+    #: (a server before it was added): one.
+    max_copies: int = 1
     v: str = PROTOCOL_VERSION
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_copies <= 99:
+            raise MalformedMessage("max_copies is 1 to 99")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,9 @@ from cardio.errors import CardioError
 from kiosk.runner import Runner, Ui
 from kiosk.session import commands as C
 from kiosk.session import events as E
-from kiosk.session.core import State
+from kiosk.session.core import MAX_COPIES, State
+
+JST = dt.timezone(dt.timedelta(hours=9))
 
 __all__ = ["MESSAGES", "WebHub", "WebUi", "catalogue_languages", "load_catalogue"]
 
@@ -40,8 +43,9 @@ MESSAGES = Path(__file__).parent / "messages"
 #: The 利用者証明用 PIN is exactly 4 digits; the keypad takes no fifth.
 PIN_DIGITS = 4
 
-#: Between sessions: the hub's own screens.
-START, SETCARD = "start", "setcard"
+#: Between sessions: the hub's own screens — the start, 注意事項 (what will happen; 同意
+#: before the card) and "set your card", the only one on which a card starts a session.
+START, NOTICE, SETCARD = "start", "notice", "setcard"
 
 #: How long "set your card" waits for a card before the start screen comes back.
 SETCARD_SECONDS = 90.0
@@ -51,8 +55,8 @@ SETCARD_SECONDS = 90.0
 _NOTICES = frozenset({C.Screen.REFUSED, C.Screen.CANCELLED, C.Screen.NOT_ISSUED})
 
 #: What the page may ask for (``{"op": …}``).
-_OPS = frozenset({"start", "home", "key", "choose", "menu", "options", "accept", "cancel",
-                  "extend", "reset"})
+_OPS = frozenset({"start", "agree", "home", "key", "choose", "menu", "options", "copies",
+                  "back", "accept", "cancel", "extend", "reset"})
 
 #: Where the keypad takes digits: the PIN, and the PIN again to redeem a PIN reset.
 _KEYPAD_STATES = frozenset({State.PIN_ENTRY, State.RESET_PIN_ENTRY})
@@ -60,6 +64,28 @@ _KEYPAD_STATES = frozenset({State.PIN_ENTRY, State.RESET_PIN_ENTRY})
 #: A facepin reservation number as the page may send it (ids the service makes are short
 #: URL-safe tokens); anything else is refused before it reaches the keypad.
 RESERVATION_MAX = 64
+
+
+#: Notes a Japanese bill validator takes, and the coins of the acceptor.
+NOTES = (1000, 2000, 5000, 10000)
+COINS = (10, 50, 100, 500)
+
+
+def tax_years(today: dt.date | None = None) -> dict[str, int]:
+    """The income years the tax certificate's two choices name (``last``: last calendar
+    year's income, ``before_last``: the year before), as the municipalities issue them."""
+    year = (today or dt.datetime.now(JST).date()).year
+    return {"last": year - 1, "before_last": year - 2}
+
+
+def accepted_money(runner: Any, fee: int, escrow: int) -> dict[str, list[int]]:
+    """What the payment screen says it takes: every coin, and the notes whose change the
+    hoppers can pay from their stock now (the acceptor hands any other note back)."""
+    from kiosk.devices.cash import can_change
+
+    stock = dict(getattr(getattr(runner, "cash", None), "stock", {}) or {})
+    notes = [n for n in NOTES if can_change(escrow + n - fee, stock)]
+    return {"coins": list(COINS), "notes": notes}
 
 
 def catalogue_languages() -> list[str]:
@@ -108,6 +134,9 @@ class WebHub:
         self.txn = ""
         self.chosen = ""
         self.reset_error = ""  # why the new password was not taken (a code, never a value)
+        #: The options chosen, while the copies screen (hub-only; the core is in OPTIONS)
+        #: asks how many.
+        self.pending_options: tuple[str, ...] | None = None
         self.seq = 0
         self._clients: set[asyncio.Queue[str]] = set()
         self._home: asyncio.TimerHandle | None = None
@@ -124,6 +153,12 @@ class WebHub:
         self.notice, self.take_card, self.remind, self.warning = None, False, 0, None
         self.outcome, self.change, self.refund, self.fee, self.txn = "", 0, 0, 0, ""
         self.chosen, self.reset_error = "", ""
+        self.pending_options = None
+
+    def accepting_card(self) -> bool:
+        """Whether a card in the slot may start a session now: only once the person has
+        read 注意事項 and agreed (the set-card screen)."""
+        return self.runner is None and self.screen == SETCARD
 
     def end(self) -> None:
         """The session is over: keep its last screen (done) up for ``done_seconds``, then the
@@ -162,6 +197,7 @@ class WebHub:
             return
         self.warning = None
         self.reset_error = ""
+        self.pending_options = None
         screen = cmd.screen.value
         if cmd.screen is C.Screen.REFUSED and s is not None and s.state is State.MENU:
             screen = "item-refused"  # the menu refused one item; the menu stays
@@ -171,14 +207,14 @@ class WebHub:
             screen = kind
             if cmd.screen is C.Screen.NOT_ISSUED and s is not None:
                 self.txn = s.txn  # the 未交付 slip's number: the customer quotes it
-        elif cmd.screen is C.Screen.TAKE_CARD:
+        elif cmd.screen in (C.Screen.TAKE_CARD, C.Screen.CARD_OUT):
             self.take_card = True
             if self.notice is not None:
                 screen = self.notice["kind"]  # the reason stays up beside the card panel
         elif cmd.screen is C.Screen.DONE:
             self.outcome = cmd.detail
             self.take_card = False
-        elif cmd.screen is C.Screen.TAKE_PAGES:
+        elif cmd.screen in (C.Screen.TAKE_PAGES, C.Screen.MENU, C.Screen.OPTIONS):
             self.take_card = False
         self.screen, self.detail, self.amount = screen, cmd.detail, cmd.amount
         self.publish()
@@ -201,6 +237,8 @@ class WebHub:
             "reset_offered": False, "reset_error": self.reset_error,
             "menu": [], "item": "", "offered": [], "options": [], "fee": self.fee,
             "credited": 0, "change": self.change, "refund": self.refund,
+            "municipality": "", "copies": 1, "max_copies": 1, "unit_fee": 0,
+            "tax_years": tax_years(), "accepted": {"coins": [], "notes": []},
         }
         if s is not None and r is not None:
             st["remind"] = self.remind if s.card_present else 0
@@ -210,9 +248,17 @@ class WebHub:
             st["reset_offered"] = self.pin_reset and s.pin_reset_offered
             st["menu"] = [{"doc": i.doc_type, "fee": i.fee, "options": list(i.options),
                            "refusal": i.refusal} for i in s.menu.values()]
+            st["municipality"] = s.municipality_name
             if s.item is not None:
                 st["item"], st["offered"] = s.item.doc_type, list(s.item.options)
+                st["unit_fee"] = s.item.fee
+                st["max_copies"] = max(1, min(s.item.max_copies, MAX_COPIES))
             st["options"] = list(s.options)
+            st["copies"] = s.copies
+            if self.pending_options is not None:
+                st["options"] = list(self.pending_options)
+            if s.fee:
+                st["accepted"] = accepted_money(r, s.fee, s.escrow)
             st["fee"] = s.fee
             credited = s.escrow + s.stacked
             st["credited"] = credited
@@ -267,7 +313,20 @@ class WebHub:
         return True
 
     def _op_start(self, msg: dict[str, Any]) -> bool:
+        """From the start screen to 注意事項 (the notice the person agrees to)."""
         if self.runner is not None:
+            return False
+        self._cancel_home()
+        self.screen, self.detail, self.amount, self.notice, self.outcome = \
+            NOTICE, "", 0, None, ""
+        self.publish()
+        with contextlib.suppress(RuntimeError):  # nobody read on: start again
+            self._home = asyncio.get_running_loop().call_later(SETCARD_SECONDS, self.home)
+        return True
+
+    def _op_agree(self, msg: dict[str, Any]) -> bool:
+        """同意 on 注意事項: now, and only now, a card starts a session."""
+        if self.runner is not None or self.screen != NOTICE:
             return False
         self._cancel_home()
         self.screen, self.detail, self.amount, self.notice, self.outcome = \
@@ -331,8 +390,33 @@ class WebHub:
                 not isinstance(opts, list) or not all(isinstance(o, str) for o in opts) or \
                 not set(opts) <= set(rs[1].item.options):
             return False
-        rs[0].put(E.OptionsConfirmed(tuple(sorted(set(opts)))))
+        # Next: how many copies (通数) — a screen of the hub's; the core waits in OPTIONS.
+        self.pending_options = tuple(sorted(set(opts)))
+        self.screen, self.detail = "copies", rs[1].item.doc_type
+        self.publish()
         return True
+
+    def _op_copies(self, msg: dict[str, Any]) -> bool:
+        """The copies chosen (``n``), or ``back`` to the options."""
+        rs = self._session()
+        if rs is None or rs[1].state is not State.OPTIONS or rs[1].item is None or \
+                self.pending_options is None or self.screen != "copies":
+            return False
+        if msg.get("back") is True:
+            self.pending_options = None
+            self.screen = C.Screen.OPTIONS.value
+            self.publish()
+            return True
+        n = msg.get("n")
+        most = max(1, min(rs[1].item.max_copies, MAX_COPIES))
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= most:
+            return False
+        rs[0].put(E.OptionsConfirmed(self.pending_options, copies=n))
+        return True
+
+    def _op_back(self, msg: dict[str, Any]) -> bool:
+        """戻る on the quote: back to the options (nothing paid yet)."""
+        return self._put(E.QuoteBack())
 
     def _op_reset(self, msg: dict[str, Any]) -> bool:
         """The new signature password (typed twice) and the facepin reservation number:

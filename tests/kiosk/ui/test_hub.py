@@ -128,6 +128,11 @@ def test_menu_options_quote_payment_figures() -> None:
     hub.act({"op": "options", "options": ["my_number"]})  # not offered: ignored
     assert hub.screen == "options"
     hub.act({"op": "options", "options": ["honseki"]})
+    assert hub.screen == "copies" and d.session.state is State.OPTIONS
+    assert hub.state()["options"] == ["honseki"] and hub.state()["max_copies"] == 1
+    hub.act({"op": "copies", "n": 2})  # over this item's maximum (1): ignored
+    assert hub.screen == "copies"
+    hub.act({"op": "copies", "n": 1})
     assert hub.screen == "quote" and hub.state()["fee"] == 200
     hub.act({"op": "accept"})
     assert hub.screen == "payment"
@@ -170,6 +175,8 @@ def test_locked_and_the_end_of_a_session_back_to_start() -> None:
         await asyncio.sleep(0.2)
         assert hub.screen == "start"
         hub.act({"op": "start"})
+        assert hub.screen == "notice"
+        hub.act({"op": "agree"})
         assert hub.screen == "setcard"
         hub.act({"op": "home"})
         assert hub.screen == "start"
@@ -181,6 +188,7 @@ def test_printing_reminders_and_take_card() -> None:
     d = to_menu(hub)
     hub.act({"op": "choose", "item": "juminhyo"})
     hub.act({"op": "options", "options": []})
+    hub.act({"op": "copies", "n": 1})
     hub.act({"op": "accept"})
     d.put(E.CashCredited(1000))
     d.reply(E.DocumentReceived, object(), "digest")
@@ -279,3 +287,53 @@ def test_keys_after_ok_do_not_change_the_pin_the_card_gets() -> None:
     k.wipe()
     with pytest.raises(KioskError):
         k.secret()
+
+
+def test_notice_before_the_card_then_card_out_copies_and_back() -> None:
+    """注意事項 and 同意 before a card may start a session; once used the card must leave
+    before the choice (the hub shows card-out, the choice is refused meanwhile); copies
+    multiply the fee up to the municipality's maximum; 戻る from the quote and from the
+    copies screen."""
+    hub = WebHub()
+    assert not hub.accepting_card()
+    hub.act({"op": "agree"})  # not on the notice: ignored
+    assert hub.screen == "start" and not hub.accepting_card()
+    hub.act({"op": "start"})
+    assert hub.screen == "notice" and not hub.accepting_card()
+    hub.act({"op": "agree"})
+    assert hub.screen == "setcard" and hub.accepting_card()
+    d = Desk(hub)
+    d.session.card_out_after_use = True
+    assert not hub.accepting_card()
+    d.put(E.CardInserted())
+    d.reply(E.CardRead, 3, "ab" * 32)
+    for k in PIN:
+        hub.act({"op": "key", "key": k})
+    hub.act({"op": "key", "key": "ok"})
+    d.reply(E.PinResult, True, 3)
+    d.reply(E.Authenticated, "S1", "131016", "千代田区")
+    d.reply(E.MenuReceived, (E.MenuItem("juminhyo", 200, ("honseki",), max_copies=3),))
+    st = hub.state()
+    assert (hub.screen, st["take_card"], st["municipality"]) == ("card-out", True, "千代田区")
+    hub.act({"op": "choose", "item": "juminhyo"})  # the card is in: refused
+    assert d.session.state is State.CARD_OUT and "choose" in hub.errors
+    d.put(E.CardRemoved())
+    assert hub.screen == "menu" and hub.state()["take_card"] is False
+    hub.act({"op": "choose", "item": "juminhyo"})
+    hub.act({"op": "options", "options": ["honseki"]})
+    assert hub.screen == "copies" and hub.state()["max_copies"] == 3
+    hub.act({"op": "copies", "back": True})
+    assert hub.screen == "options" and d.session.state is State.OPTIONS
+    hub.act({"op": "options", "options": []})
+    hub.act({"op": "copies", "n": 4})  # over the maximum: ignored
+    hub.act({"op": "copies", "n": 3})
+    st = hub.state()
+    assert (hub.screen, st["fee"], st["copies"], st["unit_fee"]) == ("quote", 600, 3, 200)
+    hub.act({"op": "back"})
+    assert hub.screen == "options" and d.session.fee == 0
+    hub.act({"op": "options", "options": ["honseki"]})
+    hub.act({"op": "copies", "n": 2})
+    assert (hub.screen, hub.state()["fee"]) == ("quote", 400)
+    hub.act({"op": "accept"})
+    assert hub.screen == "payment"
+    assert hub.state()["accepted"]["coins"] == [10, 50, 100, 500]
