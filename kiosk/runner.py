@@ -157,7 +157,14 @@ class Keypad:
 class CardAdapter:
     """The card through ``cardio``: retry counter and certificate, VERIFY with the keypad's
     PIN, the 利用者証明用 signature over the center's nonce. Blocking calls run on a worker
-    thread, one at a time (a card is a serial device)."""
+    thread, one at a time (a card is a serial device).
+
+    The card phase spends the fewest APDUs the card allows (every one is a radio round trip
+    on a contactless reader): SELECT, the counter, the certificate (one READ BINARY where
+    extended length works), VERIFY, the signature. The certificate read before the PIN is
+    the one sent with the signature (a card swapped in between signs with a key that
+    certificate does not hold, and the center refuses the pair); after a VERIFY the card
+    accepted, the counter is the credential's full count, so it is not read again."""
 
     def __init__(self, reader: str, keypad: Keypad, *, redeem_timeout: float = 10.0) -> None:
         self.reader_spec = reader
@@ -165,6 +172,7 @@ class CardAdapter:
         self.redeem_timeout = redeem_timeout  # < Timeouts.center: see redeem()
         self._card: Any = None
         self._jpki: Any = None
+        self._cert: bytes | None = None
         self._lock = asyncio.Lock()
 
     def _open(self) -> Any:
@@ -183,7 +191,13 @@ class CardAdapter:
         if self._card is not None:
             with contextlib.suppress(Exception):
                 self._card.close()
-        self._card = self._jpki = None
+        self._card = self._jpki = self._cert = None
+
+    def _certificate(self, app: Any) -> bytes:
+        """The auth certificate, read once per card connection."""
+        if self._cert is None:
+            self._cert = app.certificate_der("auth")
+        return self._cert
 
     async def _call(self, fn: Callable[[], Any]) -> Any:
         async with self._lock:
@@ -193,7 +207,7 @@ class CardAdapter:
         def read() -> E.Event:
             app = self._open()
             tries = app.tries_left("auth")
-            cert = app.certificate_der("auth")
+            cert = self._certificate(app)
             # A card that does not tell its counter is verified (the core never verifies
             # at 0, and the card itself refuses when blocked).
             return E.CardRead(key, tries if tries is not None else 3,
@@ -217,8 +231,10 @@ class CardAdapter:
                 return E.PinResult(key, False, 0)
             except VerificationFailed as e:
                 return E.PinResult(key, False, int(e.tries_left or 0))
-            tries = app.tries_left("auth")
-            return E.PinResult(key, True, tries if tries is not None else 3)
+            from cardio.constants import Credential
+
+            # A VERIFY the card accepted restores the full count: no APDU to learn it.
+            return E.PinResult(key, True, Credential.AUTH.default_tries)
         try:
             event: E.Event = await self._call(verify)
             return event
@@ -269,7 +285,7 @@ class CardAdapter:
     async def cert_and_sign(self, nonce: bytes) -> tuple[bytes, bytes]:
         def sign() -> tuple[bytes, bytes]:
             app = self._open()
-            return app.certificate_der("auth"), app.sign("auth", nonce)
+            return self._certificate(app), app.sign("auth", nonce)
         result: tuple[bytes, bytes] = await self._call(sign)
         return result
 
