@@ -195,6 +195,11 @@ class PcscStack:
     def stats(self) -> dict[str, Any]:
         return self.control(op="stats")
 
+    def link(self, apdu_ms: float = 0.0, byte_us: float = 0.0, slot: int = 0) -> None:
+        """Model a slower reader-card link in ``slot`` (:class:`emulators.vpcd.LinkModel`):
+        ``apdu_ms`` per APDU plus ``byte_us`` per byte; 0, 0 is a contact reader again."""
+        self.control(op="link", slot=slot, apdu_ms=apdu_ms, byte_us=byte_us)
+
     def remove_after(self, n: int, slot: int = 0) -> None:
         """Pull the card out after ``n`` more APDUs (the next one is never answered)."""
         self.control(op="remove_after", slot=slot, n=n)
@@ -321,6 +326,7 @@ def _handle(cmd: dict[str, Any], bridges: list[Any], stop: threading.Event) -> d
             return {"ok": True}
         if op == "stats":
             return {"ok": True, "apdus": [b.stats.apdus for b in bridges],
+                    "link_seconds": [b.stats.link_seconds for b in bridges],
                     "readers": [b.reader_name for b in bridges],
                     "card_errors": [b.card_errors for b in bridges]}
         bridge = bridges[int(cmd.get("slot", 0))]
@@ -338,6 +344,11 @@ def _handle(cmd: dict[str, Any], bridges: list[Any], stop: threading.Event) -> d
             bridge.card = SoftwareCard.open(cmd["card"])
             bridge.insert()
             wait_for(bridge.reader_name, present=True, timeout=10)
+        elif op == "link":
+            from emulators.vpcd import LinkModel
+
+            bridge.link = LinkModel(float(cmd.get("apdu_ms", 0)) / 1000,
+                                    float(cmd.get("byte_us", 0)) / 1e6)
         elif op == "remove_after":
             bridge.card.faults.remove_after = int(cmd["n"])
         else:

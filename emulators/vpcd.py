@@ -99,10 +99,32 @@ class _Closed(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class LinkModel:
+    """A slower link between reader and card than a contact reader's, for measuring what
+    each APDU costs there: a contactless card answers after a radio round trip (ISO 14443
+    frame exchange, waiting time, the reader's own turnaround — tens of ms per APDU on
+    phones and cheap readers) and moves bytes at 106-848 kbit/s. The bridge waits
+    ``cost()`` before each answer; control codes (power, ATR) are not delayed."""
+
+    apdu_seconds: float = 0.0
+    """Fixed cost of one command-response exchange."""
+    byte_seconds: float = 0.0
+    """Cost per byte of command and response (about 94 µs at 106 kbit/s: 10 etu a byte)."""
+
+    def cost(self, command: int, response: int) -> float:
+        return self.apdu_seconds + self.byte_seconds * (command + response)
+
+
+CONTACT = LinkModel()
+
+
 @dataclass
 class BridgeStats:
     apdus: int = 0
     controls: dict[int, int] = field(default_factory=dict)
+    link_seconds: float = 0.0
+    """Time the link model added (the sum of its costs, not a measurement)."""
 
 
 class VpcdBridge:
@@ -137,6 +159,8 @@ class VpcdBridge:
         """Why the bridge thread died (None while it runs or after a clean stop)."""
         self.card_errors = 0
         """APDUs the card failed on (answered 6F00)."""
+        self.link = CONTACT
+        """The modelled reader-card link (:class:`LinkModel`); contact = no delay."""
 
     # -- public control ----------------------------------------------------------------------
     def start(self, inserted: bool = True) -> VpcdBridge:
@@ -264,6 +288,10 @@ class VpcdBridge:
                 self._card_failed(f"APDU {payload[:4].hex().upper()}", exc)
                 response = SW_NO_DIAGNOSIS
             self.stats.apdus += 1
+            delay = self.link.cost(len(payload), len(response))
+            if delay > 0:
+                self.stats.link_seconds += delay
+                time.sleep(delay)
             self._send(sock, response)
 
     def _card_failed(self, what: str, exc: Exception) -> None:

@@ -326,3 +326,25 @@ def test_emu_serve_survives_a_damaged_store_through_pcscd(card_dir: tuple[Path, 
     # One line for the one failed APDU (none if the card engine answered 6581 itself).
     assert len(failed) == (1 if answered_6f00 else 0), err
     assert not answered_6f00 or ("APDU 0020" in failed[0] and "state.json" in failed[0])
+
+
+def test_link_model_delays_each_apdu_by_its_cost(vpcd: FakeVpcd) -> None:
+    """The contactless link model (issue 28): a fixed cost per APDU plus a cost per byte,
+    added to APDUs only (controls are free); the stats sum the modelled costs."""
+    from emulators.vpcd import LinkModel
+
+    link = LinkModel(apdu_seconds=0.002, byte_seconds=0.0001)
+    assert link.cost(5, 258) == pytest.approx(0.002 + 0.0263)
+    bridge = VpcdBridge(TrivialCard(), vpcd.port)
+    bridge.link = LinkModel(apdu_seconds=0.002)
+    bridge.start()
+    try:
+        vpcd.accept()
+        vpcd.send(b"\x04")
+        vpcd.recv()
+        for _ in range(5):
+            assert vpcd.apdu("00A4040C") == b"\x90\x00"
+        assert bridge.stats.apdus == 5
+        assert bridge.stats.link_seconds == pytest.approx(5 * 0.002)
+    finally:
+        bridge.stop()
