@@ -6,7 +6,7 @@
 
 const S = {
   state: null, lang: null, langs: [], cat: {}, fallback: {}, ws: null, muted: false,
-  key: "", warnLeft: 0, warnTimer: null, remindTimer: null, lastScreen: "",
+  key: "", warnLeft: 0, warnTimer: null, remindTimer: null, lastScreen: "", copies: 1,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -79,7 +79,7 @@ function setMuted(m) {
 
 // -- the screens --------------------------------------------------------------------------
 
-const CANCELLABLE = new Set(["pin", "pin-wrong", "pin-incomplete", "menu", "item-refused",
+const CANCELLABLE = new Set(["card-out", "copies", "pin", "pin-wrong", "pin-incomplete", "menu", "item-refused",
   "options", "quote", "payment", "new-password", "pin-again"]);
 const PIN_SCREENS = new Set(["pin", "pin-wrong", "pin-incomplete", "pin-again"]);
 const NOTICES = new Set(["refused", "cancelled", "not-issued", "pin-locked"]);
@@ -89,18 +89,64 @@ function title(key, params) {
 }
 const lead = (text) => el("p", { class: "lead", text });
 
+// Where the card is: the reader's slot with the card in it (an arrow shows which way).
+function cardPicture(out) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 160 100");
+  svg.setAttribute("class", "card-picture");
+  svg.setAttribute("aria-hidden", "true");
+  const add = (tag, attrs) => {
+    const e = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    svg.append(e);
+  };
+  add("rect", { x: 10, y: 55, width: 140, height: 35, rx: 6, fill: "#3b4a5a" }); // the reader
+  add("rect", { x: 30, y: 58, width: 100, height: 6, rx: 3, fill: "#0d1620" }); // its slot
+  add("rect", { x: 45, y: out ? 6 : 22, width: 70, height: 44, rx: 5, fill: "#f2c94c",
+    stroke: "#1a1a1a", "stroke-width": 2 }); // the card
+  add("rect", { x: 52, y: out ? 14 : 30, width: 16, height: 20, rx: 2, fill: "#ffffff" });
+  add("path", { d: out ? "M140 48 L140 12 M132 20 L140 12 L148 20"
+    : "M140 10 L140 46 M132 38 L140 46 L148 38", stroke: "#a3001b", "stroke-width": 5,
+    fill: "none", "stroke-linecap": "round" });
+  return svg;
+}
+
 function cardPanel(st) {
   return el("div", { class: "card-panel", id: "card-panel", role: "alert" },
-    el("strong", { text: t("card.panel") }), el("span", { text: t("card.panel_text") }));
+    cardPicture(true),
+    el("div", {}, el("strong", { text: t("card.panel") }),
+      el("span", { text: t("card.panel_text") })));
 }
 
 function actions(st, ...buttons) {
   const row = el("div", { class: "actions" }, ...buttons);
   if (CANCELLABLE.has(st.screen) && st.in_session) {
     row.append(el("button", { type: "button", class: "cancel", id: "btn-cancel",
-      text: t("btn.cancel"), onclick: () => send("cancel") }));
+      text: t("btn.cancel"), onclick: () => askCancel() }));
   }
   return row;
+}
+
+// Cancel: with money inserted it asks once (the money goes back), otherwise at once.
+function askCancel() {
+  const st = S.state;
+  if (!st || st.screen !== "payment" || !(st.credited > 0)) { send("cancel"); return; }
+  const box = $("confirm");
+  $("confirm-title").textContent = t("confirm.title");
+  $("confirm-text").textContent = t("confirm.text", { n: Number(st.credited).toLocaleString("ja-JP") });
+  $("confirm-yes").textContent = t("btn.cancel_yes");
+  $("confirm-no").textContent = t("btn.continue");
+  box.hidden = false;
+  modal(true);
+  $("confirm-no").focus();
+}
+
+function closeConfirm(cancel) {
+  $("confirm").hidden = true;
+  modal(false);
+  if (cancel) send("cancel");
+  else { const h = $("screen-title"); if (h) h.focus(); }
 }
 
 function figures(rows) {
@@ -161,7 +207,12 @@ function menuScreen(st) {
       onclick: () => send("choose", { item: "pin-reset" }) },
     el("span", { class: "name", text: docName("pin-reset") }), el("span", { class: "fee" }))));
   }
-  return [title("screen.menu.title"), lead(t("screen.menu.text")), list, actions(st)];
+  const head = [title("screen.menu.title")];
+  if (st.municipality) {
+    head.push(el("p", { class: "lead", id: "municipality",
+      text: t("menu.municipality", { name: st.municipality }) }));
+  }
+  return [...head, lead(t("screen.menu.text")), list, actions(st)];
 }
 
 // The PIN-reset path: the reservation number from the app and the new signature password,
@@ -197,31 +248,101 @@ function newPasswordScreen(st) {
   return parts;
 }
 
+// Options that pick one of two values (the first is the default; ticking the option
+// picks the second): shown as the two choices they are, each saying what prints.
+const CHOICES = { kind: ["full", "individual"], year: ["last", "before_last"] };
+
+function optionLabel(st, o, v) {
+  if (o === "year") {
+    const y = st.tax_years[v];
+    return t("opt.year." + v, { year: y, fy: y + 1 });
+  }
+  return v === undefined ? (has("opt." + o) ? t("opt." + o) : o) : t("opt." + o + "." + v);
+}
+
 function optionsScreen(st) {
   const form = el("fieldset", { class: "options" },
     el("legend", { class: "sr-only", text: t("screen.options.title") }));
-  for (const o of st.offered) {
+  const checks = st.offered.filter((o) => !CHOICES[o]);
+  for (const o of checks) {
     const id = "opt-" + o;
     form.append(el("label", { class: "choice", for: id },
       el("input", { type: "checkbox", id, name: o, checked: st.options.includes(o) }),
-      el("span", { text: has("opt." + o) ? t("opt." + o) : o })));
+      el("span", { text: optionLabel(st, o) })));
   }
-  if (!st.offered.length) form.append(el("p", { text: t("quote.none") }));
+  const groups = [];
+  for (const o of st.offered.filter((x) => CHOICES[x])) {
+    const g = el("fieldset", { class: "options", id: "group-" + o },
+      el("legend", { class: "group-legend", text: t("opt." + o + ".legend") }));
+    CHOICES[o].forEach((v, i) => {
+      const id = "opt-" + o + "-" + v;
+      const on = st.options.includes(o) ? i === 1 : i === 0;
+      g.append(el("label", { class: "choice", for: id },
+        el("input", { type: "radio", id, name: o, value: v, checked: on }),
+        el("span", { text: optionLabel(st, o, v) })));
+    });
+    groups.push(g);
+  }
+  const parts = [title("screen.options.title"), lead(docName(st.item))];
+  if (!st.offered.length) {
+    parts.push(el("p", { class: "reason", id: "no-options", text: t("screen.options.none") }));
+  } else if (checks.length) {
+    parts.push(lead(t("screen.options.text")));
+  }
+  const chosen = () => [...form.querySelectorAll("input:checked")].map((i) => i.name).concat(
+    groups.flatMap((g) => [...g.querySelectorAll("input:checked")]
+      .filter((i) => i.value === CHOICES[i.name][1]).map((i) => i.name)));
   const next = el("button", { type: "button", class: "primary", id: "btn-next", text: t("btn.next"),
-    onclick: () => send("options", { options: [...form.querySelectorAll("input:checked")]
-      .map((i) => i.name) }) });
-  return [title("screen.options.title"), lead(docName(st.item)), lead(t("screen.options.text")),
-    form, actions(st, next)];
+    onclick: () => send("options", { options: chosen() }) });
+  if (checks.length) parts.push(form);
+  parts.push(...groups);
+  parts.push(actions(st, next));
+  return parts;
+}
+
+function copiesScreen(st) {
+  const most = Math.max(1, st.max_copies || 1);
+  let n = Math.min(Math.max(1, S.copies || 1), most);
+  const count = el("output", { id: "copies-n", class: "copies-n", "aria-live": "polite" });
+  const total = el("p", { class: "lead", id: "copies-total" });
+  const minus = el("button", { type: "button", id: "btn-minus", "aria-label": t("btn.fewer"),
+    text: "－" });
+  const plus = el("button", { type: "button", id: "btn-plus", "aria-label": t("btn.more"),
+    text: "＋" });
+  const draw = () => {
+    S.copies = n;
+    count.textContent = t("copies.count", { n });
+    total.textContent = t("copies.total", { unit: yen(st.unit_fee), n, fee: yen(st.unit_fee * n) });
+    minus.disabled = n <= 1;
+    plus.disabled = n >= most;
+  };
+  minus.addEventListener("click", () => { if (n > 1) { n -= 1; draw(); } });
+  plus.addEventListener("click", () => { if (n < most) { n += 1; draw(); } });
+  draw();
+  const back = el("button", { type: "button", id: "btn-back", text: t("btn.back"),
+    onclick: () => send("copies", { back: true }) });
+  const next = el("button", { type: "button", class: "primary", id: "btn-next", text: t("btn.next"),
+    onclick: () => send("copies", { n }) });
+  return [title("screen.copies.title"), lead(docName(st.item)),
+    lead(t("screen.copies.text", { max: most })),
+    el("div", { class: "stepper" }, minus, count, plus), total, actions(st, next, back)];
 }
 
 function quoteScreen(st) {
-  const opts = st.options.length ? st.options.map((o) => (has("opt." + o) ? t("opt." + o) : o))
-    .join("、") : t("quote.none");
-  return [title("screen.quote.title"),
-    figures([[t("quote.doc"), docName(st.item)], [t("quote.options"), opts],
-      [t("quote.fee"), yen(st.fee), "quote-fee"]]),
+  const opts = st.offered.length ? st.offered.filter((o) => !CHOICES[o] && st.options.includes(o))
+    .map((o) => optionLabel(st, o)).concat(st.offered.filter((o) => CHOICES[o])
+      .map((o) => optionLabel(st, o, CHOICES[o][st.options.includes(o) ? 1 : 0]))) : [];
+  const rows = [[t("quote.doc"), docName(st.item)]];
+  if (st.municipality) rows.push([t("quote.municipality"), st.municipality]);
+  rows.push([t("quote.options"), opts.length ? opts.join(t("list.sep")) : t("quote.none")],
+    [t("quote.copies"), t("copies.count", { n: st.copies }), "quote-copies"],
+    [t("quote.fee"), st.copies > 1 ? t("copies.total", { unit: yen(st.unit_fee), n: st.copies,
+      fee: yen(st.fee) }) : yen(st.fee), "quote-fee"]);
+  return [title("screen.quote.title"), figures(rows),
     actions(st, el("button", { type: "button", class: "primary", id: "btn-accept",
-      text: t("btn.accept"), onclick: () => send("accept") }))];
+      text: t("btn.accept"), onclick: () => send("accept") }),
+    el("button", { type: "button", id: "btn-back", text: t("btn.back_change"),
+      onclick: () => send("back") }))];
 }
 
 function paymentScreen(st) {
@@ -229,8 +350,18 @@ function paymentScreen(st) {
     figures([[t("payment.fee"), yen(st.fee), "pay-fee"],
       [t("payment.credited"), "", "pay-credited"],
       [t("payment.left"), "", "pay-left"], [t("payment.change"), "", "pay-change"]]));
-  return [title("screen.payment.title"), lead(t("screen.payment.text")), live,
-    el("p", { class: "note", text: t("payment.cancel_note") }), actions(st)];
+  const acc = st.accepted || { coins: [], notes: [] };
+  const money = (list) => list.map((n) => yen(n)).join(t("list.sep"));
+  const parts = [title("screen.payment.title"), el("p", { class: "lead", id: "accepted",
+    text: t("payment.accepted", { coins: money(acc.coins), notes: acc.notes.length
+      ? money(acc.notes) : t("payment.no_notes") }) })];
+  const refused = [1000, 2000, 5000, 10000].filter((n) => !acc.notes.includes(n));
+  if (acc.notes.length && refused.length) {
+    parts.push(el("p", { class: "note", id: "refused-notes",
+      text: t("payment.notes_refused", { notes: money(refused) }) }));
+  }
+  return parts.concat([live, el("p", { class: "note", text: t("payment.cancel_note") }),
+    actions(st)]);
 }
 
 function noticeScreen(st) {
@@ -288,8 +419,21 @@ function render(st) {
         st.pin_reset ? el("button", { type: "button", id: "btn-reset",
           text: t("btn.start_reset"), onclick: () => send("start") }) : null)];
   }
+  if (s === "notice") {
+    const list = el("ol", { class: "notice", id: "notice-list" });
+    for (const k of ["notice.1", "notice.2", "notice.3", "notice.4", "notice.5"]) {
+      list.append(el("li", { text: t(k) }));
+    }
+    return [title("screen.notice.title"), list, el("div", { class: "actions" },
+      el("button", { type: "button", class: "primary", id: "btn-agree", text: t("btn.agree"),
+        onclick: () => send("agree") }),
+      el("button", { type: "button", id: "btn-back", text: t("btn.back"),
+        onclick: () => send("home") }))];
+  }
+  if (s === "card-out") return simple(st, s, [cardPanel(st), actions(st)]);
+  if (s === "copies") return copiesScreen(st);
   if (s === "setcard") {
-    return simple(st, "setcard", [el("div", { class: "actions" }, el("button", {
+    return simple(st, "setcard", [cardPicture(false), el("div", { class: "actions" }, el("button", {
       type: "button", id: "btn-back", text: t("btn.back"), onclick: () => send("home") }))]);
   }
   if (PIN_SCREENS.has(s)) return pinScreen(st);
@@ -344,7 +488,8 @@ function structure(st) {
   return JSON.stringify([S.lang, st.screen, st.detail, st.in_session, st.notice, st.take_card,
     st.outcome, st.menu, st.item, st.offered, st.fee, st.txn, st.chosen, st.reset_error,
     st.reset_offered, st.v * (st.screen === "new-password" && st.reset_error ? 1 : 0),
-    st.screen === "printing" ? Boolean(st.remind) : 0]);
+    st.screen === "printing" ? Boolean(st.remind) : 0, st.municipality, st.copies,
+    st.options, st.accepted]);
 }
 
 function show(st, force) {
@@ -366,6 +511,8 @@ function show(st, force) {
     $("app-title").textContent = t("app.title");
     $("mute").textContent = t(S.muted ? "mute.on" : "mute.off");
     if (changed) {
+      if (st.screen !== "copies") S.copies = 1;
+      if (!$("confirm").hidden && st.screen !== "payment") closeConfirm(false);
       const h = $("screen-title");
       const lead = box.querySelector(".lead, .reason");
       $("announce").textContent = (h ? h.textContent : "") + " " + (lead ? lead.textContent : "");
@@ -448,9 +595,13 @@ function onKey(ev) {
       ev.preventDefault(); send("key", { key: "ok" }); return;
     }
   }
+  if (!$("confirm").hidden) {
+    if (ev.key === "Escape") { ev.preventDefault(); closeConfirm(false); }
+    return;
+  }
   if (ev.key === "Escape" && CANCELLABLE.has(st.screen) && st.in_session) {
     ev.preventDefault();
-    send("cancel");
+    askCancel();
   }
 }
 
@@ -472,6 +623,8 @@ async function main() {
   langButtons();
   $("mute").addEventListener("click", () => setMuted(!S.muted));
   $("warning-continue").addEventListener("click", () => send("extend"));
+  $("confirm-yes").addEventListener("click", () => closeConfirm(true));
+  $("confirm-no").addEventListener("click", () => closeConfirm(false));
   document.addEventListener("keydown", onKey);
   setMuted(false);
   connect();

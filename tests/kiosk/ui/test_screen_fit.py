@@ -124,6 +124,9 @@ def render(page: Any, name: str, lang: str) -> None:
     page.wait_for_function("(s) => document.body.dataset.screen === s", arg=st["screen"])
     if st.get("warning") is not None:
         page.wait_for_selector("#warning:not([hidden])")
+    if name.endswith("~confirm"):  # cancel with money in: the question, over the screen
+        page.evaluate("document.getElementById('btn-cancel').click()")
+        page.wait_for_selector("#confirm:not([hidden])")
     page.evaluate("document.fonts.ready")
 
 
