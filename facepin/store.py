@@ -49,6 +49,15 @@ MIGRATIONS = {
 }
 
 
+ATTEMPT_LEASE = 600.0
+"""Seconds an attempt without an outcome keeps its slot. An attempt is taken before the
+live capture and finished after it (at most ``LIVE_SLOT_WAIT`` + ``MAX_SECONDS`` and the
+measuring, about 90 s); one still open after this long was abandoned — its instance was
+killed mid-capture — and stops counting against the card's tries (its row stays, for the
+audit). Until then it counts, so attempts running at once on any number of instances
+still get at most the limit."""
+
+
 class StoreError(CardioError):
     pass
 
@@ -201,12 +210,15 @@ class Store:
         return (bytes(nonce), str(prompts)) if now - created <= ttl else None
 
     # -- attempts / rate limit -----------------------------------------------------------
-    def take_attempt(self, cert_fp: str, now: float, since: float, limit: int) -> str | None:
+    def take_attempt(self, cert_fp: str, now: float, since: float, limit: int,
+                     lease: float = ATTEMPT_LEASE) -> str | None:
         """Count this card's attempts since ``since`` and, when fewer than ``limit``,
         record a new one — one atomic step (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: the
         card's row in ``attempt_cards`` locked ``FOR UPDATE``), so N concurrent callers on
-        any number of workers get at most ``limit`` slots. Returns the attempt's id, or
-        None when the limit is reached."""
+        any number of workers get at most ``limit`` slots. An attempt counts when it was
+        evaluated (its outcome recorded) or may still be running (taken less than
+        ``lease`` seconds ago): one abandoned by a killed instance gives the try back
+        after its lease. Returns the attempt's id, or None when the limit is reached."""
         aid = secrets.token_hex(12)
         with self._conn(immediate=True) as db:
             if self.postgres:
@@ -214,8 +226,9 @@ class Store:
                            (cert_fp,))
                 db.execute("SELECT cert_fp FROM attempt_cards WHERE cert_fp=? FOR UPDATE",
                            (cert_fp,))
-            (n,) = db.execute("SELECT COUNT(*) FROM attempts WHERE cert_fp=? AND at>=?",
-                              (cert_fp, since)).fetchone()
+            (n,) = db.execute("SELECT COUNT(*) FROM attempts WHERE cert_fp=? AND at>=?"
+                              " AND (ok IS NOT NULL OR at>=?)",
+                              (cert_fp, since, now - lease)).fetchone()
             if int(n) >= limit:
                 return None
             db.execute("INSERT INTO attempts (cert_fp, at, ok, id) VALUES (?, ?, NULL, ?)",
