@@ -32,7 +32,7 @@ CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-sync", "--no-first-run")
 
 #: Screens where the session went no further (the pilot reports them, it does not wait on).
-ENDINGS = frozenset({"refused", "cancelled", "not-issued", "pin-locked", "pin-wrong",
+ENDINGS = frozenset({"refused", "cancelled", "not-issued", "pin-locked", "pin-wrong", "done",
                      "call-staff", "item-refused"})
 
 
@@ -52,7 +52,7 @@ def asks_for_card(screen: str, state: dict[str, Any]) -> bool:
     """The page asks the person to take the card: the take-card screen, its panel beside a
     notice, or the reminder on the printing screen (a printer's job starts only once the
     card is out)."""
-    return screen == "take-card" or state.get("take_card") is True or (
+    return screen in ("take-card", "card-out") or state.get("take_card") is True or (
         screen == "printing" and bool(state.get("remind")))
 
 
@@ -210,14 +210,16 @@ class Pilot:
 
 
 def drive_issuance(url: str, *, pin: str, document: str, options: Sequence[str] = (),
+                   copies: int = 1,
                    insert: Callable[[int], None], put_card: Callable[[], None],
                    take_card: Callable[[], None], yen: Sequence[int],
                    screenshots: Path | None = None, lang: str = "ja",
                    timeout: float = 120, executable: str = CHROMIUM,
                    user_data_dir: Path | None = None) -> dict[str, Any]:
-    """One issuance through the kiosk's screen: start → set card (``put_card``) → PIN on
-    the keypad → ``document`` → ``options`` → confirm → ``insert`` each of ``yen`` →
-    printing → when 「カードをお取りください」 shows, ``take_card`` → done.
+    """One issuance through the kiosk's screen: start → 注意事項 (同意) → set card
+    (``put_card``) → PIN on the keypad → when 「カードをお取りください」 shows, ``take_card``
+    (the card leaves as soon as it has been used) → ``document`` → ``options`` → ``copies``
+    → confirm → ``insert`` each of ``yen`` → printing → done.
 
     Returns ``outcome`` (the done screen's), ``fee``, ``credited``, ``change``, ``refund``,
     ``reason`` (when it did not print), ``screens`` (in order), ``final_screenshot`` and
@@ -226,7 +228,8 @@ def drive_issuance(url: str, *, pin: str, document: str, options: Sequence[str] 
     :class:`PilotError`. Called from a thread with a running event loop (or another sync
     Playwright), it runs on a worker thread and blocks the caller all the same."""
     def run() -> dict[str, Any]:
-        return _drive(url, pin=pin, document=document, options=options, insert=insert,
+        return _drive(url, pin=pin, document=document, options=options, copies=copies,
+                      insert=insert,
                       put_card=put_card, take_card=take_card, yen=yen,
                       screenshots=screenshots, lang=lang, timeout=timeout,
                       executable=executable, user_data_dir=user_data_dir)
@@ -240,7 +243,7 @@ def drive_issuance(url: str, *, pin: str, document: str, options: Sequence[str] 
         return ex.submit(run).result()
 
 
-def _drive(url: str, *, pin: str, document: str, options: Sequence[str],
+def _drive(url: str, *, pin: str, document: str, options: Sequence[str], copies: int,
            insert: Callable[[int], None], put_card: Callable[[], None],
            take_card: Callable[[], None], yen: Sequence[int], screenshots: Path | None,
            lang: str, timeout: float, executable: str,
@@ -260,11 +263,18 @@ def _drive(url: str, *, pin: str, document: str, options: Sequence[str],
         p.seen = ["start"]  # what an earlier customer left on the screen is not this run's
         p.language(lang)
         p.click("#btn-start")
+        p.wait("notice", timeout=left())
+        p.click("#btn-agree")
         p.wait("setcard", timeout=left())
         put_card()
+        taken = False
         s = p.wait("pin", *ENDINGS, timeout=left())
         if s == "pin":
             p.type_pin(pin)
+            s = p.wait("card-out", "menu", *ENDINGS, timeout=left())
+        if s == "card-out":
+            take_card()
+            taken = True
             s = p.wait("menu", *ENDINGS, timeout=left())
         if s == "menu":
             p.click(f"#screen button[data-doc='{document}']")
@@ -272,6 +282,11 @@ def _drive(url: str, *, pin: str, document: str, options: Sequence[str],
         if s == "options":
             for o in options:
                 p.click(f"#opt-{o}")
+            p.click("#btn-next")
+            s = p.wait("copies", *ENDINGS, timeout=left())
+        if s == "copies":
+            for _ in range(copies - 1):
+                p.click("#btn-plus")
             p.click("#btn-next")
             s = p.wait("quote", *ENDINGS, timeout=left())
         if s == "quote":
@@ -282,7 +297,7 @@ def _drive(url: str, *, pin: str, document: str, options: Sequence[str],
                 insert(y)
             s = p.wait("printing", "take-card", "done", *ENDINGS, timeout=left())
         figures = dict(p.state)
-        s = p.wait_any(lambda x: x == "done" or asks_for_card(x, p.state),
+        s = p.wait_any(lambda x: x == "done" or (not taken and asks_for_card(x, p.state)),
                        "take-card or done", timeout=left())
         if s != "done":
             figures = dict(p.state)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,14 @@ from kiosk.ui.hub import catalogue_languages, load_catalogue
 from tests.emulators.issuance.conftest import Service
 from tests.emulators.issuance.kiosk_sim import Card
 from tests.kiosk.test_runner import pages_of, printed_pages
-from tests.kiosk.ui.conftest import AXE, Kiosk, artifacts, journal_bytes, start_kiosk
+from tests.kiosk.ui.conftest import (
+    AXE,
+    CARDIO,
+    Kiosk,
+    artifacts,
+    journal_bytes,
+    start_kiosk,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -113,6 +121,8 @@ class Flow:
         self.p.wait("start", timeout=20)
         self.p.language(self.lang)
         self.p.click("#btn-start")
+        self.p.wait("notice")  # 注意事項 first; the card is asked for after 同意
+        self.p.click("#btn-agree")
         self.p.wait("setcard")
         assert self.page.evaluate("document.documentElement.lang") == self.lang
         assert self.page.text_content("#screen-title") == self.catalogue["screen.setcard.title"]
@@ -162,16 +172,20 @@ def repin(card: Card, pin: str) -> Card:
 
 
 def to_menu(f: Flow, kiosk: Kiosk, card: Card) -> None:
+    """Start, 同意, the card, the PIN; the card is asked back at once (card-out) and taken;
+    then the menu."""
     f.start()
     kiosk.put(card)
     f.p.wait("pin")
     f.p.type_pin(card.pin)
+    f.p.wait("card-out")
+    kiosk.take()
     f.p.wait("menu")
 
 
 def finish(f: Flow, kiosk: Kiosk, *, take: bool = True) -> dict[str, Any]:
     """Take the card when the page asks, wait for the done screen and the session line."""
-    if take:
+    if take and kiosk.card is not None:  # still in: it was never used (refused, locked)
         f.p.wait_any(lambda s: asks_for_card(s, f.p.state), "the card reminder")
         kiosk.take()
     f.p.wait("done")
@@ -179,11 +193,15 @@ def finish(f: Flow, kiosk: Kiosk, *, take: bool = True) -> dict[str, Any]:
 
 
 def bought(f: Flow, kiosk: Kiosk, lab: dict[str, Any], yen: list[int],
-           options: tuple[str, ...] = ()) -> None:
+           options: tuple[str, ...] = (), copies: int = 1) -> None:
     f.p.click("#screen button[data-doc='juminhyo']")
     f.p.wait("options")
     for o in options:
         f.p.click(f"#opt-{o}")
+    f.p.click("#btn-next")
+    f.p.wait("copies")
+    for _ in range(copies - 1):
+        f.p.click("#btn-plus")
     f.p.click("#btn-next")
     f.p.wait("quote")
     f.p.click("#btn-accept")
@@ -206,7 +224,7 @@ def test_issuance_with_change(backend: Service, lab: dict[str, Any], kiosk: Kios
     assert f.p.state["pin"]["count"] == 0 and all(i["fee"] > 0 for i in f.p.state["menu"]
                                                   if not i["refusal"])
     bought(f, kiosk, lab, [1000], ("honseki",))
-    f.p.wait("printing", "take-card")
+    f.p.wait("printing", "done")
     end = finish(f, kiosk)
     assert end["outcome"] == "printed" and end["paid"] == 1000
     st = f.p.state
@@ -214,11 +232,58 @@ def test_issuance_with_change(backend: Service, lab: dict[str, Any], kiosk: Kios
     assert end["change"] == 1000 - end["fee"]
     change = f.page.text_content("#done-change") or ""
     assert str(end["change"]) in change.replace(",", "")
-    seen = f.p.seen
-    assert seen.index("take-card") > seen.index("payment")
+    seen = f.p.seen[len(f.p.seen) - 1 - f.p.seen[::-1].index("start"):]  # this customer's
+    order = ["notice", "setcard", "pin", "card-out", "menu", "options", "copies", "quote",
+             "payment", "done"]
+    assert [x for x in seen if x in order] == order, seen
+    assert "take-card" not in seen  # the card was out long before the payment
     assert [p.read_bytes()[:5] for p in pages_of(lab, end, pages_before)] == [b"%PDF-"]
     pays = [fr for fr in f.p.frames if fr["screen"] == "payment"]
     assert pays[-1]["credited"] == 1000 or any(fr["credited"] == 1000 for fr in f.p.frames)
+
+
+def test_card_out_interlock_then_two_copies(backend: Service, lab: dict[str, Any],
+                                            kiosk: Kiosk, chromium: Any,
+                                            flows: list[Flow]) -> None:
+    """Once used, the card must leave: while it stays on card-out the session does not go
+    on (a choice sent by the page is refused; the reminder escalates); taken, the menu
+    names the municipality. Two copies of a 住民票: the fee twice, two pages in one job,
+    the books balanced."""
+    card = repin(backend.card(), PIN)
+    pages_before = printed_pages(lab)
+    f = flow(flows, chromium, kiosk, "ja", "copies", pin=PIN)
+    f.start()
+    kiosk.put(card)
+    f.p.wait("pin")
+    f.p.type_pin(card.pin)
+    f.p.wait("card-out")
+    assert f.p.state["take_card"] is True
+    f.page.evaluate("S.ws.send(JSON.stringify({op: 'choose', item: 'juminhyo'}))")
+    f.page.wait_for_function("document.body.dataset.remind === '2'", timeout=20000)
+    assert f.p.screen == "card-out" and f.p.state["menu"]  # held: not one step further
+    kiosk.take()
+    f.p.wait("menu")
+    name = f.p.state["municipality"]
+    assert name and name in (f.page.text_content("#municipality") or "")
+    unit = next(i["fee"] for i in f.p.state["menu"] if i["doc"] == "juminhyo")
+    bought(f, kiosk, lab, [1000], copies=2)
+    quote = [fr for fr in f.p.frames if fr["screen"] == "quote"][-1]
+    assert (quote["copies"], quote["fee"]) == (2, 2 * unit)
+    end = finish(f, kiosk)
+    assert (end["outcome"], end["fee"], end["paid"], end["change"]) == (
+        "printed", 2 * unit, 1000, 1000 - 2 * unit)
+    import pypdfium2 as pdfium
+
+    files = pages_of(lab, end, pages_before)
+    assert len(files) == 1  # one job
+    pdf = pdfium.PdfDocument(files[0].read_bytes())
+    texts = [pdf[i].get_textpage().get_text_range() for i in range(len(pdf))]
+    half = len(texts) // 2
+    assert len(texts) == 2 * half >= 2 and texts[:half] == texts[half:], len(texts)
+    res = subprocess.run([*CARDIO, "kiosk", "ledger", "--journal",
+                          str(kiosk.base / "journal.db"), "--json"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and json.loads(res.stdout)["balanced"], res.stdout
 
 
 @pytest.mark.parametrize("lang", LANGS)
@@ -328,8 +393,17 @@ def test_refused_item_then_cancel_returns_money(backend: Service, lab: dict[str,
     bought(f, kiosk, lab, [100])
     f.page.wait_for_function("document.getElementById('pay-credited').textContent"
                              ".includes('100')")
+    f.p.click("#btn-cancel")  # money is in: asked once
+    f.page.wait_for_selector("#confirm:not([hidden])")
+    assert "100" in (f.page.text_content("#confirm-text") or "")
+    f.p.click("#confirm-no")  # not yet: the payment goes on
+    f.page.wait_for_selector("#confirm", state="hidden")
+    assert f.p.screen == "payment"
     f.p.click("#btn-cancel")
+    f.p.click("#confirm-yes")
     f.p.wait("cancelled")
+    assert f.p.state["notice"]["amount"] == 100
+    assert "100" in (f.page.text_content("#returned") or "")  # says how much came back
     end = finish(f, kiosk)
     assert (end["outcome"], end["paid"], end["refund_due"]) == ("cancelled", 100, 0)
     assert end["files"] == []
@@ -359,18 +433,17 @@ def test_cancel_at_payment_with_nothing_inserted(backend: Service, lab: dict[str
 @pytest.mark.parametrize("lang", LANGS)
 def test_card_pulled_mid_session(backend: Service, lab: dict[str, Any], kiosk: Kiosk,
                                  chromium: Any, flows: list[Flow], lang: str) -> None:
-    """The card leaves the slot while the person pays: cancelled, the money returned, no
-    card reminder (the card is already out)."""
+    """The card leaves the slot before it was used (on the PIN screen): cancelled, no
+    card reminder (the card is already out), nothing paid."""
     card = backend.card()
     f = flow(flows, chromium, kiosk, lang, "pulled")
-    to_menu(f, kiosk, card)
-    bought(f, kiosk, lab, [100])
-    f.page.wait_for_function("document.getElementById('pay-credited').textContent"
-                             ".includes('100')")  # the coin counted, then the card goes
+    f.start()
+    kiosk.put(card)
+    f.p.wait("pin")
     kiosk.take()
     f.p.wait("cancelled", "done")
     end = finish(f, kiosk, take=False)
-    assert (end["outcome"], end["reason"], end["paid"]) == ("cancelled", "card_removed", 100)
+    assert (end["outcome"], end["reason"], end["paid"]) == ("cancelled", "card_removed", 0)
     assert "take-card" not in f.p.seen
 
 
@@ -388,8 +461,6 @@ def test_printer_jam_after_payment(backend: Service, lab: dict[str, Any], kiosk:
     control(lab["control"], device="printer", op="fault", fault="jam")
     try:
         bought(f, kiosk, lab, [1000])
-        f.p.wait("take-card", timeout=60)
-        kiosk.take()
         f.p.wait("not-issued", timeout=90)
     finally:
         control(lab["control"], device="printer", op="clear")
@@ -434,6 +505,9 @@ def test_keyboard_only_issuance(backend: Service, lab: dict[str, Any], kiosk: Ki
                            ".getBoundingClientRect(); return [r.width, r.height]; })()")
     assert min(size) >= 44, size  # a large target
     kb.press("Enter")
+    f.p.wait("notice")
+    tab_to("#btn-agree")
+    kb.press("Enter")
     f.p.wait("setcard")
     kiosk.put(card)
     f.p.wait("pin")
@@ -441,12 +515,17 @@ def test_keyboard_only_issuance(backend: Service, lab: dict[str, Any], kiosk: Ki
     f.page.wait_for_function("document.getElementById('pin-dots').textContent === '●●●●'")
     f.page.focus("#screen-title")
     kb.press("Enter")
+    f.p.wait("card-out")
+    kiosk.take()
     f.p.wait("menu")
     tab_to("#screen button[data-doc='juminhyo']")
     kb.press("Enter")
     f.p.wait("options")
     tab_to("#opt-relationship")
     kb.press("Space")
+    tab_to("#btn-next")
+    kb.press("Enter")
+    f.p.wait("copies")
     tab_to("#btn-next")
     kb.press("Enter")
     f.p.wait("quote")
@@ -508,16 +587,18 @@ def test_autopilot_drives_an_issuance(backend: Service, lab: dict[str, Any], kio
     end = kiosk.session_end()
     assert res["outcome"] == end["outcome"] == "printed", (end, res)
     assert (res["fee"], res["credited"], res["change"]) == (end["fee"], 1000, end["change"])
-    order = [s for s in res["screens"] if s in ("start", "setcard", "pin", "payment",
-                                                 "take-card", "done")]
-    assert order == ["start", "setcard", "pin", "payment", "take-card", "done"], res["screens"]
+    order = [s for s in res["screens"] if s in ("start", "notice", "setcard", "pin",
+                                                 "card-out", "payment", "take-card", "done")]
+    assert order == ["start", "notice", "setcard", "pin", "card-out", "payment", "done"], \
+        res["screens"]
     assert Path(res["final_screenshot"]).read_bytes()[:4] == b"\x89PNG"
 
 
 #: Every screen the page has (hub.py's and the core's); the gallery must show them all.
-ALL_SCREENS = {"start", "setcard", "pin", "pin-wrong", "pin-incomplete", "pin-locked", "working",
-               "menu", "item-refused", "options", "quote", "payment", "printing",
-               "take-card", "done", "refused", "cancelled", "not-issued", "timeout-warning"}
+ALL_SCREENS = {"start", "notice", "setcard", "pin", "pin-wrong", "pin-incomplete", "pin-locked",
+               "working", "card-out", "menu", "item-refused", "options", "copies", "quote",
+               "payment", "printing", "done", "refused", "cancelled", "not-issued",
+               "timeout-warning"}
 
 
 @pytest.mark.parametrize("lang", LANGS)
@@ -533,7 +614,8 @@ def test_gallery_every_screen(chromium: Any, kiosk: Kiosk, lang: str) -> None:
     # answers) are shown from a real state with only the screen changed — labelled so.
     base = GALLERY["working"]
     states = dict(GALLERY)
-    for screen, detail in (("reading", ""), ("take-pages", ""), ("call-staff", "stacking")):
+    for screen, detail in (("reading", ""), ("take-pages", ""), ("call-staff", "stacking"),
+                           ("take-card", "")):
         states.setdefault(screen, {**base, "screen": screen, "detail": detail,
                                    "constructed": True})
     out = artifacts() / "screens"
@@ -580,7 +662,7 @@ def test_spoken_prompts_and_mute(chromium: Any, kiosk: Kiosk) -> None:
     """Each new screen is spoken in the page's language; the card reminder from level 2 on
     (again every few seconds); 音声停止 silences everything. The voice is recorded where
     the browser would speak (headless Chromium has no voices)."""
-    if "take-card" not in GALLERY:
+    if "card-out" not in GALLERY:
         pytest.skip("uses the states of this module's flows: run them too")
     ctx = chromium.new_context(viewport={"width": 1024, "height": 768})
     ctx.add_init_script("""
@@ -593,7 +675,7 @@ def test_spoken_prompts_and_mute(chromium: Any, kiosk: Kiosk) -> None:
     page.goto(kiosk.url)
     page.wait_for_selector("#langs button[data-lang='ja']")
     ja = load_catalogue("ja")
-    take = {**GALLERY["take-card"], "lang": "ja", "remind": 1}
+    take = {**GALLERY["card-out"], "lang": "ja", "remind": 1}
     page.evaluate("(st) => window.kioskRender(st)", {**GALLERY["menu"], "lang": "ja"})
     page.wait_for_function("window.__spoken.length > 0")
     spoken = page.evaluate("window.__spoken")
