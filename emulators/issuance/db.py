@@ -8,7 +8,9 @@ the next is a row here, written in a transaction, which is what lets any number 
 processes serve one kiosk's session in turn (the Takamatsu misissuance came from a
 single-server build deployed on several servers).
 
-Connections come from a small per-process pool; ``?`` parameter markers work on both back
+Connections come from a small per-process pool — ``psycopg_pool`` on PostgreSQL (bounded,
+each connection checked before it is handed out, so one the server dropped never reaches a
+request), a queue of SQLite connections otherwise; ``?`` parameter markers work on both back
 ends. SQLite runs in WAL mode with ``synchronous=NORMAL`` and write transactions take the
 write lock up front (``BEGIN IMMEDIATE``) so two workers never deadlock on an upgrade.
 """
@@ -112,6 +114,8 @@ _TYPES = {
     "pg": {"blob": "BYTEA", "real": "DOUBLE PRECISION", "serial": "BIGSERIAL PRIMARY KEY"},
 }
 POOL_SIZE = 8
+POOL_WAIT = 30.0
+"""Seconds a transaction waits for a pooled PostgreSQL connection before failing (503)."""
 
 
 class Tx:
@@ -156,9 +160,10 @@ class Database:
         if self.pg:
             try:
                 import psycopg  # noqa: F401
+                import psycopg_pool  # noqa: F401
             except ImportError as exc:
-                raise DatabaseError("PostgreSQL needs psycopg: pip install 'psycopg[binary]'"
-                                    ) from exc
+                raise DatabaseError("PostgreSQL needs psycopg and psycopg_pool: pip install"
+                                    " 'psycopg[binary]' psycopg-pool") from exc
         elif url.startswith("sqlite:///"):
             self.path = url[len("sqlite:///"):]
             if self.path == ":memory:" or not self.path:
@@ -169,20 +174,34 @@ class Database:
             raise DatabaseError("database URL must be sqlite:///PATH or postgresql://...")
         self._pool: queue.LifoQueue[Any] = queue.LifoQueue()
         self._slots = threading.Semaphore(pool_size)
-        if create:
-            try:
+        self._pg_pool: Any = None
+        if self.pg:
+            from psycopg_pool import ConnectionPool
+
+            # Opened after the schema (created on a connection of its own, so that a server
+            # that is down fails at once with its own reason).
+            self._pg_pool = ConnectionPool(
+                url, min_size=1, max_size=pool_size, open=False, timeout=POOL_WAIT,
+                check=ConnectionPool.check_connection, name="issuance",
+                kwargs={"connect_timeout": 10,
+                        "options": f"-c lock_timeout={int(self.busy_timeout * 1000)}"})
+        try:
+            if create:
                 self.create_schema()
-            except Exception as exc:
-                # Not a database, a read-only directory, a server that is down: the
-                # operator's configuration in one line (exit 1), not a bug (70). The URL is
-                # left out: a PostgreSQL URL may carry a password.
-                pg_module = sys.modules.get("psycopg")
-                if not (isinstance(exc, sqlite3.Error)
-                        or (pg_module is not None and isinstance(exc, pg_module.Error))):
-                    raise
-                where = "PostgreSQL" if self.pg else f"SQLite {self.path}"
-                raise DatabaseError(f"cannot open the database ({where}): "
-                                    f"{' '.join(str(exc).split())}") from None
+            if self._pg_pool is not None:
+                self._pg_pool.open(wait=False)
+        except Exception as exc:
+            self.close()
+            # Not a database, a read-only directory, a server that is down: the
+            # operator's configuration in one line (exit 1), not a bug (70). The URL is
+            # left out: a PostgreSQL URL may carry a password.
+            pg_module = sys.modules.get("psycopg")
+            if not (isinstance(exc, sqlite3.Error)
+                    or (pg_module is not None and isinstance(exc, pg_module.Error))):
+                raise
+            where = "PostgreSQL" if self.pg else f"SQLite {self.path}"
+            raise DatabaseError(f"cannot open the database ({where}): "
+                                f"{' '.join(str(exc).split())}") from None
 
     @property
     def kind(self) -> str:
@@ -204,9 +223,23 @@ class Database:
         return conn
 
     @contextlib.contextmanager
-    def tx(self, *, write: bool = False) -> Iterator[Tx]:
+    def tx(self, *, write: bool = False, direct: bool = False) -> Iterator[Tx]:
         """One transaction on a pooled connection; committed on success, rolled back on
-        any exception (which propagates)."""
+        any exception (which propagates). ``direct``: on PostgreSQL, a connection of its
+        own (the schema's transaction, before the pool is open)."""
+        if self.pg:
+            if direct:
+                conn_cm: Any = contextlib.closing(self._connect())
+            else:
+                conn_cm = self._pg_pool.connection()
+            with conn_cm as conn:
+                tx = Tx(conn, True)
+                # The pool rolls back and discards a connection returned broken.
+                with conn.transaction():
+                    yield tx
+            for hook in tx.after_commit:
+                hook()
+            return
         self._slots.acquire()
         try:
             try:
@@ -246,7 +279,7 @@ class Database:
 
     def create_schema(self) -> None:
         types = _TYPES["pg" if self.pg else "sqlite"]
-        with self.tx(write=True) as t:
+        with self.tx(write=True, direct=True) as t:
             if self.pg:  # several workers may start at once
                 t.execute("SELECT pg_advisory_xact_lock(4242)")
             for stmt in SCHEMA:
@@ -264,6 +297,8 @@ class Database:
             t.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
+        if self._pg_pool is not None:
+            self._pg_pool.close()
         while True:
             try:
                 conn = self._pool.get_nowait()
