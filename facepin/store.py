@@ -115,6 +115,7 @@ class Store:
             # its own, so a server that is down fails at once with its own reason.
             self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=False,
                                         timeout=POOL_WAIT, kwargs={"connect_timeout": 10},
+                                        check=ConnectionPool.check_connection,
                                         name="facepin")
             types = {"blob": "BYTEA", "real": "DOUBLE PRECISION"}
         elif url.startswith("sqlite:///"):

@@ -44,3 +44,17 @@ def test_operations_reuse_pooled_connections(postgres_url: str) -> None:  # noqa
         assert opened <= POOL_SIZE, opened
     finally:
         store.close()
+
+
+def test_a_connection_dropped_by_the_server_is_not_handed_out(postgres_url: str  # noqa: F811
+                                                               ) -> None:
+    store = Store(postgres_url)
+    try:
+        store.add_challenge("dropped-1", b"n", 1.0)
+        with store._conn() as db:
+            (pid,) = db.execute("SELECT pg_backend_pid()").fetchone()
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        assert store.take_challenge("dropped-1", 1.0, 300) == (b"n", "")
+    finally:
+        store.close()
