@@ -16,6 +16,7 @@ import copy
 import json
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +39,9 @@ _HEADERS = {
 }
 
 
-def create_app(hub: WebHub) -> Any:
+def create_app(hub: WebHub, voice: Any = None) -> Any:
+    """The page's routes; with ``voice`` (a :class:`kiosk.ui.voice.Voice`) also the spoken
+    guidance's clips."""
     from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
@@ -67,6 +70,15 @@ def create_app(hub: WebHub) -> Any:
         if lang not in catalogue_languages():
             raise HTTPException(404, "no such catalogue")
         return JSONResponse(load_catalogue(lang))
+
+    @app.get("/voice/{lang}/{key}.wav")
+    async def clip(lang: str, key: str) -> FileResponse:
+        """One catalogue text, spoken (rendered offline, cached); 404 when there is none —
+        the page then goes on silently."""
+        path = await asyncio.to_thread(voice.path, lang, key) if voice is not None else None
+        if path is None:
+            raise HTTPException(404, "no clip")
+        return FileResponse(path, media_type="audio/wav")
 
     @app.get("/languages.json")
     async def languages() -> JSONResponse:
@@ -208,8 +220,14 @@ class UiServer:
     """uvicorn serving :func:`create_app` on a socket bound before the start (so port 0
     gives an ephemeral port whose URL is known at once), in the running event loop."""
 
-    def __init__(self, hub: WebHub, listen: str = "127.0.0.1:0") -> None:
+    def __init__(self, hub: WebHub, listen: str = "127.0.0.1:0", *,
+                 voice: Any = None) -> None:
         import uvicorn
+
+        from kiosk.ui.voice import Voice
+
+        #: The spoken guidance (rendered ahead of time on a thread once serving starts).
+        self.voice = voice if voice is not None else Voice()
 
         host, port = parse_listen(listen)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -228,7 +246,8 @@ class UiServer:
 
         log_config = copy.deepcopy(LOGGING_CONFIG)
         log_config["loggers"]["kiosk.ui"] = {"handlers": ["default"], "level": "INFO"}
-        config = uvicorn.Config(create_app(hub), log_level="warning", access_log=False,
+        config = uvicorn.Config(create_app(hub, self.voice), log_level="warning",
+                                access_log=False,
                                 log_config=log_config,
                                 lifespan="off", ws="websockets-sansio", http="h11",
                                 ws_max_size=WS_MAX_SIZE,
@@ -241,6 +260,14 @@ class UiServer:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        missing = self.voice.missing()
+        if missing:
+            _log.warning("kiosk UI: no spoken guidance in some languages: missing %s",
+                         "; ".join(missing))
+        # Every clip rendered once, in the background (cached across starts): the first
+        # person of the day does not wait for a synthesiser.
+        threading.Thread(target=self.voice.prerender, name="voice-prerender",
+                         daemon=True).start()
         self._task = asyncio.get_running_loop().create_task(
             self.server.serve(sockets=[self.sock]))
         while not self.server.started:

@@ -27,9 +27,12 @@ __all__ = ["CHROMIUM", "CHROMIUM_ARGS", "BrowserMissing", "Pilot", "PilotError",
            "drive_issuance"]
 
 CHROMIUM = "/usr/bin/chromium"
+#: The kiosk's browser speaks without a tap first (a kiosk's guidance starts on its own):
+#: ``--autoplay-policy=no-user-gesture-required``, as a kiosk-mode launcher sets it.
 CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run")
+                 "--disable-sync", "--no-first-run",
+                 "--autoplay-policy=no-user-gesture-required")
 
 #: Screens where the session went no further (the pilot reports them, it does not wait on).
 ENDINGS = frozenset({"refused", "cancelled", "not-issued", "pin-locked", "pin-wrong", "done",

@@ -56,17 +56,39 @@ function send(op, extra) {
 }
 
 // -- speech -------------------------------------------------------------------------------
+// Spoken guidance from clips the kiosk rendered offline (kiosk/ui/voice.py): the page asks
+// for catalogue keys, one after the other; a key without a clip (404) is skipped. A Linux
+// kiosk's browser has no speechSynthesis voices, so nothing here depends on them.
 
-function speak(text, loud) {
-  if (S.muted || !text || !("speechSynthesis" in window)) return;
-  try {
-    window.speechSynthesis.cancel();
-    const u = new SpeechSynthesisUtterance(text);
-    u.lang = t("_speech");
-    u.volume = 1;
-    u.rate = loud ? 0.85 : 1;
-    window.speechSynthesis.speak(u);
-  } catch (e) { /* no voice on this machine: the screen says it all */ }
+const audio = new Audio();
+audio.preload = "auto";
+S.queue = [];
+S.played = []; // the keys started, newest last (the browser tests read it)
+
+function nextClip() {
+  if (S.muted || !S.queue.length) return;
+  const key = S.queue.shift();
+  audio.src = "/voice/" + encodeURIComponent(S.lang) + "/" + encodeURIComponent(key) + ".wav";
+  S.played.push(key);
+  if (S.played.length > 50) S.played.shift();
+  const p = audio.play();
+  if (p && p.catch) p.catch(() => { /* refused (no clip, autoplay): the screen says it */ });
+}
+audio.addEventListener("ended", nextClip);
+audio.addEventListener("error", nextClip);
+
+function speakKeys(keys) {
+  if (S.muted) return;
+  stopSpeech();
+  S.queue = keys.filter((k) => has(k));
+  nextClip();
+}
+
+function stopSpeech() {
+  S.queue = [];
+  audio.pause();
+  audio.removeAttribute("src");
+  audio.load(); // drops what was buffered: nothing more comes out
 }
 
 function setMuted(m) {
@@ -74,7 +96,17 @@ function setMuted(m) {
   const b = $("mute");
   b.setAttribute("aria-pressed", m ? "true" : "false");
   b.textContent = t(m ? "mute.on" : "mute.off");
-  if (m && "speechSynthesis" in window) window.speechSynthesis.cancel();
+  if (m) stopSpeech();
+}
+
+// What a screen says: its title, then its guidance; the card panel's words where the
+// card is asked for.
+function screenKeys(st) {
+  const name = st.screen;
+  const keys = ["screen." + name + ".title", "screen." + name + ".text"];
+  if (name === "notice") keys.push("notice.1", "notice.2", "notice.3", "notice.4", "notice.5");
+  if (st.take_card) keys.push("card.panel");
+  return keys;
 }
 
 // -- the screens --------------------------------------------------------------------------
@@ -390,6 +422,10 @@ function doneScreen(st) {
   parts.push(lead(has(key) ? t(key, { n: Number(st.change).toLocaleString("ja-JP") })
     : t("done.cancelled")));
   if (st.notice) parts.push(el("p", { class: "reason", text: reasonText(st.notice.reason) }));
+  if (st.notice && st.notice.kind === "cancelled" && st.notice.amount > 0) {
+    parts.push(el("p", { class: "lead", id: "returned", text: t("cancelled.returned",
+      { n: Number(st.notice.amount).toLocaleString("ja-JP") }) }));
+  }
   if (st.outcome === "printed") {
     parts.push(figures([[t("quote.fee"), yen(st.fee)], [t("payment.change"), yen(st.change), "done-change"]]));
   }
@@ -517,7 +553,7 @@ function show(st, force) {
       const lead = box.querySelector(".lead, .reason");
       $("announce").textContent = (h ? h.textContent : "") + " " + (lead ? lead.textContent : "");
       if (h && !$("warning").contains(document.activeElement)) h.focus();
-      speak($("announce").textContent);
+      speakKeys(screenKeys(st));
     }
     S.lastScreen = st.screen;
   }
@@ -527,7 +563,11 @@ function show(st, force) {
 function remindSpeech(st) {
   const level = st.remind || 0;
   if (level >= 2 && !S.remindTimer) {
-    const say = () => speak(t("card.panel"), (S.state.remind || 0) >= 3);
+    // Repeated until the card is taken or 音声停止 is pressed (§1.3); louder at level 3.
+    const say = () => {
+      audio.volume = (S.state.remind || 0) >= 3 ? 1 : 0.8;
+      if (audio.paused || audio.ended) speakKeys(["card.panel"]);
+    };
     say();
     S.remindTimer = setInterval(() => {
       if ((S.state.remind || 0) >= 2) say();
@@ -566,7 +606,7 @@ function warning(st) {
   box.hidden = false;
   modal(true);
   $("warning-continue").focus();
-  speak(t("warning.title") + " " + $("warning-text").textContent);
+  speakKeys(["warning.title"]);
   S.warnTimer = setInterval(() => { S.warnLeft -= 1; tick(); }, 1000);
 }
 

@@ -115,7 +115,7 @@ def test_websocket_only_from_the_page_s_own_origin() -> None:
             async with connect(ws_url, origin=server.url.rstrip("/")) as ws:  # type: ignore[arg-type]
                 assert json.loads(await ws.recv())["screen"] == "start"
                 await ws.send(json.dumps({"op": "start"}))
-                assert json.loads(await ws.recv())["screen"] == "setcard"
+                assert json.loads(await ws.recv())["screen"] == "notice"
             with pytest.raises(InvalidStatus):
                 async with connect(ws_url, origin="http://evil.example"):  # type: ignore[arg-type]
                     pass
@@ -132,7 +132,7 @@ def test_websocket_only_from_the_page_s_own_origin() -> None:
                 await ws.send(json.dumps({"op": "home", "pad": "x" * 10_000}))
                 with pytest.raises(ConnectionClosed):
                     await asyncio.wait_for(ws.recv(), 5)
-            assert hub.screen == "setcard"
+            assert hub.screen == "notice"
         finally:
             await server.stop()
     asyncio.run(run())

@@ -94,7 +94,7 @@ def test_a_binary_frame_is_closed_with_1003_and_one_log_line() -> None:
             # The hub and the server carry on: the next page is served.
             async with page() as ws:
                 await ws.send(json.dumps({"op": "start"}))
-                assert json.loads(await ws.recv())["screen"] == "setcard"
+                assert json.loads(await ws.recv())["screen"] == "notice"
     run(go)
     assert log.tracebacks() == []
     lines = log.lines("binary")
@@ -128,7 +128,7 @@ def test_text_the_page_never_sends_is_refused_and_the_page_stays(text: str) -> N
             async with page() as ws:
                 await ws.send(text)
                 await ws.send(json.dumps({"op": "start"}))
-                assert json.loads(await asyncio.wait_for(ws.recv(), 10))["screen"] == "setcard"
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10))["screen"] == "notice"
             assert len(hub.errors) == 1 and hub.errors[0] in ("malformed", "unknown_op", "key")
     run(go)
     assert log.tracebacks() == [] and log.records == []
