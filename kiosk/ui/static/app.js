@@ -33,6 +33,7 @@ function t(key, params) {
 }
 const has = (key) => S.cat[key] !== undefined || S.fallback[key] !== undefined;
 const yen = (n) => t("yen", { n: Number(n).toLocaleString("ja-JP") });
+const copiesText = (n) => (n === 1 ? t("copies.one") : t("copies.count", { n }));
 
 function reasonText(code) {
   if (!code) return "";
@@ -343,7 +344,7 @@ function copiesScreen(st) {
     text: "＋" });
   const draw = () => {
     S.copies = n;
-    count.textContent = t("copies.count", { n });
+    count.textContent = copiesText(n);
     total.textContent = t("copies.total", { unit: yen(st.unit_fee), n, fee: yen(st.unit_fee * n) });
     minus.disabled = n <= 1;
     plus.disabled = n >= most;
@@ -367,7 +368,7 @@ function quoteScreen(st) {
   const rows = [[t("quote.doc"), docName(st.item)]];
   if (st.municipality) rows.push([t("quote.municipality"), st.municipality]);
   rows.push([t("quote.options"), opts.length ? opts.join(t("list.sep")) : t("quote.none")],
-    [t("quote.copies"), t("copies.count", { n: st.copies }), "quote-copies"],
+    [t("quote.copies"), copiesText(st.copies), "quote-copies"],
     [t("quote.fee"), st.copies > 1 ? t("copies.total", { unit: yen(st.unit_fee), n: st.copies,
       fee: yen(st.fee) }) : yen(st.fee), "quote-fee"]);
   return [title("screen.quote.title"), figures(rows),
