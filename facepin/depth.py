@@ -98,6 +98,8 @@ def eye_span(points: list[tuple[int, int]]) -> float:
 MAX_POINTS = 160
 MIN_POINTS = 24
 """Fewer surviving tracks than this give no verdict on depth (a failed prompt)."""
+MAX_RESEEDS = 2
+"""Restarts of a prompt's track after it lost its points (see ``PromptTrack.update``)."""
 FB_ERROR = 0.7
 """Forward-backward tracking error (pixels) above which a track is dropped."""
 
@@ -250,19 +252,39 @@ class PromptTrack:
     prompt's largest movement, and the two grey frames needed to judge them."""
 
     def __init__(self, grey: np.ndarray, box: FaceBox, scale: float) -> None:
+        self.scale = scale
+        self.reseeds = 0
+        self.met_novelty: float | None = None
+        self._seed(grey, box)
+
+    def _seed(self, grey: np.ndarray, box: FaceBox) -> None:
         self.first = grey
         self.start = seed_points(grey, box)
         self.points = self.start.copy()
         self.alive = np.ones(len(self.start), bool)
-        self.scale = scale
         self.prev = grey
         self.peak: tuple[np.ndarray, np.ndarray, np.ndarray, FaceBox] | None = None
         self.met: tuple[np.ndarray, np.ndarray, np.ndarray, FaceBox] | None = None
 
-    def update(self, grey: np.ndarray) -> None:
+    def update(self, grey: np.ndarray, box: FaceBox | None = None) -> None:
+        """Follow the points onto ``grey``. When too few survive — frames the service
+        dropped while it was busy measuring, a camera that skipped, a fast movement — the
+        track starts again on this frame (``box``: the one face found on it), at most
+        :data:`MAX_RESEEDS` times a prompt, so that a real head is judged on the frames
+        that can be followed instead of being refused for a gap. The evidence is then
+        taken from the new start; it still needs points followed frame by frame from
+        there to the largest turn, and any stretch of a flat picture maps its points by
+        one homography, so a restart gives a picture nothing (a cut between two
+        pictures leaves too few points to follow and restarts again)."""
         self.points, ok = track(self.prev, grey, self.points)
         self.alive &= ok
         self.prev = grey
+        if int(self.alive.sum()) < MIN_POINTS and box is not None \
+                and self.reseeds < MAX_RESEEDS:
+            if self.met is not None and self.met_novelty is None:
+                self.met_novelty = self._novelty_at_met()
+            self.reseeds += 1
+            self._seed(grey, box)
 
     def mark_peak(self, grey: np.ndarray, box: FaceBox) -> None:
         """This frame is the furthest the prompt's movement has gone so far."""
@@ -286,8 +308,16 @@ class PromptTrack:
         if n < MIN_POINTS:
             return DepthEvidence(0.0, 0.0, n)
         plane, _hom = plane_residual(self.start[alive], pts[alive], self.scale)
-        mgrey, mpts, malive, mbox = self.met or self.peak
+        novel = self.met_novelty if self.met_novelty is not None else self._novelty_at_met()
+        return DepthEvidence(plane, novel, n,
+                             affine_residual(self.start[alive], pts[alive], self.scale))
+
+    def _novelty_at_met(self) -> float:
+        """Novelty on the first frame that turned far enough (the peak's frame when the
+        turn was reached on this track's first frames)."""
+        assert self.peak is not None or self.met is not None
+        mgrey, mpts, malive, mbox = self.met or self.peak  # type: ignore[misc]
+        alive = self.peak[2] if self.peak is not None else malive
         both = alive & malive if int((alive & malive).sum()) >= MIN_POINTS else malive
         _p, mhom = plane_residual(self.start[both], mpts[both], self.scale)
-        return DepthEvidence(plane, novelty(self.first, mgrey, mbox, mhom), n,
-                             affine_residual(self.start[alive], pts[alive], self.scale))
+        return novelty(self.first, mgrey, mbox, mhom)

@@ -228,7 +228,7 @@ class LivenessSession:
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         m = measure(engine, rgb)
         if self._track is not None:
-            self._track.update(grey)
+            self._track.update(grey, m.box if m.faces == 1 else None)
         if m.faces == 1 and self._wants_encoding(m):
             got = engine.encode_probe(rgb, check_quality=self.phase is Phase.OPENING,
                                       yaw_gate=False)

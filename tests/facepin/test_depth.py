@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 from facepin.depth import (
+    MAX_RESEEDS,
+    MIN_POINTS,
     MODEL_POINTS,
+    PromptTrack,
     affine_residual,
     head_pose,
     novelty,
@@ -163,3 +166,47 @@ def test_a_different_picture_is_new(photo: tuple[np.ndarray, FaceBox]) -> None:
     other = cv2.cvtColor(load_image(DEV / "deepface_id00" / "img2.jpg"), cv2.COLOR_RGB2GRAY)
     other = cv2.resize(other, (grey.shape[1], grey.shape[0]))
     assert novelty(grey, other, box, None) > NOVELTY_MIN
+
+
+def _moved(grey: np.ndarray, hom: np.ndarray) -> np.ndarray:
+    return cv2.warpPerspective(grey, hom, (grey.shape[1], grey.shape[0]),
+                               borderMode=cv2.BORDER_REPLICATE)
+
+
+def test_a_track_that_loses_its_points_starts_again_and_a_picture_stays_flat(
+        photo: tuple[np.ndarray, FaceBox]) -> None:
+    """Frames the service dropped (or a cut to another picture) leave too few points to
+    follow: the prompt's track starts again on the frame where the face is, instead of
+    refusing the prompt for the gap. A picture gains nothing by it: from the new start it
+    is still mapped by one homography (the attack: show the chip photo, then cut to a
+    print of the holder turned and tilt it)."""
+    rgb, box = photo
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    other = cv2.cvtColor(load_image(DEV / "deepface_id00" / "img2.jpg"), cv2.COLOR_RGB2GRAY)
+    other = np.ascontiguousarray(cv2.resize(other, (grey.shape[1], grey.shape[0])))
+    track = PromptTrack(grey, box, box.width / 3)
+    assert len(track.start) >= MIN_POINTS
+    track.update(other, box)  # the cut: points lost, started again on this frame
+    assert track.reseeds == 1 and track.first is other and int(track.alive.sum()) >= MIN_POINTS
+    tilt = np.array([[0.93, 0.02, 20.0], [-0.01, 0.99, 4.0], [-1.6e-4, 0.0, 1.0]])
+    for k in (0.25, 0.5, 0.75, 1.0):
+        frame = _moved(other, np.eye(3) + k * (tilt - np.eye(3)))
+        track.update(frame, box)
+        track.mark_peak(frame, box)
+    assert track.reseeds == 1
+    ev = track.evidence()
+    assert ev.points >= MIN_POINTS and ev.plane < PLANE_MIN
+
+
+def test_restarts_are_bounded(photo: tuple[np.ndarray, FaceBox]) -> None:
+    """A stream of cuts restarts the track at most ``MAX_RESEEDS`` times; after that the
+    prompt has no depth evidence (refused)."""
+    rgb, box = photo
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    rng = np.random.default_rng(5)
+    track = PromptTrack(grey, box, box.width / 3)
+    for _ in range(MAX_RESEEDS + 2):
+        track.update(rng.integers(0, 255, grey.shape, dtype=np.uint8), box)
+    assert track.reseeds == MAX_RESEEDS
+    track.mark_peak(track.prev, box)
+    assert track.evidence().points < MIN_POINTS and track.evidence().plane == 0.0
