@@ -45,7 +45,7 @@ from facepin.face import FaceEngine, load_image
 from facepin.service import HTTP_IMPL, ServiceConfig, create_app
 from facepin.simulate import ATTACKS, PromptedCamera, attack_camera, jpeg
 from tests.conftest import SHARED
-from tests.facepin.live_data import genuine_camera, genuine_chip, needs_clip
+from tests.facepin.live_data import depth_gates_off, genuine_camera, genuine_chip, needs_clip
 from tests.facepin.pg import postgres_url  # noqa: F401  (fixture)
 from tests.pki_env import PkiEnv, free_port
 
@@ -118,11 +118,25 @@ def service(request: pytest.FixtureRequest, pki: PkiEnv,
 
 @pytest.fixture(scope="module")
 def chip() -> bytes:
-    """The chip photo of the person in the real head-turn clip: the card holder of the
-    bona fide reservations."""
-    if needs_clip.args[0]:
-        pytest.skip(needs_clip.kwargs["reason"])
+    """The chip photo of the card holder of the bona fide reservations: the person in the
+    real head-turn clip, or the stand-in without it (``tests/facepin/live_data.py``)."""
     return genuine_chip()
+
+
+@pytest.fixture
+def depth_gates_on() -> None:
+    """Requested by a test about telling a head from a picture: it keeps the depth gates
+    even without the real clip."""
+
+
+@pytest.fixture(autouse=True)
+def _bona_fide_without_the_clip(request: pytest.FixtureRequest,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the real clip, a test that needs a reservation granted gets it from the
+    2.5-D stand-in with the depth gates off (``live_data.depth_gates_off``); tests that
+    ask for ``depth_gates_on`` keep them."""
+    if "depth_gates_on" not in request.fixturenames:
+        depth_gates_off(monkeypatch)
 
 
 def card_of(path: Path) -> MyNumberCard:
@@ -287,7 +301,8 @@ def test_reset_requires_the_other_credential_and_a_valid_value(pki: PkiEnv, serv
 
 
 @sqlite_only
-def test_face_outcomes_and_rate_limit(pki: PkiEnv, service: Service, chip: bytes) -> None:
+def test_face_outcomes_and_rate_limit(pki: PkiEnv, service: Service, chip: bytes,
+                                     depth_gates_on: None) -> None:
     path, p = pki.new_card(photo=chip)
     other = sorted(str(x.relative_to(DEV)) for x in (DEV / "deepface_id01").iterdir())[0]
     with pytest.raises(ServiceRefused) as exc:
@@ -409,7 +424,7 @@ class ServeProcess:
 @pytest.mark.slow
 @pytest.mark.parametrize("species", (*ATTACKS, "own_simulator"))
 def test_the_running_service_refuses_every_attack(pki: PkiEnv, service: Service, chip: bytes,
-                                                  species: str) -> None:
+                                                  species: str, depth_gates_on: None) -> None:
     """Issue 30's rows through the running service with genuine card evidence: a fresh
     card whose chip photo is the holder's, and frames made from that chip photo as each
     species of ``facepin.simulate.ATTACKS`` (and the project's own bona fide simulator
@@ -446,8 +461,10 @@ def test_facepin_serve_process(pki: PkiEnv, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@needs_clip
 def test_facepin_serve_grants_a_head_and_refuses_pictures(pki: PkiEnv, tmp_path: Path,
-                                                         chip: bytes) -> None:
+                                                         chip: bytes, depth_gates_on: None
+                                                         ) -> None:
     """The real ``cardio facepin serve`` process: a real recording of the holder turning
     their head gets a reservation that resets the card's signature password; pictures of
     the holder made from the chip photo get nothing; a frame above the WebSocket's bound

@@ -80,14 +80,14 @@ def facepin_url(backend: Service, tmp_path_factory: pytest.TempPathFactory  # no
 
 
 @pytest.fixture
-def reset(backend: Service, facepin_url: str, tmp_path: Path) -> Reset:  # noqa: F811
+def reset(backend: Service, facepin_url: str, tmp_path: Path,  # noqa: F811
+          monkeypatch: pytest.MonkeyPatch) -> Reset:
     """A resident's card with their own face on the chip, and a reservation made for it
     through the app (challenge, card evidence, a live capture of the same person: a real
     recording of them turning their head, ``tests/facepin/live_data.py``)."""
-    from tests.facepin.live_data import CLIP, genuine_chip
+    from tests.facepin.live_data import depth_gates_off, genuine_chip
 
-    if not CLIP.exists():
-        pytest.skip("no real head-turn clip (../data-liveness)")
+    depth_gates_off(monkeypatch)  # without the real clip: the stand-in, see live_data
     path = backend.card_dir / f"reset-{tmp_path.name}"  # beside the kiosks' card slots
     out = issue_card(backend.db, backend.jlis, path, None, keys=backend.pool,
                      photo=genuine_chip(), issued=backend.now.date())
