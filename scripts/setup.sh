@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 DEBS=(python3 python3-venv python3-pip python3-dev gcc openssl fonts-ipafont-gothic
       fonts-ipafont-mincho
       pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools iproute2 util-linux
-      postgresql cups-ipp-utils avahi-daemon dbus poppler-utils
+      postgresql haproxy cups-ipp-utils avahi-daemon dbus poppler-utils
       chromium chromium-driver nodejs fonts-nanum fonts-wqy-microhei fonts-noto-cjk
       open-jtalk open-jtalk-mecab-naist-jdic espeak-ng)
 # chromium (+ driver) and nodejs: the kiosk UI's browser tests (axe-core from npm); fonts-nanum:
