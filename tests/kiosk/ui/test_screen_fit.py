@@ -197,3 +197,34 @@ def test_a_click_needs_no_scroll(chromium: Any, page_url: str) -> None:
         assert page.evaluate("window.__sent") == [{"op": "key", "key": "ok"}]
     finally:
         ctx.close()
+
+
+@pytest.mark.parametrize("lang", catalogue_languages())
+def test_axe_every_screen(chromium: Any, page_url: str, lang: str) -> None:
+    """axe-core on every screen of :mod:`tests.kiosk.ui.screens` in every language: no
+    serious or critical violation (the flows in test_browser scan what they reach in ja
+    and en; this covers every screen and the other languages)."""
+    from tests.kiosk.ui.conftest import AXE
+
+    if not AXE.exists():
+        pytest.skip("axe-core is not installed (bash scripts/setup.sh installs it)")
+    ctx, page = open_page(chromium, page_url, SIZES[0], lang)
+    found: dict[str, Any] = {}
+    try:
+        page.add_script_tag(path=str(AXE))
+        for name in SCREEN_STATES:
+            render(page, name, lang)
+            bad = page.evaluate(
+                "async () => (await axe.run(document, {resultTypes: ['violations']}))"
+                ".violations.filter(v => v.impact === 'serious' || v.impact === 'critical')"
+                ".map(v => [v.id, v.nodes.map(n => n.target).slice(0, 3)])")
+            if bad:
+                found[name] = bad
+        # axe itself: a known serious violation must be reported (the scan is not vacuous)
+        page.evaluate("document.body.append(Object.assign(document.createElement('img'),"
+                      " {id: 'canary', src: 'data:,'}))")
+        assert page.evaluate("async () => (await axe.run(document)).violations"
+                             ".some(v => v.id === 'image-alt')")
+    finally:
+        ctx.close()
+    assert not found, found
