@@ -42,7 +42,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,7 +196,20 @@ def create_app(config: ServiceConfig) -> BodyLimit:
     store = Store(config.database)
     # Every reservation checks OCSP afresh: over kept-alive connections to the responder.
     validator = config.validator or CertificateValidator(config.trust, fetch=KeepAliveFetcher())
-    app = FastAPI(title="cardio facepin PIN-reset reservations", version="1")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        """The store's pooled PostgreSQL connections are closed when the server stops:
+        left to the garbage collector, the pool was closed in whichever thread collected
+        it — one of its own workers, which cannot join itself — and its server sessions
+        stayed open until then."""
+        try:
+            yield
+        finally:
+            store.close()
+
+    app = FastAPI(title="cardio facepin PIN-reset reservations", version="1",
+                  lifespan=lifespan)
 
     @app.middleware("http")
     async def correlation_id(request: Request, call_next: Any) -> Any:

@@ -211,9 +211,18 @@ class Store:
                     db.close()
 
     def close(self) -> None:
-        """Close the pooled PostgreSQL connections (nothing to do on SQLite)."""
+        """Close the pooled PostgreSQL connections (nothing to do on SQLite). Call it (or
+        use the store as a context manager): a pool left to the garbage collector is
+        closed in whichever thread collects it, possibly one of its own workers, which
+        cannot join itself ("cannot join current thread")."""
         if self._pool is not None:
             self._pool.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- challenges -------------------------------------------------------------------
     def add_challenge(self, cid: str, nonce: bytes, now: float, prompts: str = "") -> None:

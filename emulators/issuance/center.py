@@ -688,6 +688,12 @@ def create_app(config: CenterConfig) -> FastAPI:
     from emulators.issuance.wallet import mount_wallet
 
     mount_wallet(app, center)
+    # The database's pooled connections are closed when the server stops (a pool left to
+    # the garbage collector is closed in whichever thread collects it, possibly one of its
+    # own workers, which cannot join itself). A shutdown handler rather than a lifespan:
+    # the profiler's hook (server.app_from_env) is one as well, and a lifespan would
+    # silence both.
+    app.router.on_shutdown.append(center.db.close)
     app.state.center = center
     return app
 

@@ -105,7 +105,7 @@ def service(request: pytest.FixtureRequest, pki: PkiEnv,
         url = request.getfixturevalue("postgres_url")
         from facepin.store import Store
 
-        with Store(url)._conn() as conn:
+        with Store(url) as cleaner, cleaner._conn() as conn:
             for table in ("challenges", "reservations", "attempts"):
                 conn.execute(f"DELETE FROM {table}")
     clock = [time.time()]

@@ -4,10 +4,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
 
+from cardio.trust import TrustStore
 from facepin.store import POOL_SIZE, Store
 from tests.facepin.pg import postgres_url  # noqa: F401  (fixture)
 
@@ -58,3 +62,47 @@ def test_a_connection_dropped_by_the_server_is_not_handed_out(postgres_url: str 
         assert store.take_challenge("dropped-1", 1.0, 300) == (b"n", "")
     finally:
         store.close()
+
+
+def test_the_service_closes_its_pool_when_it_shuts_down(postgres_url: str,  # noqa: F811
+                                                         trust: TrustStore) -> None:
+    """A pool left open at shutdown is closed by the garbage collector in whichever thread
+    happens to collect it — one of its own workers, which then cannot join itself
+    ("RuntimeError: cannot join current thread", a PytestUnraisableExceptionWarning in the
+    service tests) — and its server connections stay open until then."""
+    from facepin.service import ServiceConfig, create_app
+
+    app = create_app(ServiceConfig(database=postgres_url, trust=trust, master_key=b"k" * 32))
+    pool = app.state.store._pool
+    seen = asyncio.run(run_lifespan(app, lambda: not pool.closed))
+    assert seen == [True] and pool.closed
+
+
+async def run_lifespan(app: Any, while_up: Callable[[], object]) -> list[object]:
+    """The ASGI lifespan as a server drives it (startup, then shutdown), ``while_up()``
+    evaluated between the two; its value in a list."""
+    up = asyncio.Event()
+    seen: list[object] = []
+    messages: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        if not up.is_set():
+            up.set()
+            return {"type": "lifespan.startup"}
+        seen.append(while_up())
+        return {"type": "lifespan.shutdown"}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message["type"])
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    assert messages == ["lifespan.startup.complete", "lifespan.shutdown.complete"], messages
+    return seen
+
+
+def test_a_store_closes_its_pool_as_a_context_manager(postgres_url: str  # noqa: F811
+                                                       ) -> None:
+    with Store(postgres_url) as store:
+        store.add_challenge("ctx-" + str(threading.get_ident()), b"n", 0.0)
+        pool = store._pool
+    assert pool.closed

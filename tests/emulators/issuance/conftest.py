@@ -132,6 +132,8 @@ def stop_service(svc: Service) -> int:
 
     if "card_dir" in svc.__dict__ and str(svc.card_dir).startswith("/dev/shm/"):
         shutil.rmtree(svc.card_dir, ignore_errors=True)
+    if "db" in svc.__dict__:  # the tests' own connections (a pool on PostgreSQL)
+        svc.db.close()
     svc.proc.send_signal(signal.SIGTERM)
     try:
         return svc.proc.wait(30)

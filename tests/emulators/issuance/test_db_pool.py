@@ -4,10 +4,12 @@ dropped (a restart, a failover, an idle timeout) is replaced before a request ge
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import psycopg
 
+from cardio.trust import TrustStore
 from emulators.issuance.db import POOL_SIZE, Database
 from tests.facepin.pg import postgres_url  # noqa: F401  (fixture)
 
@@ -59,3 +61,16 @@ def test_a_connection_dropped_by_the_server_is_not_handed_out(postgres_url: str 
         assert db.info("pool-test") == "after"
     finally:
         db.close()
+
+
+def test_the_center_closes_its_pool_when_it_shuts_down(postgres_url: str,  # noqa: F811
+                                                        trust: TrustStore) -> None:
+    """Closed at shutdown, not left to the garbage collector (which may run it in one of
+    the pool's own threads: "cannot join current thread")."""
+    from emulators.issuance.center import CenterConfig, create_app
+    from tests.facepin.test_store_pool import run_lifespan
+
+    app = create_app(CenterConfig(database=postgres_url, trust=trust))
+    pool = app.state.center.db._pg_pool
+    seen = asyncio.run(run_lifespan(app, lambda: not pool.closed))
+    assert seen == [True] and pool.closed
