@@ -62,11 +62,13 @@ def test_pin_reset_through_the_screen(backend: Service, reset_kiosk: Kiosk, chro
         p.open(k.url)
         p.wait("start", timeout=30)
         p.click("#btn-start")
+        p.wait("notice")
+        p.click("#btn-agree")
         p.wait("setcard")
         k.put(Card(reset.card, reset.auth_pin, "reset"))
         p.wait("pin")
         p.type_pin(reset.auth_pin)
-        p.wait("menu")
+        p.wait("menu")  # the reset is redeemed on the card: it stays in for now
         p.click("#screen button[data-doc='pin-reset']")
         p.wait("new-password")
         for lang in ("en", "ja"):  # both languages scanned and kept
