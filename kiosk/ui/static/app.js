@@ -216,8 +216,10 @@ function pinScreen(st) {
     onclick: () => send("key", { key: "0" }), text: "0" }));
   pad.append(el("button", { type: "button", class: "small", id: "key-back",
     onclick: () => send("key", { key: "back" }), text: t("btn.backspace") }));
-  col.append(actions(st, el("button", { type: "button", class: "primary", id: "key-ok",
-    onclick: () => send("key", { key: "ok" }), text: t("btn.ok") })));
+  // 確定 right under the keys, where the finger already is; やめる on the other side.
+  pad.append(el("button", { type: "button", class: "primary wide", id: "key-ok",
+    onclick: () => send("key", { key: "ok" }), text: t("btn.ok") }));
+  col.append(actions(st));
   return [el("div", { class: "split" }, col, pad)];
 }
 

@@ -138,17 +138,20 @@ def test_every_screen_fits_without_scrolling(chromium: Any, page_url: str, lang:
     rectangle inside the viewport and hit at its centre, no text outside the viewport,
     no element clipping its content. All failures are listed at once."""
     ctx, page = open_page(chromium, page_url, size, lang)
-    shots = None
-    if size == (1024, 768):  # every screen in ja and en; the keypad and lists in zh, ko
-        shots = artifacts() / "fit"
-        shots.mkdir(exist_ok=True)
+    shots = artifacts() / "fit"
+    shots.mkdir(exist_ok=True)
+    # every screen at 1024x768 in ja and en; the keypad and lists in zh and ko; the larger
+    # panels' PIN and menu in ja (named by size)
+    wanted = (lambda n: lang in ("ja", "en") or n in ("pin", "menu", "options")) \
+        if size == (1024, 768) else (lambda n: lang == "ja" and n in ("pin", "menu"))
+    prefix = "" if size == (1024, 768) else f"{size[0]}x{size[1]}-"
     failures: list[str] = []
     try:
         for name in SCREEN_STATES:
             render(page, name, lang)
-            if shots is not None and (lang in ("ja", "en") or name in ("pin", "menu",
-                                                                       "options")):
-                page.screenshot(path=str(shots / f"{lang}-{name.replace('~', '-')}.png"))
+            if wanted(name):
+                page.screenshot(
+                    path=str(shots / f"{prefix}{lang}-{name.replace('~', '-')}.png"))
             m = page.evaluate(MEASURE, _CONTROLS)
             vw, vh = m["vw"], m["vh"]
             if m["scroll"] != [vw, vh, vw, vh] or m["moved"] != [0, 0]:

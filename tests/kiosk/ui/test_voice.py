@@ -112,3 +112,14 @@ def test_screens_speak_the_reminder_repeats_and_mute_stops(chromium: Any,  # noq
     finally:
         ctx.close()
     assert hosts == {urlparse(kiosk_page).netloc}, hosts  # nothing from the network
+
+
+@pytest.mark.parametrize("lang", ["ja", "en", "zh", "ko"])
+def test_every_screen_has_its_clip(lang: str) -> None:
+    """Each screen of the page (tests/kiosk/ui/screens.py) says at least its title."""
+    v = Voice()
+    if not v.available(lang):
+        pytest.skip(f"no synthesiser for {lang}: {v.missing()} (bash scripts/setup.sh)")
+    screens = {st["screen"] for st in SCREEN_STATES.values()}
+    silent = [s for s in sorted(screens) if v.path(lang, f"screen.{s}.title") is None]
+    assert not silent, silent
