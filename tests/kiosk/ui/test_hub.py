@@ -337,3 +337,14 @@ def test_notice_before_the_card_then_card_out_copies_and_back() -> None:
     hub.act({"op": "accept"})
     assert hub.screen == "payment"
     assert hub.state()["accepted"]["coins"] == [10, 50, 100, 500]
+
+
+def test_the_municipalities_set_their_own_limit_of_copies() -> None:
+    """The emulated municipalities' menus carry different maxima (通数), and the kiosk caps
+    any at MAX_COPIES."""
+    from emulators.issuance.population import MUNICIPALITIES
+    from kiosk.session.core import MAX_COPIES
+
+    limits = {m.name: m.settings.max_copies for m in MUNICIPALITIES}
+    assert limits["千代田区"] == 5 and limits["高松市"] == 2 and limits["横浜市"] == 3
+    assert max(limits.values()) <= MAX_COPIES
