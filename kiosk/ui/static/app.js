@@ -550,7 +550,7 @@ function show(st, force) {
     $("app-title").textContent = t("app.title");
     $("mute").textContent = t(S.muted ? "mute.on" : "mute.off");
     if (changed) {
-      if (st.screen !== "copies") S.copies = 1;
+      if (st.screen !== "copies") S.copies = st.copies || 1; // back again: as chosen before
       if (!$("confirm").hidden && st.screen !== "payment") closeConfirm(false);
       const h = $("screen-title");
       const lead = box.querySelector(".lead, .reason");
