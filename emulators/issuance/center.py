@@ -86,6 +86,11 @@ REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 SESSION_TTL = 300.0
 KIOSK_CACHE_TTL = 5.0
 BUSY_TIMEOUT = 2.0
+POOL_WAIT = 3.0
+"""Seconds a step waits for a pooled PostgreSQL connection. The steps run on the event
+loop, so the wait blocks the whole instance: with the server gone (an outage, a failover)
+psycopg_pool keeps trying to connect, and the kiosk must get a prompt 503, not a 30 s
+stall of every request on the instance."""
 INCIDENT_GRACE = 600.0
 """Seconds after a session's end within which its kiosk may still report an incident."""
 M = TypeVar("M", bound=Message)
@@ -173,7 +178,7 @@ class Center:
         # The steps run on the event loop: a write lock held elsewhere (a long seed, a
         # backup) must not freeze the worker for 30 s — after BUSY_TIMEOUT the request is
         # refused 503 and the kiosk retries or cancels.
-        self.db = Database(config.database, busy_timeout=BUSY_TIMEOUT)
+        self.db = Database(config.database, busy_timeout=BUSY_TIMEOUT, pool_wait=POOL_WAIT)
         self.municipalities = MunicipalityServer(self.db, config.jlis_dir)
         self._kiosks: dict[str, tuple[ec.EllipticCurvePublicKey | None, float]] = {}
         self._fetch = RevocationFetcher()

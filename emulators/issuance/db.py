@@ -115,7 +115,9 @@ _TYPES = {
 }
 POOL_SIZE = 8
 POOL_WAIT = 30.0
-"""Seconds a transaction waits for a pooled PostgreSQL connection before failing (503)."""
+"""Seconds a transaction waits for a pooled PostgreSQL connection before failing, by
+default (command-line tools, benches). The center passes a much shorter ``pool_wait``: its
+steps run on the event loop, where a wait blocks every request of the instance."""
 
 
 class Tx:
@@ -150,7 +152,7 @@ class Database:
     """``sqlite:///PATH`` or ``postgresql://...``."""
 
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE, create: bool = True,
-                 busy_timeout: float = 30.0) -> None:
+                 busy_timeout: float = 30.0, pool_wait: float = POOL_WAIT) -> None:
         self.url = url
         self.busy_timeout = busy_timeout
         """Seconds a statement waits for a lock another process holds (SQLite's write lock,
@@ -181,7 +183,7 @@ class Database:
             # Opened after the schema (created on a connection of its own, so that a server
             # that is down fails at once with its own reason).
             self._pg_pool = ConnectionPool(
-                url, min_size=1, max_size=pool_size, open=False, timeout=POOL_WAIT,
+                url, min_size=1, max_size=pool_size, open=False, timeout=pool_wait,
                 check=ConnectionPool.check_connection, name="issuance",
                 kwargs={"connect_timeout": 10,
                         "options": f"-c lock_timeout={int(self.busy_timeout * 1000)}"})

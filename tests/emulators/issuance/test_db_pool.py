@@ -74,3 +74,32 @@ def test_the_center_closes_its_pool_when_it_shuts_down(postgres_url: str,  # noq
     pool = app.state.center.db._pg_pool
     seen = asyncio.run(run_lifespan(app, lambda: not pool.closed))
     assert seen == [True] and pool.closed
+
+
+def test_the_center_fails_fast_when_its_database_is_gone(postgres_url: str,  # noqa: F811
+                                                          trust: TrustStore) -> None:
+    """The center's steps run on the event loop: a transaction waiting for a pooled
+    connection that can never be made (the database dropped, the server gone) blocks the
+    whole instance. It fails within a few seconds (a 503 to the kiosk), not after
+    psycopg_pool's default 30 s (which timed out test_the_database_vanishing_...)."""
+    import time
+
+    import pytest
+
+    from emulators.issuance.center import CenterConfig, create_app
+    from tests.emulators.issuance.test_load import _fresh_pg_database
+
+    url = _fresh_pg_database(postgres_url, "poolwait")
+    app = create_app(CenterConfig(database=url, trust=trust))
+    db = app.state.center.db
+    try:
+        assert db.info("nothing") is None
+        name = url.split("?")[0].rsplit("/", 1)[1]
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        started = time.monotonic()
+        with pytest.raises(db.backend_errors()):
+            db.info("nothing")
+        assert time.monotonic() - started < 6.0
+    finally:
+        db.close()
