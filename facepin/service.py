@@ -41,6 +41,7 @@ import json
 import logging
 import secrets
 import socket
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -101,6 +102,31 @@ BODY_TIMEOUT = 30.0
 LIVE_SLOT_WAIT = 30.0
 """A live capture waits this long for one of the worker's :data:`facepin.live.MAX_LIVE`
 places before it is refused ``503``."""
+
+ATTEMPT_DEADLINE = LIVE_SLOT_WAIT + MAX_SECONDS + 30.0
+"""Seconds an admitted attempt may run in all (the wait for a place, the capture, the
+measuring of the frames still queued), well inside the store's ``ATTEMPT_LEASE``: the
+attempt is finished (counted) by then, so a held capture is never still open when its
+card gets its tries back."""
+
+RETRY_AFTER = 5
+"""Seconds a client is told to wait (``Retry-After``) when no database connection is to be
+had."""
+UNAVAILABLE_MESSAGE = "the service cannot reach its database; try again shortly"
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    """What the store raises when its database is unreachable, gone or failing: sqlite3's
+    errors and psycopg's (psycopg_pool's ``PoolTimeout`` is a ``psycopg.OperationalError``)."""
+    errors: list[type[Exception]] = [sqlite3.Error]
+    with contextlib.suppress(ImportError):
+        import psycopg
+
+        errors.append(psycopg.Error)
+    return tuple(errors)
+
+
+DATABASE_ERRORS = _database_errors()
 
 CardRegistry = Callable[[str], "tuple[str, str] | None"]
 """The issuer's card registry: the SHA-256 fingerprint of a card's JPKI authentication
@@ -240,6 +266,18 @@ def create_app(config: ServiceConfig) -> BodyLimit:
         return JSONResponse({"error": "invalid_request", "message": "the request does not"
                              " match the API", "fields": fields}, status_code=422)
 
+    async def unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        """No database connection (psycopg_pool's PoolTimeout, a server gone, a locked
+        SQLite file): 503 with Retry-After, so the app or kiosk tries again; it was a 500.
+        Only the error's type is logged: a driver's message can quote values."""
+        log.error("database unavailable: %s request=%s", type(exc).__name__,
+                  REQUEST_ID.get())
+        return JSONResponse({"error": "unavailable", "message": UNAVAILABLE_MESSAGE},
+                            status_code=503, headers={"Retry-After": str(RETRY_AFTER)})
+
+    for error in DATABASE_ERRORS:
+        app.add_exception_handler(error, unavailable)
+
     @app.exception_handler(Refused)
     async def refused(_request: Request, exc: Refused) -> JSONResponse:
         log.info("refused %s (%d) request=%s", exc.code, exc.status, REQUEST_ID.get())
@@ -359,6 +397,14 @@ def create_app(config: ServiceConfig) -> BodyLimit:
                 await ws.close(1008 if exc.status < 500 else 1013)
         except WebSocketDisconnect:
             log.info("live capture: the client went away request=%s", rid)
+        except DATABASE_ERRORS as exc:
+            # As the HTTP routes' 503 (the handler above): typed, the type logged only.
+            log.error("database unavailable: %s request=%s", type(exc).__name__, rid)
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+                await ws.send_json({"type": "refused", "status": 503, "error": "unavailable",
+                                    "message": UNAVAILABLE_MESSAGE,
+                                    "retry_after": RETRY_AFTER})
+                await ws.close(1013)
         finally:
             REQUEST_ID.reset(token)
 
@@ -385,19 +431,34 @@ def create_app(config: ServiceConfig) -> BodyLimit:
                                                                                 now)
         ok = False
         try:
-            # The card has proved itself; what is bounded is the capture's measuring.
+            # The card has proved itself; what is bounded is the capture's measuring, and
+            # the whole attempt by a wall-clock deadline: a client that goes quiet
+            # mid-capture (run_capture checks MAX_SECONDS only when a frame arrives) is cut
+            # off and its attempt counted now, long before its lease runs out.
             try:
-                await asyncio.wait_for(live_slots.acquire(), LIVE_SLOT_WAIT)
+                async with asyncio.timeout(ATTEMPT_DEADLINE):
+                    try:
+                        await asyncio.wait_for(live_slots.acquire(), LIVE_SLOT_WAIT)
+                    except TimeoutError:
+                        raise Refused(503, "busy", "too many captures at once; try again"
+                                      " shortly") from None
+                    try:
+                        await _capture(ws, face_record, taken_prompts, fp)
+                    finally:
+                        live_slots.release()
             except TimeoutError:
-                raise Refused(503, "busy", "too many captures at once; try again shortly"
-                              ) from None
-            try:
-                await _capture(ws, face_record, taken_prompts, fp)
-            finally:
-                live_slots.release()
+                raise Refused(408, "timeout", "the live capture did not finish in time;"
+                              " start again") from None
             ok = True
         finally:
-            store.finish_attempt(attempt, ok)
+            if not store.finish_attempt(attempt, ok, config.clock()):
+                # Older than its lease (the clock jumped, or the instance stalled): the
+                # card may have been given this try back already, so this outcome is not
+                # recorded, not told and grants nothing.
+                log.warning("live capture outlived its attempt's lease cert=%s request=%s",
+                            fp[:16], REQUEST_ID.get())
+                raise Refused(408, "timeout", "the live capture did not finish in time;"
+                              " start again")
         rid = secrets.token_urlsafe(18)
         store.add_reservation(Reservation(rid, fp, serial, now, now + RESERVATION_TTL, None))
         log.info("reservation created id=%s cert=%s request=%s", rid, fp[:16], REQUEST_ID.get())
