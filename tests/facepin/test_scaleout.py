@@ -244,16 +244,57 @@ def _attempts(store: Store, fp: str) -> tuple[int, int, int]:
     return len(rows), sum(r[0] is not None for r in rows), sum(r[0] is None for r in rows)
 
 
+def _captures(url: str, bodies: list[dict[str, object]]) -> list[Answer]:
+    """One blank live capture per evidence, all at once."""
+    return _at_once(len(bodies), lambda i: (*_live(url, bodies[i], _blank_camera()), "", 0.0))
+
+
+SLOW_OCSP = 3
+"""OCSP answers the test delays past the instances' OCSP timeout (cardio.pki.HTTP_TIMEOUT)
+in the concurrent round: what a loaded machine did to some captures at random (403
+certificate_unknown in 5 of 7 runs at load 3-7), made certain."""
+
+
 def test_exactly_five_attempts_among_concurrent_captures_across_instances(
-        pki: PkiEnv, fleet: Fleet) -> None:
+        pki: PkiEnv, fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A capture refused for its certificate's status (``certificate_unknown``: the
+    responder did not answer in time) took no attempt — the certificate is checked before
+    one is taken — so it is tried again with fresh evidence, as the app would; the
+    count is still exactly five evaluated of all the captures."""
+    from cardio.pki import HTTP_TIMEOUT
+
     path, p = pki.new_card(photo=genuine_chip())
     fp = _fingerprint_and_cert(path)[0]
     bodies = [_evidence(fleet.lb.url, path, p.auth_pin, p.text_pin) for _ in range(CONCURRENT)]
     refused_before = fleet.log_count("refused rate_limited")
     evaluated_before = fleet.log_count("refused face_no_face")
-    answers = _at_once(CONCURRENT, lambda i: (*_live(fleet.lb.url, bodies[i], _blank_camera()),
-                                              "", 0.0))
-    codes = sorted((a[0], a[1]) for a in answers)
+    answer_ocsp = pki.authority.ocsp_response
+    slow = [SLOW_OCSP]
+    lock = threading.Lock()
+
+    def late_ocsp(kind: str, der: bytes) -> bytes:
+        with lock:
+            delay, slow[0] = slow[0] > 0, slow[0] - 1
+        if delay:
+            time.sleep(HTTP_TIMEOUT + 1.5)
+        return answer_ocsp(kind, der)
+
+    monkeypatch.setattr(pki.authority, "ocsp_response", late_ocsp)
+    answers = _captures(fleet.lb.url, bodies)
+    monkeypatch.undo()
+    found = [(a[0], a[1]) for a in answers]
+    unknown = found.count((403, "certificate_unknown"))
+    assert unknown >= 1  # the delayed answers did time out (else this proves nothing)
+    for _ in range(10):
+        again = [i for i, code in enumerate(found) if code == (403, "certificate_unknown")]
+        if not again:
+            break
+        fresh = [_evidence(fleet.lb.url, path, p.auth_pin, p.text_pin) for _ in again]
+        redo = _captures(fleet.lb.url, fresh)
+        for i, a in zip(again, redo, strict=True):
+            found[i] = (a[0], a[1])
+    codes = sorted(found)
+    print(f"\n{unknown} captures refused certificate_unknown (a late OCSP answer), tried again")
     per_instance_429 = [a - b for a, b in zip(fleet.log_count("refused rate_limited"),
                                               refused_before, strict=True)]
     per_instance_eval = [a - b for a, b in zip(fleet.log_count("refused face_no_face"),
