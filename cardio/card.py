@@ -13,8 +13,10 @@ take it (:attr:`MyNumberCard.extended`): the reader says so through the transpor
 (``supports_extended``: True, False or unknown), the card through its ATR's
 card-capabilities object (:func:`cardio.apdu.atr.extended_length`); where either is
 unknown — the contact ATR in OpenSC's table says nothing, a contactless ATR never does —
-the first whole-file read is the probe: an extended Le, and on ``6700`` (or a reader
-error) the same read again in short form, once per connection. A card that answers
+the first whole-file read is the probe: an extended Le, and on any answer but ``9000``
+(``6700``, ``6985``, ``6D00``, ... or a reader error) the same read again in short form;
+its success makes the connection short-only (its failure is the file's, and the next read
+probes again). A card that answers
 costs no APDU more than the read itself; one that refuses costs one, once. (GET DATA
 ``5F51`` would give the contact ATR but costs two or three APDUs, more than the probe.)
 
@@ -58,8 +60,6 @@ from cardio.transport import (
 )
 
 MAX_SFI = 30
-NOT_EXTENDED_SW = frozenset({0x6700, 0x6F00})
-"""What a card that takes no extended Le answers the probe (also ``6Cxx``)."""
 
 
 def extended_at_start(transport: Transport) -> bool | None:
@@ -292,15 +292,21 @@ class MyNumberCard:
                 raise
             except TransportError:
                 resp = None  # the reader could not pass it: short from now on
-            if resp is not None and not (resp.sw in NOT_EXTENDED_SW
-                                         or resp.sw & 0xFF00 == 0x6C00):
-                check_status(resp.sw, context)
+            if resp is not None and resp.sw == 0x9000:
                 self.extended = True
                 if fid <= MAX_SFI:
                     self.current_ef = fid
                 return resp.data
+            # Any other answer — 6700, 6Cxx, 6F00, but also 6985, 6A86, 6D00, ... from a
+            # card that does not parse an extended Le — or a reader error: the same read
+            # once in short form. Only if that succeeds is the card short-only; if it
+            # fails too, the failure is the file's (not found, its PIN not verified) and
+            # is raised as such, the question left open for the next whole-file read.
+            data = self.send_checked(self._first_read(fid, SHORT_MAX_LE), context)
             self.extended = False
-            cmd = self._first_read(fid, SHORT_MAX_LE)
+            if fid <= MAX_SFI:
+                self.current_ef = fid
+            return data
         data = self.send_checked(cmd, context)
         if fid <= MAX_SFI:
             self.current_ef = fid

@@ -140,3 +140,48 @@ def test_small_fixed_reads_ask_for_what_they_need(soft_card: SoftwareCard) -> No
 
 def test_in_process_transport_exposes_the_card_atr(soft_card: SoftwareCard) -> None:
     assert InProcessTransport(soft_card).atr == soft_card.atr
+
+
+class RefusingWire(Wire):
+    """A card that answers an extended APDU with ``sw`` of its own choosing (a card that
+    does not parse an extended Le may say anything: wrong length, conditions, P1-P2,
+    instruction)."""
+
+    def __init__(self, card: SoftwareCard, sw: int) -> None:
+        super().__init__(card, reader=None)
+        self.refusal = sw.to_bytes(2, "big")
+
+    def transmit(self, apdu: bytes) -> bytes:
+        if len(apdu) >= 7 and apdu[4] == 0:
+            self.sent.append(apdu)
+            return self.refusal
+        return super().transmit(apdu)
+
+
+@pytest.mark.parametrize("sw", [0x6985, 0x6A86, 0x6D00, 0x6E00, 0x6A81, 0x6700],
+                         ids=lambda sw: f"{sw:04X}")
+def test_any_refusal_of_the_probe_retries_short_once(soft_card: SoftwareCard,
+                                                     profile: Profile, sw: int) -> None:
+    """Only 6700/6F00/6Cxx led to the short retry: a card refusing the extended probe with
+    6985, 6A86, 6D00, ... could not be read at all."""
+    wire = RefusingWire(soft_card, sw)
+    card = MyNumberCard(wire)
+    assert four_certificates(card, profile) == expected(soft_card)
+    assert card.extended is False
+    assert wire.extended_sent() == 1 and len(wire.sent) == SHORT_FOUR + 1
+
+
+def test_a_probe_failing_in_short_form_too_decides_nothing(soft_card: SoftwareCard,
+                                                           profile: Profile) -> None:
+    """The sign certificate before its PIN: refused in both forms, so the refusal is the
+    file's (raised as such), not the card's view of extended length — that stays open and
+    the next whole-file read probes again (and reads in one APDU)."""
+    from cardio.apdu.errors import SecurityStatusNotSatisfied
+
+    wire = Wire(soft_card, reader=None)
+    card = MyNumberCard(wire)
+    with pytest.raises(SecurityStatusNotSatisfied):
+        JpkiApplication(card).certificate_der("sign")
+    assert card.extended is None
+    assert JpkiApplication(card).certificate_der("auth") == expected(soft_card)["auth"]
+    assert card.extended is True
