@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kiosk.devices.cash import CashSession, can_change, pay_change
-from kiosk.devices.cctalk import CoinAcceptorDriver, HopperDriver
+from kiosk.devices.cctalk import YEN_COIN, CoinAcceptorDriver, HopperDriver
 from kiosk.devices.errors import DeviceError, DeviceTimeout
 from kiosk.devices.id003 import Id003Driver, Status
 from kiosk.devices.ipp import IppPrinter
@@ -46,6 +46,10 @@ from kiosk.devices.model import (
 #: Validator states with a note on the move: a sweep waits until none of them is reported.
 _MOVING = frozenset({Status.ACCEPTING, Status.ESCROW, Status.STACKING, Status.VEND_VALID,
                      Status.STACKED, Status.REJECTING, Status.RETURNING, Status.HOLDING})
+
+
+#: Every coin the acceptor knows, smallest first.
+COINS: tuple[int, ...] = tuple(sorted(YEN_COIN))
 
 
 def hand_back(_yen: int) -> bool | None:
@@ -71,6 +75,9 @@ class CashAcceptor:
         #: nobody's payment; the caller journals them and empties the list.
         self.strays: list[DeviceEvent] = []
         self._bill_floor = 0  # bill items numbered up to this arrived before the session
+        #: The hoppers' stock the open session was told (``None``: unknown, take anything).
+        self._stock: dict[int, int] | None = None
+        self._coin_set: tuple[int, ...] | None = None  # the coins the acceptor takes now
         if bill is not None:
             bill.host.accept = hand_back
 
@@ -89,7 +96,29 @@ class CashAcceptor:
         if self.bill is not None:
             self.bill.host.set_enabled(on)
         if self.coins is not None:
-            self.coins.set_enabled(on)
+            self._coin_set = self._payable_coins() if on else None
+            self.coins.set_enabled(on, self._coin_set or ())
+
+    def _payable_coins(self) -> tuple[int, ...]:
+        """The coins whose change the hoppers can pay now (every coin when the stock is not
+        known): the same rule as for notes. A coin cannot be held in escrow, so the one whose
+        change is short is inhibited before it comes, not handed back after (issue 24: a
+        ¥500 coin for a ¥200 fee with only ¥200 of change in the hoppers was taken and
+        ¥100 was owed silently)."""
+        session, stock = self.session, self._stock
+        if session is None or stock is None:
+            return COINS
+        return tuple(c for c in COINS if can_change(session.credited + self.held + c
+                                                    - session.price, stock))
+
+    def _refresh_coins(self) -> None:
+        """Re-inhibit coins after a credit: what is payable shrinks as the credit grows."""
+        if self.coins is None or not self._accepting:
+            return
+        want = self._payable_coins()
+        if want != self._coin_set:
+            self._coin_set = want
+            self.coins.set_enabled(True, want)
 
     def cash_in_start(self, payload: dict[str, Any]) -> dict[str, Any]:
         if self.session is not None and not self.session.closed:
@@ -102,6 +131,7 @@ class CashAcceptor:
         self._sweep()
         session = CashSession(fee)
         self.session = session
+        self._stock = {int(c): int(n) for c, n in stock.items()} if stock is not None else None
         if self.bill is not None:
             def accept(yen: int) -> bool | None:
                 if session.credited >= session.price:
@@ -179,6 +209,8 @@ class CashAcceptor:
                 self.strays.append(event)
         if session is not None and self.covered >= session.price:
             self._set_accepting(False)
+        elif session is not None and events:
+            self._refresh_coins()
         return events
 
     @property

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 
-__all__ = ["REASONS", "render_slip", "slip_reason"]
+__all__ = ["ISSUED", "REASONS", "render_slip", "slip_reason"]
 
 JST = dt.timezone(dt.timedelta(hours=9), "JST")
 
@@ -24,11 +24,18 @@ REASONS: dict[str, tuple[str, str]] = {
     "print_failed": ("印刷できませんでした", "the certificate could not be printed"),
     "payment_short": ("おつりを全額お返しできませんでした", "the change could not be paid in full"),
     "escrow_stuck": ("お金をお返しできませんでした", "the money could not be handed back"),
+    "change_short": ("おつりを全額お返しできませんでした", "the change could not be paid in full"),
+    "cash_after_payment": ("お支払い後に入ったお金をお返しできませんでした",
+                           "money put in after the payment could not be handed back"),
     "recovered_unprinted": ("機器の再起動により交付できませんでした",
                             "the kiosk restarted before the certificate was printed"),
     "recovered": ("機器の再起動により中断しました", "the kiosk restarted during the session"),
 }
 """Reason codes (the session core's, up to the first ``:``) in plain words, ja and en."""
+
+#: Reasons of a session whose certificate *was* printed and that still owes money: the
+#: slip is then a refund notice, not a "not issued" one.
+ISSUED = frozenset({"change_short", "cash_after_payment"})
 
 
 def slip_reason(code: str) -> tuple[str, str]:
@@ -52,7 +59,8 @@ def render_slip(txn: str, yen: int, reason: str, *, kiosk_id: str = "",
     ja, en = slip_reason(reason)
     buf = io.BytesIO()
     c = canvas.Canvas(buf, pagesize=A6)
-    c.setTitle(f"未交付のお知らせ {txn}")
+    issued = reason.partition(":")[0] in ISSUED
+    c.setTitle(f"{'返金のお知らせ' if issued else '未交付のお知らせ'} {txn}")
     _width, height = A6
     x, y = 10 * mm, height - 16 * mm
 
@@ -62,8 +70,8 @@ def render_slip(txn: str, yen: int, reason: str, *, kiosk_id: str = "",
         c.drawString(x, y, text)
         y -= step
 
-    line("未交付のお知らせ", 16, 7 * mm)
-    line("Certificate not issued", 10, 9 * mm)
+    line("返金のお知らせ" if issued else "未交付のお知らせ", 16, 7 * mm)
+    line("Refund due" if issued else "Certificate not issued", 10, 9 * mm)
     line(f"取引番号 Transaction: {txn}", 10, 6 * mm)
     line(f"返金額 Refund due: {yen:,} 円 (yen)", 12, 7 * mm)
     line(f"理由: {ja}", 9, 5 * mm)

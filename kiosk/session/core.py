@@ -208,7 +208,9 @@ def _e(handler: str, *targets: State) -> Edge:
 
 
 _ABORT = (State.RETURNING_ESCROW, State.AWAIT_CARD_REMOVAL, State.FINALIZING, State.DONE)
-_AFTER_PRINT = (State.RELEASING, State.AWAIT_CARD_REMOVAL, State.FINALIZING, State.DONE)
+#: After a print (or a slip): a slip for money owed, the card, the pages, the center.
+_AFTER_PRINT = (State.SLIP_PRINTING, State.RELEASING, State.AWAIT_CARD_REMOVAL,
+                State.FINALIZING, State.DONE)
 
 
 def _build_table() -> dict[State, dict[type[E.Event], Edge]]:
@@ -275,7 +277,8 @@ def _build_table() -> dict[State, dict[type[E.Event], Edge]]:
             E.PrintFailed: _e("_on_slip_done", *_AFTER_PRINT),
         },
         S.AWAIT_CARD_REMOVAL: {},
-        S.RELEASING: {E.PagesReleased: _e("_on_released", S.FINALIZING, S.DONE)},
+        S.RELEASING: {E.PagesReleased: _e("_on_released", S.SLIP_PRINTING, S.FINALIZING,
+                                          S.DONE)},
         S.FINALIZING: {
             E.Finalized: _e("_on_finalized", S.DONE),
             E.ServerUnavailable: _e("_on_finalize_failed", S.DONE),
@@ -289,7 +292,8 @@ def _build_table() -> dict[State, dict[type[E.Event], Edge]]:
             continue
         row[E.Tick] = _e("_on_tick", state, S.SLIP_PRINTING, S.PRINTING, *_ABORT,
                          *_AFTER_PRINT)
-        row.setdefault(E.CardRemoved, _e("_on_card_removed", state, S.RELEASING, *_ABORT))
+        row.setdefault(E.CardRemoved, _e("_on_card_removed", state, S.RELEASING,
+                                         S.SLIP_PRINTING, *_ABORT))
         row.setdefault(E.CashCredited, _e("_on_credit", state, S.FETCHING))
         row.setdefault(E.DeviceFault, _e("_on_fault_noted", state))
         if state in _USER_STATES or state is S.CARD_OUT:
@@ -654,9 +658,13 @@ class IssuanceSession:
                 self._maybe_paid(out)
         else:
             # Cash that arrived after the payment was taken (a coin in flight, a device that
-            # ignored the inhibit): it is in the machine now; owe it back.
+            # ignored the inhibit): it is in the machine now; owe it back, on a slip.
             self.cash_in += ev.yen
             self.refund += ev.yen
+            if self.state is not State.FINALIZING:  # a slip still comes before the end
+                self.slip_due = True
+                if self.outcome is not None:
+                    self.reason = self.reason or "cash_after_payment"
 
     def _on_payment_fault(self, ev: E.DeviceFault, out: list[C.Command]) -> None:
         if ev.device == "cash":
@@ -715,6 +723,10 @@ class IssuanceSession:
         self.change_paid = paid
         if paid < self.change_due:  # hopper empty: what it could not pay is owed
             self.refund += self.change_due - paid
+            # Never a silent shortfall: the owed change goes on a slip after the printing
+            # (the certificate is still issued; the slip is the customer's proof). Its
+            # reason is set with the outcome (the journal holds no reason without one).
+            self.slip_due = True
         self._start_print(out)
 
     def _start_print(self, out: list[C.Command]) -> None:
@@ -734,7 +746,11 @@ class IssuanceSession:
     def _on_print_done(self, ev: E.PrintDone, out: list[C.Command]) -> None:
         self._answered()
         self.printed = True
-        self.outcome, self.reason = Outcome.PRINTED, ""
+        # Printed, and money still owed (change the hoppers could not pay, cash after the
+        # payment): the slip that follows names why.
+        self.outcome = Outcome.PRINTED
+        self.reason = "" if not self.slip_due else \
+            "change_short" if self.change_paid < self.change_due else "cash_after_payment"
         self.release_due = True
         self._wipe(out)
         self._advance_ending(out)
@@ -774,7 +790,8 @@ class IssuanceSession:
 
     def _on_slip_done(self, ev: E.PrintDone | E.PrintFailed, out: list[C.Command]) -> None:
         self._answered()
-        self.release_due = isinstance(ev, E.PrintDone)
+        # A certificate printed before the slip is still to be released, whatever the slip.
+        self.release_due = self.release_due or isinstance(ev, E.PrintDone)
         self._advance_ending(out)
 
     def _on_released(self, ev: E.PagesReleased, out: list[C.Command]) -> None:

@@ -79,13 +79,15 @@ def tax_years(today: dt.date | None = None) -> dict[str, int]:
 
 
 def accepted_money(runner: Any, fee: int, escrow: int) -> dict[str, list[int]]:
-    """What the payment screen says it takes: every coin, and the notes whose change the
-    hoppers can pay from their stock now (the acceptor hands any other note back)."""
+    """What the payment screen says it takes: the coins and notes whose change the hoppers
+    can pay from their stock now (the acceptor hands any other note back and inhibits any
+    other coin)."""
     from kiosk.devices.cash import can_change
 
     stock = dict(getattr(getattr(runner, "cash", None), "stock", {}) or {})
+    coins = [c for c in COINS if can_change(escrow + c - fee, stock)]
     notes = [n for n in NOTES if can_change(escrow + n - fee, stock)]
-    return {"coins": list(COINS), "notes": notes}
+    return {"coins": coins, "notes": notes}
 
 
 def catalogue_languages() -> list[str]:
@@ -214,6 +216,8 @@ class WebHub:
         elif cmd.screen is C.Screen.DONE:
             self.outcome = cmd.detail
             self.take_card = False
+            if s is not None and s.refund > 0:
+                self.txn = s.txn  # money owed on a slip: its number, the customer quotes it
         elif cmd.screen in (C.Screen.TAKE_PAGES, C.Screen.MENU, C.Screen.OPTIONS):
             self.take_card = False
         self.screen, self.detail, self.amount = screen, cmd.detail, cmd.amount

@@ -431,6 +431,11 @@ function doneScreen(st) {
   }
   if (st.outcome === "printed") {
     parts.push(figures([[t("quote.fee"), yen(st.fee)], [t("payment.change"), yen(st.change), "done-change"]]));
+    // Change the hoppers could not pay: said, with the slip that proves it (never silent).
+    if (st.refund > 0) {
+      parts.push(el("p", { class: "reason", id: "refund-owed", text: t("done.refund_owed",
+        { n: Number(st.refund).toLocaleString("ja-JP") }) }));
+    }
   }
   if (st.txn) parts.push(el("p", { class: "lead", text: t("not-issued.txn", { txn: st.txn }) }));
   if (!st.in_session) {

@@ -53,3 +53,13 @@ def test_an_unknown_reason_is_shown_as_its_code() -> None:
     assert slip_reason("binding_mismatch") == ("binding_mismatch", "binding_mismatch")
     text, _ = text_and_image(render_slip("Tx", 0, "binding_mismatch"))
     assert "binding_mismatch" in text
+
+
+def test_a_slip_for_change_owed_after_printing_is_a_refund_notice() -> None:
+    """Review of issue 24: the certificate printed but ¥100 of change could not be paid; the
+    slip says so (not "not issued")."""
+    text, _image = text_and_image(render_slip("T0123456789ab", 100, "change_short"))
+    for expected in ("返金のお知らせ", "Refund due", "100 円",
+                     "おつりを全額お返しできませんでした"):
+        assert expected in text, expected
+    assert "未交付" not in text

@@ -179,3 +179,45 @@ def test_cancel_says_how_much_goes_back() -> None:
     shown = [c for c in d.log if isinstance(c, C.Show) and c.screen is C.Screen.CANCELLED]
     assert [(c.detail, c.amount) for c in shown] == [("user_cancel", 150)]
     assert [c.yen for c in d.log if isinstance(c, C.ReturnEscrow)] == [150]
+
+
+def test_change_the_hoppers_could_not_pay_is_owed_on_a_slip_after_the_printing() -> None:
+    """Review of issue 24: ¥500 in for a ¥200 fee, the hoppers paid ¥200 of the ¥300 change
+    and the session printed and ended with ¥100 owed and no slip. Now the certificate still
+    prints, then a slip for the ¥100 (reason change_short), then the pages are released."""
+    from tests.kiosk.session.test_core import Drive as Flat
+
+    d = Flat()
+    d.to_fetching(1000)
+    d(E.DocumentReceived(d.key(C.RequestDocument), DOC, "aa" * 32))
+    d(E.EscrowStacked(d.key(C.StackEscrow), 1000))
+    d(E.ChangePaid(d.key(C.PayChange), 600))  # ¥700 due, ¥100 short
+    d(E.CardRemoved())
+    d(E.PrintDone(d.key(C.PrintDocument)))
+    assert d.s.state is State.SLIP_PRINTING
+    slip = d.log[-1]
+    assert isinstance(slip, C.PrintSlip) and (slip.yen, slip.reason) == (100, "change_short")
+    d(E.PrintFailed(slip.key, "media-empty"))  # the slip failed: the certificate still goes out
+    assert d.s.state is State.RELEASING
+    d(E.PagesReleased(d.key(C.ReleasePages)))
+    d(E.Finalized(d.key(C.Finalize)))
+    assert d.s.state is State.DONE and d.s.outcome.value == "printed"
+    assert (d.s.refund, d.s.reason) == (100, "change_short")
+    assert [c.outcome for c in d.log if isinstance(c, C.Finalize)] == ["printed"]
+
+
+def test_cash_after_the_payment_is_owed_on_a_slip() -> None:
+    """A coin credited after the payment was taken (in flight past the inhibit) is owed and
+    goes on a slip too, never only into the books."""
+    from tests.kiosk.session.test_core import Drive as Flat
+
+    d = Flat()
+    d.to_fetching(300)
+    d(E.DocumentReceived(d.key(C.RequestDocument), DOC, "aa" * 32))
+    d(E.EscrowStacked(d.key(C.StackEscrow), 300))
+    d(E.CashCredited(100))  # late coin while printing
+    d(E.CardRemoved())
+    d(E.PrintDone(d.key(C.PrintDocument)))
+    slip = d.log[-1]
+    assert isinstance(slip, C.PrintSlip)
+    assert (slip.yen, slip.reason) == (100, "cash_after_payment")

@@ -33,7 +33,7 @@ FULL = os.environ.get("CARDIO_KIOSK_CRASH_FULL") == "1"
 # (name, chaos, faults, seed, wrong PINs, expected outcome, expected reason, every point in CI)
 SCENARIOS = [
     ("printed-with-change", 0, 0, 0, 0, "printed", "", True),
-    ("printed-change-short", 0, 20, 56, 0, "printed", "", False),
+    ("printed-change-short", 0, 20, 56, 0, "printed", "change_short", False),
     ("print-failed-refund", 0, 20, 17, 0, "failed_refund_due", "print_failed:media-empty",
      False),
     ("binding-mismatch-stuck", 0, 20, 230, 0, "refused", "binding_mismatch", False),

@@ -215,6 +215,31 @@ def test_printing_reminders_and_take_card() -> None:
                                                                      800)
 
 
+def test_the_done_screen_says_the_change_still_owed_and_the_slip() -> None:
+    """Review of issue 24: ¥800 of change due, the hoppers paid ¥700; after the printing a
+    slip for ¥100 prints and the done screen carries the ¥100 and the slip's number."""
+    hub = WebHub()
+    d = to_menu(hub)
+    hub.act({"op": "choose", "item": "juminhyo"})
+    hub.act({"op": "options", "options": []})
+    hub.act({"op": "copies", "n": 1})
+    hub.act({"op": "accept"})
+    d.put(E.CashCredited(1000))
+    d.reply(E.DocumentReceived, object(), "digest")
+    d.reply(E.EscrowStacked, 1000)
+    d.reply(E.ChangePaid, 700)
+    d.put(E.CardRemoved())
+    d.reply(E.PrintDone)
+    slip = d.commands[-1]
+    assert isinstance(slip, C.PrintSlip) and (slip.yen, slip.reason) == (100, "change_short")
+    d.reply(E.PrintDone)
+    d.reply(E.PagesReleased)
+    d.reply(E.Finalized)
+    st = hub.state()
+    assert (st["screen"], st["outcome"], st["change"], st["refund"], st["txn"]) == \
+        ("done", "printed", 700, 100, "T0a1b2c")
+
+
 def test_malformed_and_unknown_actions_are_ignored() -> None:
     hub = WebHub()
     for msg in (None, [], {"op": 3}, {"op": "__init__"}, {"op": "publish"}, "x"):
@@ -336,7 +361,22 @@ def test_notice_before_the_card_then_card_out_copies_and_back() -> None:
     assert (hub.screen, hub.state()["fee"]) == ("quote", 400)
     hub.act({"op": "accept"})
     assert hub.screen == "payment"
-    assert hub.state()["accepted"]["coins"] == [10, 50, 100, 500]
+    # no hoppers here: a ¥500 coin (¥100 of change for ¥400) is not offered
+    assert hub.state()["accepted"]["coins"] == [10, 50, 100]
+
+
+def test_the_payment_screen_offers_only_coins_whose_change_can_be_paid() -> None:
+    """Review of issue 24: every coin was listed (and taken) whatever the hoppers held. With
+    ¥200 of change at most, a ¥500 coin for a ¥200 fee (¥300 of change) is left off; once
+    ¥100 is in, ¥100 of change would be payable but ¥400 not."""
+    from types import SimpleNamespace
+
+    from kiosk.ui.hub import accepted_money
+
+    runner = SimpleNamespace(cash=SimpleNamespace(stock={500: 0, 100: 0, 50: 2, 10: 10}))
+    assert accepted_money(runner, 200, 0) == {"coins": [10, 50, 100], "notes": []}
+    rich = SimpleNamespace(cash=SimpleNamespace(stock={500: 1, 100: 4, 50: 1, 10: 5}))
+    assert accepted_money(rich, 200, 0) == {"coins": [10, 50, 100, 500], "notes": [1000]}
 
 
 def test_the_municipalities_set_their_own_limit_of_copies() -> None:
