@@ -58,8 +58,8 @@ POOL_WAIT = 30.0
 """Seconds a transaction waits for a pooled connection before failing (a 503)."""
 ATTEMPT_LEASE = 600.0
 """Seconds an attempt without an outcome keeps its slot. An attempt is taken before the
-live capture and finished after it (at most ``LIVE_SLOT_WAIT`` + ``MAX_SECONDS`` and the
-measuring, about 90 s); one still open after this long was abandoned — its instance was
+live capture and finished after it (``facepin.service.ATTEMPT_DEADLINE`` cuts a capture off
+after 105 s); one still open after this long was abandoned — its instance was
 killed mid-capture — and stops counting against the card's tries (its row stays, for the
 audit). Until then it counts, so attempts running at once on any number of instances
 still get at most the limit."""
@@ -274,10 +274,19 @@ class Store:
                        (cert_fp, now, aid))
         return aid
 
-    def finish_attempt(self, attempt_id: str, ok: bool) -> None:
-        """Record the outcome of an attempt taken with :meth:`take_attempt`."""
+    def finish_attempt(self, attempt_id: str, ok: bool, now: float | None = None,
+                       lease: float = ATTEMPT_LEASE) -> bool:
+        """Record the outcome of an attempt taken with :meth:`take_attempt`. With ``now``,
+        only while the attempt is within its lease: once the lease has run out the card
+        may already have taken its try again, so recording (and acting on) this outcome
+        would make one more evaluated attempt than the limit. False when not recorded."""
         with self._conn() as db:
-            db.execute("UPDATE attempts SET ok=? WHERE id=?", (int(ok), attempt_id))
+            if now is None:
+                cur = db.execute("UPDATE attempts SET ok=? WHERE id=?", (int(ok), attempt_id))
+            else:
+                cur = db.execute("UPDATE attempts SET ok=? WHERE id=? AND at>=?",
+                                 (int(ok), attempt_id, now - lease))
+            return bool(cur.rowcount == 1)
 
     def record_attempt(self, cert_fp: str, now: float, ok: bool) -> None:
         with self._conn() as db:
