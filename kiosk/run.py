@@ -333,13 +333,20 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
                             card_out_after_use=hub is not None)
 
             async def watch_removal(r: Runner = runner) -> None:
+                """The slot, for the whole session: the card leaving, and a card put back
+                after it left (review of issue 24: the watch ended at the first removal, so
+                a card put back was ignored and left behind for the next customer)."""
+                told = True  # the session starts with the card in (its CardInserted)
                 while True:
                     await asyncio.sleep(0.2)
                     s = r.session
-                    if s is not None and s.card_present and \
-                            not await asyncio.to_thread(slot.present):
-                        r.put(E.CardRemoved())
-                        return
+                    if s is None:
+                        continue
+                    present = await asyncio.to_thread(slot.present)
+                    # Each change once: the session may not have handled the last yet.
+                    if present != s.card_present and present != told:
+                        r.put(E.CardInserted() if present else E.CardRemoved())
+                        told = present
 
             watcher = asyncio.get_running_loop().create_task(watch_removal())
             try:
@@ -356,8 +363,19 @@ async def serve(config: dict[str, Any], stop: asyncio.Event) -> int:
                    "document": result.document, "fee": result.fee, "paid": result.paid,
                    "change": result.change, "refund_due": result.refund,
                    "files": result.files})
+            if hub is not None:
+                # A card in the slot at the end, or put back while the done screen is up
+                # (someone who thinks it is needed again): the last customer's, never the
+                # next one's. 「カードが残っています」, and no start until it is taken.
+                while not stop.is_set() and hub.screen == "done" and \
+                        not await asyncio.to_thread(slot.present):
+                    await _wait(stop, 0.2)
+                if await asyncio.to_thread(slot.present):
+                    hub.card_left(True)
             while not stop.is_set() and await asyncio.to_thread(slot.present):
                 await _wait(stop, 0.2)  # the same card again is not a new session
+            if hub is not None:
+                hub.card_left(False)
         _line({"event": "stopped", "ledger": journal.ledger().as_dict()})
     finally:
         if server is not None:

@@ -295,6 +295,7 @@ def _build_table() -> dict[State, dict[type[E.Event], Edge]]:
         row.setdefault(E.CardRemoved, _e("_on_card_removed", state, S.RELEASING,
                                          S.SLIP_PRINTING, *_ABORT))
         row.setdefault(E.CashCredited, _e("_on_credit", state, S.FETCHING))
+        row.setdefault(E.CardInserted, _e("_on_card_back", state, S.CARD_OUT))
         row.setdefault(E.DeviceFault, _e("_on_fault_noted", state))
         if state in _USER_STATES or state is S.CARD_OUT:
             row[E.Cancel] = _e("_on_cancel", *_ABORT)
@@ -324,6 +325,9 @@ class IssuanceSession:
         #: The interlock: after its use the card must leave before the session goes on.
         self.card_out_after_use = card_out_after_use
         self._after_card_out = State.MENU
+        #: The card left after its use (the interlock opened): from then on the session
+        #: needs it no more, and a card put back is only reminded away, never a cancel.
+        self._used_out = False
         self.state = State.IDLE
         self._n = 0
         self._pending = ""  # key of the awaited reply
@@ -815,11 +819,29 @@ class IssuanceSession:
     def _on_extend(self, ev: E.Extend, out: list[C.Command]) -> None:
         self._ticks, self._warned = 0, False
 
+    def _on_card_back(self, ev: E.CardInserted, out: list[C.Command]) -> None:
+        """The card put back in the slot during a session (a resident who thinks it is
+        needed again — review of issue 24: it was ignored and left behind). It is asked out
+        again before the session can end: in the menu or options the interlock closes
+        again; elsewhere the reminder comes back (the printing waits for it, the ending
+        holds in AWAIT_CARD_REMOVAL)."""
+        if self.card_present:
+            return  # the slot said so already
+        self.card_present = True
+        if self.state in (State.MENU, State.OPTIONS) and self.card_out_after_use:
+            self._card_out(out, self.state)
+            return
+        self._remind_level = 1
+        if self.state is State.PRINTING:
+            self._show(out, C.Screen.TAKE_CARD)
+        self._cmd(out, C.RemindCard, level=1)
+
     def _on_card_removed(self, ev: E.CardRemoved, out: list[C.Command]) -> None:
         if not self.card_present:
             raise SessionProtocolError("card removed twice")
         self.card_present = False
         if self.state is State.CARD_OUT:
+            self._used_out = True
             # The interlock opens: the card is out, the person goes on to choose.
             self._remind_level = 0
             if self._after_card_out is State.OPTIONS and self.item is not None:
@@ -828,7 +850,9 @@ class IssuanceSession:
                 self._show(out, C.Screen.MENU)
             self._go(self._after_card_out)
         elif self.state is State.LOADING_MENU and self.card_out_after_use:
-            pass  # used already (authenticated): taken a moment early, nothing is lost
+            self._used_out = True  # used already (authenticated): taken a moment early
+        elif self.state in _PRE_STACK and self._used_out:
+            self._remind_level = 0  # a card put back after its use is out again: go on
         elif self.state in _PRE_STACK:
             self._abort(out, Outcome.CANCELLED, "card_removed")
         elif self.state is State.AWAIT_CARD_REMOVAL:

@@ -46,6 +46,9 @@ PIN_DIGITS = 4
 #: Between sessions: the hub's own screens — the start, 注意事項 (what will happen; 同意
 #: before the card) and "set your card", the only one on which a card starts a session.
 START, NOTICE, SETCARD = "start", "notice", "setcard"
+#: The start screen while the last session's card is still in the slot: no start until the
+#: card is taken (review of issue 24: the next customer found the previous card there).
+CARD_LEFT = "card-left"
 
 #: How long "set your card" waits for a card before the start screen comes back.
 SETCARD_SECONDS = 90.0
@@ -123,6 +126,7 @@ class WebHub:
         self.done_seconds = done_seconds
         self.runner: Runner | None = None
         self.screen = START
+        self.left = False  # the slot holds a card no session is using
         self.detail = ""
         self.amount = 0
         self.notice: dict[str, Any] | None = None
@@ -176,10 +180,18 @@ class WebHub:
             loop = asyncio.get_running_loop()
             self._home = loop.call_later(self.done_seconds, self.home)
 
+    def card_left(self, left: bool) -> None:
+        """The slot holds a card between sessions (``True``) or is empty again: the start
+        screen says so and refuses to start until it is taken."""
+        self.left = left
+        if self.runner is None and self.screen in (START, CARD_LEFT):
+            self.home()
+
     def home(self) -> None:
         self._cancel_home()
         if self.runner is None:
-            self.screen, self.detail, self.amount, self.notice = START, "", 0, None
+            self.screen = CARD_LEFT if self.left else START
+            self.detail, self.amount, self.notice = "", 0, None
             self.outcome, self.chosen, self.txn = "", "", ""  # nothing of the last customer
             self.fee = self.change = self.refund = 0
             self.publish()
@@ -318,7 +330,7 @@ class WebHub:
 
     def _op_start(self, msg: dict[str, Any]) -> bool:
         """From the start screen to 注意事項 (the notice the person agrees to)."""
-        if self.runner is not None:
+        if self.runner is not None or self.left:
             return False
         self._cancel_home()
         self.screen, self.detail, self.amount, self.notice, self.outcome = \
@@ -330,7 +342,7 @@ class WebHub:
 
     def _op_agree(self, msg: dict[str, Any]) -> bool:
         """同意 on 注意事項: now, and only now, a card starts a session."""
-        if self.runner is not None or self.screen != NOTICE:
+        if self.runner is not None or self.screen != NOTICE or self.left:
             return False
         self._cancel_home()
         self.screen, self.detail, self.amount, self.notice, self.outcome = \

@@ -463,6 +463,10 @@ function render(st) {
         st.pin_reset ? el("button", { type: "button", id: "btn-reset",
           text: t("btn.start_reset"), onclick: () => send("start") }) : null)];
   }
+  if (s === "card-left") {
+    // The last session's card is still in the slot: nothing starts until it is taken.
+    return [title("screen.card-left.title"), lead(t("screen.card-left.text")), cardPicture(true)];
+  }
   if (s === "notice") {
     const list = el("ol", { class: "notice", id: "notice-list" });
     for (const k of ["notice.1", "notice.2", "notice.3", "notice.4", "notice.5"]) {

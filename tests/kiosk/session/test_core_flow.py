@@ -221,3 +221,54 @@ def test_cash_after_the_payment_is_owed_on_a_slip() -> None:
     slip = d.log[-1]
     assert isinstance(slip, C.PrintSlip)
     assert (slip.yen, slip.reason) == (100, "cash_after_payment")
+
+
+def test_a_card_put_back_after_card_out_is_asked_out_again_before_the_end() -> None:
+    """Review of issue 24: after card-out, a card put back in the slot was ignored; the
+    session printed and ended with the card in. Now: in the menu the interlock closes again
+    (card-out, then the menu); put back during the payment it is reminded and taking it
+    again cancels nothing; the printing asks for it and the session holds until it is out."""
+    d = Drive(pin_reset=False, card_out_after_use=True)
+    d.used()
+    d(E.CardRemoved())
+    assert d.s.state is State.MENU
+    d(E.CardInserted())  # back in, in the menu
+    assert d.s.state is State.CARD_OUT and d.s.card_present
+    assert not d.s.accepts(E.Choose)
+    d(E.CardRemoved())
+    assert d.s.state is State.MENU
+    d(E.Choose("juminhyo"))
+    d(E.OptionsConfirmed(("honseki",)))
+    d(E.QuoteAccepted())
+    d(E.CardInserted())  # back in, during the payment: reminded
+    assert d.s.state is State.PAYMENT and isinstance(d.log[-1], C.RemindCard)
+    d(E.CardRemoved())  # out again: the payment goes on, nothing is cancelled
+    assert d.s.state is State.PAYMENT and d.s.outcome is None
+    d(E.CardInserted())  # and back once more, for good
+    d(E.CashCredited(300))
+    d(E.DocumentReceived(d.key(C.RequestDocument), DOC, "aa" * 32))
+    d(E.EscrowStacked(d.key(C.StackEscrow), 300))
+    assert d.s.state is State.PRINTING and d.screens()[-1] == "take-card"
+    d(E.PrintDone(d.key(C.PrintDocument)))
+    assert d.s.state is State.AWAIT_CARD_REMOVAL  # never done with the card in the slot
+    d(E.CardRemoved())
+    d(E.PagesReleased(d.key(C.ReleasePages)))
+    d(E.Finalized(d.key(C.Finalize)))
+    assert d.s.state is State.DONE and not d.s.card_present
+
+
+def test_a_card_put_back_while_printing_brings_the_reminder_back() -> None:
+    d = Drive(pin_reset=False, card_out_after_use=True)
+    d.used()
+    d(E.CardRemoved())
+    d(E.Choose("juminhyo"))
+    d(E.OptionsConfirmed(()))
+    d(E.QuoteAccepted())
+    d(E.CashCredited(300))
+    d(E.DocumentReceived(d.key(C.RequestDocument), DOC, "aa" * 32))
+    d(E.EscrowStacked(d.key(C.StackEscrow), 300))
+    assert d.screens()[-1] == "printing"
+    d(E.CardInserted())
+    assert d.screens()[-1] == "take-card" and isinstance(d.log[-1], C.RemindCard)
+    d(E.PrintDone(d.key(C.PrintDocument)))
+    assert d.s.state is State.AWAIT_CARD_REMOVAL

@@ -57,6 +57,7 @@ SCREEN_STATES: dict[str, dict[str, Any]] = {
     "payment~confirm": state("payment", **_QUOTE, credited=150,
                              accepted={"coins": [10, 50, 100, 500], "notes": [1000]}),
     "setcard": {**WebHub().state(), "screen": "setcard"},
+    "card-left": {**WebHub().state(), "screen": "card-left"},
     "reading": state("reading"),
     "pin": state("pin", pin={"count": 2, "max": 4, "tries_left": 1}),
     "pin-wrong": state("pin-wrong", pin={"count": 0, "max": 4, "tries_left": 2}),

@@ -388,3 +388,19 @@ def test_the_municipalities_set_their_own_limit_of_copies() -> None:
     limits = {m.name: m.settings.max_copies for m in MUNICIPALITIES}
     assert limits["千代田区"] == 5 and limits["高松市"] == 2 and limits["横浜市"] == 3
     assert max(limits.values()) <= MAX_COPIES
+
+
+def test_a_card_left_in_the_slot_after_a_session_holds_the_start_screen() -> None:
+    """Review of issue 24: the next customer's start screen waited silently with the last
+    card in the slot. While it is there the screen says so and start/同意 are refused."""
+    hub = WebHub()
+    hub.card_left(True)
+    assert hub.screen == "card-left" and hub.state()["screen"] == "card-left"
+    hub.act({"op": "start"})
+    hub.act({"op": "agree"})
+    assert hub.screen == "card-left" and not hub.accepting_card()
+    assert list(hub.errors) == ["start", "agree"]
+    hub.card_left(False)
+    assert hub.screen == "start"
+    hub.act({"op": "start"})
+    assert hub.screen == "notice"
