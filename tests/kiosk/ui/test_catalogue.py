@@ -79,3 +79,16 @@ def test_a_language_is_one_file(tmp_path: pytest.TempPathFactory) -> None:
     for lang in catalogue_languages():
         data = json.loads((MESSAGES / f"{lang}.json").read_text(encoding="utf-8"))
         assert data["_name"] and data["_speech"]
+
+
+def test_the_set_card_screen_asks_for_the_card_only_until_the_pin_is_checked() -> None:
+    """Review of issue 24: the card is asked out right after the PIN (card-out), so the
+    set-card screen must not tell people to leave it until the procedure ends."""
+    from kiosk.ui.hub import load_catalogue
+
+    said = {lang: load_catalogue(lang)["screen.setcard.text"]
+            for lang in ("ja", "en", "zh", "ko")}
+    assert "暗証番号の確認が終わるまで" in said["ja"] and "手続きが終わるまで" not in said["ja"]
+    assert "PIN" in said["en"] and "until you are finished" not in said["en"]
+    assert "密码" in said["zh"] and "手续结束" not in said["zh"]
+    assert "비밀번호" in said["ko"] and "절차가 끝날" not in said["ko"]
