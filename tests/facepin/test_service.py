@@ -696,29 +696,46 @@ def test_rate_limit_holds_under_20_concurrent_attempts(pki: PkiEnv, service: Ser
 
     path, p = pki.new_card(photo=chip)
     blank = blank_jpeg((320, 240))
-    bodies = []
-    with httpx.Client(base_url=service.url, trust_env=False, timeout=60) as http:
-        for _ in range(20):
-            ch = http.post("/v1/challenges").json()
-            ev = gather_evidence(card_of(path), base64.b64decode(ch["nonce"]), p.auth_pin,
-                                 p.text_pin)
-            bodies.append(_reservation_body(ch, ev, ev, ev.serial))
-    start = threading.Barrier(20)
-    codes: list[int] = []
-    errors: list[str] = []
 
-    def attempt(body: dict[str, object]) -> None:
-        camera = still(blank)
-        start.wait()
-        status, error = live(service.url, body, camera)
-        codes.append(status)
-        errors.append(error)
+    def bodies_for(n: int) -> list[dict[str, object]]:
+        out = []
+        with httpx.Client(base_url=service.url, trust_env=False, timeout=60) as http:
+            for _ in range(n):
+                ch = http.post("/v1/challenges").json()
+                ev = gather_evidence(card_of(path), base64.b64decode(ch["nonce"]),
+                                     p.auth_pin, p.text_pin)
+                out.append(_reservation_body(ch, ev, ev, ev.serial))
+        return out
 
-    threads = [threading.Thread(target=attempt, args=(b,)) for b in bodies]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
+    def round_of(bodies: list[dict[str, object]]) -> list[tuple[int, str]]:
+        start = threading.Barrier(len(bodies))
+        results: list[tuple[int, str]] = []
+
+        def attempt(body: dict[str, object]) -> None:
+            camera = still(blank)
+            start.wait()
+            results.append(live(service.url, body, camera))
+
+        threads = [threading.Thread(target=attempt, args=(b,)) for b in bodies]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+        return results
+
+    # A capture refused certificate_unknown (the OCSP responder late under load) took no
+    # attempt — the certificate is checked first — so it is tried again with fresh
+    # evidence, as the app would, together with the others still pending.
+    final: list[tuple[int, str]] = []
+    pending = 20
+    for _ in range(6):
+        results = round_of(bodies_for(pending))
+        final += [r for r in results if r[1] != "certificate_unknown"]
+        pending = sum(r[1] == "certificate_unknown" for r in results)
+        if not pending:
+            break
+    codes = [c for c, _e in final]
+    errors = [e for _c, e in final]
     print(f"\n[{service.database.split(':')[0]}] 20 concurrent attempts:"
           f" {sum(c != 429 for c in codes)} evaluated, {codes.count(429)} refused 429")
     assert sorted(codes) == [422] * 5 + [429] * 15, errors  # 422: no face in the blank frame
