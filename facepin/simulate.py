@@ -43,15 +43,9 @@ def turn_head(rgb: np.ndarray, box: FaceBox, nose: tuple[int, int], degrees: flo
     cv2 = _cv2()
     h, w = rgb.shape[:2]
     theta = math.radians(degrees)
-    cx, cy = (box.left + box.right) / 2, (box.top + box.bottom) / 2 + 0.05 * box.width
-    a, b = 0.62 * box.width, 0.85 * (box.bottom - box.top)
+    cx = (box.left + box.right) / 2
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    u, v = (xs - cx) / a, (ys - cy) / b
-    inside = np.clip(1 - u * u - v * v, 0, None)
-    z = 0.9 * a * np.sqrt(inside)
-    sigma = 0.18 * a
-    z += 0.45 * a * np.exp(-((xs - nose[0]) ** 2 + (ys - nose[1]) ** 2) / (2 * sigma**2)) \
-        * (inside > 0)
+    z, _inside, _u, _a = _ellipsoid(rgb.shape, box, nose)
     xprime = cx + (xs - cx) * math.cos(theta) + z * math.sin(theta)
     xprime = np.maximum.accumulate(xprime, axis=1)  # occlusion: keep rows monotonic
     map_x = np.empty_like(xs)
